@@ -1,0 +1,186 @@
+//! Client commands that are one request each: register, fund, balance, history.
+
+use serde_json::{Value, json};
+use stampline_client::{Endpoint, Link, Trust};
+use stampline_money::Amount;
+use stampline_wire::{Card, Eft, Op, Response, Secret};
+
+use crate::args::{FundArgs, Global, HistoryArgs, RegisterArgs};
+use crate::output::{CliError, Out};
+
+pub fn endpoint(global: &Global) -> Result<Endpoint, CliError> {
+    let url = global
+        .server
+        .as_deref()
+        .ok_or_else(|| CliError::new("no_server", "give --server or set STAMPLINE_SERVER"))?;
+    let trust_path = global.trust.as_deref().ok_or_else(|| {
+        CliError::new(
+            "no_trust",
+            "give --trust or set STAMPLINE_TRUST (the server's trust.pem)",
+        )
+    })?;
+    Ok(Endpoint::new(url, Trust::from_file(trust_path)?)?)
+}
+
+pub fn user(global: &Global) -> Result<String, CliError> {
+    global
+        .user
+        .clone()
+        .ok_or_else(|| CliError::new("no_user", "give --user or set STAMPLINE_USER"))
+}
+
+/// The password from STAMPLINE_PASSWORD, or a prompt that does not echo.
+pub fn password() -> Result<String, CliError> {
+    if let Ok(p) = std::env::var("STAMPLINE_PASSWORD") {
+        return Ok(p);
+    }
+    rpassword::prompt_password("Password: ").map_err(|e| {
+        CliError::new(
+            "no_password",
+            format!("set STAMPLINE_PASSWORD or run in a terminal: {e}"),
+        )
+    })
+}
+
+pub async fn connect(global: &Global) -> Result<(Endpoint, Link), CliError> {
+    let ep = endpoint(global)?;
+    let link = Link::connect(&ep, &user(global)?, &password()?).await?;
+    Ok((ep, link))
+}
+
+/// A response's fields, or its error.
+pub fn ok_fields(r: Response) -> Result<Value, CliError> {
+    if r.ok {
+        Ok(Value::Object(r.fields))
+    } else {
+        Err(CliError::new(
+            r.code().unwrap_or("error"),
+            r.message().unwrap_or("request refused").to_owned(),
+        ))
+    }
+}
+
+pub fn dollars(mills: u64) -> String {
+    Amount::from_mills(mills).map_or_else(|| format!("{mills} mills"), |a| a.to_string())
+}
+
+pub async fn do_register(
+    ep: &Endpoint,
+    user: &str,
+    password: &str,
+    a: &RegisterArgs,
+) -> Result<Value, CliError> {
+    let form = json!({"user": user, "password": password, "name": a.name, "address": a.address,
+        "city": a.city, "state": a.state, "zip": a.zip});
+    Ok(ep.register(&form).await?)
+}
+
+pub async fn register(global: &Global, a: RegisterArgs, out: Out) -> Result<(), CliError> {
+    let ep = endpoint(global)?;
+    let v = do_register(&ep, &user(global)?, &password()?, &a).await?;
+    let human = format!(
+        "registered {} — licence {}, meter {}",
+        v["user"].as_str().unwrap_or(""),
+        v["license_id"].as_str().unwrap_or(""),
+        v["device_id"].as_str().unwrap_or("")
+    );
+    out.done(&v, &human);
+    Ok(())
+}
+
+/// Build the fund op, refusing a card number that fails the Luhn check before it leaves.
+pub fn fund_op(a: &FundArgs) -> Result<Op, CliError> {
+    let amount =
+        Amount::parse_dollars(&a.amount).map_err(|e| CliError::new("bad_amount", e.to_string()))?;
+    if amount.is_zero() {
+        return Err(CliError::new("bad_amount", "amount must be more than zero"));
+    }
+    let (card, eft) = match (&a.card, &a.eft_routing, &a.eft_account) {
+        (Some(number), None, None) => {
+            let number: String = number.chars().filter(|c| *c != ' ' && *c != '-').collect();
+            // Refused here, before the number leaves the machine.
+            if !stampline_sandbox::luhn_ok(&number) {
+                return Err(CliError::new(
+                    "bad_card",
+                    "card number fails the Luhn check",
+                ));
+            }
+            let card = Card {
+                number: Secret(number),
+                exp: a.exp.clone().unwrap_or_default(),
+                cvc: Secret(a.cvc.clone().unwrap_or_default()),
+            };
+            (Some(card), None)
+        }
+        (None, Some(routing), Some(account)) => (
+            None,
+            Some(Eft {
+                routing: routing.clone(),
+                account: Secret(account.clone()),
+            }),
+        ),
+        _ => {
+            return Err(CliError::new(
+                "bad_request",
+                "give --card/--exp/--cvc or --eft-routing/--eft-account",
+            ));
+        }
+    };
+    Ok(Op::Fund {
+        amount_mills: amount.mills(),
+        card,
+        card_token: None,
+        eft,
+    })
+}
+
+pub async fn fund(global: &Global, a: FundArgs, out: Out) -> Result<(), CliError> {
+    let op = fund_op(&a)?;
+    let (_, link) = connect(global).await?;
+    let v = ok_fields(link.request(op).await?)?;
+    let _ = link.bye().await;
+    let human = format!(
+        "funded {} (payment {}); balance {}",
+        dollars(v["amount_mills"].as_u64().unwrap_or(0)),
+        v["payment_id"].as_str().unwrap_or(""),
+        dollars(v["balance_mills"].as_u64().unwrap_or(0))
+    );
+    out.done(&v, &human);
+    Ok(())
+}
+
+pub async fn balance(global: &Global, out: Out) -> Result<(), CliError> {
+    let (_, link) = connect(global).await?;
+    let v = ok_fields(link.request(Op::Balance {}).await?)?;
+    let _ = link.bye().await;
+    let human = format!(
+        "balance {}  (ascending register {}, descending register {}, {} pieces)",
+        dollars(v["balance_mills"].as_u64().unwrap_or(0)),
+        dollars(v["ascending_mills"].as_u64().unwrap_or(0)),
+        dollars(v["descending_mills"].as_u64().unwrap_or(0)),
+        v["pieces"].as_u64().unwrap_or(0)
+    );
+    out.done(&v, &human);
+    Ok(())
+}
+
+pub async fn history(global: &Global, a: HistoryArgs, out: Out) -> Result<(), CliError> {
+    let (_, link) = connect(global).await?;
+    let v = ok_fields(link.request(Op::History { limit: a.limit }).await?)?;
+    let _ = link.bye().await;
+    let mut human = String::new();
+    for item in v["items"].as_array().into_iter().flatten() {
+        human.push_str(&format!(
+            "{}  {}  {}  {}\n",
+            item["serial"].as_str().unwrap_or(""),
+            item["kind"].as_str().unwrap_or(""),
+            dollars(item["amount_mills"].as_u64().unwrap_or(0)),
+            item["status"].as_str().unwrap_or("")
+        ));
+    }
+    if human.is_empty() {
+        human = "no items yet".into();
+    }
+    out.done(&v, human.trim_end());
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! `stampline`: one binary for the server, the client commands, the verifier and the demo.
+//! It parses flags, calls the library crates and prints; nothing here is worth testing alone —
+//! the integration tests run this binary for real.
+
+mod args;
+mod buy;
+mod client_cmds;
+mod demo;
+mod output;
+mod server_cmd;
+mod verify;
+
+use clap::Parser as _;
+
+use crate::args::{Cli, Command};
+use crate::output::{CliError, Out};
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if std::env::args().any(|a| a == "--json") && e.use_stderr() => {
+            Out { json: true }.fail(&CliError::new("bad_usage", e.to_string().trim().to_owned()))
+        }
+        Err(e) => e.exit(),
+    };
+    let out = Out { json: cli.json };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STAMPLINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,stampline_server=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => out.fail(&CliError::new(
+            "internal",
+            format!("cannot start the runtime: {e}"),
+        )),
+    };
+    let result = runtime.block_on(run(cli.command, &cli.global, out));
+    if let Err(e) = result {
+        out.fail(&e);
+    }
+}
+
+async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), CliError> {
+    match command {
+        Command::Server(a) => server_cmd::server(a, out).await,
+        Command::Demo(a) => demo::demo(a, out).await,
+        Command::Register(a) => client_cmds::register(global, a, out).await,
+        Command::Fund(a) => client_cmds::fund(global, a, out).await,
+        Command::Balance => client_cmds::balance(global, out).await,
+        Command::History(a) => client_cmds::history(global, a, out).await,
+        Command::Buy(a) => buy::buy(global, a, out).await,
+        Command::Verify(a) => verify::verify_cmd(global, a, out).await,
+        Command::Audit(a) => server_cmd::audit(a, out),
+    }
+}

@@ -1,0 +1,156 @@
+//! `stampline verify FILE`: decode, parse, check the signature with the published key, check the
+//! item's status (the void list).
+
+use std::path::Path;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use stampline_client::{Endpoint, PublishedKey};
+use stampline_items::Item;
+
+use crate::args::{Global, VerifyArgs};
+use crate::buy::check_item;
+use crate::client_cmds::endpoint;
+use crate::output::{CliError, Out};
+
+/// Largest file `verify` reads.
+pub const MAX_VERIFY_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The item bytes inside a file: a PNG label is decoded; anything else is taken as raw bytes.
+pub fn item_bytes_of(data: &[u8]) -> Result<Vec<u8>, CliError> {
+    if data.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return stampline_label::decode_png(data)
+            .map_err(|e| CliError::new("no_barcode", e.to_string()));
+    }
+    if data.starts_with(b"%PDF") {
+        return Err(CliError::new(
+            "unsupported",
+            "PDF labels are verified by a later version; verify the PNG or the raw item",
+        ));
+    }
+    Ok(data.to_vec())
+}
+
+fn keys_from_file(path: &Path) -> Result<Vec<PublishedKey>, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::new("bad_keys", format!("{}: {e}", path.display())))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| CliError::new("bad_keys", e.to_string()))?;
+    v.as_array()
+        .ok_or_else(|| {
+            CliError::new(
+                "bad_keys",
+                "keys file must be the JSON array of GET /v1/keys",
+            )
+        })?
+        .iter()
+        .map(|k| {
+            Ok(PublishedKey {
+                key_id: k["key_id"].as_str().unwrap_or_default().to_owned(),
+                spki_der: base64::engine::general_purpose::STANDARD
+                    .decode(k["public_key_spki_der_base64"].as_str().unwrap_or_default())
+                    .map_err(|_| CliError::new("bad_keys", "bad public key"))?,
+                valid_from: k["valid_from"].as_str().unwrap_or_default().to_owned(),
+                valid_until: k["valid_until"].as_str().map(str::to_owned),
+            })
+        })
+        .collect()
+}
+
+fn describe(item: &Item) -> Value {
+    json!({
+        "kind": item.body.kind().name(),
+        "device_id": item.body.device_id().to_string(),
+        "key_id": item.body.key_id().to_string(),
+        "serial": item.body.serial().to_string(),
+        "amount_mills": item.body.amount().mills(),
+    })
+}
+
+/// Verify a file. `Ok` carries the verdict (valid or not); `Err` is for "could not tell".
+pub async fn do_verify(
+    ep: Option<&Endpoint>,
+    keys_file: Option<&Path>,
+    file: &Path,
+) -> Result<Value, CliError> {
+    let meta = std::fs::metadata(file)
+        .map_err(|e| CliError::new("no_file", format!("{}: {e}", file.display())))?;
+    if meta.len() > MAX_VERIFY_FILE_BYTES {
+        return Err(CliError::new("too_large", "file is over 64 MiB"));
+    }
+    let data = std::fs::read(file)
+        .map_err(|e| CliError::new("no_file", format!("{}: {e}", file.display())))?;
+    let bytes = item_bytes_of(&data)?;
+    let keys = match (keys_file, ep) {
+        (Some(path), _) => keys_from_file(path)?,
+        (None, Some(ep)) => ep.keys().await?,
+        (None, None) => {
+            return Err(CliError::new(
+                "no_keys",
+                "give --keys FILE or a server (--server, --trust)",
+            ));
+        }
+    };
+    let invalid = |reason: String, details: Value| {
+        let mut v = json!({"valid": false, "reason": reason});
+        if let (Value::Object(m), Value::Object(d)) = (&mut v, details) {
+            m.extend(d);
+        }
+        v
+    };
+    let item = match check_item(&bytes, &keys) {
+        Ok(item) => item,
+        Err(reason) => {
+            let details = Item::parse(&bytes)
+                .map(|i| describe(&i))
+                .unwrap_or(json!({}));
+            return Ok(invalid(reason, details));
+        }
+    };
+    let mut v = describe(&item);
+    let status = match ep {
+        Some(ep) => Some(ep.item_status(&item.body.serial().to_string()).await?),
+        None => None,
+    };
+    let bad_status = matches!(status.as_deref(), Some("voided" | "refunded" | "unknown"));
+    if let Value::Object(m) = &mut v {
+        m.insert("valid".into(), json!(!bad_status));
+        m.insert("status".into(), json!(status));
+        if bad_status {
+            m.insert(
+                "reason".into(),
+                json!(format!("item is {}", status.unwrap_or_default())),
+            );
+        }
+    }
+    Ok(v)
+}
+
+pub async fn verify_cmd(global: &Global, a: VerifyArgs, out: Out) -> Result<(), CliError> {
+    let ep = if global.server.is_some() {
+        Some(endpoint(global)?)
+    } else {
+        None
+    };
+    let v = do_verify(ep.as_ref(), a.keys.as_deref(), &a.file).await?;
+    let valid = v["valid"] == json!(true);
+    let human = if valid {
+        format!(
+            "VALID {} {} — {} mills, status {}",
+            v["kind"].as_str().unwrap_or(""),
+            v["serial"].as_str().unwrap_or(""),
+            v["amount_mills"],
+            v["status"].as_str().unwrap_or("not checked (offline)")
+        )
+    } else {
+        format!(
+            "INVALID: {}",
+            v["reason"].as_str().unwrap_or("unknown reason")
+        )
+    };
+    out.done(&v, &human);
+    if !valid {
+        std::process::exit(1);
+    }
+    Ok(())
+}

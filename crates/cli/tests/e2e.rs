@@ -1,0 +1,545 @@
+//! End to end: the real `stampline server` on port 0 in a temp dir, driven by the real `stampline`
+//! binary, exactly as a user or a script would.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_stampline");
+const PASSWORD: &str = "correct horse battery staple";
+
+struct TestServer {
+    child: Child,
+    url: String,
+    trust: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestServer {
+    fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut child = Command::new(BIN)
+            .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: Value = serde_json::from_str(&line).expect("listening line is JSON");
+        assert_eq!(v["event"], "listening");
+        let trust = PathBuf::from(v["trust"].as_str().unwrap());
+        assert_eq!(trust, data.join("trust.pem"));
+        TestServer {
+            child,
+            url: v["url"].as_str().unwrap().to_owned(),
+            trust,
+            _dir: dir,
+        }
+    }
+
+    /// Run a client command as `user` with --json; returns (exit success, last JSON line).
+    fn run(&self, user: &str, args: &[&str]) -> (bool, Value) {
+        let out = Command::new(BIN)
+            .arg("--json")
+            .args(args)
+            .env("STAMPLINE_SERVER", &self.url)
+            .env("STAMPLINE_TRUST", &self.trust)
+            .env("STAMPLINE_USER", user)
+            .env("STAMPLINE_PASSWORD", PASSWORD)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last = stdout.lines().last().unwrap_or("null");
+        let v: Value = serde_json::from_str(last).unwrap_or_else(|_| {
+            panic!(
+                "not JSON: {stdout} / {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.success(), v)
+    }
+
+    fn ok(&self, user: &str, args: &[&str]) -> Value {
+        let (ok, v) = self.run(user, args);
+        assert!(ok, "{args:?} failed: {v}");
+        v
+    }
+
+    fn fails_with(&self, user: &str, args: &[&str], code: &str) -> Value {
+        let (ok, v) = self.run(user, args);
+        assert!(!ok, "{args:?} should fail with {code}: {v}");
+        assert_eq!(v["error"], code, "{args:?}: {v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+        v
+    }
+
+    fn register(&self, user: &str) -> Value {
+        self.ok(
+            user,
+            &[
+                "register",
+                "--name",
+                "Ann Example",
+                "--address",
+                "1 Main St",
+                "--city",
+                "Boston",
+                "--state",
+                "MA",
+                "--zip",
+                "02134",
+            ],
+        )
+    }
+
+    fn balance_mills(&self, user: &str) -> u64 {
+        self.ok(user, &["balance"])["balance_mills"]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+fn exp() -> String {
+    "12/30".to_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn register_fund_buy_balance_verify_end_to_end() {
+    let server = TestServer::start();
+    let reg = server.register("ann");
+    assert_eq!(reg["user"], "ann");
+    assert!(reg["license_id"].as_str().unwrap().starts_with("LIC-"));
+    let device_id = reg["device_id"].as_str().unwrap().to_owned();
+    assert_eq!(device_id.len(), 12);
+    assert!(device_id.starts_with("SL01"));
+
+    let fund = server.ok(
+        "ann",
+        &[
+            "fund",
+            "--amount",
+            "20",
+            "--card",
+            "4242424242424242",
+            "--exp",
+            &exp(),
+            "--cvc",
+            "123",
+        ],
+    );
+    assert_eq!(fund["amount_mills"], 20_000);
+    assert_eq!(fund["balance_mills"], 20_000);
+    assert!(fund["payment_id"].as_str().is_some());
+
+    let out = tempfile::tempdir().unwrap();
+    let label = out.path().join("label");
+    let buy = server.ok(
+        "ann",
+        &[
+            "buy",
+            "--postage",
+            "0.78",
+            "--from",
+            "02134",
+            "--to",
+            "94105",
+            "--format",
+            "png",
+            "--format",
+            "pdf",
+            "--format",
+            "raw",
+            "--out",
+            s(&label),
+        ],
+    );
+    assert_eq!(buy["postage_mills"], 780);
+    assert_eq!(buy["balance_mills"], 19_220);
+    assert_eq!(buy["printed"], true);
+    let serial = buy["serial"].as_str().unwrap().to_owned();
+    assert_eq!(serial, format!("{device_id}-1"));
+    assert_eq!(buy["files"].as_array().unwrap().len(), 3);
+
+    let bal = server.ok("ann", &["balance"]);
+    assert_eq!(bal["balance_mills"], 19_220);
+    assert_eq!(bal["ascending_mills"], 780);
+    assert_eq!(bal["descending_mills"], 19_220);
+    assert_eq!(bal["pieces"], 1);
+
+    // The label decodes back to the exact item bytes.
+    let raw = std::fs::read(label.with_extension("raw")).unwrap();
+    assert_eq!(raw.len(), 126);
+    let png = std::fs::read(label.with_extension("png")).unwrap();
+    assert_eq!(stampline_label::decode_png(&png).unwrap(), raw);
+    assert!(
+        std::fs::read(label.with_extension("pdf"))
+            .unwrap()
+            .starts_with(b"%PDF-")
+    );
+
+    for file in [label.with_extension("png"), label.with_extension("raw")] {
+        let v = server.ok("ann", &["verify", s(&file)]);
+        assert_eq!(v["valid"], true, "{v}");
+        assert_eq!(v["kind"], "postage");
+        assert_eq!(v["serial"], serial.as_str());
+        assert_eq!(v["device_id"], device_id.as_str());
+        assert_eq!(v["amount_mills"], 780);
+        assert_eq!(v["status"], "printed");
+        assert_eq!(v["key_id"].as_str().unwrap().len(), 8);
+    }
+
+    let history = server.ok("ann", &["history", "--limit", "5"]);
+    let items = history["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["serial"], serial.as_str());
+    assert_eq!(items[0]["status"], "printed");
+
+    // The ledger and audit log are consistent on disk.
+    let audit = Command::new(BIN)
+        .args(["audit", "--json", "--data-dir"])
+        .arg(server.trust.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stdout)
+    );
+}
+
+#[test]
+fn a_flipped_bit_in_an_item_makes_verify_fail() {
+    let server = TestServer::start();
+    server.register("bob");
+    server.ok(
+        "bob",
+        &[
+            "fund",
+            "--amount",
+            "5",
+            "--card",
+            "4242424242424242",
+            "--exp",
+            &exp(),
+            "--cvc",
+            "123",
+        ],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let label = out.path().join("l");
+    server.ok(
+        "bob",
+        &[
+            "buy",
+            "--postage",
+            "0.78",
+            "--from",
+            "02134",
+            "--to",
+            "94105",
+            "--format",
+            "raw",
+            "--out",
+            s(&label),
+        ],
+    );
+    let raw = std::fs::read(label.with_extension("raw")).unwrap();
+    // Flip one bit in the postage field (offset 6 + 1 + 8 + 4 + 4 + 5 + 5 = 33).
+    let mut bad = raw.clone();
+    bad[33] ^= 0x01;
+    let bad_path = out.path().join("bad.raw");
+    std::fs::write(&bad_path, &bad).unwrap();
+    let (ok, v) = server.run("bob", &["verify", s(&bad_path)]);
+    assert!(!ok);
+    assert_eq!(v["valid"], false);
+    assert!(v["reason"].as_str().unwrap().contains("signature"), "{v}");
+    // And in the signature itself.
+    let mut bad = raw;
+    let last = bad.len() - 1;
+    bad[last] ^= 0x80;
+    std::fs::write(&bad_path, &bad).unwrap();
+    let (ok, v) = server.run("bob", &["verify", s(&bad_path)]);
+    assert!(!ok);
+    assert_eq!(v["valid"], false);
+}
+
+#[test]
+fn bad_input_gets_a_clear_code_and_changes_nothing() {
+    let server = TestServer::start();
+    server.register("cat");
+    server.ok(
+        "cat",
+        &[
+            "fund",
+            "--amount",
+            "1",
+            "--card",
+            "4242424242424242",
+            "--exp",
+            &exp(),
+            "--cvc",
+            "123",
+        ],
+    );
+    assert_eq!(server.balance_mills("cat"), 1_000);
+    let buy = |postage: &str, from: &str, to: &str| {
+        vec![
+            "buy",
+            "--postage",
+            postage,
+            "--from",
+            from,
+            "--to",
+            to,
+            "--format",
+            "raw",
+            "--out",
+            "/nonexistent/x",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<String>>()
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (buy("5.00", "02134", "94105"), "insufficient_funds"),
+        (buy("0.78", "0213", "94105"), "bad_zip"),
+        (buy("0.78", "02134", "9410"), "bad_zip"),
+        (buy("0", "02134", "94105"), "bad_amount"),
+        (buy("-1", "02134", "94105"), "bad_amount"),
+        (buy("0.0001", "02134", "94105"), "bad_amount"),
+    ];
+    for (args, code) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        server.fails_with("cat", &args, code);
+        assert_eq!(
+            server.balance_mills("cat"),
+            1_000,
+            "{args:?} changed the balance"
+        );
+    }
+    // Cards: Luhn failure refused by the client; declined and insufficient-funds cards by the bank.
+    server.fails_with(
+        "cat",
+        &[
+            "fund",
+            "--amount",
+            "5",
+            "--card",
+            "4242424242424241",
+            "--exp",
+            &exp(),
+            "--cvc",
+            "123",
+        ],
+        "bad_card",
+    );
+    server.fails_with(
+        "cat",
+        &[
+            "fund",
+            "--amount",
+            "5",
+            "--card",
+            "4000000000000002",
+            "--exp",
+            &exp(),
+            "--cvc",
+            "123",
+        ],
+        "card_declined",
+    );
+    server.fails_with(
+        "cat",
+        &[
+            "fund",
+            "--amount",
+            "5",
+            "--card",
+            "4000000000009995",
+            "--exp",
+            &exp(),
+            "--cvc",
+            "123",
+        ],
+        "card_declined",
+    );
+    server.fails_with(
+        "cat",
+        &[
+            "fund",
+            "--amount",
+            "5",
+            "--eft-routing",
+            "011000016",
+            "--eft-account",
+            "123456789",
+        ],
+        "bad_account",
+    );
+    assert_eq!(server.balance_mills("cat"), 1_000);
+    // A failed print (unwritable output) voids and refunds at once.
+    let (ok, v) = server.run(
+        "cat",
+        &[
+            "buy",
+            "--postage",
+            "0.50",
+            "--from",
+            "02134",
+            "--to",
+            "94105",
+            "--format",
+            "raw",
+            "--out",
+            "/nonexistent/dir/x",
+        ],
+    );
+    assert!(!ok);
+    assert_eq!(v["error"], "print_failed", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("voided and refunded"),
+        "{v}"
+    );
+    assert_eq!(server.balance_mills("cat"), 1_000);
+    let history = server.ok("cat", &["history", "--limit", "1"]);
+    assert_eq!(history["items"][0]["status"], "voided");
+    // EFT with a valid routing number works.
+    let v = server.ok(
+        "cat",
+        &[
+            "fund",
+            "--amount",
+            "2",
+            "--eft-routing",
+            "011000015",
+            "--eft-account",
+            "123456789",
+        ],
+    );
+    assert_eq!(v["balance_mills"], 3_000);
+    // Wrong password: a clear refusal.
+    let out = Command::new(BIN)
+        .args(["--json", "balance"])
+        .env("STAMPLINE_SERVER", &server.url)
+        .env("STAMPLINE_TRUST", &server.trust)
+        .env("STAMPLINE_USER", "cat")
+        .env("STAMPLINE_PASSWORD", "not the password at all")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"], "bad_credentials");
+}
+
+#[test]
+fn registration_refuses_bad_data_and_duplicates() {
+    let server = TestServer::start();
+    server.register("dan");
+    server.fails_with(
+        "dan",
+        &[
+            "register",
+            "--name",
+            "Dan",
+            "--address",
+            "1 Main St",
+            "--city",
+            "Boston",
+            "--state",
+            "MA",
+            "--zip",
+            "02134",
+        ],
+        "user_exists",
+    );
+    server.fails_with(
+        "eve",
+        &[
+            "register",
+            "--name",
+            "Eve",
+            "--address",
+            "1 Main St",
+            "--city",
+            "Boston",
+            "--state",
+            "MA",
+            "--zip",
+            "0213",
+        ],
+        "bad_zip",
+    );
+    server.fails_with(
+        "eve",
+        &[
+            "register",
+            "--name",
+            "Eve",
+            "--address",
+            "1 Main St",
+            "--city",
+            "Boston",
+            "--state",
+            "Mass",
+            "--zip",
+            "02134",
+        ],
+        "bad_state",
+    );
+}
+
+#[test]
+fn demo_prints_labels_that_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--json", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["postage_mills"], 780);
+    assert_eq!(v["balance_mills"], 19_220);
+    let png = std::fs::read(v["label_png"].as_str().unwrap()).unwrap();
+    let bytes = stampline_label::decode_png(&png).unwrap();
+    let item = stampline_items::Item::parse(&bytes).unwrap();
+    assert_eq!(
+        item.body.serial().to_string(),
+        v["serial"].as_str().unwrap()
+    );
+    assert!(
+        std::fs::metadata(v["label_pdf"].as_str().unwrap())
+            .unwrap()
+            .len()
+            > 0
+    );
+}

@@ -1,0 +1,235 @@
+//! The server's address and the plain HTTPS calls: registration, published keys, item status.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+use crate::trust::Trust;
+
+/// Largest HTTP response body the client reads.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Connect + TLS handshake + response, for one HTTP call.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("server URL must look like https://HOST:PORT: {0}")]
+    BadUrl(String),
+    #[error("cannot reach the server: {0}")]
+    Connect(String),
+    #[error("TLS with the server failed: {0}")]
+    Tls(String),
+    #[error("server answered {status}: {code}: {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from the server: {0}")]
+    BadAnswer(String),
+    #[error("the server did not answer in time")]
+    Timeout,
+}
+
+impl HttpError {
+    /// A snake_case code for the CLI's JSON errors.
+    pub fn code(&self) -> String {
+        match self {
+            HttpError::BadUrl(_) => "bad_url".into(),
+            HttpError::Connect(_) => "unreachable".into(),
+            HttpError::Tls(_) => "tls_failed".into(),
+            HttpError::Refused { code, .. } => code.clone(),
+            HttpError::BadAnswer(_) => "bad_answer".into(),
+            HttpError::Timeout => "timeout".into(),
+        }
+    }
+}
+
+/// A published signing key, as `GET /v1/keys` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedKey {
+    pub key_id: String,
+    pub spki_der: Vec<u8>,
+    pub valid_from: String,
+    pub valid_until: Option<String>,
+}
+
+/// Where the server is and who it must be.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub trust: Trust,
+}
+
+impl Endpoint {
+    /// `https://HOST:PORT` (a trailing slash is fine; the port defaults to 443).
+    pub fn new(url: &str, trust: Trust) -> Result<Endpoint, HttpError> {
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| HttpError::BadUrl(url.into()))?
+            .trim_end_matches('/');
+        if rest.is_empty() || rest.contains('/') {
+            return Err(HttpError::BadUrl(url.into()));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+                h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                p.parse::<u16>()
+                    .map_err(|_| HttpError::BadUrl(url.into()))?,
+            ),
+            _ => (rest.to_owned(), 443),
+        };
+        Ok(Endpoint { host, port, trust })
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}:{}", self.host, self.port)
+    }
+
+    /// A TCP connection with pinned TLS 1.3.
+    pub async fn connect_tls(
+        &self,
+        alpn: &[&[u8]],
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, HttpError> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| HttpError::Connect(format!("{}: {e}", self.url())))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(self.host.clone())
+            .map_err(|_| HttpError::BadUrl(self.host.clone()))?;
+        let connector = tokio_rustls::TlsConnector::from(self.trust.client_config(alpn));
+        connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| HttpError::Tls(e.to_string()))
+    }
+
+    /// One HTTP/1.1 request with a JSON body (or none); returns the status and the JSON answer.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), HttpError> {
+        tokio::time::timeout(HTTP_TIMEOUT, self.call_inner(method, path, body))
+            .await
+            .map_err(|_| HttpError::Timeout)?
+    }
+
+    async fn call_inner(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), HttpError> {
+        let tls = self.connect_tls(&[b"http/1.1"]).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| HttpError::Connect(e.to_string()))?;
+        tokio::spawn(conn);
+        let bytes = body
+            .map(|b| serde_json::to_vec(b).unwrap_or_default())
+            .unwrap_or_default();
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port))
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| HttpError::BadAnswer(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| HttpError::Connect(e.to_string()))?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| HttpError::BadAnswer(e.to_string()))?
+            .to_bytes();
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|_| HttpError::BadAnswer(format!("status {status}, body is not JSON")))?;
+        if status >= 400 {
+            return Err(HttpError::Refused {
+                status,
+                code: value["error"].as_str().unwrap_or("error").to_owned(),
+                message: value["message"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+        Ok((status, value))
+    }
+
+    /// `POST /v1/register`.
+    pub async fn register(&self, form: &Value) -> Result<Value, HttpError> {
+        Ok(self.call("POST", "/v1/register", Some(form)).await?.1)
+    }
+
+    /// `GET /v1/keys`.
+    pub async fn keys(&self) -> Result<Vec<PublishedKey>, HttpError> {
+        let (_, v) = self.call("GET", "/v1/keys", None).await?;
+        let list = v
+            .as_array()
+            .ok_or_else(|| HttpError::BadAnswer("keys must be an array".into()))?;
+        list.iter()
+            .map(|k| {
+                let spki = k["public_key_spki_der_base64"]
+                    .as_str()
+                    .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                    .ok_or_else(|| HttpError::BadAnswer("bad public key".into()))?;
+                Ok(PublishedKey {
+                    key_id: k["key_id"].as_str().unwrap_or_default().to_owned(),
+                    spki_der: spki,
+                    valid_from: k["valid_from"].as_str().unwrap_or_default().to_owned(),
+                    valid_until: k["valid_until"].as_str().map(str::to_owned),
+                })
+            })
+            .collect()
+    }
+
+    /// `GET /v1/items/SERIAL/status` → the status string.
+    pub async fn item_status(&self, serial: &str) -> Result<String, HttpError> {
+        if !serial
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(HttpError::BadAnswer("bad serial".into()));
+        }
+        let (_, v) = self
+            .call("GET", &format!("/v1/items/{serial}/status"), None)
+            .await?;
+        v["status"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| HttpError::BadAnswer("no status".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trust() -> Trust {
+        Trust {
+            cert_der: vec![],
+            auth_spki_der: vec![],
+        }
+    }
+
+    #[test]
+    fn urls_parse_to_host_and_port() {
+        let e = Endpoint::new("https://127.0.0.1:8443", trust()).unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("127.0.0.1", 8443));
+        let e = Endpoint::new("https://localhost/", trust()).unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("localhost", 443));
+        assert!(Endpoint::new("http://localhost:1", trust()).is_err());
+        assert!(Endpoint::new("https://h:99999", trust()).is_err());
+        assert!(Endpoint::new("https://h:1/path", trust()).is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! The ledger's one error type. Messages never carry secrets (password hashes, keys, tokens).
+
+use crate::ItemStatus;
+
+/// Why a ledger operation failed. Every failure leaves the database as it was, except
+/// [`LedgerError::NotPending`] from a late print confirmation, which commits the expiry void.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("user already exists")]
+    UserExists,
+    #[error("unknown user")]
+    UnknownUser,
+    #[error("request id already used for a different request")]
+    IdReused,
+    #[error("insufficient funds: balance {balance_mills} mills, needed {needed_mills} mills")]
+    InsufficientFunds {
+        balance_mills: u64,
+        needed_mills: u64,
+    },
+    /// Unknown serial, or an item of another user (existence is not revealed).
+    #[error("unknown item")]
+    UnknownItem,
+    #[error("item is {status}, not pending")]
+    NotPending { status: ItemStatus },
+    #[error("refund window closed")]
+    RefundWindowClosed,
+    #[error("item kind cannot be redeemed")]
+    NotRedeemable,
+    #[error("payment already recorded")]
+    DuplicatePayment,
+    /// A malformed argument (empty or too long id, zero amount, unknown payment method, ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A register, piece number or balance would leave its range.
+    #[error("amount out of range")]
+    Overflow,
+    /// The signing callback failed; nothing was issued.
+    #[error("signing failed: {0}")]
+    Signing(String),
+    /// An invariant check before commit failed; the transaction was rolled back.
+    #[error("ledger invariant broken: {0}")]
+    Invariant(String),
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// Stored data cannot be read back (bad enum name, negative amount, unreadable outcome).
+    #[error("corrupt ledger data: {0}")]
+    Corrupt(String),
+}
+
+impl LedgerError {
+    /// The snake_case wire code. Internal faults all map to "internal", so that their details stay
+    /// in the server's log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LedgerError::UserExists => "user_exists",
+            LedgerError::UnknownUser => "unknown_user",
+            LedgerError::IdReused => "id_reused",
+            LedgerError::InsufficientFunds { .. } => "insufficient_funds",
+            LedgerError::UnknownItem => "unknown_item",
+            LedgerError::NotPending { .. } => "not_pending",
+            LedgerError::RefundWindowClosed => "refund_window_closed",
+            LedgerError::NotRedeemable => "not_redeemable",
+            LedgerError::DuplicatePayment => "duplicate_payment",
+            LedgerError::InvalidInput(_) => "invalid_input",
+            LedgerError::Overflow => "overflow",
+            LedgerError::Signing(_) => "signing_failed",
+            LedgerError::Invariant(_) | LedgerError::Db(_) | LedgerError::Corrupt(_) => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_faults_share_one_code() {
+        assert_eq!(LedgerError::Invariant("x".into()).code(), "internal");
+        assert_eq!(LedgerError::Corrupt("x".into()).code(), "internal");
+        assert_eq!(
+            LedgerError::Db(rusqlite::Error::InvalidQuery).code(),
+            "internal"
+        );
+    }
+
+    #[test]
+    fn user_facing_codes_are_snake_case() {
+        let errors = [
+            LedgerError::UserExists,
+            LedgerError::IdReused,
+            LedgerError::InsufficientFunds {
+                balance_mills: 1,
+                needed_mills: 2,
+            },
+            LedgerError::UnknownItem,
+            LedgerError::NotPending {
+                status: ItemStatus::Voided,
+            },
+            LedgerError::RefundWindowClosed,
+        ];
+        for e in errors {
+            let code = e.code();
+            assert!(code.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        }
+    }
+}

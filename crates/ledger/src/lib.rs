@@ -1,0 +1,538 @@
+//! The Stampline ledger: users, accounts, double-entry transfers, meters (ascending and descending
+//! registers, piece numbers), issued items, payments, request idempotency and the hash-chained audit
+//! log. It is the only code that writes money tables.
+//!
+//! It must never know about the network, wire messages, crypto devices or item formats: the caller
+//! passes signing in as a callback ([`Store::issue`]) and every time as `now_ms` (Unix milliseconds),
+//! so tests control the clock. Every public operation is one database transaction that asserts its
+//! invariants (each transfer balances, registers never run backwards, customer balances never go
+//! negative, a meter's descending register equals its customer balance) before it commits.
+//!
+//! Map of the crate:
+//! - this file: the API types, the [`Store`] trait (the seam between the server and a database) and
+//!   the named limits;
+//! - [`error`]: [`LedgerError`] and its snake_case wire codes;
+//! - [`sqlite`]: [`SqliteStore`], the embedded default (one connection behind a mutex, WAL);
+//! - [`chain`]: the audit log's hash chain;
+//! - [`testsuite`]: behaviour tests written against `&dyn Store`, run by every implementation.
+//!
+//! Money model: accounts `customer:U` (spendable), `reserved:U` (issued, not yet confirmed),
+//! `bank_clearing` (the source of funding, runs negative) and `postage_sold`. A transfer moves a
+//! positive amount from one account to another, so the balances always sum to zero. Fund:
+//! bank_clearing → customer:U. Issue: customer:U → reserved:U (reserve). Printed: reserved:U →
+//! postage_sold (post). Failed print or expired confirmation window: reserved:U → customer:U (void).
+//! Refund: postage_sold → customer:U. Per meter, ascending + descending = Σ funding + Σ voids and
+//! refunds (the control total), and descending = the customer balance.
+
+pub mod chain;
+pub mod error;
+pub mod sqlite;
+pub mod testsuite;
+
+use serde::{Deserialize, Serialize};
+use stampline_money::Amount;
+
+pub use error::LedgerError;
+pub use sqlite::SqliteStore;
+
+/// A user's row id; also the `U` of the account names `customer:U` and `reserved:U`.
+pub type UserId = i64;
+
+/// Most rows [`Store::history`] returns, whatever limit is asked for.
+pub const MAX_HISTORY_LIMIT: u32 = 1000;
+/// Largest value either meter register may hold: the 5-byte register fields of item format v1,
+/// which is also the largest [`Amount`].
+pub const MAX_REGISTER_MILLS: u64 = stampline_money::MAX_MILLS;
+/// Longest request id (the wire uses UUIDs, 36 characters).
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+/// Longest serial a signing callback may return.
+pub const MAX_SERIAL_LEN: usize = 64;
+/// Largest signed item the ledger stores (item format v1 postage is 126 bytes).
+pub const MAX_ITEM_BYTES: usize = 4096;
+/// Longest item kind name.
+pub const MAX_KIND_LEN: usize = 32;
+/// Longest text field of a user, payment or session (names, addresses, tokens, ids).
+pub const MAX_TEXT_LEN: usize = 1024;
+/// Longest wrapped link key.
+pub const MAX_WRAPPED_KEY_LEN: usize = 1024;
+/// Longest actor, action or detail of an audit log entry.
+pub const MAX_AUDIT_FIELD_LEN: usize = 16 * 1024;
+/// Most expired items [`Store::void_expired`] voids in one transaction; call again while it returns
+/// this many.
+pub const MAX_VOID_BATCH: usize = 10_000;
+/// Most problems an [`AuditReport`] lists one by one; beyond that it counts them in a last line.
+pub const MAX_AUDIT_PROBLEMS: usize = 1000;
+
+/// The account every funding comes from; it runs negative by the total ever funded.
+pub const ACCOUNT_BANK_CLEARING: &str = "bank_clearing";
+/// The account printed postage is posted to.
+pub const ACCOUNT_POSTAGE_SOLD: &str = "postage_sold";
+
+/// The spendable account of a user.
+pub fn customer_account(user_id: UserId) -> String {
+    format!("customer:{user_id}")
+}
+
+/// The account holding a user's issued, not yet confirmed items.
+pub fn reserved_account(user_id: UserId) -> String {
+    format!("reserved:{user_id}")
+}
+
+/// A user's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "user" => Some(Role::User),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Everything needed to register a user and create the user's meter.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    /// The user name as sent.
+    pub user: String,
+    /// Lowercase NFC form of `user`; unique.
+    pub user_key: String,
+    pub name: String,
+    pub address: String,
+    pub city: String,
+    pub state: String,
+    pub zip: String,
+    /// PHC string (argon2id).
+    pub password_hash: String,
+    /// The user's link key, wrapped by the crypto device.
+    pub wrapped_link_key: Vec<u8>,
+    pub license_id: String,
+    /// The meter's device id, e.g. "SL0100001234"; unique.
+    pub device_id: String,
+    pub role: Role,
+}
+
+/// A stored user, as login needs it.
+#[derive(Clone, Debug)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub user: String,
+    pub password_hash: String,
+    pub wrapped_link_key: Vec<u8>,
+    pub device_id: String,
+    pub license_id: String,
+    pub role: Role,
+    /// Failed logins since the last success or lock.
+    pub failed_logins: u32,
+    /// Logins are refused until this time, when set and in the future.
+    pub locked_until_ms: Option<i64>,
+}
+
+/// What a user can see of the money: `balance_mills` is spendable now (reservations excluded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceView {
+    pub balance_mills: u64,
+    pub ascending_mills: u64,
+    pub descending_mills: u64,
+    /// Postage items issued and not voided or refunded.
+    pub pieces: u64,
+    /// Issued items waiting for their print confirmation.
+    pub reserved_mills: u64,
+}
+
+/// A meter as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeterState {
+    pub user_id: UserId,
+    pub device_id: String,
+    pub license_id: String,
+    pub ascending_mills: u64,
+    pub descending_mills: u64,
+    /// The last piece number issued (0 before the first).
+    pub piece: u32,
+    /// Register seal by the crypto device (not yet written by this version).
+    pub seal: Option<Vec<u8>>,
+}
+
+/// A request fingerprint: SHA-256 over the request's meaningful fields, so that a different request
+/// under a used request id is told apart from a repeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// SHA-256 over the op name and the fields, each prefixed by its length (4 bytes big-endian), so
+    /// that no two different field lists share a fingerprint.
+    pub fn of(op: &str, fields: &[&[u8]]) -> Fingerprint {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for part in std::iter::once(op.as_bytes()).chain(fields.iter().copied()) {
+            // Field lengths are bounded far below 4 GiB by the wire's frame limit; saturate anyway.
+            let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+            ctx.update(&len.to_be_bytes());
+            ctx.update(part);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        Fingerprint(out)
+    }
+}
+
+/// The idempotency key of a mutating request: the user, the request id (the wire `id`) and the
+/// fingerprint of what was asked.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestKey<'a> {
+    pub user_id: UserId,
+    pub request_id: &'a str,
+    pub fingerprint: [u8; 32],
+}
+
+/// A payment to credit. The ledger stores the processor's token and the last four digits, never a
+/// card number.
+#[derive(Clone, Copy, Debug)]
+pub struct FundInput<'a> {
+    pub amount: Amount,
+    /// The financial system's payment id; unique.
+    pub payment_id: &'a str,
+    /// "card" or "eft".
+    pub method: &'a str,
+    pub token: Option<&'a str>,
+    /// Exactly four ASCII digits when present.
+    pub last4: Option<&'a str>,
+}
+
+/// The stored and returned result of a fund request.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FundOutcome {
+    pub payment_id: String,
+    pub amount_mills: u64,
+    pub balance_mills: u64,
+}
+
+/// What the signing callback gets: the meter state after this piece.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PieceState {
+    pub device_id: String,
+    pub piece: u32,
+    pub ascending_mills: u64,
+    pub descending_mills: u64,
+}
+
+/// What the signing callback returns: the item's serial ("SL0100001234-42") and its signed bytes.
+#[derive(Clone, Debug)]
+pub struct SignedItem {
+    pub serial: String,
+    pub bytes: Vec<u8>,
+}
+
+/// An item to issue.
+#[derive(Clone, Debug)]
+pub struct IssueInput {
+    /// "postage", or another item kind ("ticket", "check", ...).
+    pub kind: &'static str,
+    pub amount: Amount,
+    /// The link session the item was issued in, if any.
+    pub session: Option<String>,
+}
+
+/// The stored and returned result of an issue request. `item` is serialised as lowercase hex.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IssueOutcome {
+    pub serial: String,
+    #[serde(with = "hex_bytes")]
+    pub item: Vec<u8>,
+    pub balance_mills: u64,
+    /// The amount reserved for the item (its postage for postage items).
+    pub postage_mills: u64,
+}
+
+/// The stored and returned result of a confirm or refund request.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusOutcome {
+    pub serial: String,
+    pub status: ItemStatus,
+    pub balance_mills: u64,
+}
+
+/// An item's life: issued → printed (→ refunded | redeemed), or issued → voided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    Issued,
+    Printed,
+    Voided,
+    Refunded,
+    Redeemed,
+}
+
+impl ItemStatus {
+    /// The wire and database name: "issued", "printed", "voided", "refunded", "redeemed".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemStatus::Issued => "issued",
+            ItemStatus::Printed => "printed",
+            ItemStatus::Voided => "voided",
+            ItemStatus::Refunded => "refunded",
+            ItemStatus::Redeemed => "redeemed",
+        }
+    }
+
+    /// Parses a wire or database name.
+    pub fn parse(s: &str) -> Option<ItemStatus> {
+        match s {
+            "issued" => Some(ItemStatus::Issued),
+            "printed" => Some(ItemStatus::Printed),
+            "voided" => Some(ItemStatus::Voided),
+            "refunded" => Some(ItemStatus::Refunded),
+            "redeemed" => Some(ItemStatus::Redeemed),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ItemStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line of a user's history.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ItemSummary {
+    pub serial: String,
+    pub kind: String,
+    pub amount_mills: u64,
+    pub status: ItemStatus,
+    pub issued_at_ms: i64,
+}
+
+/// The result of [`Store::audit`]: every break found (empty when the ledger is consistent) and the
+/// sizes of what was checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReport {
+    pub problems: Vec<String>,
+    pub accounts: u64,
+    pub transfers: u64,
+    pub items: u64,
+    pub audit_entries: u64,
+}
+
+impl AuditReport {
+    /// True when no problem was found.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The ledger's storage. Every method is one transaction; an error leaves the database unchanged
+/// (except where a method says otherwise). Implementations: [`SqliteStore`]; a PostgreSQL store must
+/// pass the same [`testsuite`].
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Creates the user, the accounts `customer:ID` and `reserved:ID` at zero and the meter at zero;
+    /// audit "register". `UserExists` when the user key is taken.
+    fn create_user(&self, u: &NewUser, now_ms: i64) -> Result<UserId, LedgerError>;
+
+    /// The user with this lowercase NFC key.
+    fn user_by_key(&self, user_key: &str) -> Result<Option<UserRecord>, LedgerError>;
+
+    /// The user with this id.
+    fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, LedgerError>;
+
+    /// Counts a failed login; when failures reach `max_failures`, locks until `now_ms + lockout_ms`
+    /// and resets the count. Returns the lock end if the user is now locked (a failure while locked
+    /// is logged but neither counted nor extends the lock). Audit "login_failed".
+    fn record_login_failure(
+        &self,
+        id: UserId,
+        now_ms: i64,
+        max_failures: u32,
+        lockout_ms: i64,
+    ) -> Result<Option<i64>, LedgerError>;
+
+    /// Resets the failure count and any lock; audit "login" with `detail`.
+    fn record_login_success(
+        &self,
+        id: UserId,
+        now_ms: i64,
+        detail: &str,
+    ) -> Result<(), LedgerError>;
+
+    /// The stored outcome of a request id, if any: `(fingerprint, op, outcome_json)`. Lets the caller
+    /// skip external calls (the bank) for a repeat.
+    fn find_request(
+        &self,
+        user_id: UserId,
+        request_id: &str,
+    ) -> Result<Option<([u8; 32], String, String)>, LedgerError>;
+
+    /// Credits a payment: bank_clearing → customer:U, descending += amount; records the payment.
+    fn fund(
+        &self,
+        key: &RequestKey,
+        input: &FundInput,
+        now_ms: i64,
+    ) -> Result<FundOutcome, LedgerError>;
+
+    /// Reserves the amount and issues the next piece: customer:U → reserved:U, ascending += amount,
+    /// descending −= amount, piece += 1. Inside the transaction, after the checks and the register
+    /// update, calls `sign` with the meter state after this piece; it returns the signed item, which
+    /// is stored as `issued`. If `sign` fails, nothing changes (`Signing`).
+    fn issue(
+        &self,
+        key: &RequestKey,
+        input: &IssueInput,
+        sign: &mut dyn FnMut(&PieceState) -> Result<SignedItem, String>,
+        now_ms: i64,
+    ) -> Result<IssueOutcome, LedgerError>;
+
+    /// `printed = true`: issued → printed (post). `printed = false`: issued → voided (void, funds
+    /// and descending register back). The item must be the user's (else `UnknownItem`). An item
+    /// already in the requested final state answers its status; any other state is `NotPending`.
+    /// An issued item whose confirmation window has closed (`confirm_by_ms <= now_ms`) cannot be
+    /// printed any more: it is voided as expired (that void commits) and the answer is
+    /// `NotPending { status: Voided }`.
+    fn confirm(
+        &self,
+        key: &RequestKey,
+        serial: &str,
+        printed: bool,
+        now_ms: i64,
+    ) -> Result<StatusOutcome, LedgerError>;
+
+    /// A printed item of the user → refunded (postage_sold → customer:U, descending += amount) if it
+    /// was issued at most `refund_window_ms` ago. An already refunded item answers its status.
+    fn refund(
+        &self,
+        key: &RequestKey,
+        serial: &str,
+        refund_window_ms: i64,
+        now_ms: i64,
+    ) -> Result<StatusOutcome, LedgerError>;
+
+    /// Redeems a printed non-postage item (ticket, coupon, certificate, ...) once: printed →
+    /// redeemed. No money moves. `NotRedeemable` for postage, `NotPending` in any other state.
+    /// Audit "redeem" by `actor`.
+    fn redeem(&self, serial: &str, actor: &str, now_ms: i64) -> Result<ItemStatus, LedgerError>;
+
+    /// Starts the confirmation window of a user's (or every user's, with `None`) issued items that
+    /// have none: `confirm_by_ms = deadline_ms`. Returns how many items it set.
+    fn start_confirm_window(
+        &self,
+        user_id: Option<UserId>,
+        deadline_ms: i64,
+    ) -> Result<u64, LedgerError>;
+
+    /// Voids (and returns the funds of) every issued item whose `confirm_by_ms <= now_ms`, at most
+    /// [`MAX_VOID_BATCH`] per call; returns their serials. Audit "void_expired" per item.
+    fn void_expired(&self, now_ms: i64) -> Result<Vec<String>, LedgerError>;
+
+    /// What the user can spend, the registers and the counts.
+    fn balance(&self, user_id: UserId) -> Result<BalanceView, LedgerError>;
+
+    /// The user's meter.
+    fn meter(&self, user_id: UserId) -> Result<Option<MeterState>, LedgerError>;
+
+    /// The user's items, newest first, at most `min(limit, MAX_HISTORY_LIMIT)`.
+    fn history(&self, user_id: UserId, limit: u32) -> Result<Vec<ItemSummary>, LedgerError>;
+
+    /// The status of any item (the void list verifiers consult); `None` when unknown.
+    fn item_status(&self, serial: &str) -> Result<Option<ItemStatus>, LedgerError>;
+
+    /// Appends an entry to the audit log (logins, admin actions).
+    fn append_audit(
+        &self,
+        actor: &str,
+        action: &str,
+        detail: &str,
+        now_ms: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// Recomputes everything from the tables and lists every break: balances sum to zero; each
+    /// balance equals its transfers; customer and reserved balances ≥ 0; per meter descending =
+    /// customer balance, ascending = Σ reserves, ascending + descending = the control total, piece =
+    /// items issued with numbers 1..=piece; reserved:U = Σ U's issued items; each item has exactly
+    /// one reserve and the post/void/refund its status implies; each payment has its one fund
+    /// transfer; each transfer is logged once; the audit log's seq is contiguous and its hash chain
+    /// intact. Deleting the newest audit entries is only caught when they logged a transfer.
+    fn audit(&self) -> Result<AuditReport, LedgerError>;
+}
+
+/// Serde helper: bytes as lowercase hex.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_outcome_stores_item_bytes_as_hex() {
+        let outcome = IssueOutcome {
+            serial: "SL0100001234-42".into(),
+            item: vec![0x53, 0x4c, 0x01, 0xff],
+            balance_mills: 9220,
+            postage_mills: 780,
+        };
+        let json = serde_json::to_string(&outcome).expect("serialise");
+        assert_eq!(
+            json,
+            r#"{"serial":"SL0100001234-42","item":"534c01ff","balance_mills":9220,"postage_mills":780}"#
+        );
+        let back: IssueOutcome = serde_json::from_str(&json).expect("deserialise");
+        assert_eq!(back, outcome);
+    }
+
+    #[test]
+    fn stored_outcome_with_bad_hex_is_rejected() {
+        let json = r#"{"serial":"s","item":"zz","balance_mills":0,"postage_mills":1}"#;
+        assert!(serde_json::from_str::<IssueOutcome>(json).is_err());
+    }
+
+    #[test]
+    fn fingerprint_separates_fields_and_ops() {
+        let a = Fingerprint::of("issue", &[b"ab", b"c"]);
+        assert_ne!(a, Fingerprint::of("issue", &[b"a", b"bc"]));
+        assert_ne!(a, Fingerprint::of("fund", &[b"ab", b"c"]));
+        assert_eq!(a, Fingerprint::of("issue", &[b"ab", b"c"]));
+    }
+
+    #[test]
+    fn item_status_names_round_trip_and_match_serde() {
+        for status in [
+            ItemStatus::Issued,
+            ItemStatus::Printed,
+            ItemStatus::Voided,
+            ItemStatus::Refunded,
+            ItemStatus::Redeemed,
+        ] {
+            assert_eq!(ItemStatus::parse(status.as_str()), Some(status));
+            let json = serde_json::to_string(&status).expect("serialise");
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+        }
+        assert_eq!(ItemStatus::parse("unknown"), None);
+        assert_eq!(Role::parse(Role::Admin.as_str()), Some(Role::Admin));
+    }
+}

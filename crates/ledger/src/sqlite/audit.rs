@@ -1,0 +1,513 @@
+//! [`Store::audit`](crate::Store::audit) for SQLite: recompute every balance, register and status
+//! from the transfers, items and payments, and walk the audit log's hash chain. Nothing here trusts
+//! a stored total; each check compares two independent records of the same fact.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::Connection;
+
+use super::{TRANSFER_ACTIONS, hash32, parse_status};
+use crate::chain;
+use crate::{
+    ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, AuditReport, ItemStatus, LedgerError,
+    MAX_AUDIT_PROBLEMS, MAX_REGISTER_MILLS, UserId, customer_account, reserved_account,
+};
+
+/// Collects problems, keeping the first [`MAX_AUDIT_PROBLEMS`] and counting the rest.
+#[derive(Default)]
+struct Problems {
+    list: Vec<String>,
+    dropped: u64,
+}
+
+impl Problems {
+    fn push(&mut self, problem: String) {
+        if self.list.len() < MAX_AUDIT_PROBLEMS {
+            self.list.push(problem);
+        } else {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.dropped > 0 {
+            self.list
+                .push(format!("... and {} more problems", self.dropped));
+        }
+        self.list
+    }
+}
+
+/// What the transfers say about one item.
+#[derive(Default)]
+struct ItemTransfers {
+    reserve: u32,
+    post: u32,
+    void: u32,
+    refund: u32,
+}
+
+struct AuditItem {
+    user_id: UserId,
+    kind: String,
+    amount_mills: i64,
+    status: ItemStatus,
+    piece: i64,
+    seen: ItemTransfers,
+}
+
+/// What the transfers say about one user.
+#[derive(Default)]
+struct UserTotals {
+    /// Σ fund + Σ void + Σ refund credited to the customer account.
+    control_mills: i128,
+    /// Σ reserve: what the ascending register must hold.
+    reserved_ever_mills: i128,
+    /// Σ amounts of issued items: what reserved:U must hold.
+    pending_mills: i128,
+    pieces: Vec<i64>,
+}
+
+struct AuditPayment {
+    user_id: UserId,
+    amount_mills: i64,
+    funds: u32,
+}
+
+pub(super) fn audit(conn: &Connection) -> Result<AuditReport, LedgerError> {
+    let mut problems = Problems::default();
+
+    // Accounts, with the balance the transfers imply.
+    let mut accounts: BTreeMap<String, (i64, i128)> = BTreeMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT id, balance FROM accounts")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            accounts.insert(row.get(0)?, (row.get(1)?, 0));
+        }
+    }
+    let total: i128 = accounts
+        .values()
+        .map(|(balance, _)| i128::from(*balance))
+        .sum();
+    if total != 0 {
+        problems.push(format!("account balances sum to {total}, not 0"));
+    }
+    for required in [ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD] {
+        if !accounts.contains_key(required) {
+            problems.push(format!("account {required} is missing"));
+        }
+    }
+
+    let mut items: HashMap<String, AuditItem> = HashMap::new();
+    {
+        let mut stmt =
+            conn.prepare("SELECT serial, user_id, kind, amount_mills, status, piece FROM items")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let serial: String = row.get(0)?;
+            let status: String = row.get(4)?;
+            let status = match parse_status(&status) {
+                Ok(status) => status,
+                Err(e) => {
+                    problems.push(format!("item {serial}: {e}"));
+                    continue;
+                }
+            };
+            items.insert(
+                serial,
+                AuditItem {
+                    user_id: row.get(1)?,
+                    kind: row.get(2)?,
+                    amount_mills: row.get(3)?,
+                    status,
+                    piece: row.get(5)?,
+                    seen: ItemTransfers::default(),
+                },
+            );
+        }
+    }
+
+    let mut payments: HashMap<String, AuditPayment> = HashMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT payment_id, user_id, amount_mills FROM payments")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            payments.insert(
+                row.get(0)?,
+                AuditPayment {
+                    user_id: row.get(1)?,
+                    amount_mills: row.get(2)?,
+                    funds: 0,
+                },
+            );
+        }
+    }
+
+    let mut users: BTreeMap<UserId, UserTotals> = BTreeMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT id FROM users")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            users.insert(row.get(0)?, UserTotals::default());
+        }
+    }
+
+    // Transfers: each must have the shape its kind implies.
+    let mut transfer_ids: Vec<i64> = Vec::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT id, from_account, to_account, amount_mills, kind, item_serial, payment_id
+             FROM transfers ORDER BY id",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let from: String = row.get(1)?;
+            let to: String = row.get(2)?;
+            let amount: i64 = row.get(3)?;
+            let kind: String = row.get(4)?;
+            let serial: Option<String> = row.get(5)?;
+            let payment_id: Option<String> = row.get(6)?;
+            transfer_ids.push(id);
+            if amount <= 0 {
+                problems.push(format!(
+                    "transfer {id} moves {amount}, not a positive amount"
+                ));
+            }
+            for (account, sign) in [(&from, -1i128), (&to, 1i128)] {
+                match accounts.get_mut(account) {
+                    Some((_, implied)) => *implied += sign * i128::from(amount),
+                    None => problems.push(format!("transfer {id} names unknown account {account}")),
+                }
+            }
+            let ok = match (kind.as_str(), serial.as_deref(), payment_id.as_deref()) {
+                ("fund", None, Some(pid)) => {
+                    check_fund(id, &from, &to, amount, pid, &mut payments, &mut users)
+                }
+                ("reserve" | "post" | "void" | "refund", Some(serial), None) => {
+                    check_item_transfer(
+                        id, &kind, &from, &to, amount, serial, &mut items, &mut users,
+                    )
+                }
+                _ => Err(format!(
+                    "transfer {id} of kind {kind} has the wrong item or payment reference"
+                )),
+            };
+            if let Err(problem) = ok {
+                problems.push(problem);
+            }
+        }
+    }
+
+    for (account, (balance, implied)) in &accounts {
+        if i128::from(*balance) != *implied {
+            problems.push(format!(
+                "account {account} holds {balance} but its transfers sum to {implied}"
+            ));
+        }
+        if *balance < 0 && (account.starts_with("customer:") || account.starts_with("reserved:")) {
+            problems.push(format!("account {account} is negative ({balance})"));
+        }
+    }
+
+    for (serial, item) in &items {
+        let s = &item.seen;
+        let expected = match item.status {
+            ItemStatus::Issued => (1, 0, 0, 0),
+            ItemStatus::Printed | ItemStatus::Redeemed => (1, 1, 0, 0),
+            ItemStatus::Voided => (1, 0, 1, 0),
+            ItemStatus::Refunded => (1, 1, 0, 1),
+        };
+        if (s.reserve, s.post, s.void, s.refund) != expected {
+            problems.push(format!(
+                "item {serial} is {} but has {} reserve, {} post, {} void, {} refund transfers",
+                item.status, s.reserve, s.post, s.void, s.refund
+            ));
+        }
+        if item.status == ItemStatus::Redeemed && item.kind == "postage" {
+            problems.push(format!("postage item {serial} is marked redeemed"));
+        }
+        match users.get_mut(&item.user_id) {
+            Some(totals) => {
+                totals.pieces.push(item.piece);
+                if item.status == ItemStatus::Issued {
+                    totals.pending_mills += i128::from(item.amount_mills);
+                }
+            }
+            None => problems.push(format!(
+                "item {serial} belongs to unknown user {}",
+                item.user_id
+            )),
+        }
+    }
+
+    for (payment_id, payment) in &payments {
+        if payment.funds != 1 {
+            problems.push(format!(
+                "payment {payment_id} has {} fund transfers, not 1",
+                payment.funds
+            ));
+        }
+    }
+
+    check_meters(conn, &accounts, &mut users, &mut problems)?;
+    let audit_entries = check_audit_log(conn, &transfer_ids, &mut problems)?;
+
+    Ok(AuditReport {
+        problems: problems.finish(),
+        accounts: count(accounts.len()),
+        transfers: count(transfer_ids.len()),
+        items: count(items.len()),
+        audit_entries,
+    })
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// The user id of "customer:U" or "reserved:U".
+fn account_user(account: &str, prefix: &str) -> Option<UserId> {
+    account.strip_prefix(prefix)?.parse().ok()
+}
+
+fn check_fund(
+    id: i64,
+    from: &str,
+    to: &str,
+    amount: i64,
+    payment_id: &str,
+    payments: &mut HashMap<String, AuditPayment>,
+    users: &mut BTreeMap<UserId, UserTotals>,
+) -> Result<(), String> {
+    let Some(user_id) = account_user(to, "customer:") else {
+        return Err(format!("fund transfer {id} credits {to}, not a customer"));
+    };
+    if from != ACCOUNT_BANK_CLEARING {
+        return Err(format!(
+            "fund transfer {id} debits {from}, not {ACCOUNT_BANK_CLEARING}"
+        ));
+    }
+    let Some(payment) = payments.get_mut(payment_id) else {
+        return Err(format!(
+            "fund transfer {id} names unknown payment {payment_id}"
+        ));
+    };
+    payment.funds = payment.funds.saturating_add(1);
+    if payment.user_id != user_id || payment.amount_mills != amount {
+        return Err(format!(
+            "fund transfer {id} ({amount} to user {user_id}) differs from payment {payment_id} \
+             ({} for user {})",
+            payment.amount_mills, payment.user_id
+        ));
+    }
+    match users.get_mut(&user_id) {
+        Some(totals) => totals.control_mills += i128::from(amount),
+        None => return Err(format!("fund transfer {id} credits unknown user {user_id}")),
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_item_transfer(
+    id: i64,
+    kind: &str,
+    from: &str,
+    to: &str,
+    amount: i64,
+    serial: &str,
+    items: &mut HashMap<String, AuditItem>,
+    users: &mut BTreeMap<UserId, UserTotals>,
+) -> Result<(), String> {
+    let Some(item) = items.get_mut(serial) else {
+        return Err(format!("{kind} transfer {id} names unknown item {serial}"));
+    };
+    let customer = customer_account(item.user_id);
+    let reserved = reserved_account(item.user_id);
+    let (expected_from, expected_to, counter) = match kind {
+        "reserve" => (customer.as_str(), reserved.as_str(), &mut item.seen.reserve),
+        "post" => (reserved.as_str(), ACCOUNT_POSTAGE_SOLD, &mut item.seen.post),
+        "void" => (reserved.as_str(), customer.as_str(), &mut item.seen.void),
+        _ => (
+            ACCOUNT_POSTAGE_SOLD,
+            customer.as_str(),
+            &mut item.seen.refund,
+        ),
+    };
+    *counter = counter.saturating_add(1);
+    if from != expected_from || to != expected_to || amount != item.amount_mills {
+        return Err(format!(
+            "{kind} transfer {id} of item {serial} moves {amount} from {from} to {to}, expected \
+             {} from {expected_from} to {expected_to}",
+            item.amount_mills
+        ));
+    }
+    let Some(totals) = users.get_mut(&item.user_id) else {
+        return Err(format!(
+            "item {serial} belongs to unknown user {}",
+            item.user_id
+        ));
+    };
+    match kind {
+        "reserve" => totals.reserved_ever_mills += i128::from(amount),
+        "void" | "refund" => totals.control_mills += i128::from(amount),
+        _ => {}
+    }
+    Ok(())
+}
+
+fn check_meters(
+    conn: &Connection,
+    accounts: &BTreeMap<String, (i64, i128)>,
+    users: &mut BTreeMap<UserId, UserTotals>,
+    problems: &mut Problems,
+) -> Result<(), LedgerError> {
+    let mut with_meter = std::collections::BTreeSet::new();
+    let mut stmt = conn.prepare(
+        "SELECT user_id, device_id, ascending_mills, descending_mills, piece FROM meters",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let user_id: UserId = row.get(0)?;
+        let device_id: String = row.get(1)?;
+        let ascending: i64 = row.get(2)?;
+        let descending: i64 = row.get(3)?;
+        let piece: i64 = row.get(4)?;
+        with_meter.insert(user_id);
+        let who = format!("meter {device_id} (user {user_id})");
+        let Some(totals) = users.get_mut(&user_id) else {
+            problems.push(format!("{who} has no user"));
+            continue;
+        };
+        let customer = accounts.get(&customer_account(user_id)).map(|a| a.0);
+        let reserved = accounts.get(&reserved_account(user_id)).map(|a| a.0);
+        let (Some(customer), Some(reserved)) = (customer, reserved) else {
+            problems.push(format!("{who} lacks its customer or reserved account"));
+            continue;
+        };
+        for (name, value) in [("ascending", ascending), ("descending", descending)] {
+            if value < 0 || u64::try_from(value).is_ok_and(|v| v > MAX_REGISTER_MILLS) {
+                problems.push(format!("{who}: {name} register {value} out of range"));
+            }
+        }
+        if descending != customer {
+            problems.push(format!(
+                "{who}: descending register {descending} differs from balance {customer}"
+            ));
+        }
+        if i128::from(ascending) != totals.reserved_ever_mills {
+            problems.push(format!(
+                "{who}: ascending register {ascending} differs from the {} issued",
+                totals.reserved_ever_mills
+            ));
+        }
+        let registers = i128::from(ascending) + i128::from(descending);
+        if registers != totals.control_mills {
+            problems.push(format!(
+                "{who}: ascending + descending = {registers}, control total is {}",
+                totals.control_mills
+            ));
+        }
+        if i128::from(reserved) != totals.pending_mills {
+            problems.push(format!(
+                "{who}: reserved balance {reserved} differs from the {} of issued items",
+                totals.pending_mills
+            ));
+        }
+        totals.pieces.sort_unstable();
+        let consecutive = totals
+            .pieces
+            .iter()
+            .zip(1i64..)
+            .all(|(&piece, expected)| piece == expected);
+        if !consecutive || i64::try_from(totals.pieces.len()).ok() != Some(piece) {
+            problems.push(format!(
+                "{who}: piece counter {piece} but {} items, numbered {}",
+                totals.pieces.len(),
+                if consecutive {
+                    "1 upwards"
+                } else {
+                    "with gaps or repeats"
+                }
+            ));
+        }
+    }
+    for user_id in users.keys() {
+        if !with_meter.contains(user_id) {
+            problems.push(format!("user {user_id} has no meter"));
+        }
+    }
+    Ok(())
+}
+
+/// Walks the hash chain and checks that every transfer is logged exactly once. Returns the number
+/// of entries.
+fn check_audit_log(
+    conn: &Connection,
+    transfer_ids: &[i64],
+    problems: &mut Problems,
+) -> Result<u64, LedgerError> {
+    let mut logged: HashMap<i64, u32> = HashMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT seq, at_ms, actor, action, detail, prev_hash, hash FROM audit_log ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut prev_seq = 0i64;
+    let mut prev_hash = chain::GENESIS_HASH;
+    let mut entries = 0u64;
+    while let Some(row) = rows.next()? {
+        entries = entries.saturating_add(1);
+        let seq: i64 = row.get(0)?;
+        let at_ms: i64 = row.get(1)?;
+        let actor: String = row.get(2)?;
+        let action: String = row.get(3)?;
+        let detail: String = row.get(4)?;
+        let stored_prev: Vec<u8> = row.get(5)?;
+        let stored_hash: Vec<u8> = row.get(6)?;
+        if Some(seq) != prev_seq.checked_add(1) {
+            problems.push(format!(
+                "audit log jumps from entry {prev_seq} to {seq} (entries missing)"
+            ));
+        }
+        if stored_prev.as_slice() != prev_hash.as_slice() {
+            problems.push(format!(
+                "audit entry {seq}: previous hash does not match entry {prev_seq}"
+            ));
+        }
+        let computed = chain::entry_hash(&prev_hash, seq, at_ms, &actor, &action, &detail);
+        match hash32(&stored_hash, "audit hash") {
+            Ok(hash) if hash == computed => {}
+            _ => problems.push(format!(
+                "audit entry {seq}: hash does not match its content"
+            )),
+        }
+        // Continue the chain from the stored hash, so that one edit is reported once.
+        prev_hash = hash32(&stored_hash, "audit hash").unwrap_or(computed);
+        prev_seq = seq;
+        if TRANSFER_ACTIONS.contains(&action.as_str()) {
+            let transfer = serde_json::from_str::<serde_json::Value>(&detail)
+                .ok()
+                .and_then(|v| v.get("transfer").and_then(serde_json::Value::as_i64));
+            match transfer {
+                Some(id) => *logged.entry(id).or_insert(0) += 1,
+                None => problems.push(format!(
+                    "audit entry {seq} ({action}) does not name its transfer"
+                )),
+            }
+        }
+    }
+    for id in transfer_ids {
+        match logged.remove(id) {
+            Some(1) => {}
+            Some(n) => problems.push(format!("transfer {id} is logged {n} times")),
+            None => problems.push(format!("transfer {id} is not in the audit log")),
+        }
+    }
+    for id in logged.keys() {
+        problems.push(format!(
+            "audit log names transfer {id}, which does not exist"
+        ));
+    }
+    Ok(entries)
+}

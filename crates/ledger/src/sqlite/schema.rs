@@ -1,0 +1,172 @@
+//! The SQLite schema and its migrations. `schema_version` holds one row: the version the tables are
+//! at. Opening a database runs every migration above that version, in one transaction.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: [&str; 1] = [V1];
+
+/// Version 1. Tables are STRICT so that a wrong type is an error, never a silent conversion.
+/// Amounts are integer mills. The audit log refuses updates and deletes (a direct edit must drop
+/// the triggers first, and the hash chain still shows it).
+const V1: &str = "
+CREATE TABLE users (
+    id               INTEGER PRIMARY KEY,
+    user             TEXT NOT NULL,
+    user_key         TEXT NOT NULL UNIQUE,
+    name             TEXT NOT NULL,
+    address          TEXT NOT NULL,
+    city             TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    zip              TEXT NOT NULL,
+    password_hash    TEXT NOT NULL,
+    wrapped_link_key BLOB NOT NULL,
+    role             TEXT NOT NULL CHECK (role IN ('user', 'admin')),
+    failed_logins    INTEGER NOT NULL CHECK (failed_logins >= 0),
+    locked_until_ms  INTEGER,
+    created_at_ms    INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE accounts (
+    id      TEXT PRIMARY KEY,
+    balance INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE meters (
+    user_id          INTEGER PRIMARY KEY REFERENCES users (id),
+    device_id        TEXT NOT NULL UNIQUE,
+    license_id       TEXT NOT NULL,
+    ascending_mills  INTEGER NOT NULL CHECK (ascending_mills >= 0),
+    descending_mills INTEGER NOT NULL CHECK (descending_mills >= 0),
+    piece            INTEGER NOT NULL CHECK (piece >= 0),
+    seal             BLOB
+) STRICT;
+
+CREATE TABLE payments (
+    payment_id   TEXT PRIMARY KEY,
+    user_id      INTEGER NOT NULL REFERENCES users (id),
+    method       TEXT NOT NULL CHECK (method IN ('card', 'eft')),
+    amount_mills INTEGER NOT NULL CHECK (amount_mills > 0),
+    token        TEXT,
+    last4        TEXT,
+    at_ms        INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE items (
+    serial        TEXT PRIMARY KEY,
+    user_id       INTEGER NOT NULL REFERENCES users (id),
+    kind          TEXT NOT NULL,
+    amount_mills  INTEGER NOT NULL CHECK (amount_mills > 0),
+    piece         INTEGER NOT NULL CHECK (piece > 0),
+    status        TEXT NOT NULL
+                  CHECK (status IN ('issued', 'printed', 'voided', 'refunded', 'redeemed')),
+    bytes         BLOB NOT NULL,
+    issued_at_ms  INTEGER NOT NULL,
+    confirm_by_ms INTEGER,
+    settled_at_ms INTEGER,
+    session       TEXT,
+    UNIQUE (user_id, piece)
+) STRICT;
+
+CREATE INDEX items_pending ON items (confirm_by_ms) WHERE status = 'issued';
+
+CREATE TABLE transfers (
+    id           INTEGER PRIMARY KEY,
+    at_ms        INTEGER NOT NULL,
+    from_account TEXT NOT NULL REFERENCES accounts (id),
+    to_account   TEXT NOT NULL REFERENCES accounts (id),
+    amount_mills INTEGER NOT NULL CHECK (amount_mills > 0),
+    kind         TEXT NOT NULL CHECK (kind IN ('fund', 'reserve', 'post', 'void', 'refund')),
+    item_serial  TEXT REFERENCES items (serial),
+    payment_id   TEXT REFERENCES payments (payment_id),
+    CHECK (from_account <> to_account)
+) STRICT;
+
+CREATE INDEX transfers_item ON transfers (item_serial) WHERE item_serial IS NOT NULL;
+
+CREATE TABLE requests (
+    user_id      INTEGER NOT NULL REFERENCES users (id),
+    request_id   TEXT NOT NULL,
+    fingerprint  BLOB NOT NULL CHECK (length(fingerprint) = 32),
+    op           TEXT NOT NULL,
+    outcome_json TEXT NOT NULL,
+    at_ms        INTEGER NOT NULL,
+    PRIMARY KEY (user_id, request_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE audit_log (
+    seq       INTEGER PRIMARY KEY,
+    at_ms     INTEGER NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    detail    TEXT NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash      BLOB NOT NULL
+) STRICT;
+
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+END;
+
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+END;
+";
+
+/// Brings the schema to [`SCHEMA_VERSION`]; refuses a database written by a newer build.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT",
+    )?;
+    let stored: Option<i64> = tx
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .optional()?;
+    let version = stored.unwrap_or(0);
+    if version > SCHEMA_VERSION {
+        return Err(LedgerError::Corrupt(format!(
+            "database schema version {version} is newer than this build ({SCHEMA_VERSION})"
+        )));
+    }
+    if version < 0 {
+        return Err(LedgerError::Corrupt(format!(
+            "database schema version {version} is negative"
+        )));
+    }
+    // `version` is within 0..=SCHEMA_VERSION here: skip the migrations already applied.
+    let start = usize::try_from(version).map_err(|_| LedgerError::Overflow)?;
+    for migration in MIGRATIONS.iter().skip(start) {
+        tx.execute_batch(migration)?;
+    }
+    if version == 0 {
+        for account in [ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD] {
+            tx.execute(
+                "INSERT INTO accounts (id, balance) VALUES (?1, 0)",
+                [account],
+            )?;
+        }
+    }
+    if stored.is_none() {
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [SCHEMA_VERSION],
+        )?;
+    } else {
+        tx.execute("UPDATE schema_version SET version = ?1", [SCHEMA_VERSION])?;
+    }
+    let rows: i64 = tx.query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))?;
+    if rows != 1 {
+        return Err(LedgerError::Corrupt(format!(
+            "schema_version holds {rows} rows"
+        )));
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,1413 @@
+//! Behaviour tests for any [`Store`]: one `pub fn` per behaviour, each given a fresh, empty store.
+//! Every implementation runs the same suite (`SqliteStore` in `tests/sqlite.rs`, PostgreSQL in its
+//! own crate or module), so a behaviour is defined once.
+//!
+//! This is test code compiled into the library so that other crates can run it: it panics when a
+//! behaviour is broken, and it is never called by production code. Tests that need to edit the
+//! database behind the ledger's back take a [`Tamper`], which each implementation provides.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use stampline_money::Amount;
+
+use crate::{
+    BalanceView, Fingerprint, FundInput, FundOutcome, IssueInput, IssueOutcome, ItemStatus,
+    ItemSummary, LedgerError, MeterState, NewUser, PieceState, RequestKey, Role, SignedItem, Store,
+    UserId, customer_account,
+};
+
+/// The clock every test starts at (2025-10-09, in Unix ms).
+pub const T0_MS: i64 = 1_760_000_000_000;
+/// A first-class letter stamp.
+pub const PRICE_MILLS: u64 = 780;
+/// The funding most tests start with.
+pub const FUND_MILLS: u64 = 10_000;
+
+/// A behaviour: runs against a fresh, empty store and panics if the store misbehaves.
+pub type Behaviour = fn(&dyn Store);
+
+/// Every behaviour that needs nothing but the store, by name.
+pub const BEHAVIOURS: &[(&str, Behaviour)] = &[
+    (
+        "fund_issue_and_print_move_money_and_registers",
+        fund_issue_and_print_move_money_and_registers,
+    ),
+    (
+        "repeated_request_returns_first_outcome_and_charges_once",
+        repeated_request_returns_first_outcome_and_charges_once,
+    ),
+    (
+        "reused_request_id_is_refused_and_changes_nothing",
+        reused_request_id_is_refused_and_changes_nothing,
+    ),
+    (
+        "request_ids_are_scoped_per_user",
+        request_ids_are_scoped_per_user,
+    ),
+    (
+        "issue_beyond_balance_is_refused_and_changes_nothing",
+        issue_beyond_balance_is_refused_and_changes_nothing,
+    ),
+    (
+        "failed_print_voids_item_and_returns_funds",
+        failed_print_voids_item_and_returns_funds,
+    ),
+    (
+        "expired_confirmation_window_voids_items",
+        expired_confirmation_window_voids_items,
+    ),
+    (
+        "late_print_confirmation_is_refused_and_voids",
+        late_print_confirmation_is_refused_and_voids,
+    ),
+    (
+        "confirm_answers_final_state_and_refuses_other_states",
+        confirm_answers_final_state_and_refuses_other_states,
+    ),
+    (
+        "items_of_other_users_are_unknown",
+        items_of_other_users_are_unknown,
+    ),
+    (
+        "refund_of_printed_item_returns_funds",
+        refund_of_printed_item_returns_funds,
+    ),
+    (
+        "refund_is_refused_before_print_and_after_window",
+        refund_is_refused_before_print_and_after_window,
+    ),
+    (
+        "signing_failure_changes_nothing",
+        signing_failure_changes_nothing,
+    ),
+    (
+        "piece_numbers_run_without_gaps",
+        piece_numbers_run_without_gaps,
+    ),
+    (
+        "history_is_newest_first_and_limited",
+        history_is_newest_first_and_limited,
+    ),
+    (
+        "fund_validates_input_and_refuses_duplicate_payment",
+        fund_validates_input_and_refuses_duplicate_payment,
+    ),
+    (
+        "create_user_refuses_taken_key_and_users_read_back",
+        create_user_refuses_taken_key_and_users_read_back,
+    ),
+    (
+        "login_failures_lock_the_user_and_success_resets",
+        login_failures_lock_the_user_and_success_resets,
+    ),
+    (
+        "redeem_marks_printed_tickets_once",
+        redeem_marks_printed_tickets_once,
+    ),
+    (
+        "unknown_users_and_items_are_reported",
+        unknown_users_and_items_are_reported,
+    ),
+    (
+        "audit_is_clean_after_mixed_workload",
+        audit_is_clean_after_mixed_workload,
+    ),
+    (
+        "concurrent_issues_never_overdraw",
+        concurrent_issues_never_overdraw,
+    ),
+];
+
+/// Runs every behaviour of [`BEHAVIOURS`], each on a store from `make`.
+pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
+    for (name, behaviour) in BEHAVIOURS {
+        eprintln!("ledger testsuite: {name}");
+        let store = make();
+        behaviour(&*store);
+    }
+}
+
+/// Which meter register a [`Tamper`] edits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Register {
+    Ascending,
+    Descending,
+}
+
+/// Direct database edits that bypass the ledger, as an attacker or a careless operator would make
+/// them. Each implementation provides its own (plain SQL on its own connection).
+pub trait Tamper {
+    /// Adds `delta_mills` to an account balance.
+    fn shift_balance(&self, account: &str, delta_mills: i64);
+    /// Adds `delta_mills` to a meter register.
+    fn shift_register(&self, user_id: UserId, register: Register, delta_mills: i64);
+    /// Deletes one audit log entry (removing any protection the database has against it first).
+    fn delete_audit_entry(&self, seq: i64);
+}
+
+/// A behaviour that also edits the database directly.
+pub type TamperBehaviour = fn(&dyn Store, &dyn Tamper);
+
+/// Every tamper behaviour, by name.
+pub const TAMPER_BEHAVIOURS: &[(&str, TamperBehaviour)] = &[
+    ("audit_detects_edited_balance", audit_detects_edited_balance),
+    (
+        "audit_detects_edited_register",
+        audit_detects_edited_register,
+    ),
+    (
+        "audit_detects_deleted_audit_entry",
+        audit_detects_deleted_audit_entry,
+    ),
+];
+
+/// Runs every behaviour of [`TAMPER_BEHAVIOURS`], each on a store (and its tamper hook) from
+/// `make`.
+pub fn run_all_tamper(make: &dyn Fn() -> (Box<dyn Store>, Box<dyn Tamper>)) {
+    for (name, behaviour) in TAMPER_BEHAVIOURS {
+        eprintln!("ledger testsuite: {name}");
+        let (store, tamper) = make();
+        behaviour(&*store, &*tamper);
+    }
+}
+
+// ---- Helpers (public so that implementation-specific tests can use them) ----
+
+/// Unwraps a ledger result, panicking with `what` and the error.
+#[track_caller]
+pub fn ok<T>(result: Result<T, LedgerError>, what: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("{what}: unexpected error {e:?}"),
+    }
+}
+
+/// The amount of `mills` (test amounts are far below the maximum).
+#[track_caller]
+pub fn amount(mills: u64) -> Amount {
+    match Amount::from_mills(mills) {
+        Some(a) => a,
+        None => panic!("{mills} mills is out of range"),
+    }
+}
+
+/// Registers user number `n` ("user{n}", device "SL01" followed by `n` in 8 digits).
+pub fn add_user(store: &dyn Store, n: u32) -> UserId {
+    ok(store.create_user(&new_user(n), T0_MS), "create_user")
+}
+
+/// The registration of user number `n`.
+pub fn new_user(n: u32) -> NewUser {
+    NewUser {
+        user: format!("User{n}"),
+        user_key: format!("user{n}"),
+        name: format!("Test User {n}"),
+        address: "1 Main St".into(),
+        city: "Boston".into(),
+        state: "MA".into(),
+        zip: "02134".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        wrapped_link_key: vec![0xAB; 60],
+        license_id: format!("LIC{n:06}"),
+        device_id: device_id(n),
+        role: Role::User,
+    }
+}
+
+/// The device id of user number `n`.
+pub fn device_id(n: u32) -> String {
+    format!("SL01{n:08}")
+}
+
+/// A request key whose fingerprint is derived from `what` (same `what`, same request).
+pub fn req<'a>(user_id: UserId, request_id: &'a str, what: &str) -> RequestKey<'a> {
+    RequestKey {
+        user_id,
+        request_id,
+        fingerprint: Fingerprint::of("test", &[what.as_bytes()]).0,
+    }
+}
+
+/// Funds `mills` under request id `id` (payment id "pay-U-id"), expecting success.
+pub fn fund(store: &dyn Store, user_id: UserId, id: &str, mills: u64) -> FundOutcome {
+    let payment_id = format!("pay-{user_id}-{id}");
+    let input = FundInput {
+        amount: amount(mills),
+        payment_id: &payment_id,
+        method: "card",
+        token: Some("tok_visa"),
+        last4: Some("4242"),
+    };
+    ok(
+        store.fund(&req(user_id, id, &format!("fund {mills}")), &input, T0_MS),
+        "fund",
+    )
+}
+
+/// A signer like the crypto device's: serial "DEVICE-PIECE", bytes naming the meter state.
+pub fn sign_ok(piece: &PieceState) -> Result<SignedItem, String> {
+    Ok(SignedItem {
+        serial: format!("{}-{}", piece.device_id, piece.piece),
+        bytes: format!(
+            "item|{}|{}|{}|{}",
+            piece.device_id, piece.piece, piece.ascending_mills, piece.descending_mills
+        )
+        .into_bytes(),
+    })
+}
+
+/// Issues a postage item of `mills` at `now_ms` under request id `id`.
+pub fn try_issue(
+    store: &dyn Store,
+    user_id: UserId,
+    id: &str,
+    mills: u64,
+    now_ms: i64,
+) -> Result<IssueOutcome, LedgerError> {
+    let input = IssueInput {
+        kind: "postage",
+        amount: amount(mills),
+        session: Some("00000000-0000-4000-8000-000000000001".into()),
+    };
+    store.issue(
+        &req(user_id, id, &format!("issue {mills}")),
+        &input,
+        &mut sign_ok,
+        now_ms,
+    )
+}
+
+/// Issues a postage item, expecting success.
+pub fn issue(store: &dyn Store, user_id: UserId, id: &str, mills: u64) -> IssueOutcome {
+    ok(try_issue(store, user_id, id, mills, T0_MS), "issue")
+}
+
+/// Confirms an item under request id `id`.
+pub fn try_confirm(
+    store: &dyn Store,
+    user_id: UserId,
+    id: &str,
+    serial: &str,
+    printed: bool,
+    now_ms: i64,
+) -> Result<ItemStatus, LedgerError> {
+    let what = format!("confirm {serial} {printed}");
+    store
+        .confirm(&req(user_id, id, &what), serial, printed, now_ms)
+        .map(|outcome| outcome.status)
+}
+
+/// Everything a failed operation must leave unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub balance: BalanceView,
+    pub meter: Option<MeterState>,
+    pub history: Vec<ItemSummary>,
+    pub accounts: u64,
+    pub transfers: u64,
+    pub items: u64,
+    pub audit_entries: u64,
+}
+
+/// A snapshot of the store as `user_id` and the auditor see it.
+pub fn snapshot(store: &dyn Store, user_id: UserId) -> Snapshot {
+    let report = ok(store.audit(), "audit");
+    Snapshot {
+        balance: ok(store.balance(user_id), "balance"),
+        meter: ok(store.meter(user_id), "meter"),
+        history: ok(store.history(user_id, crate::MAX_HISTORY_LIMIT), "history"),
+        accounts: report.accounts,
+        transfers: report.transfers,
+        items: report.items,
+        audit_entries: report.audit_entries,
+    }
+}
+
+/// Asserts that the audit finds no problem.
+#[track_caller]
+pub fn assert_clean(store: &dyn Store) {
+    let report = ok(store.audit(), "audit");
+    assert!(
+        report.problems.is_empty(),
+        "audit problems: {:#?}",
+        report.problems
+    );
+}
+
+/// Asserts that the audit finds at least one problem.
+#[track_caller]
+pub fn assert_dirty(store: &dyn Store) {
+    let report = ok(store.audit(), "audit");
+    assert!(
+        !report.problems.is_empty(),
+        "the audit missed a direct edit"
+    );
+}
+
+fn view(balance: u64, ascending: u64, descending: u64, pieces: u64, reserved: u64) -> BalanceView {
+    BalanceView {
+        balance_mills: balance,
+        ascending_mills: ascending,
+        descending_mills: descending,
+        pieces,
+        reserved_mills: reserved,
+    }
+}
+
+// ---- Behaviours ----
+
+pub fn fund_issue_and_print_move_money_and_registers(store: &dyn Store) {
+    let u = add_user(store, 1);
+    assert_eq!(ok(store.balance(u), "balance"), view(0, 0, 0, 0, 0));
+
+    let funded = fund(store, u, "f1", FUND_MILLS);
+    assert_eq!(
+        funded,
+        FundOutcome {
+            payment_id: format!("pay-{u}-f1"),
+            amount_mills: FUND_MILLS,
+            balance_mills: FUND_MILLS,
+        }
+    );
+    assert_eq!(
+        ok(store.balance(u), "balance"),
+        view(FUND_MILLS, 0, FUND_MILLS, 0, 0)
+    );
+
+    let issued = issue(store, u, "i1", PRICE_MILLS);
+    let left = FUND_MILLS - PRICE_MILLS;
+    assert_eq!(issued.serial, format!("{}-1", device_id(1)));
+    assert_eq!(issued.postage_mills, PRICE_MILLS);
+    assert_eq!(issued.balance_mills, left);
+    assert_eq!(
+        issued.item,
+        format!("item|{}|1|{PRICE_MILLS}|{left}", device_id(1)).into_bytes()
+    );
+    assert_eq!(
+        ok(store.balance(u), "balance"),
+        view(left, PRICE_MILLS, left, 1, PRICE_MILLS)
+    );
+    assert_eq!(
+        ok(store.item_status(&issued.serial), "status"),
+        Some(ItemStatus::Issued)
+    );
+
+    let printed = ok(
+        store.confirm(&req(u, "c1", "print"), &issued.serial, true, T0_MS + 5),
+        "confirm",
+    );
+    assert_eq!(printed.status, ItemStatus::Printed);
+    assert_eq!(printed.balance_mills, left);
+    assert_eq!(
+        ok(store.balance(u), "balance"),
+        view(left, PRICE_MILLS, left, 1, 0)
+    );
+    assert_eq!(
+        ok(store.item_status(&issued.serial), "status"),
+        Some(ItemStatus::Printed)
+    );
+    let meter = ok(store.meter(u), "meter").expect("the user has a meter");
+    assert_eq!(meter.piece, 1);
+    assert_eq!(meter.device_id, device_id(1));
+
+    let history = ok(store.history(u, 10), "history");
+    assert_eq!(
+        history,
+        vec![ItemSummary {
+            serial: issued.serial.clone(),
+            kind: "postage".into(),
+            amount_mills: PRICE_MILLS,
+            status: ItemStatus::Printed,
+            issued_at_ms: T0_MS,
+        }]
+    );
+    let report = ok(store.audit(), "audit");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.transfers, 3, "fund, reserve, post");
+    assert_eq!(report.items, 1);
+    // register + fund + issue + confirm
+    assert_eq!(report.audit_entries, 4);
+}
+
+pub fn repeated_request_returns_first_outcome_and_charges_once(store: &dyn Store) {
+    let u = add_user(store, 1);
+    let first = fund(store, u, "f1", FUND_MILLS);
+    let again = fund(store, u, "f1", FUND_MILLS);
+    assert_eq!(first, again);
+    assert_eq!(ok(store.balance(u), "balance").balance_mills, FUND_MILLS);
+
+    let signed = AtomicU32::new(0);
+    let mut counting = |p: &PieceState| {
+        signed.fetch_add(1, Ordering::SeqCst);
+        sign_ok(p)
+    };
+    let input = IssueInput {
+        kind: "postage",
+        amount: amount(PRICE_MILLS),
+        session: None,
+    };
+    let key = req(u, "i1", "issue");
+    let first = ok(store.issue(&key, &input, &mut counting, T0_MS), "issue");
+    let again = ok(
+        store.issue(&key, &input, &mut counting, T0_MS + 9),
+        "issue again",
+    );
+    assert_eq!(first, again);
+    assert_eq!(
+        signed.load(Ordering::SeqCst),
+        1,
+        "a repeat must not sign again"
+    );
+    let after_issue = ok(store.balance(u), "balance");
+    assert_eq!(
+        after_issue,
+        view(
+            FUND_MILLS - PRICE_MILLS,
+            PRICE_MILLS,
+            FUND_MILLS - PRICE_MILLS,
+            1,
+            PRICE_MILLS
+        )
+    );
+
+    let key = req(u, "c1", "confirm");
+    let first = ok(store.confirm(&key, &first.serial, false, T0_MS), "confirm");
+    let again = ok(
+        store.confirm(&key, &first.serial, false, T0_MS),
+        "confirm again",
+    );
+    assert_eq!(first, again);
+    assert_eq!(ok(store.balance(u), "balance").balance_mills, FUND_MILLS);
+
+    let (fingerprint, op, json) =
+        ok(store.find_request(u, "i1"), "find_request").expect("the issue request is stored");
+    assert_eq!(fingerprint, req(u, "i1", "issue").fingerprint);
+    assert_eq!(op, "issue");
+    let stored: IssueOutcome = serde_json::from_str(&json).expect("outcome json");
+    assert_eq!(stored.serial, format!("{}-1", device_id(1)));
+    assert!(ok(store.find_request(u, "never"), "find_request").is_none());
+
+    let report = ok(store.audit(), "audit");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.transfers, 3, "fund, reserve, void: once each");
+}
+
+pub fn reused_request_id_is_refused_and_changes_nothing(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", FUND_MILLS);
+    let before = snapshot(store, u);
+
+    let input = FundInput {
+        amount: amount(FUND_MILLS),
+        payment_id: "another-payment",
+        method: "card",
+        token: None,
+        last4: None,
+    };
+    let other = store.fund(&req(u, "f1", "different"), &input, T0_MS);
+    assert!(matches!(other, Err(LedgerError::IdReused)), "{other:?}");
+
+    // The same id for another operation, even with the same fingerprint bytes, is another request.
+    let issue_input = IssueInput {
+        kind: "postage",
+        amount: amount(PRICE_MILLS),
+        session: None,
+    };
+    let crossed = store.issue(
+        &req(u, "f1", &format!("fund {FUND_MILLS}")),
+        &issue_input,
+        &mut sign_ok,
+        T0_MS,
+    );
+    assert!(matches!(crossed, Err(LedgerError::IdReused)), "{crossed:?}");
+    let confirm = try_confirm(store, u, "f1", "SL0100000001-1", true, T0_MS);
+    assert!(matches!(confirm, Err(LedgerError::IdReused)), "{confirm:?}");
+
+    assert_eq!(snapshot(store, u), before);
+    assert_clean(store);
+}
+
+pub fn request_ids_are_scoped_per_user(store: &dyn Store) {
+    let a = add_user(store, 1);
+    let b = add_user(store, 2);
+    fund(store, a, "same", FUND_MILLS);
+    fund(store, b, "same", 2 * FUND_MILLS);
+    assert_eq!(ok(store.balance(a), "balance").balance_mills, FUND_MILLS);
+    assert_eq!(
+        ok(store.balance(b), "balance").balance_mills,
+        2 * FUND_MILLS
+    );
+    assert_clean(store);
+}
+
+pub fn issue_beyond_balance_is_refused_and_changes_nothing(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", 1000);
+    let before = snapshot(store, u);
+
+    let mut called = false;
+    let input = IssueInput {
+        kind: "postage",
+        amount: amount(1001),
+        session: None,
+    };
+    let refused = store.issue(
+        &req(u, "i1", "issue 1001"),
+        &input,
+        &mut |p: &PieceState| {
+            called = true;
+            sign_ok(p)
+        },
+        T0_MS,
+    );
+    assert!(
+        matches!(
+            refused,
+            Err(LedgerError::InsufficientFunds {
+                balance_mills: 1000,
+                needed_mills: 1001
+            })
+        ),
+        "{refused:?}"
+    );
+    assert!(!called, "nothing is signed without funds");
+    assert_eq!(snapshot(store, u), before);
+    assert!(
+        ok(store.find_request(u, "i1"), "find_request").is_none(),
+        "a failed request is not stored"
+    );
+
+    // The id is still free, and exactly the balance can be spent.
+    let all = ok(try_issue(store, u, "i1", 1000, T0_MS), "issue all");
+    assert_eq!(all.balance_mills, 0);
+    let empty = try_issue(store, u, "i2", 1, T0_MS);
+    assert!(
+        matches!(
+            empty,
+            Err(LedgerError::InsufficientFunds {
+                balance_mills: 0,
+                needed_mills: 1
+            })
+        ),
+        "{empty:?}"
+    );
+    let zero = try_issue(store, u, "i3", 0, T0_MS);
+    assert!(
+        matches!(zero, Err(LedgerError::InvalidInput(_))),
+        "{zero:?}"
+    );
+    assert_clean(store);
+}
+
+pub fn failed_print_voids_item_and_returns_funds(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", FUND_MILLS);
+    let item = issue(store, u, "i1", PRICE_MILLS);
+    let voided = ok(
+        store.confirm(&req(u, "c1", "failed"), &item.serial, false, T0_MS + 1),
+        "confirm failed",
+    );
+    assert_eq!(voided.status, ItemStatus::Voided);
+    assert_eq!(voided.balance_mills, FUND_MILLS);
+    // Registers never run backwards: ascending keeps the issue, descending is credited again.
+    assert_eq!(
+        ok(store.balance(u), "balance"),
+        view(FUND_MILLS, PRICE_MILLS, FUND_MILLS, 0, 0)
+    );
+    assert_eq!(
+        ok(store.item_status(&item.serial), "status"),
+        Some(ItemStatus::Voided)
+    );
+    assert_clean(store);
+}
+
+pub fn expired_confirmation_window_voids_items(store: &dyn Store) {
+    let a = add_user(store, 1);
+    let b = add_user(store, 2);
+    fund(store, a, "f1", FUND_MILLS);
+    fund(store, b, "f1", FUND_MILLS);
+    let printed = issue(store, a, "i1", PRICE_MILLS);
+    let pending = issue(store, a, "i2", PRICE_MILLS);
+    let other = issue(store, b, "i1", PRICE_MILLS);
+    ok(
+        try_confirm(store, a, "c1", &printed.serial, true, T0_MS),
+        "print",
+    );
+
+    // The link of user a dropped: only a's issued item gets a deadline, and only once.
+    let deadline = T0_MS + 60_000;
+    assert_eq!(
+        ok(store.start_confirm_window(Some(a), deadline), "window"),
+        1
+    );
+    assert_eq!(
+        ok(store.start_confirm_window(Some(a), deadline + 5), "window"),
+        0
+    );
+    assert!(ok(store.void_expired(deadline - 1), "void_expired").is_empty());
+    assert_eq!(
+        ok(store.void_expired(deadline), "void_expired"),
+        vec![pending.serial.clone()]
+    );
+    assert!(ok(store.void_expired(deadline + 1), "void_expired").is_empty());
+    assert_eq!(
+        ok(store.item_status(&pending.serial), "status"),
+        Some(ItemStatus::Voided)
+    );
+    assert_eq!(
+        ok(store.item_status(&printed.serial), "status"),
+        Some(ItemStatus::Printed)
+    );
+    assert_eq!(
+        ok(store.balance(a), "balance"),
+        view(
+            FUND_MILLS - PRICE_MILLS,
+            2 * PRICE_MILLS,
+            FUND_MILLS - PRICE_MILLS,
+            1,
+            0
+        )
+    );
+    // User b's item was untouched until every window starts.
+    assert_eq!(
+        ok(store.item_status(&other.serial), "status"),
+        Some(ItemStatus::Issued)
+    );
+    assert_eq!(ok(store.start_confirm_window(None, deadline), "window"), 1);
+    assert_eq!(
+        ok(store.void_expired(deadline), "void_expired"),
+        vec![other.serial.clone()]
+    );
+    assert_eq!(
+        ok(store.balance(b), "balance"),
+        view(FUND_MILLS, PRICE_MILLS, FUND_MILLS, 0, 0)
+    );
+    assert_clean(store);
+}
+
+pub fn late_print_confirmation_is_refused_and_voids(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", FUND_MILLS);
+    let on_time = issue(store, u, "i1", PRICE_MILLS);
+    ok(
+        store.start_confirm_window(Some(u), T0_MS + 1000),
+        "start window",
+    );
+    assert_eq!(
+        ok(
+            try_confirm(store, u, "c1", &on_time.serial, true, T0_MS + 999),
+            "confirm in time"
+        ),
+        ItemStatus::Printed
+    );
+
+    let late = issue(store, u, "i2", PRICE_MILLS);
+    ok(
+        store.start_confirm_window(Some(u), T0_MS + 2000),
+        "start window",
+    );
+    let refused = try_confirm(store, u, "c2", &late.serial, true, T0_MS + 2000);
+    assert!(
+        matches!(
+            refused,
+            Err(LedgerError::NotPending {
+                status: ItemStatus::Voided
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        ok(store.item_status(&late.serial), "status"),
+        Some(ItemStatus::Voided)
+    );
+    assert_eq!(
+        ok(store.balance(u), "balance"),
+        view(
+            FUND_MILLS - PRICE_MILLS,
+            2 * PRICE_MILLS,
+            FUND_MILLS - PRICE_MILLS,
+            1,
+            0
+        )
+    );
+    assert!(
+        ok(store.find_request(u, "c2"), "find_request").is_none(),
+        "the refused confirmation is not stored"
+    );
+    assert_clean(store);
+}
+
+pub fn confirm_answers_final_state_and_refuses_other_states(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", FUND_MILLS);
+    let printed = issue(store, u, "i1", PRICE_MILLS);
+    let voided = issue(store, u, "i2", PRICE_MILLS);
+    ok(
+        try_confirm(store, u, "c1", &printed.serial, true, T0_MS),
+        "print",
+    );
+    ok(
+        try_confirm(store, u, "c2", &voided.serial, false, T0_MS),
+        "void",
+    );
+    let before = snapshot(store, u);
+
+    assert_eq!(
+        ok(
+            try_confirm(store, u, "c3", &printed.serial, true, T0_MS),
+            "print again"
+        ),
+        ItemStatus::Printed
+    );
+    assert_eq!(
+        ok(
+            try_confirm(store, u, "c4", &voided.serial, false, T0_MS),
+            "void again"
+        ),
+        ItemStatus::Voided
+    );
+    let after = snapshot(store, u);
+    assert_eq!(after.balance, before.balance);
+    assert_eq!(after.transfers, before.transfers, "no money moves");
+
+    let unprint = try_confirm(store, u, "c5", &printed.serial, false, T0_MS);
+    assert!(
+        matches!(
+            unprint,
+            Err(LedgerError::NotPending {
+                status: ItemStatus::Printed
+            })
+        ),
+        "{unprint:?}"
+    );
+    let unvoid = try_confirm(store, u, "c6", &voided.serial, true, T0_MS);
+    assert!(
+        matches!(
+            unvoid,
+            Err(LedgerError::NotPending {
+                status: ItemStatus::Voided
+            })
+        ),
+        "{unvoid:?}"
+    );
+    assert_eq!(snapshot(store, u), after);
+    assert_clean(store);
+}
+
+pub fn items_of_other_users_are_unknown(store: &dyn Store) {
+    let a = add_user(store, 1);
+    let b = add_user(store, 2);
+    fund(store, a, "f1", FUND_MILLS);
+    fund(store, b, "f1", FUND_MILLS);
+    let item = issue(store, a, "i1", PRICE_MILLS);
+    ok(
+        try_confirm(store, a, "c1", &item.serial, true, T0_MS),
+        "print",
+    );
+    let before = snapshot(store, a);
+
+    let confirm = try_confirm(store, b, "c1", &item.serial, false, T0_MS);
+    assert!(
+        matches!(confirm, Err(LedgerError::UnknownItem)),
+        "{confirm:?}"
+    );
+    let refund = store.refund(&req(b, "r1", "refund"), &item.serial, i64::MAX, T0_MS);
+    assert!(
+        matches!(refund, Err(LedgerError::UnknownItem)),
+        "{refund:?}"
+    );
+    let missing = try_confirm(store, a, "c9", "SL0100000001-99", true, T0_MS);
+    assert!(
+        matches!(missing, Err(LedgerError::UnknownItem)),
+        "{missing:?}"
+    );
+    assert_eq!(snapshot(store, a), before);
+    assert_clean(store);
+}
+
+pub fn refund_of_printed_item_returns_funds(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", FUND_MILLS);
+    let item = issue(store, u, "i1", PRICE_MILLS);
+    ok(
+        try_confirm(store, u, "c1", &item.serial, true, T0_MS),
+        "print",
+    );
+    let window_ms = 30 * 24 * 3600 * 1000;
+    let refunded = ok(
+        store.refund(
+            &req(u, "r1", "refund"),
+            &item.serial,
+            window_ms,
+            T0_MS + window_ms,
+        ),
+        "refund",
+    );
+    assert_eq!(refunded.status, ItemStatus::Refunded);
+    assert_eq!(refunded.balance_mills, FUND_MILLS);
+    // ascending + descending = funding + refunds: the control total grew by the refund.
+    assert_eq!(
+        ok(store.balance(u), "balance"),
+        view(FUND_MILLS, PRICE_MILLS, FUND_MILLS, 0, 0)
+    );
+    assert_eq!(
+        ok(store.item_status(&item.serial), "status"),
+        Some(ItemStatus::Refunded)
+    );
+    let before = snapshot(store, u);
+    let again = ok(
+        store.refund(&req(u, "r2", "refund"), &item.serial, window_ms, T0_MS),
+        "refund again",
+    );
+    assert_eq!(again.status, ItemStatus::Refunded);
+    let after = snapshot(store, u);
+    assert_eq!(after.balance, before.balance);
+    assert_eq!(after.transfers, before.transfers, "refunded once");
+    assert_clean(store);
+}
+
+pub fn refund_is_refused_before_print_and_after_window(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", FUND_MILLS);
+    let issued = issue(store, u, "i1", PRICE_MILLS);
+    let old = issue(store, u, "i2", PRICE_MILLS);
+    ok(
+        try_confirm(store, u, "c1", &old.serial, true, T0_MS),
+        "print",
+    );
+    let voided = issue(store, u, "i3", PRICE_MILLS);
+    ok(
+        try_confirm(store, u, "c2", &voided.serial, false, T0_MS),
+        "void",
+    );
+    let before = snapshot(store, u);
+
+    let window_ms = 1000;
+    let early = store.refund(&req(u, "r1", "a"), &issued.serial, window_ms, T0_MS);
+    assert!(
+        matches!(
+            early,
+            Err(LedgerError::NotPending {
+                status: ItemStatus::Issued
+            })
+        ),
+        "{early:?}"
+    );
+    let late = store.refund(&req(u, "r2", "b"), &old.serial, window_ms, T0_MS + 1001);
+    assert!(
+        matches!(late, Err(LedgerError::RefundWindowClosed)),
+        "{late:?}"
+    );
+    let twice = store.refund(&req(u, "r3", "c"), &voided.serial, window_ms, T0_MS);
+    assert!(
+        matches!(
+            twice,
+            Err(LedgerError::NotPending {
+                status: ItemStatus::Voided
+            })
+        ),
+        "{twice:?}"
+    );
+    assert_eq!(snapshot(store, u), before);
+    assert_clean(store);
+}
+
+pub fn signing_failure_changes_nothing(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", FUND_MILLS);
+    let before = snapshot(store, u);
+    let input = IssueInput {
+        kind: "postage",
+        amount: amount(PRICE_MILLS),
+        session: None,
+    };
+    let failed = store.issue(
+        &req(u, "i1", "issue"),
+        &input,
+        &mut |_: &PieceState| Err("device unplugged".to_string()),
+        T0_MS,
+    );
+    assert!(matches!(failed, Err(LedgerError::Signing(_))), "{failed:?}");
+    let empty = store.issue(
+        &req(u, "i1", "issue"),
+        &input,
+        &mut |p: &PieceState| {
+            Ok(SignedItem {
+                serial: format!("{}-{}", p.device_id, p.piece),
+                bytes: Vec::new(),
+            })
+        },
+        T0_MS,
+    );
+    assert!(matches!(empty, Err(LedgerError::Signing(_))), "{empty:?}");
+    assert_eq!(snapshot(store, u), before);
+    assert!(ok(store.find_request(u, "i1"), "find_request").is_none());
+
+    // The next successful issue takes piece 1: the failures used no number.
+    let item = ok(try_issue(store, u, "i1", PRICE_MILLS, T0_MS), "issue");
+    assert_eq!(item.serial, format!("{}-1", device_id(1)));
+    assert_clean(store);
+}
+
+pub fn piece_numbers_run_without_gaps(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", 5 * PRICE_MILLS);
+    let mut pieces = Vec::new();
+    let mut attempt = 0;
+    while pieces.len() < 5 {
+        attempt += 1;
+        let id = format!("i{attempt}");
+        let input = IssueInput {
+            kind: "postage",
+            amount: amount(PRICE_MILLS),
+            session: None,
+        };
+        // Every third attempt fails at the device, every fourth asks for too much.
+        let mills = if attempt % 4 == 0 {
+            100 * FUND_MILLS
+        } else {
+            PRICE_MILLS
+        };
+        let input = IssueInput {
+            amount: amount(mills),
+            ..input
+        };
+        let mut seen = None;
+        let result = store.issue(
+            &req(u, &id, "issue"),
+            &input,
+            &mut |p: &PieceState| {
+                seen = Some(p.clone());
+                if attempt % 3 == 0 {
+                    Err("busy".into())
+                } else {
+                    sign_ok(p)
+                }
+            },
+            T0_MS + attempt,
+        );
+        if let Ok(item) = result {
+            let p = seen.expect("the signer saw the piece");
+            assert_eq!(item.serial, format!("{}-{}", p.device_id, p.piece));
+            pieces.push(p.piece);
+            // The piece and the registers after it: ascending counts every issue.
+            assert_eq!(p.ascending_mills, u64::from(p.piece) * PRICE_MILLS);
+            assert_eq!(
+                p.descending_mills,
+                5 * PRICE_MILLS - u64::from(p.piece) * PRICE_MILLS
+            );
+        }
+    }
+    assert_eq!(pieces, vec![1, 2, 3, 4, 5]);
+    let meter = ok(store.meter(u), "meter").expect("meter");
+    assert_eq!(meter.piece, 5);
+    // Voiding returns money but never a piece number.
+    let serial = format!("{}-5", device_id(1));
+    ok(try_confirm(store, u, "c1", &serial, false, T0_MS), "void");
+    fund(store, u, "f2", PRICE_MILLS);
+    let next = issue(store, u, "after-void", PRICE_MILLS);
+    assert_eq!(next.serial, format!("{}-6", device_id(1)));
+    assert_clean(store);
+}
+
+pub fn history_is_newest_first_and_limited(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", FUND_MILLS);
+    for (n, id) in ["i1", "i2", "i3"].iter().enumerate() {
+        let now = T0_MS + i64::try_from(n).unwrap_or(0);
+        ok(try_issue(store, u, id, PRICE_MILLS + 10, now), "issue");
+    }
+    let serial = |piece: u32| format!("{}-{piece}", device_id(1));
+    ok(
+        try_confirm(store, u, "c1", &serial(2), false, T0_MS),
+        "void",
+    );
+
+    let two = ok(store.history(u, 2), "history");
+    assert_eq!(
+        two.iter().map(|i| i.serial.clone()).collect::<Vec<_>>(),
+        vec![serial(3), serial(2)]
+    );
+    assert_eq!(two[1].status, ItemStatus::Voided);
+    assert_eq!(two[1].amount_mills, PRICE_MILLS + 10);
+    assert_eq!(two[0].issued_at_ms, T0_MS + 2);
+    let all = ok(store.history(u, u32::MAX), "history");
+    assert_eq!(all.len(), 3);
+    assert!(ok(store.history(u, 0), "history").is_empty());
+    let other = add_user(store, 2);
+    assert!(ok(store.history(other, 10), "history").is_empty());
+}
+
+pub fn fund_validates_input_and_refuses_duplicate_payment(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", FUND_MILLS);
+    let before = snapshot(store, u);
+    let good = FundInput {
+        amount: amount(500),
+        payment_id: "pay-x",
+        method: "eft",
+        token: None,
+        last4: None,
+    };
+    let cases = [
+        FundInput {
+            amount: Amount::ZERO,
+            ..good
+        },
+        FundInput {
+            method: "cash",
+            ..good
+        },
+        FundInput {
+            last4: Some("42a2"),
+            ..good
+        },
+        FundInput {
+            last4: Some("424242"),
+            ..good
+        },
+        FundInput {
+            payment_id: "",
+            ..good
+        },
+    ];
+    for (n, input) in cases.iter().enumerate() {
+        let id = format!("bad{n}");
+        let result = store.fund(&req(u, &id, &id), input, T0_MS);
+        assert!(
+            matches!(result, Err(LedgerError::InvalidInput(_))),
+            "case {n}: {result:?}"
+        );
+    }
+    let long_id = "x".repeat(crate::MAX_REQUEST_ID_LEN + 1);
+    let result = store.fund(&req(u, &long_id, "long"), &good, T0_MS);
+    assert!(
+        matches!(result, Err(LedgerError::InvalidInput(_))),
+        "{result:?}"
+    );
+    let duplicate = FundInput {
+        payment_id: &format!("pay-{u}-f1"),
+        ..good
+    };
+    let result = store.fund(&req(u, "f2", "dup"), &duplicate, T0_MS);
+    assert!(
+        matches!(result, Err(LedgerError::DuplicatePayment)),
+        "{result:?}"
+    );
+    let result = store.fund(&req(u + 1000, "f1", "nobody"), &good, T0_MS);
+    assert!(
+        matches!(result, Err(LedgerError::UnknownUser)),
+        "{result:?}"
+    );
+    assert_eq!(snapshot(store, u), before);
+
+    let eft = ok(store.fund(&req(u, "f3", "eft"), &good, T0_MS), "eft fund");
+    assert_eq!(eft.balance_mills, FUND_MILLS + 500);
+    assert_clean(store);
+}
+
+pub fn create_user_refuses_taken_key_and_users_read_back(store: &dyn Store) {
+    let id = add_user(store, 1);
+    let taken = store.create_user(&new_user(1), T0_MS);
+    assert!(matches!(taken, Err(LedgerError::UserExists)), "{taken:?}");
+    let mut admin = new_user(2);
+    admin.role = Role::Admin;
+    let admin_id = ok(store.create_user(&admin, T0_MS), "create admin");
+    assert_ne!(id, admin_id);
+
+    let record = ok(store.user_by_key("user1"), "user_by_key").expect("user1 exists");
+    assert_eq!(record.id, id);
+    assert_eq!(record.user, "User1");
+    assert_eq!(record.device_id, device_id(1));
+    assert_eq!(record.license_id, "LIC000001");
+    assert_eq!(record.password_hash, new_user(1).password_hash);
+    assert_eq!(record.wrapped_link_key, new_user(1).wrapped_link_key);
+    assert_eq!(record.role, Role::User);
+    assert_eq!(record.failed_logins, 0);
+    assert_eq!(record.locked_until_ms, None);
+    let by_id = ok(store.user_by_id(admin_id), "user_by_id").expect("admin exists");
+    assert_eq!(by_id.role, Role::Admin);
+    assert!(ok(store.user_by_key("nobody"), "user_by_key").is_none());
+    assert!(ok(store.user_by_id(admin_id + 1000), "user_by_id").is_none());
+
+    assert_eq!(ok(store.balance(id), "balance"), view(0, 0, 0, 0, 0));
+    let meter = ok(store.meter(admin_id), "meter").expect("meter");
+    assert_eq!((meter.piece, meter.ascending_mills), (0, 0));
+    assert_eq!(meter.seal, None);
+    assert_clean(store);
+}
+
+pub fn login_failures_lock_the_user_and_success_resets(store: &dyn Store) {
+    let u = add_user(store, 1);
+    let max = 3;
+    let lockout_ms = 60_000;
+    let fail = |now: i64| {
+        ok(
+            store.record_login_failure(u, now, max, lockout_ms),
+            "failure",
+        )
+    };
+    assert_eq!(fail(T0_MS), None);
+    assert_eq!(fail(T0_MS + 1), None);
+    assert_eq!(
+        ok(store.user_by_id(u), "user").map(|r| r.failed_logins),
+        Some(2)
+    );
+    let until = T0_MS + 2 + lockout_ms;
+    assert_eq!(fail(T0_MS + 2), Some(until));
+    let record = ok(store.user_by_id(u), "user").expect("user");
+    assert_eq!(record.failed_logins, 0);
+    assert_eq!(record.locked_until_ms, Some(until));
+    // Failing while locked neither counts nor extends the lock.
+    assert_eq!(fail(until - 1), Some(until));
+    assert_eq!(
+        ok(store.user_by_id(u), "user").map(|r| r.failed_logins),
+        Some(0)
+    );
+    // After the lock ends, counting starts again.
+    assert_eq!(fail(until), None);
+    ok(
+        store.record_login_success(u, until + 1, "client stampline/0.1 from 127.0.0.1"),
+        "success",
+    );
+    let record = ok(store.user_by_id(u), "user").expect("user");
+    assert_eq!((record.failed_logins, record.locked_until_ms), (0, None));
+
+    let unknown = store.record_login_failure(u + 1000, T0_MS, max, lockout_ms);
+    assert!(
+        matches!(unknown, Err(LedgerError::UnknownUser)),
+        "{unknown:?}"
+    );
+    let report = ok(store.audit(), "audit");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    // register + 5 failures + 1 login
+    assert_eq!(report.audit_entries, 7);
+}
+
+pub fn redeem_marks_printed_tickets_once(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", FUND_MILLS);
+    let ticket_input = IssueInput {
+        kind: "ticket",
+        amount: amount(2500),
+        session: None,
+    };
+    let ticket = ok(
+        store.issue(&req(u, "t1", "ticket"), &ticket_input, &mut sign_ok, T0_MS),
+        "issue ticket",
+    );
+    let early = store.redeem(&ticket.serial, "verifier", T0_MS);
+    assert!(
+        matches!(
+            early,
+            Err(LedgerError::NotPending {
+                status: ItemStatus::Issued
+            })
+        ),
+        "{early:?}"
+    );
+    ok(
+        try_confirm(store, u, "c1", &ticket.serial, true, T0_MS),
+        "print",
+    );
+    assert_eq!(
+        ok(
+            store.redeem(&ticket.serial, "verifier", T0_MS + 1),
+            "redeem"
+        ),
+        ItemStatus::Redeemed
+    );
+    let again = store.redeem(&ticket.serial, "verifier", T0_MS + 2);
+    assert!(
+        matches!(
+            again,
+            Err(LedgerError::NotPending {
+                status: ItemStatus::Redeemed
+            })
+        ),
+        "{again:?}"
+    );
+    let refund = store.refund(&req(u, "r1", "refund"), &ticket.serial, i64::MAX, T0_MS);
+    assert!(
+        matches!(
+            refund,
+            Err(LedgerError::NotPending {
+                status: ItemStatus::Redeemed
+            })
+        ),
+        "{refund:?}"
+    );
+    let stamp = issue(store, u, "i1", PRICE_MILLS);
+    ok(
+        try_confirm(store, u, "c2", &stamp.serial, true, T0_MS),
+        "print",
+    );
+    let postage = store.redeem(&stamp.serial, "verifier", T0_MS);
+    assert!(
+        matches!(postage, Err(LedgerError::NotRedeemable)),
+        "{postage:?}"
+    );
+    let unknown = store.redeem("SL0199999999-1", "verifier", T0_MS);
+    assert!(
+        matches!(unknown, Err(LedgerError::UnknownItem)),
+        "{unknown:?}"
+    );
+    // Tickets are not postage pieces, but they do use the meter.
+    assert_eq!(ok(store.balance(u), "balance").pieces, 1);
+    assert_clean(store);
+}
+
+pub fn unknown_users_and_items_are_reported(store: &dyn Store) {
+    let u = add_user(store, 1);
+    let nobody = u + 1000;
+    assert!(matches!(
+        store.balance(nobody),
+        Err(LedgerError::UnknownUser)
+    ));
+    assert!(matches!(
+        store.history(nobody, 1),
+        Err(LedgerError::UnknownUser)
+    ));
+    assert!(ok(store.meter(nobody), "meter").is_none());
+    let issued = try_issue(store, nobody, "i1", PRICE_MILLS, T0_MS);
+    assert!(
+        matches!(issued, Err(LedgerError::UnknownUser)),
+        "{issued:?}"
+    );
+    assert_eq!(ok(store.item_status("SL0100000001-1"), "item_status"), None);
+    assert_eq!(ok(store.item_status(""), "item_status"), None);
+    assert_eq!(
+        ok(store.item_status(&"9".repeat(10_000)), "item_status"),
+        None
+    );
+    assert_clean(store);
+}
+
+/// A mixed workload over three users; returns their ids.
+pub fn mixed_workload(store: &dyn Store) -> Vec<UserId> {
+    let users: Vec<UserId> = (1..=3).map(|n| add_user(store, n)).collect();
+    for (n, &u) in users.iter().enumerate() {
+        let n = u64::try_from(n).unwrap_or(0);
+        fund(store, u, "f1", FUND_MILLS + n * 1000);
+        fund(store, u, "f2", 2500);
+        let a = issue(store, u, "i1", PRICE_MILLS);
+        let b = issue(store, u, "i2", 1350);
+        let c = issue(store, u, "i3", 2200);
+        // The fourth stays issued until its confirmation window expires.
+        issue(store, u, "i4", PRICE_MILLS);
+        ok(try_confirm(store, u, "c1", &a.serial, true, T0_MS), "print");
+        ok(try_confirm(store, u, "c2", &b.serial, false, T0_MS), "void");
+        ok(try_confirm(store, u, "c3", &c.serial, true, T0_MS), "print");
+        ok(
+            store.refund(&req(u, "r1", "refund"), &c.serial, 1000, T0_MS + 10),
+            "refund",
+        );
+        ok(
+            store.record_login_success(u, T0_MS, "login"),
+            "login success",
+        );
+    }
+    ok(store.start_confirm_window(None, T0_MS + 100), "window");
+    ok(store.void_expired(T0_MS + 100), "void expired");
+    ok(
+        store.record_login_failure(users[0], T0_MS, 5, 1000),
+        "login failure",
+    );
+    ok(
+        store.append_audit("admin:1", "kick", "{\"session\":\"x\"}", T0_MS),
+        "append_audit",
+    );
+    users
+}
+
+pub fn audit_is_clean_after_mixed_workload(store: &dyn Store) {
+    let users = mixed_workload(store);
+    let report = ok(store.audit(), "audit");
+    assert!(report.problems.is_empty(), "{:#?}", report.problems);
+    assert_eq!(report.accounts, 2 + 2 * 3);
+    // per user: 2 funds, 4 reserves, 2 posts, 2 voids (one expired), 1 refund
+    assert_eq!(report.transfers, 3 * 11);
+    assert_eq!(report.items, 3 * 4);
+    for (n, &u) in users.iter().enumerate() {
+        let n = u64::try_from(n).unwrap_or(0);
+        let funded = FUND_MILLS + n * 1000 + 2500;
+        let issued = 2 * PRICE_MILLS + 1350 + 2200;
+        let spent = PRICE_MILLS; // a is printed; b, d voided; c refunded
+        let b = ok(store.balance(u), "balance");
+        assert_eq!(b, view(funded - spent, issued, funded - spent, 1, 0));
+        // The control total: ascending + descending = funding + voids + refunds.
+        assert_eq!(
+            b.ascending_mills + b.descending_mills,
+            funded + 1350 + PRICE_MILLS + 2200
+        );
+    }
+}
+
+pub fn concurrent_issues_never_overdraw(store: &dyn Store) {
+    const THREADS: usize = 8;
+    const TRIES: usize = 20;
+    let u = add_user(store, 1);
+    fund(store, u, "f1", 10 * PRICE_MILLS);
+    let results: Vec<(usize, usize)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                scope.spawn(move || {
+                    let (mut issued, mut refused) = (0, 0);
+                    for n in 0..TRIES {
+                        let id = format!("t{t}-{n}");
+                        match try_issue(store, u, &id, PRICE_MILLS, T0_MS) {
+                            Ok(_) => issued += 1,
+                            Err(LedgerError::InsufficientFunds { .. }) => refused += 1,
+                            Err(e) => panic!("thread {t}: unexpected {e:?}"),
+                        }
+                    }
+                    (issued, refused)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(counts) => counts,
+                Err(_) => panic!("an issuing thread panicked"),
+            })
+            .collect()
+    });
+    let issued: usize = results.iter().map(|r| r.0).sum();
+    let refused: usize = results.iter().map(|r| r.1).sum();
+    assert_eq!(issued, 10);
+    assert_eq!(refused, THREADS * TRIES - 10);
+    assert_eq!(
+        ok(store.balance(u), "balance"),
+        view(0, 10 * PRICE_MILLS, 0, 10, 10 * PRICE_MILLS)
+    );
+    assert_eq!(ok(store.meter(u), "meter").map(|m| m.piece), Some(10));
+    assert_clean(store);
+}
+
+// ---- Tamper behaviours ----
+
+pub fn audit_detects_edited_balance(store: &dyn Store, tamper: &dyn Tamper) {
+    let users = mixed_workload(store);
+    assert_clean(store);
+    tamper.shift_balance(&customer_account(users[1]), 1000);
+    assert_dirty(store);
+}
+
+pub fn audit_detects_edited_register(store: &dyn Store, tamper: &dyn Tamper) {
+    let users = mixed_workload(store);
+    assert_clean(store);
+    tamper.shift_register(users[2], Register::Ascending, -1);
+    assert_dirty(store);
+    tamper.shift_register(users[2], Register::Ascending, 1);
+    assert_clean(store);
+    tamper.shift_register(users[0], Register::Descending, 5000);
+    assert_dirty(store);
+}
+
+pub fn audit_detects_deleted_audit_entry(store: &dyn Store, tamper: &dyn Tamper) {
+    mixed_workload(store);
+    assert_clean(store);
+    tamper.delete_audit_entry(3);
+    assert_dirty(store);
+}

@@ -1,0 +1,408 @@
+//! The ledger testsuite on `SqliteStore`, each test with its own database file, plus what only
+//! SQLite has: reopening a file, the schema version, the audit log's append-only triggers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+use stampline_ledger::testsuite::{self, Behaviour, Register, Tamper, TamperBehaviour};
+use stampline_ledger::{LedgerError, SqliteStore, Store, UserId};
+use tempfile::TempDir;
+
+/// A store on a fresh file in its own temporary directory (removed on drop).
+struct Fixture {
+    dir: TempDir,
+    store: SqliteStore,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("ledger.db")).expect("open store");
+        Fixture { dir, store }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("ledger.db")
+    }
+
+    /// A second connection to the same file that edits it behind the store's back.
+    fn tamper(&self) -> SqlTamper {
+        let conn = Connection::open(self.path()).expect("open tamper connection");
+        conn.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        SqlTamper { conn }
+    }
+}
+
+struct SqlTamper {
+    conn: Connection,
+}
+
+impl Tamper for SqlTamper {
+    fn shift_balance(&self, account: &str, delta_mills: i64) {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE accounts SET balance = balance + ?1 WHERE id = ?2",
+                params![delta_mills, account],
+            )
+            .expect("edit balance");
+        assert_eq!(changed, 1);
+    }
+
+    fn shift_register(&self, user_id: UserId, register: Register, delta_mills: i64) {
+        let column = match register {
+            Register::Ascending => "ascending_mills",
+            Register::Descending => "descending_mills",
+        };
+        let sql = format!("UPDATE meters SET {column} = {column} + ?1 WHERE user_id = ?2");
+        let changed = self
+            .conn
+            .execute(&sql, params![delta_mills, user_id])
+            .expect("edit register");
+        assert_eq!(changed, 1);
+    }
+
+    fn delete_audit_entry(&self, seq: i64) {
+        self.conn
+            .execute_batch("DROP TRIGGER audit_log_no_delete")
+            .expect("drop trigger");
+        let changed = self
+            .conn
+            .execute("DELETE FROM audit_log WHERE seq = ?1", [seq])
+            .expect("delete entry");
+        assert_eq!(changed, 1);
+    }
+}
+
+fn on_file(behaviour: Behaviour) {
+    let fixture = Fixture::new();
+    behaviour(&fixture.store);
+}
+
+fn on_file_with_tamper(behaviour: TamperBehaviour) {
+    let fixture = Fixture::new();
+    let tamper = fixture.tamper();
+    behaviour(&fixture.store, &tamper);
+}
+
+#[test]
+fn fund_issue_and_print_move_money_and_registers() {
+    on_file(testsuite::fund_issue_and_print_move_money_and_registers);
+}
+
+#[test]
+fn repeated_request_returns_first_outcome_and_charges_once() {
+    on_file(testsuite::repeated_request_returns_first_outcome_and_charges_once);
+}
+
+#[test]
+fn reused_request_id_is_refused_and_changes_nothing() {
+    on_file(testsuite::reused_request_id_is_refused_and_changes_nothing);
+}
+
+#[test]
+fn request_ids_are_scoped_per_user() {
+    on_file(testsuite::request_ids_are_scoped_per_user);
+}
+
+#[test]
+fn issue_beyond_balance_is_refused_and_changes_nothing() {
+    on_file(testsuite::issue_beyond_balance_is_refused_and_changes_nothing);
+}
+
+#[test]
+fn failed_print_voids_item_and_returns_funds() {
+    on_file(testsuite::failed_print_voids_item_and_returns_funds);
+}
+
+#[test]
+fn expired_confirmation_window_voids_items() {
+    on_file(testsuite::expired_confirmation_window_voids_items);
+}
+
+#[test]
+fn late_print_confirmation_is_refused_and_voids() {
+    on_file(testsuite::late_print_confirmation_is_refused_and_voids);
+}
+
+#[test]
+fn confirm_answers_final_state_and_refuses_other_states() {
+    on_file(testsuite::confirm_answers_final_state_and_refuses_other_states);
+}
+
+#[test]
+fn items_of_other_users_are_unknown() {
+    on_file(testsuite::items_of_other_users_are_unknown);
+}
+
+#[test]
+fn refund_of_printed_item_returns_funds() {
+    on_file(testsuite::refund_of_printed_item_returns_funds);
+}
+
+#[test]
+fn refund_is_refused_before_print_and_after_window() {
+    on_file(testsuite::refund_is_refused_before_print_and_after_window);
+}
+
+#[test]
+fn signing_failure_changes_nothing() {
+    on_file(testsuite::signing_failure_changes_nothing);
+}
+
+#[test]
+fn piece_numbers_run_without_gaps() {
+    on_file(testsuite::piece_numbers_run_without_gaps);
+}
+
+#[test]
+fn history_is_newest_first_and_limited() {
+    on_file(testsuite::history_is_newest_first_and_limited);
+}
+
+#[test]
+fn fund_validates_input_and_refuses_duplicate_payment() {
+    on_file(testsuite::fund_validates_input_and_refuses_duplicate_payment);
+}
+
+#[test]
+fn create_user_refuses_taken_key_and_users_read_back() {
+    on_file(testsuite::create_user_refuses_taken_key_and_users_read_back);
+}
+
+#[test]
+fn login_failures_lock_the_user_and_success_resets() {
+    on_file(testsuite::login_failures_lock_the_user_and_success_resets);
+}
+
+#[test]
+fn redeem_marks_printed_tickets_once() {
+    on_file(testsuite::redeem_marks_printed_tickets_once);
+}
+
+#[test]
+fn unknown_users_and_items_are_reported() {
+    on_file(testsuite::unknown_users_and_items_are_reported);
+}
+
+#[test]
+fn audit_is_clean_after_mixed_workload() {
+    on_file(testsuite::audit_is_clean_after_mixed_workload);
+}
+
+#[test]
+fn concurrent_issues_never_overdraw() {
+    on_file(testsuite::concurrent_issues_never_overdraw);
+}
+
+#[test]
+fn audit_detects_edited_balance() {
+    on_file_with_tamper(testsuite::audit_detects_edited_balance);
+}
+
+#[test]
+fn audit_detects_edited_register() {
+    on_file_with_tamper(testsuite::audit_detects_edited_register);
+}
+
+#[test]
+fn audit_detects_deleted_audit_entry() {
+    on_file_with_tamper(testsuite::audit_detects_deleted_audit_entry);
+}
+
+#[test]
+fn whole_suite_runs_on_in_memory_stores() {
+    testsuite::run_all(&|| Box::new(SqliteStore::open_in_memory().expect("in-memory store")));
+}
+
+#[test]
+fn whole_tamper_suite_runs_through_run_all_tamper() {
+    let dirs = std::cell::RefCell::new(Vec::new());
+    testsuite::run_all_tamper(&|| {
+        let fixture = Fixture::new();
+        let tamper = fixture.tamper();
+        // Keep the directory alive while the store is in use; the store itself moves out.
+        let Fixture { dir, store } = fixture;
+        dirs.borrow_mut().push(dir);
+        (
+            Box::new(store) as Box<dyn Store>,
+            Box::new(tamper) as Box<dyn Tamper>,
+        )
+    });
+}
+
+#[test]
+fn data_survives_reopening_the_file() {
+    let fixture = Fixture::new();
+    let users = testsuite::mixed_workload(&fixture.store);
+    let before: Vec<_> = users
+        .iter()
+        .map(|&u| testsuite::snapshot(&fixture.store, u))
+        .collect();
+    let path = fixture.path();
+    let Fixture { dir, store } = fixture;
+    drop(store);
+
+    let reopened = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(reopened.path(), Some(path.as_path()));
+    let after: Vec<_> = users
+        .iter()
+        .map(|&u| testsuite::snapshot(&reopened, u))
+        .collect();
+    assert_eq!(before, after);
+    testsuite::assert_clean(&reopened);
+    // Idempotency survives too: the first answer comes back and nothing is credited again.
+    let again = testsuite::fund(&reopened, users[0], "f1", testsuite::FUND_MILLS);
+    assert_eq!(again.balance_mills, testsuite::FUND_MILLS);
+    assert_eq!(testsuite::snapshot(&reopened, users[0]), before[0]);
+    // And the meter carries on from its last piece.
+    testsuite::fund(&reopened, users[0], "f3", 1000);
+    let next = testsuite::issue(&reopened, users[0], "i5", 780);
+    assert_eq!(next.serial, format!("{}-5", testsuite::device_id(1)));
+    testsuite::assert_clean(&reopened);
+    drop(reopened);
+    drop(dir);
+}
+
+#[test]
+fn database_is_in_wal_mode_with_the_current_schema() {
+    let fixture = Fixture::new();
+    let conn = Connection::open(fixture.path()).expect("open");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal mode");
+    assert_eq!(mode, "wal");
+    let version: i64 = conn
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, stampline_ledger::sqlite::SCHEMA_VERSION);
+}
+
+#[test]
+fn audit_log_refuses_updates_and_deletes() {
+    let fixture = Fixture::new();
+    testsuite::add_user(&fixture.store, 1);
+    let conn = Connection::open(fixture.path()).expect("open");
+    let update = conn.execute("UPDATE audit_log SET detail = 'x' WHERE seq = 1", []);
+    assert!(update.is_err(), "update went through");
+    let delete = conn.execute("DELETE FROM audit_log WHERE seq = 1", []);
+    assert!(delete.is_err(), "delete went through");
+    testsuite::assert_clean(&fixture.store);
+}
+
+#[test]
+fn audit_detects_edited_audit_detail() {
+    let fixture = Fixture::new();
+    testsuite::mixed_workload(&fixture.store);
+    let conn = Connection::open(fixture.path()).expect("open");
+    conn.execute_batch(
+        "DROP TRIGGER audit_log_no_update;
+         UPDATE audit_log SET actor = 'user:999' WHERE seq = 2;",
+    )
+    .expect("edit entry");
+    testsuite::assert_dirty(&fixture.store);
+}
+
+#[test]
+fn audit_detects_a_forged_transfer() {
+    let fixture = Fixture::new();
+    let users = testsuite::mixed_workload(&fixture.store);
+    let conn = Connection::open(fixture.path()).expect("open");
+    // A transfer that balances, with both account balances moved consistently, but no payment,
+    // no register credit and no audit entry behind it.
+    let customer = stampline_ledger::customer_account(users[0]);
+    conn.execute_batch(&format!(
+        "UPDATE accounts SET balance = balance - 5000 WHERE id = 'postage_sold';
+         UPDATE accounts SET balance = balance + 5000 WHERE id = '{customer}';
+         INSERT INTO transfers (at_ms, from_account, to_account, amount_mills, kind)
+         VALUES (0, 'postage_sold', '{customer}', 5000, 'refund');"
+    ))
+    .expect("forge transfer");
+    testsuite::assert_dirty(&fixture.store);
+}
+
+#[test]
+fn newer_schema_version_is_refused() {
+    let fixture = Fixture::new();
+    let path = fixture.path();
+    let Fixture { dir, store } = fixture;
+    drop(store);
+    let conn = Connection::open(&path).expect("open");
+    conn.execute("UPDATE schema_version SET version = version + 1", [])
+        .expect("bump version");
+    drop(conn);
+    let refused = SqliteStore::open(&path);
+    assert!(
+        matches!(refused, Err(LedgerError::Corrupt(_))),
+        "{refused:?}"
+    );
+    drop(dir);
+}
+
+#[test]
+fn panicking_signer_leaves_the_store_usable_and_unchanged() {
+    let fixture = Fixture::new();
+    let store = &fixture.store;
+    let u = testsuite::add_user(store, 1);
+    testsuite::fund(store, u, "f1", testsuite::FUND_MILLS);
+    let before = testsuite::snapshot(store, u);
+    let input = stampline_ledger::IssueInput {
+        kind: "postage",
+        amount: testsuite::amount(testsuite::PRICE_MILLS),
+        session: None,
+    };
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = store.issue(
+            &testsuite::req(u, "i1", "issue"),
+            &input,
+            &mut |_: &stampline_ledger::PieceState| panic!("device driver bug"),
+            testsuite::T0_MS,
+        );
+    }));
+    assert!(caught.is_err());
+    assert_eq!(testsuite::snapshot(store, u), before);
+    let item = testsuite::issue(store, u, "i1", testsuite::PRICE_MILLS);
+    assert_eq!(item.serial, format!("{}-1", testsuite::device_id(1)));
+    testsuite::assert_clean(store);
+}
+
+#[test]
+fn two_stores_on_one_file_never_overdraw() {
+    // Two connections (as two processes would have) share the file; BEGIN IMMEDIATE serialises
+    // their writes.
+    let fixture = Fixture::new();
+    let other = SqliteStore::open(&fixture.path()).expect("second store");
+    let u = testsuite::add_user(&fixture.store, 1);
+    testsuite::fund(&fixture.store, u, "f1", 4 * testsuite::PRICE_MILLS);
+    let issued: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = [&fixture.store, &other]
+            .into_iter()
+            .enumerate()
+            .map(|(s, store)| {
+                scope.spawn(move || {
+                    (0..5)
+                        .filter(|n| {
+                            let id = format!("s{s}-{n}");
+                            match testsuite::try_issue(
+                                store,
+                                u,
+                                &id,
+                                testsuite::PRICE_MILLS,
+                                testsuite::T0_MS,
+                            ) {
+                                Ok(_) => true,
+                                Err(LedgerError::InsufficientFunds { .. }) => false,
+                                Err(e) => panic!("store {s}: {e:?}"),
+                            }
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).sum()
+    });
+    assert_eq!(issued, 4);
+    testsuite::assert_clean(&other);
+}

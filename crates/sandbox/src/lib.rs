@@ -1,0 +1,14 @@
+//! Stand-ins for the two external systems: the postal licensing system (CMLS) and the financial
+//! system (a card processor and ACH). The [`Cmls`] and [`Bank`] traits are the seams the server
+//! calls; [`SandboxCmls`] and [`SandboxBank`] are in-process implementations that keep their own
+//! state in a JSON file, so a retried call after a crash sees what the first one did.
+//!
+//! They must never be mistaken for production systems: the server says plainly when it uses them.
+//! The bank never hands the card number back: callers get a token and the last four digits.
+
+mod bank;
+mod cmls;
+mod store;
+
+pub use bank::{Bank, BankError, CardToken, Payment, SandboxBank, aba_check_digit_ok, luhn_ok};
+pub use cmls::{Cmls, CmlsError, DEVICE_MODEL, License, LicenseApplication, SandboxCmls};

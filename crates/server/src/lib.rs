@@ -1,0 +1,206 @@
+//! The Stampline server: the public tier (TLS 1.3, the WebSocket link, sessions, the firewall's
+//! limits, HTTP routes) and the private tier ([`core::Core`]: ledger, crypto device, CMLS, bank).
+//!
+//! [`Server::open`] prepares a data dir (keys, certificate, `trust.pem`, database); [`Server::run`]
+//! takes an already-bound listener and a shutdown future, so tests bind port 0 and drive the real
+//! server. The public tier reaches the private tier only through `Core`'s methods.
+//! This crate never holds card numbers beyond one request, and never logs secrets.
+
+pub mod clock;
+pub mod core;
+pub mod gateway;
+pub mod link;
+pub mod tls;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use stampline_ledger::SqliteStore;
+use stampline_psd::SoftwarePsd;
+use stampline_sandbox::{SandboxBank, SandboxCmls};
+use tokio::net::TcpListener;
+
+use crate::core::{Core, CoreConfig};
+use crate::gateway::{AppState, LOGINS_PER_MINUTE, Peer, REGISTRATIONS_PER_MINUTE, RateLimit};
+use crate::link::{LinkConfig, Sessions};
+
+/// How long a client may take to finish the TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections served at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// Everything `stampline server` can be told.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub hostnames: Vec<String>,
+    pub beat_interval_ms: u64,
+    pub beat_timeout_ms: u64,
+    pub core: CoreConfig,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            data_dir,
+            hostnames: Vec::new(),
+            beat_interval_ms: 5_000,
+            beat_timeout_ms: 5_000,
+            core: CoreConfig::default(),
+        }
+    }
+}
+
+/// A prepared server.
+#[derive(Debug)]
+pub struct Server {
+    state: AppState,
+    tls: Arc<rustls::ServerConfig>,
+    trust_path: PathBuf,
+}
+
+impl Server {
+    /// Create or open the data dir: software crypto device, TLS identity and `trust.pem`, the
+    /// SQLite ledger, the built-in CMLS and bank sandboxes.
+    pub fn open(cfg: ServerConfig) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let now_unix = clock::now_ms() / 1000;
+        let psd = Arc::new(SoftwarePsd::open(&cfg.data_dir, now_unix)?);
+        let identity = tls::TlsIdentity::load_or_create(
+            &cfg.data_dir,
+            &cfg.hostnames,
+            &stampline_psd::Psd::auth_public_key(psd.as_ref()),
+        )?;
+        let store = Arc::new(SqliteStore::open(&cfg.data_dir.join("ledger.sqlite"))?);
+        let cmls = Arc::new(SandboxCmls::open(Some(
+            &cfg.data_dir.join("sandbox-cmls.json"),
+        ))?);
+        let bank = Arc::new(SandboxBank::open(Some(
+            &cfg.data_dir.join("sandbox-bank.json"),
+        ))?);
+        let core = Core::new(store, psd, cmls, bank, cfg.core.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let state = AppState {
+            core: Arc::new(core),
+            sessions: Arc::new(Sessions::default()),
+            link: LinkConfig {
+                beat_interval_ms: cfg.beat_interval_ms,
+                beat_timeout_ms: cfg.beat_timeout_ms,
+            },
+            registrations: Arc::new(RateLimit::new(REGISTRATIONS_PER_MINUTE)),
+            logins: Arc::new(RateLimit::new(LOGINS_PER_MINUTE)),
+            sandbox: true,
+        };
+        Ok(Server {
+            state,
+            tls: identity.server_config()?,
+            trust_path: identity.trust_path,
+        })
+    }
+
+    /// `DIR/trust.pem`: the certificate and the auth public key clients pin.
+    pub fn trust_path(&self) -> &std::path::Path {
+        &self.trust_path
+    }
+
+    /// Whether CMLS and the bank are the built-in stand-ins.
+    pub fn is_sandbox(&self) -> bool {
+        self.state.sandbox
+    }
+
+    /// The live links (what the admin console shows).
+    pub fn sessions(&self) -> Arc<Sessions> {
+        Arc::clone(&self.state.sessions)
+    }
+
+    /// The private tier, for in-process callers (tests, `demo`).
+    pub fn core(&self) -> &Arc<Core> {
+        &self.state.core
+    }
+
+    /// Serve on `listener` until `shutdown` completes.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let voided = self
+            .state
+            .core
+            .sweep(true)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !voided.is_empty() {
+            tracing::info!(
+                count = voided.len(),
+                "voided items whose confirmation window had passed"
+            );
+        }
+        let sweeper = tokio::spawn(sweep_loop(Arc::clone(&self.state.core)));
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls);
+        let router = gateway::router(self.state);
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                p = Arc::clone(&permits).acquire_owned() => p?,
+            };
+            let (tcp, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let acceptor = acceptor.clone();
+            let service = router.clone().layer(axum::Extension(Peer(peer)));
+            // The handshake runs in the connection's own task, so a slow client stalls nobody.
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ = tcp.set_nodelay(true);
+                let tls =
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                let service = hyper_util::service::TowerToHyperService::new(service);
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(TLS_HANDSHAKE_TIMEOUT)
+                    .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades();
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        sweeper.abort();
+        Ok(())
+    }
+}
+
+/// Void items whose confirmation window has passed, a few times per window.
+async fn sweep_loop(core: Arc<Core>) {
+    let every_ms = (core.config().confirm_window_ms / 4).clamp(50, 5_000);
+    let every = Duration::from_millis(u64::try_from(every_ms).unwrap_or(5_000));
+    loop {
+        tokio::time::sleep(every).await;
+        match core.sweep(false).await {
+            Ok(v) if !v.is_empty() => tracing::info!(count = v.len(), "voided unconfirmed items"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "sweep failed"),
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The plaintext inside sealed frames: requests `{"op","id",…}` and responses
+//! `{"op","id","ok",…}`, and the documented error codes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::frame::Secret;
+
+/// Wire error codes (snake_case). docs/PROTOCOL.md explains each.
+pub mod codes {
+    // Link-level (error frames before the welcome, or before a close with 1008).
+    pub const BAD_FRAME: &str = "bad_frame";
+    pub const FRAME_TOO_LARGE: &str = "frame_too_large";
+    pub const UNSUPPORTED_VERSION: &str = "unsupported_version";
+    pub const BAD_CREDENTIALS: &str = "bad_credentials";
+    pub const LOCKED: &str = "locked";
+    pub const RATE_LIMITED: &str = "rate_limited";
+    pub const BAD_SEQUENCE: &str = "bad_sequence";
+    pub const UNOPENABLE: &str = "unopenable";
+    pub const BAD_SIGNATURE: &str = "bad_signature";
+    pub const BAD_MAC: &str = "bad_mac";
+    pub const BEAT_TIMEOUT: &str = "beat_timeout";
+    pub const UNEXPECTED_FRAME: &str = "unexpected_frame";
+    pub const SESSION_ENDED: &str = "session_ended";
+    // Request-level (sealed `ok:false`; the link stays).
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const UNKNOWN_OP: &str = "unknown_op";
+    pub const ID_REUSED: &str = "id_reused";
+    pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
+    pub const BAD_AMOUNT: &str = "bad_amount";
+    pub const BAD_ZIP: &str = "bad_zip";
+    pub const BAD_DATE: &str = "bad_date";
+    pub const BAD_CLASS: &str = "bad_class";
+    pub const BAD_CARD: &str = "bad_card";
+    pub const BAD_ACCOUNT: &str = "bad_account";
+    pub const CARD_DECLINED: &str = "card_declined";
+    pub const PAYMENT_FAILED: &str = "payment_failed";
+    pub const UNKNOWN_ITEM: &str = "unknown_item";
+    pub const NOT_PENDING: &str = "not_pending";
+    pub const REFUND_WINDOW_CLOSED: &str = "refund_window_closed";
+    pub const UNSUPPORTED: &str = "unsupported";
+    pub const INTERNAL: &str = "internal";
+}
+
+/// Card data: travels only sealed; `Debug` never shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Card {
+    pub number: Secret,
+    pub exp: String,
+    pub cvc: Secret,
+}
+
+/// An EFT (ACH) debit: ABA routing number and account number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Eft {
+    pub routing: String,
+    pub account: Secret,
+}
+
+/// The server's print policy, sent with every issued item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrintPolicy {
+    pub spool: bool,
+    pub copies: u32,
+}
+
+/// Every operation of protocol v1 and its request fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    Balance {},
+    Quote {
+        class: String,
+        weight_oz: serde_json::Number,
+    },
+    Issue {
+        kind: String,
+        postage_mills: u64,
+        from_zip: String,
+        to_zip: String,
+        mail_date: String,
+        class: String,
+    },
+    Confirm {
+        serial: String,
+        printed: bool,
+    },
+    Fund {
+        amount_mills: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        card: Option<Card>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        card_token: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        eft: Option<Eft>,
+    },
+    Refund {
+        serial: String,
+    },
+    History {
+        limit: u32,
+    },
+    Bye {},
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Balance {} => "balance",
+            Op::Quote { .. } => "quote",
+            Op::Issue { .. } => "issue",
+            Op::Confirm { .. } => "confirm",
+            Op::Fund { .. } => "fund",
+            Op::Refund { .. } => "refund",
+            Op::History { .. } => "history",
+            Op::Bye {} => "bye",
+        }
+    }
+
+    /// Whether the op changes state (and so is bound to its request id).
+    pub fn is_mutating(&self) -> bool {
+        matches!(
+            self,
+            Op::Issue { .. } | Op::Confirm { .. } | Op::Fund { .. } | Op::Refund { .. }
+        )
+    }
+}
+
+const OPS: [&str; 8] = [
+    "balance", "quote", "issue", "confirm", "fund", "refund", "history", "bye",
+];
+
+/// A request: its id (also its idempotency key) and its op.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub id: Uuid,
+    pub op: Op,
+}
+
+impl Request {
+    /// The plaintext JSON of this request.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut value = serde_json::to_value(&self.op).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut value {
+            map.insert("id".into(), Value::String(self.id.to_string()));
+        }
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+}
+
+/// Why a request's plaintext was refused, with what can be echoed back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestError {
+    pub op: Option<String>,
+    pub id: Option<String>,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Parse a request's plaintext. Returns the request and its canonical JSON (keys sorted), which the
+/// server fingerprints for idempotency.
+pub fn parse_request(plain: &[u8]) -> Result<(Request, Vec<u8>), RequestError> {
+    let value: Value = serde_json::from_slice(plain).map_err(|e| RequestError {
+        op: None,
+        id: None,
+        code: codes::BAD_REQUEST,
+        message: format!("request is not JSON: {e}"),
+    })?;
+    let Value::Object(mut map) = value else {
+        return Err(RequestError {
+            op: None,
+            id: None,
+            code: codes::BAD_REQUEST,
+            message: "request must be a JSON object".into(),
+        });
+    };
+    let op = map.get("op").and_then(Value::as_str).map(str::to_owned);
+    let id_text = map.get("id").and_then(Value::as_str).map(str::to_owned);
+    let fail = |code, message: String| RequestError {
+        op: op.clone(),
+        id: id_text.clone(),
+        code,
+        message,
+    };
+    let Some(op_name) = op.as_deref() else {
+        return Err(fail(codes::BAD_REQUEST, "request has no \"op\"".into()));
+    };
+    if !OPS.contains(&op_name) {
+        return Err(fail(codes::UNKNOWN_OP, format!("unknown op {op_name:?}")));
+    }
+    let id = id_text
+        .as_deref()
+        .and_then(|t| Uuid::parse_str(t).ok())
+        .ok_or_else(|| fail(codes::BAD_REQUEST, "\"id\" must be a UUID string".into()))?;
+    // serde_json's default Map is ordered by key, so this is the canonical form.
+    let canonical = serde_json::to_vec(&map).unwrap_or_default();
+    map.remove("id");
+    let op: Op = serde_json::from_value(Value::Object(map))
+        .map_err(|e| fail(codes::BAD_REQUEST, format!("bad {op_name} request: {e}")))?;
+    Ok((Request { id, op }, canonical))
+}
+
+/// A response: `op`, `id`, `ok` and the op's fields (or `code` and `message`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub op: String,
+    pub id: String,
+    pub ok: bool,
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+impl Response {
+    pub fn ok(op: &str, id: &str, fields: Value) -> Response {
+        let fields = match fields {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        Response {
+            op: op.into(),
+            id: id.into(),
+            ok: true,
+            fields,
+        }
+    }
+
+    pub fn error(op: &str, id: &str, code: &str, message: &str) -> Response {
+        let mut fields = Map::new();
+        fields.insert("code".into(), Value::String(code.into()));
+        fields.insert("message".into(), Value::String(message.into()));
+        Response {
+            op: op.into(),
+            id: id.into(),
+            ok: false,
+            fields,
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        self.fields.get("code").and_then(Value::as_str)
+    }
+
+    pub fn message(&self) -> Option<&str> {
+        self.fields.get("message").and_then(Value::as_str)
+    }
+
+    pub fn u64_field(&self, name: &str) -> Option<u64> {
+        self.fields.get(name).and_then(Value::as_u64)
+    }
+
+    pub fn str_field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).and_then(Value::as_str)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Response, crate::WireError> {
+        serde_json::from_slice(bytes).map_err(|e| crate::WireError::Malformed(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_balance_request_round_trips() {
+        let req = Request {
+            id: Uuid::from_bytes([1; 16]),
+            op: Op::Balance {},
+        };
+        let (back, canonical) = parse_request(&req.to_json()).unwrap();
+        assert_eq!(back, req);
+        assert!(String::from_utf8(canonical).unwrap().starts_with("{\"id\""));
+    }
+
+    #[test]
+    fn an_issue_request_parses_with_all_fields() {
+        let text = r#"{"op":"issue","id":"6f1c2b1e-6f4f-4d55-9a57-2b8f9b8f2a10","kind":"postage",
+            "postage_mills":780,"from_zip":"02134","to_zip":"94105","mail_date":"2026-11-29",
+            "class":"first-class-letter"}"#;
+        let (req, _) = parse_request(text.as_bytes()).unwrap();
+        assert!(matches!(
+            req.op,
+            Op::Issue {
+                postage_mills: 780,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unknown_ops_and_fields_are_refused_with_codes() {
+        let e = parse_request(br#"{"op":"steal","id":"6f1c2b1e-6f4f-4d55-9a57-2b8f9b8f2a10"}"#)
+            .unwrap_err();
+        assert_eq!(e.code, codes::UNKNOWN_OP);
+        assert_eq!(e.op.as_deref(), Some("steal"));
+        let e =
+            parse_request(br#"{"op":"balance","id":"6f1c2b1e-6f4f-4d55-9a57-2b8f9b8f2a10","x":1}"#)
+                .unwrap_err();
+        assert_eq!(e.code, codes::BAD_REQUEST);
+        let e = parse_request(br#"{"op":"balance","id":"nope"}"#).unwrap_err();
+        assert_eq!(e.code, codes::BAD_REQUEST);
+        let e = parse_request(br#"[1]"#).unwrap_err();
+        assert_eq!(e.code, codes::BAD_REQUEST);
+    }
+
+    #[test]
+    fn negative_amounts_do_not_parse() {
+        let e = parse_request(
+            br#"{"op":"fund","id":"6f1c2b1e-6f4f-4d55-9a57-2b8f9b8f2a10","amount_mills":-5}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, codes::BAD_REQUEST);
+    }
+
+    #[test]
+    fn card_data_never_shows_in_debug() {
+        let op = Op::Fund {
+            amount_mills: 1000,
+            card: Some(Card {
+                number: Secret("4242424242424242".into()),
+                exp: "12/30".into(),
+                cvc: Secret("123".into()),
+            }),
+            card_token: None,
+            eft: None,
+        };
+        let shown = format!("{op:?}");
+        assert!(!shown.contains("4242"), "{shown}");
+        assert!(!shown.contains("123\""), "{shown}");
+    }
+
+    #[test]
+    fn responses_echo_op_and_id_and_flatten_fields() {
+        let r = Response::ok("balance", "x", serde_json::json!({"balance_mills": 5}));
+        let text = String::from_utf8(r.to_json()).unwrap();
+        assert!(text.contains(r#""ok":true"#) && text.contains(r#""balance_mills":5"#));
+        let back = Response::from_json(text.as_bytes()).unwrap();
+        assert_eq!(back.u64_field("balance_mills"), Some(5));
+        let e = Response::error("issue", "y", codes::INSUFFICIENT_FUNDS, "short");
+        assert_eq!(e.code(), Some("insufficient_funds"));
+    }
+}
