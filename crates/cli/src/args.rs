@@ -46,6 +46,8 @@ pub enum Command {
     Fund(FundArgs),
     /// Show the balance and the meter's registers.
     Balance,
+    /// Price a piece (no login needed).
+    Quote(QuoteArgs),
     /// List recent items.
     History(HistoryArgs),
     /// Buy postage and print it.
@@ -126,6 +128,20 @@ pub struct FundArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct QuoteArgs {
+    /// first-class-letter, first-class-flat, priority-mail or ground-advantage.
+    #[arg(long)]
+    pub class: String,
+    /// Weight in ounces, e.g. 3.5.
+    #[arg(long)]
+    pub weight_oz: String,
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct HistoryArgs {
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
@@ -139,7 +155,7 @@ pub struct BuyArgs {
     /// Mail class: first-class-letter, first-class-flat, priority-mail, ground-advantage.
     #[arg(long, default_value = "first-class-letter")]
     pub class: String,
-    /// Weight in ounces (rated purchases come with the rate engine).
+    /// Weight in ounces: the postage is the rate for it (or --postage, if not lower).
     #[arg(long)]
     pub weight_oz: Option<String>,
     #[arg(long)]

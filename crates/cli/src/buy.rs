@@ -62,17 +62,45 @@ fn render(item: &Item, bytes: &[u8], format: &str, dpi: u32) -> Result<Vec<u8>, 
 
 /// The whole purchase on a live link. Returns the `--json` result.
 pub async fn do_buy(ep: &Endpoint, link: &Link, a: &BuyArgs) -> Result<Value, CliError> {
-    let postage = match (&a.postage, &a.weight_oz) {
-        (Some(p), None) => {
-            Amount::parse_dollars(p).map_err(|e| CliError::new("bad_amount", e.to_string()))?
+    let given = match &a.postage {
+        Some(p) => {
+            Some(Amount::parse_dollars(p).map_err(|e| CliError::new("bad_amount", e.to_string()))?)
         }
-        (None, Some(_)) => {
+        None => None,
+    };
+    let weight_oz = match &a.weight_oz {
+        Some(w) => Some(w.parse::<serde_json::Number>().map_err(|_| {
+            CliError::new(
+                "bad_weight",
+                format!("weight {w:?} is not a number of ounces"),
+            )
+        })?),
+        None => None,
+    };
+    // A rated purchase charges the quote (or the given postage, which the server checks).
+    let postage = match (given, &weight_oz) {
+        (Some(p), _) => p,
+        (None, Some(w)) => {
+            let q = ok_fields(
+                link.request(Op::Quote {
+                    class: a.class.clone(),
+                    weight_oz: w.clone(),
+                    from_zip: Some(a.from.clone()),
+                    to_zip: Some(a.to.clone()),
+                })
+                .await?,
+            )?;
+            q["postage_mills"]
+                .as_u64()
+                .and_then(Amount::from_mills)
+                .ok_or_else(|| CliError::new("bad_answer", "quote without postage"))?
+        }
+        (None, None) => {
             return Err(CliError::new(
-                "unsupported",
-                "rated purchases (--weight-oz) come with the rate engine; give --postage",
+                "bad_request",
+                "give --postage DOLLARS or --weight-oz W",
             ));
         }
-        _ => return Err(CliError::new("bad_request", "give --postage DOLLARS")),
     };
     let mut formats: Vec<String> = if a.format.is_empty() {
         DEFAULT_FORMATS.iter().map(|s| (*s).to_owned()).collect()
@@ -105,6 +133,7 @@ pub async fn do_buy(ep: &Endpoint, link: &Link, a: &BuyArgs) -> Result<Value, Cl
         to_zip: a.to.clone(),
         mail_date: a.date.clone().unwrap_or_else(today),
         class: a.class.clone(),
+        weight_oz,
     };
     let issued = match link.request_with_id(id, op).await {
         Ok(r) => ok_fields(r)?,

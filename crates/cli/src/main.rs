@@ -53,6 +53,7 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
         Command::Register(a) => client_cmds::register(global, a, out).await,
         Command::Fund(a) => client_cmds::fund(global, a, out).await,
         Command::Balance => client_cmds::balance(global, out).await,
+        Command::Quote(a) => client_cmds::quote(global, a, out).await,
         Command::History(a) => client_cmds::history(global, a, out).await,
         Command::Buy(a) => buy::buy(global, a, out).await,
         Command::Verify(a) => verify::verify_cmd(global, a, out).await,

@@ -530,10 +530,20 @@ impl Core {
                     "reserved_mills": b.reserved_mills,
                 }))
             }
-            Op::Quote { .. } => Err(CoreError::refused(
-                codes::UNSUPPORTED,
-                "rate quotes are not offered by this server version",
-            )),
+            Op::Quote {
+                class,
+                weight_oz,
+                from_zip,
+                to_zip,
+            } => {
+                let q = crate::rating::quote(
+                    &class,
+                    &weight_oz.to_string(),
+                    from_zip.as_deref(),
+                    to_zip.as_deref(),
+                )?;
+                Ok(crate::rating::quote_json(&q))
+            }
             Op::History { limit } => {
                 if limit == 0 || limit > MAX_HISTORY {
                     return Err(CoreError::refused(
@@ -552,7 +562,9 @@ impl Core {
                 to_zip,
                 mail_date,
                 class,
+                weight_oz,
             } => {
+                let weight = weight_oz.map(|w| w.to_string());
                 let order = PostageOrder::check(
                     &kind,
                     postage_mills,
@@ -561,6 +573,7 @@ impl Core {
                     &mail_date,
                     &class,
                 )?;
+                order.check_rate(weight.as_deref())?;
                 self.issue_postage(user_id, request_id, fingerprint, order, session)
                     .await
             }
@@ -883,6 +896,33 @@ impl PostageOrder {
             mail_date: date,
             rate,
         })
+    }
+}
+
+impl PostageOrder {
+    /// Refuse underpaid postage: at least the rate for the declared weight, or without a weight
+    /// the class's lowest rate; and a weight the class does not take.
+    fn check_rate(&self, weight_oz: Option<&str>) -> Result<(), CoreError> {
+        let needed = match weight_oz {
+            Some(w) => {
+                let from = self.from_zip.to_string();
+                let to = self.to.as_str().get(..5).unwrap_or("").to_owned();
+                crate::rating::quote(self.rate.class_name(), w, Some(&from), Some(&to))?.postage
+            }
+            None => stampline_rates::table()
+                .and_then(|t| t.minimum(self.rate))
+                .map_err(|e| CoreError::Internal(e.to_string()))?,
+        };
+        if self.postage < needed {
+            return Err(CoreError::refused(
+                "underpaid",
+                format!(
+                    "postage {} is below the rate {} for this piece",
+                    self.postage, needed
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State, WebSocketUpgrade};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Path, Query, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(home))
         .route("/v1/register", post(register))
         .route("/v1/keys", get(keys))
+        .route("/v1/quote", get(quote))
         .route("/v1/items/{serial}/status", get(item_status))
         .route("/v1/link", get(link_upgrade))
         .with_state(state)
@@ -155,6 +157,33 @@ async fn register(
             ),
         )
             .into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `GET /v1/quote?class=C&weight_oz=W&from_zip=Z&to_zip=Z`: prices are public, no login.
+#[derive(Debug, serde::Deserialize)]
+struct QuoteQuery {
+    class: String,
+    weight_oz: String,
+    from_zip: Option<String>,
+    to_zip: Option<String>,
+}
+
+async fn quote(query: Result<Query<QuoteQuery>, QueryRejection>) -> Response {
+    let Ok(Query(q)) = query else {
+        return error_response(&CoreError::Refused {
+            code: "bad_request",
+            message: "give class, weight_oz, and for zoned classes from_zip and to_zip".into(),
+        });
+    };
+    match crate::rating::quote(
+        &q.class,
+        &q.weight_oz,
+        q.from_zip.as_deref(),
+        q.to_zip.as_deref(),
+    ) {
+        Ok(quote) => axum::Json(crate::rating::quote_json(&quote)).into_response(),
         Err(e) => error_response(&e),
     }
 }

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod core;
 pub mod gateway;
 pub mod link;
+pub mod rating;
 pub mod tls;
 
 use std::future::Future;

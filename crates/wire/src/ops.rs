@@ -75,6 +75,10 @@ pub enum Op {
     Quote {
         class: String,
         weight_oz: serde_json::Number,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_zip: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_zip: Option<String>,
     },
     Issue {
         kind: String,
@@ -83,6 +87,9 @@ pub enum Op {
         to_zip: String,
         mail_date: String,
         class: String,
+        /// The piece's weight; when given, the postage must be at least the rate for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weight_oz: Option<serde_json::Number>,
     },
     Confirm {
         serial: String,
