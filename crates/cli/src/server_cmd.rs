@@ -22,14 +22,12 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
             "this version stores the ledger in SQLite in the data dir",
         ));
     }
-    if let Some(psd) = &a.psd
-        && psd != "software"
-    {
-        return Err(unsupported(
-            "--psd",
-            "this version has the software crypto device only",
-        ));
-    }
+    let psd: stampline_psd::PsdSpec = a
+        .psd
+        .as_deref()
+        .unwrap_or("software")
+        .parse()
+        .map_err(|e: stampline_psd::PsdError| CliError::new("bad_flag", e.to_string()))?;
     if a.cmls.is_some() || a.bank.is_some() {
         return Err(unsupported(
             "--cmls/--bank",
@@ -50,6 +48,7 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
     }
     let mut cfg = ServerConfig::new(a.data_dir.clone());
     cfg.hostnames = a.hostname.clone();
+    cfg.psd = psd;
     cfg.beat_interval_ms = a.beat_interval_ms;
     cfg.beat_timeout_ms = a.beat_timeout_ms;
     cfg.core.confirm_window_ms = i64::try_from(a.confirm_window_ms)
@@ -68,6 +67,9 @@ pub async fn server(a: ServerArgs, out: Out) -> Result<(), CliError> {
         .map_err(|e| CliError::new("listen", e.to_string()))?;
     let url = format!("https://{addr}");
     let trust = server.trust_path().display().to_string();
+    if server.psd_dev_mode() {
+        eprintln!("stampline: {}", stampline_psd::DEV_PASSPHRASE_NOTICE);
+    }
     if server.is_sandbox() {
         eprintln!(
             "stampline: SANDBOX MODE — the licensing system and the bank are built-in stand-ins; no real postage or money moves."
