@@ -172,11 +172,19 @@ fn generate_secret(s: &Session, label: &str, aes: bool) -> Result<ObjectHandle, 
         Attribute::ValueLen(32u64.into()),
         label_of(label),
     ];
+    // Each key may do its one job only.
+    t.extend([
+        Attribute::Encrypt(aes),
+        Attribute::Decrypt(aes),
+        Attribute::Sign(!aes),
+        Attribute::Verify(!aes),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+    ]);
     let mechanism = if aes {
-        t.extend([Attribute::Encrypt(true), Attribute::Decrypt(true)]);
         Mechanism::AesKeyGen
     } else {
-        t.extend([Attribute::Sign(true), Attribute::Verify(true)]);
         Mechanism::GenericSecretKeyGen
     };
     s.generate_key(&mechanism, &t)
