@@ -67,9 +67,6 @@ pub async fn server(a: ServerArgs, out: Out) -> Result<(), CliError> {
         .map_err(|e| CliError::new("listen", e.to_string()))?;
     let url = format!("https://{addr}");
     let trust = server.trust_path().display().to_string();
-    if server.psd_dev_mode() {
-        eprintln!("stampline: {}", stampline_psd::DEV_PASSPHRASE_NOTICE);
-    }
     if server.is_sandbox() {
         eprintln!(
             "stampline: SANDBOX MODE — the licensing system and the bank are built-in stand-ins; no real postage or money moves."

@@ -222,6 +222,29 @@ mod tests {
     }
 
     #[test]
+    fn a_registered_key_is_updated_in_place_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cmls.json");
+        let cmls = SandboxCmls::open(Some(&path)).unwrap();
+        let mut key = KeyRegistration {
+            key_id: "0a0b0c0d".into(),
+            spki_der_hex: "3059".into(),
+            valid_from_unix: 1,
+            valid_until_unix: None,
+            revoked_at_unix: None,
+            revocation_reason: None,
+        };
+        cmls.register_key(&key).unwrap();
+        key.revoked_at_unix = Some(5);
+        key.revocation_reason = Some("lost".into());
+        cmls.register_key(&key).unwrap();
+        let back = SandboxCmls::open(Some(&path)).unwrap().registered_keys();
+        assert_eq!(back, vec![key.clone()]);
+        key.key_id = "nothex!!".into();
+        assert!(matches!(cmls.register_key(&key), Err(CmlsError::Refused(_))));
+    }
+
+    #[test]
     fn bad_applications_are_refused() {
         let cmls = SandboxCmls::open(None).unwrap();
         let mut bad = app();
