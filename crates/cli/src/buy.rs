@@ -49,7 +49,9 @@ pub fn key_in_force(key: &PublishedKey, now: time::OffsetDateTime) -> Result<(),
         return Err(format!(
             "signing key {} was revoked at {at}: {}",
             key.key_id,
-            key.revocation_reason.as_deref().unwrap_or("no reason given")
+            key.revocation_reason
+                .as_deref()
+                .unwrap_or("no reason given")
         ));
     }
     if let Some(until) = &key.valid_until

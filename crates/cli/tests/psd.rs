@@ -61,10 +61,7 @@ fn softhsm(dir: &Path) -> Option<Device> {
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
-        && Command::new("pkcs11-tool")
-            .arg("--help")
-            .output()
-            .is_ok();
+        && Command::new("pkcs11-tool").arg("--help").output().is_ok();
     if !available {
         if std::env::var("STAMPLINE_REQUIRE_ALL").as_deref() == Ok("1") {
             panic!("SoftHSM2 and pkcs11-tool are required (STAMPLINE_REQUIRE_ALL=1)");
@@ -89,7 +86,11 @@ fn softhsm(dir: &Path) -> Option<Device> {
         .env("SOFTHSM2_CONF", &conf)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut env = BTreeMap::new();
     env.insert("SOFTHSM2_CONF".into(), conf.display().to_string());
     env.insert("TEST_TOKEN_PIN".into(), PIN.into());
@@ -170,14 +171,22 @@ impl TestServer {
     }
 
     fn ok(&self, user: &str, args: &[&str]) -> Value {
-        let password = if user == "root" { ADMIN_PASSWORD } else { PASSWORD };
+        let password = if user == "root" {
+            ADMIN_PASSWORD
+        } else {
+            PASSWORD
+        };
         let (ok, v) = self.run(user, password, args);
         assert!(ok, "{args:?} failed: {v}");
         v
     }
 
     fn fails_with(&self, user: &str, args: &[&str], code: &str) -> Value {
-        let password = if user == "root" { ADMIN_PASSWORD } else { PASSWORD };
+        let password = if user == "root" {
+            ADMIN_PASSWORD
+        } else {
+            PASSWORD
+        };
         let (ok, v) = self.run(user, password, args);
         assert!(!ok, "{args:?} should fail with {code}: {v}");
         assert_eq!(v["error"], code, "{args:?}: {v}");
@@ -190,7 +199,15 @@ impl TestServer {
         self.ok(
             user,
             &[
-                "buy", "--postage", "0.78", "--from", "02134", "--to", "94105", "--format", "raw",
+                "buy",
+                "--postage",
+                "0.78",
+                "--from",
+                "02134",
+                "--to",
+                "94105",
+                "--format",
+                "raw",
                 "--out",
             ]
             .iter()
@@ -272,14 +289,30 @@ fn rotation_flow(data: &Path, device: &Device) {
     server.ok(
         "ann",
         &[
-            "register", "--name", "Ann Example", "--address", "1 Main St", "--city", "Boston",
-            "--state", "MA", "--zip", "02134",
+            "register",
+            "--name",
+            "Ann Example",
+            "--address",
+            "1 Main St",
+            "--city",
+            "Boston",
+            "--state",
+            "MA",
+            "--zip",
+            "02134",
         ],
     );
     server.ok(
         "ann",
         &[
-            "fund", "--amount", "10", "--card", "4242424242424242", "--exp", "12/30", "--cvc",
+            "fund",
+            "--amount",
+            "10",
+            "--card",
+            "4242424242424242",
+            "--exp",
+            "12/30",
+            "--cvc",
             "123",
         ],
     );
@@ -321,7 +354,10 @@ fn rotation_flow(data: &Path, device: &Device) {
     assert!(!ok, "{v}");
     assert_eq!(v["valid"], false);
     let reason = v["reason"].as_str().unwrap();
-    assert!(reason.contains("revoked") && reason.contains("key compromised"), "{reason}");
+    assert!(
+        reason.contains("revoked") && reason.contains("key compromised"),
+        "{reason}"
+    );
     assert!(reason.contains(&key_a), "{reason}");
     let v = server.ok("ann", &["verify", b.to_str().unwrap()]);
     assert_eq!(v["valid"], true, "{v}");
@@ -362,7 +398,13 @@ fn the_whole_flow_and_rotation_run_with_softhsm2_over_pkcs11() {
 
     // Read the keys' attributes through PKCS#11 with another program.
     let out = Command::new("pkcs11-tool")
-        .args(["--module", SOFTHSM_MODULE, "--token-label", TOKEN, "--login"])
+        .args([
+            "--module",
+            SOFTHSM_MODULE,
+            "--token-label",
+            TOKEN,
+            "--login",
+        ])
         .args(["--pin", PIN, "--list-objects"])
         .env("SOFTHSM2_CONF", &device.env["SOFTHSM2_CONF"])
         .output()
@@ -396,7 +438,12 @@ fn the_whole_flow_and_rotation_run_with_softhsm2_over_pkcs11() {
             .unwrap_or_else(|| panic!("no access line: {o}"));
         assert!(access.contains("sensitive"), "{o}");
         assert!(access.contains("never extractable"), "{o}");
-        assert!(!access.replace("never extractable", "").contains("extractable"), "{o}");
+        assert!(
+            !access
+                .replace("never extractable", "")
+                .contains("extractable"),
+            "{o}"
+        );
     }
 }
 
@@ -407,26 +454,43 @@ fn the_server_refuses_to_start_on_a_wrong_or_missing_passphrase_or_a_damaged_key
     let good = Device::software(Some(PASSPHRASE));
     drop(start(&data, &good).unwrap());
 
-    let e = start(&data, &Device::software(Some("not the passphrase at all"))).err().unwrap();
+    let e = start(&data, &Device::software(Some("not the passphrase at all")))
+        .err()
+        .unwrap();
     assert_eq!(e["error"], "server_start", "{e}");
-    assert!(e["message"].as_str().unwrap().contains("wrong passphrase"), "{e}");
-    let e = start(&data, &Device::software(None)).err().unwrap();
     assert!(
-        e["message"].as_str().unwrap().contains("STAMPLINE_PSD_PASSPHRASE"),
+        e["message"].as_str().unwrap().contains("wrong passphrase"),
         "{e}"
     );
-    let e = start(&data, &Device::software(Some("short"))).err().unwrap();
+    let e = start(&data, &Device::software(None)).err().unwrap();
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("STAMPLINE_PSD_PASSPHRASE"),
+        "{e}"
+    );
+    let e = start(&data, &Device::software(Some("short")))
+        .err()
+        .unwrap();
     assert!(e["message"].as_str().unwrap().contains("passphrase"), "{e}");
 
     // A damaged key store fails the device's checks: no serving.
     let store = data.join("psd/keystore.json");
     let mut v: Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
     let ct = v["ciphertext"].as_str().unwrap().to_owned();
-    let flipped = format!("{}{}", if ct.starts_with('0') { "1" } else { "0" }, &ct[1..]);
+    let flipped = format!(
+        "{}{}",
+        if ct.starts_with('0') { "1" } else { "0" },
+        &ct[1..]
+    );
     v["ciphertext"] = Value::String(flipped);
     std::fs::write(&store, serde_json::to_vec(&v).unwrap()).unwrap();
     let e = start(&data, &good).err().unwrap();
-    assert!(e["message"].as_str().unwrap().contains("crypto device"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("crypto device"),
+        "{e}"
+    );
 
     // The quick start's development mode still works with no configuration, and says so.
     let dev = dir.path().join("dev");
@@ -446,5 +510,8 @@ fn a_bad_psd_value_is_refused_before_anything_starts() {
     assert_eq!(e["error"], "bad_flag", "{e}");
     device.psd = Some("pkcs11:module=/nonexistent.so;token=t;pin-env=NO_SUCH_PIN_VAR".into());
     let e = start(&dir.path().join("data"), &device).err().unwrap();
-    assert!(e["message"].as_str().unwrap().contains("NO_SUCH_PIN_VAR"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("NO_SUCH_PIN_VAR"),
+        "{e}"
+    );
 }

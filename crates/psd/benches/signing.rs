@@ -57,11 +57,23 @@ fn softhsm_token(dir: &Path) -> Option<PathBuf> {
     let conf = dir.join("softhsm2.conf");
     std::fs::write(
         &conf,
-        format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()),
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            tokens.display()
+        ),
     )
     .unwrap();
     let ok = std::process::Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", "5678"])
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            TOKEN,
+            "--pin",
+            PIN,
+            "--so-pin",
+            "5678",
+        ])
         .env("SOFTHSM2_CONF", &conf)
         .output()
         .is_ok_and(|o| o.status.success());
@@ -75,10 +87,16 @@ fn main() {
         let pass = || Passphrase::given(Zeroizing::new("bench passphrase, long".into())).unwrap();
         let t = Instant::now();
         SoftwarePsd::open(dir.path(), pass(), 1).unwrap();
-        println!("software device, first open (keys made, argon2id): {:?}", t.elapsed());
+        println!(
+            "software device, first open (keys made, argon2id): {:?}",
+            t.elapsed()
+        );
         let t = Instant::now();
         let psd = SoftwarePsd::open(dir.path(), pass(), 1).unwrap();
-        println!("software device, open (argon2id 64 MiB, 3 passes): {:?}", t.elapsed());
+        println!(
+            "software device, open (argon2id 64 MiB, 3 passes): {:?}",
+            t.elapsed()
+        );
         report("software", Arc::new(psd));
         match softhsm_token(dir.path()) {
             Some(conf) => {

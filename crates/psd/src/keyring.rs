@@ -114,14 +114,20 @@ impl KeyIndex {
     }
 
     pub fn published(&self) -> Vec<PublishedKey> {
-        self.keys.iter().filter_map(|k| k.published().ok()).collect()
+        self.keys
+            .iter()
+            .filter_map(|k| k.published().ok())
+            .collect()
     }
 
     /// Append a new current key; the previous one is retired now and its items stay valid for
     /// [`RETIRED_KEY_VALIDITY_SECS`].
     pub fn rotate(&mut self, new: KeyRecord, now_unix: i64) -> Result<Rotation, PsdError> {
         if self.keys.iter().any(|k| k.key_id == new.key_id) {
-            return Err(PsdError::BadKey(format!("key {} exists already", new.key_id)));
+            return Err(PsdError::BadKey(format!(
+                "key {} exists already",
+                new.key_id
+            )));
         }
         let old = self
             .keys
@@ -146,7 +152,9 @@ impl KeyIndex {
         reason: &str,
     ) -> Result<PublishedKey, PsdError> {
         let reason = reason.trim();
-        if reason.is_empty() || reason.len() > MAX_REASON_BYTES || reason.chars().any(char::is_control)
+        if reason.is_empty()
+            || reason.len() > MAX_REASON_BYTES
+            || reason.chars().any(char::is_control)
         {
             return Err(PsdError::BadInput(format!(
                 "a revocation reason is 1 to {MAX_REASON_BYTES} bytes of printable text"
@@ -199,7 +207,7 @@ impl KeyIndex {
         }
         let want = seal(&file.index.mac_input()?)?;
         let got = hex::decode(&file.mac).unwrap_or_default();
-        if !aws_lc_rs::constant_time::verify_slices_are_equal(&want, &got).is_ok() {
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&want, &got).is_err() {
             return Err(PsdError::BadKey(format!(
                 "{} was altered (its MAC does not verify)",
                 path.display()
@@ -248,9 +256,15 @@ mod tests {
         let r = idx.rotate(record(2, 200), 200).unwrap();
         assert_eq!(r.old_key.key_id, first);
         assert_eq!(r.old_key.retired_at_unix, Some(200));
-        assert_eq!(r.old_key.valid_until_unix, Some(200 + RETIRED_KEY_VALIDITY_SECS));
+        assert_eq!(
+            r.old_key.valid_until_unix,
+            Some(200 + RETIRED_KEY_VALIDITY_SECS)
+        );
         assert_eq!(idx.current_id(), Some(r.new_key.key_id));
-        assert!(matches!(idx.check_signing(first), Err(PsdError::KeyRetired(_))));
+        assert!(matches!(
+            idx.check_signing(first),
+            Err(PsdError::KeyRetired(_))
+        ));
         assert!(idx.check_signing(r.new_key.key_id).is_ok());
     }
 
@@ -263,7 +277,10 @@ mod tests {
             Err(PsdError::KeyIsCurrent(_))
         ));
         idx.rotate(record(2, 200), 200).unwrap();
-        assert!(matches!(idx.revoke(first, 300, " "), Err(PsdError::BadInput(_))));
+        assert!(matches!(
+            idx.revoke(first, 300, " "),
+            Err(PsdError::BadInput(_))
+        ));
         let k = idx.revoke(first, 300, "key compromised").unwrap();
         assert_eq!(k.revoked_at_unix, Some(300));
         assert_eq!(k.valid_until_unix, Some(300));

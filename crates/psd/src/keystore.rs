@@ -150,7 +150,9 @@ struct StoreFile {
 
 fn derive(pass: &Passphrase, h: &Header) -> Result<aead::LessSafeKey, PsdError> {
     if h.memory_kib > MAX_KDF_MEMORY_KIB || h.passes > MAX_KDF_PASSES || h.lanes == 0 {
-        return Err(PsdError::BadKey("key store KDF parameters out of range".into()));
+        return Err(PsdError::BadKey(
+            "key store KDF parameters out of range".into(),
+        ));
     }
     let salt = hex::decode(&h.salt).map_err(|_| PsdError::BadKey("key store salt".into()))?;
     let params = Params::new(h.memory_kib, h.passes, h.lanes, Some(32))
@@ -159,7 +161,8 @@ fn derive(pass: &Passphrase, h: &Header) -> Result<aead::LessSafeKey, PsdError> 
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(pass.bytes(), &salt, &mut key[..])
         .map_err(|e| PsdError::BadKey(format!("key store KDF: {e}")))?;
-    let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, &key[..]).map_err(|_| PsdError::Crypto)?;
+    let unbound =
+        aead::UnboundKey::new(&aead::AES_256_GCM, &key[..]).map_err(|_| PsdError::Crypto)?;
     Ok(aead::LessSafeKey::new(unbound))
 }
 
@@ -182,9 +185,8 @@ pub(crate) fn seal(secrets: &Secrets, pass: &Passphrase) -> Result<Vec<u8>, PsdE
     };
     let key = derive(pass, &header)?;
     let nonce = random::<12>()?;
-    let mut buf = Zeroizing::new(
-        serde_json::to_vec(secrets).map_err(|e| PsdError::BadKey(e.to_string()))?,
-    );
+    let mut buf =
+        Zeroizing::new(serde_json::to_vec(secrets).map_err(|e| PsdError::BadKey(e.to_string()))?);
     key.seal_in_place_append_tag(
         aead::Nonce::assume_unique_for_key(*nonce),
         aead::Aad::from(aad(&header)?),
@@ -228,13 +230,14 @@ pub(crate) fn open(bytes: &[u8], pass: &Passphrase) -> Result<Secrets, PsdError>
     hex::decode_to_slice(&file.nonce, &mut nonce)
         .map_err(|_| PsdError::BadKey("key store nonce".into()))?;
     let mut buf = Zeroizing::new(
-        hex::decode(&file.ciphertext).map_err(|_| PsdError::BadKey("key store ciphertext".into()))?,
+        hex::decode(&file.ciphertext)
+            .map_err(|_| PsdError::BadKey("key store ciphertext".into()))?,
     );
     let plain = key
         .open_in_place(
             aead::Nonce::assume_unique_for_key(nonce),
             aead::Aad::from(aad(&file.header)?),
-            &mut *buf,
+            &mut buf,
         )
         .map_err(|_| {
             PsdError::Passphrase(if file.header.dev_mode {

@@ -28,8 +28,8 @@ use zeroize::Zeroizing;
 
 pub use keyring::{KeyRecord, RETIRED_KEY_VALIDITY_SECS};
 pub use keystore::{
-    DEV_PASSPHRASE_NOTICE, KEYSTORE_FILE, MIN_PASSPHRASE_CHARS, PASSPHRASE_ENV, PASSPHRASE_FILE_ENV,
-    Passphrase,
+    DEV_PASSPHRASE_NOTICE, KEYSTORE_FILE, MIN_PASSPHRASE_CHARS, PASSPHRASE_ENV,
+    PASSPHRASE_FILE_ENV, Passphrase,
 };
 pub use pkcs11::{KeyAttributes, PKCS11_SESSIONS, Pkcs11Config, Pkcs11Psd};
 pub use software::SoftwarePsd;
@@ -154,11 +154,8 @@ pub trait Psd: Send + Sync + std::fmt::Debug {
     /// `context` binds it to its use. Output: 12-byte nonce || ciphertext || 16-byte tag.
     fn wrap_secret(&self, secret: &[u8], context: &[u8]) -> Result<Vec<u8>, PsdError>;
     /// Undo [`Psd::wrap_secret`] with the same context.
-    fn unwrap_secret(
-        &self,
-        wrapped: &[u8],
-        context: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, PsdError>;
+    fn unwrap_secret(&self, wrapped: &[u8], context: &[u8])
+    -> Result<Zeroizing<Vec<u8>>, PsdError>;
     /// A MAC over meter register state, so edits behind the server's back show.
     fn seal(&self, data: &[u8]) -> Result<[u8; 32], PsdError>;
 
@@ -247,7 +244,9 @@ const P256_SPKI_PREFIX: [u8; 26] = [
 /// SPKI DER of a P-256 public key from its 65-byte uncompressed point.
 pub(crate) fn p256_spki(point: &[u8]) -> Result<Vec<u8>, PsdError> {
     if point.len() != 65 || point[0] != 0x04 {
-        return Err(PsdError::BadKey("EC point is not an uncompressed P-256 point".into()));
+        return Err(PsdError::BadKey(
+            "EC point is not an uncompressed P-256 point".into(),
+        ));
     }
     let mut out = P256_SPKI_PREFIX.to_vec();
     out.extend_from_slice(point);

@@ -198,7 +198,11 @@ fn auth_pair(s: &Session) -> Result<(ObjectHandle, Vec<u8>), PsdError> {
     let (public, private) = match (public, private) {
         (Some(p), Some(k)) => (p, k),
         (None, None) => generate_ec_pair(s, AUTH_LABEL)?,
-        _ => return Err(PsdError::Token("auth key pair is incomplete on the token".into())),
+        _ => {
+            return Err(PsdError::Token(
+                "auth key pair is incomplete on the token".into(),
+            ));
+        }
     };
     Ok((private, crate::p256_spki(&ec_point(s, public)?)?))
 }
@@ -257,12 +261,18 @@ impl Pkcs11Psd {
         })?;
         let mut sessions = Vec::with_capacity(PKCS11_SESSIONS);
         for _ in 0..PKCS11_SESSIONS {
-            sessions.push(ctx.open_rw_session(slot).map_err(token_err("open session"))?);
+            sessions.push(
+                ctx.open_rw_session(slot)
+                    .map_err(token_err("open session"))?,
+            );
         }
         let pin = AuthPin::from(cfg.pin.as_str());
         match sessions[0].login(UserType::User, Some(&pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange, _)) => {
+            Err(CkError::Pkcs11(
+                RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange,
+                _,
+            )) => {
                 return Err(PsdError::Config(format!(
                     "the PIN for PKCS#11 token {:?} is wrong",
                     cfg.token
@@ -331,7 +341,10 @@ impl Pkcs11Psd {
         Ok(psd)
     }
 
-    fn with_session<T>(&self, f: impl FnOnce(&Session) -> Result<T, PsdError>) -> Result<T, PsdError> {
+    fn with_session<T>(
+        &self,
+        f: impl FnOnce(&Session) -> Result<T, PsdError>,
+    ) -> Result<T, PsdError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
         let session = self.sessions[i].lock().map_err(|_| PsdError::Crypto)?;
         f(&session)
@@ -343,7 +356,9 @@ impl Pkcs11Psd {
             s.sign(&Mechanism::Ecdsa, key, digest.as_ref())
                 .map_err(token_err("sign"))
         })?;
-        sig.as_slice().try_into().map_err(|_| PsdError::Token("signature is not 64 bytes".into()))
+        sig.as_slice()
+            .try_into()
+            .map_err(|_| PsdError::Token("signature is not 64 bytes".into()))
     }
 
     /// The protection attributes of every Stampline key on the token, read through PKCS#11.
@@ -370,8 +385,12 @@ impl Pkcs11Psd {
                         .map_err(token_err("read attributes"))?;
                     let mut a = KeyAttributes {
                         label: String::new(),
-                        class: if class == ObjectClass::PRIVATE_KEY { "private" } else { "secret" }
-                            .into(),
+                        class: if class == ObjectClass::PRIVATE_KEY {
+                            "private"
+                        } else {
+                            "secret"
+                        }
+                        .into(),
                         sensitive: false,
                         extractable: true,
                         always_sensitive: false,
@@ -393,10 +412,8 @@ impl Pkcs11Psd {
                     if !a.label.starts_with("stampline-") {
                         continue;
                     }
-                    let value = s.get_attributes(
-                        h,
-                        &[AttributeType::Value, AttributeType::PrivateExponent],
-                    );
+                    let value = s
+                        .get_attributes(h, &[AttributeType::Value, AttributeType::PrivateExponent]);
                     a.value_readable = value.is_ok_and(|v| !v.is_empty());
                     out.push(a);
                 }
@@ -410,7 +427,9 @@ fn hmac_on(s: &Session, key: ObjectHandle, data: &[u8]) -> Result<[u8; 32], PsdE
     let tag = s
         .sign(&Mechanism::Sha256Hmac, key, data)
         .map_err(token_err("HMAC"))?;
-    tag.as_slice().try_into().map_err(|_| PsdError::Token("HMAC is not 32 bytes".into()))
+    tag.as_slice()
+        .try_into()
+        .map_err(|_| PsdError::Token("HMAC is not 32 bytes".into()))
 }
 
 impl Psd for Pkcs11Psd {
@@ -451,7 +470,12 @@ impl Psd for Pkcs11Psd {
     fn rotate_signing_key(&self, now_unix: i64) -> Result<Rotation, PsdError> {
         let _admin = self.admin.lock().map_err(|_| PsdError::Crypto)?;
         let (id, spki, handle) = self.with_session(new_signing_key)?;
-        let mut index = self.state.read().map_err(|_| PsdError::Crypto)?.index.clone();
+        let mut index = self
+            .state
+            .read()
+            .map_err(|_| PsdError::Crypto)?
+            .index
+            .clone();
         let rotation = index.rotate(KeyRecord::new(id, &spki, now_unix), now_unix)?;
         index.save(&self.dir, |d| self.seal(d))?;
         let mut state = self.state.write().map_err(|_| PsdError::Crypto)?;
@@ -467,7 +491,12 @@ impl Psd for Pkcs11Psd {
         reason: &str,
     ) -> Result<PublishedKey, PsdError> {
         let _admin = self.admin.lock().map_err(|_| PsdError::Crypto)?;
-        let mut index = self.state.read().map_err(|_| PsdError::Crypto)?.index.clone();
+        let mut index = self
+            .state
+            .read()
+            .map_err(|_| PsdError::Crypto)?
+            .index
+            .clone();
         let key = index.revoke(key_id, now_unix, reason)?;
         index.save(&self.dir, |d| self.seal(d))?;
         self.state.write().map_err(|_| PsdError::Crypto)?.index = index;

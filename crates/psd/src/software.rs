@@ -132,7 +132,9 @@ fn read_legacy(dir: &Path) -> Result<Option<(Secrets, Vec<KeyRecord>)>, PsdError
         let (_, spki) = ecdsa_from_pkcs8(&pkcs8)?;
         let key_id = KeyId::of_spki(&spki);
         if key_id.to_string() != id {
-            return Err(PsdError::BadKey(format!("key file for {id} holds {key_id}")));
+            return Err(PsdError::BadKey(format!(
+                "key file for {id} holds {key_id}"
+            )));
         }
         let from = from
             .parse::<i64>()
@@ -245,7 +247,10 @@ impl SoftwarePsd {
         let mut signing = Vec::new();
         for record in &index.keys {
             let text = secrets.signing.get(&record.key_id).ok_or_else(|| {
-                PsdError::BadKey(format!("signing key {} is not in the key store", record.key_id))
+                PsdError::BadKey(format!(
+                    "signing key {} is not in the key store",
+                    record.key_id
+                ))
             })?;
             let (pair, spki) = ecdsa_from_pkcs8(&unhex("signing key", text)?)?;
             if hex::encode(&spki) != record.spki_der_hex {
@@ -332,10 +337,18 @@ impl Psd for SoftwarePsd {
         // The key store first: a crash before the index is written leaves an unused key.
         let mut secrets = keystore::open(&fs::read(&store_path)?, &self.passphrase)?;
         let (id, record) = add_signing_key(&mut secrets, now_unix)?;
-        let pkcs8 = unhex("signing key", secrets.signing.get(&id.to_string()).map_or("", |s| s))?;
+        let pkcs8 = unhex(
+            "signing key",
+            secrets.signing.get(&id.to_string()).map_or("", |s| s),
+        )?;
         let (pair, _) = ecdsa_from_pkcs8(&pkcs8)?;
         crate::write_private(&store_path, &keystore::seal(&secrets, &self.passphrase)?)?;
-        let mut index = self.state.read().map_err(|_| PsdError::Crypto)?.index.clone();
+        let mut index = self
+            .state
+            .read()
+            .map_err(|_| PsdError::Crypto)?
+            .index
+            .clone();
         let rotation = index.rotate(record, now_unix)?;
         index.save(&self.dir, self.seal_fn())?;
         let mut state = self.state.write().map_err(|_| PsdError::Crypto)?;
@@ -351,7 +364,12 @@ impl Psd for SoftwarePsd {
         reason: &str,
     ) -> Result<PublishedKey, PsdError> {
         let _admin = self.admin.lock().map_err(|_| PsdError::Crypto)?;
-        let mut index = self.state.read().map_err(|_| PsdError::Crypto)?.index.clone();
+        let mut index = self
+            .state
+            .read()
+            .map_err(|_| PsdError::Crypto)?
+            .index
+            .clone();
         let key = index.revoke(key_id, now_unix, reason)?;
         index.save(&self.dir, self.seal_fn())?;
         self.state.write().map_err(|_| PsdError::Crypto)?.index = index;
@@ -392,7 +410,7 @@ impl Psd for SoftwarePsd {
             .open_in_place(
                 aead::Nonce::assume_unique_for_key(nonce),
                 aead::Aad::from(context),
-                &mut *buf,
+                &mut buf,
             )
             .map_err(|_| PsdError::Unwrap)?;
         Ok(Zeroizing::new(plain.to_vec()))

@@ -79,7 +79,11 @@ pub struct OpenedDevice {
 /// Open the device `spec` names for `data_dir`. The software device reads its passphrase from
 /// the environment ([`crate::PASSPHRASE_ENV`], [`crate::PASSPHRASE_FILE_ENV`]); the PKCS#11
 /// device reads its PIN from the variable the spec names. Both self-test before they return.
-pub fn open_device(spec: &PsdSpec, data_dir: &Path, now_unix: i64) -> Result<OpenedDevice, PsdError> {
+pub fn open_device(
+    spec: &PsdSpec,
+    data_dir: &Path,
+    now_unix: i64,
+) -> Result<OpenedDevice, PsdError> {
     match spec {
         PsdSpec::Software => {
             let pass = Passphrase::from_env()?;

@@ -54,7 +54,11 @@ fn softhsm_token(dir: &Path) -> Option<PathBuf> {
         .env("SOFTHSM2_CONF", &conf)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some(conf)
 }
 
@@ -135,7 +139,11 @@ fn keys_live_in_the_token_sensitive_and_never_extractable() {
     assert!(verify_signature(&key.spki_der, b"payload", &sig));
     assert!(!verify_signature(&key.spki_der, b"payloaD", &sig));
     let auth_sig = psd.sign_auth(b"transcript").unwrap();
-    assert!(verify_signature(&psd.auth_public_key(), b"transcript", &auth_sig));
+    assert!(verify_signature(
+        &psd.auth_public_key(),
+        b"transcript",
+        &auth_sig
+    ));
     let w = psd.wrap_user_key(&[4; 32], b"ann").unwrap();
     assert_eq!(w.len(), stampline_psd::WRAPPED_KEY_LEN);
     assert_eq!(*psd.unwrap_user_key(&w, b"ann").unwrap(), [4; 32]);
@@ -151,7 +159,8 @@ fn keys_live_in_the_token_sensitive_and_never_extractable() {
     ));
     let sig = psd.sign_item(r.new_key.key_id, b"x").unwrap();
     assert!(verify_signature(&r.new_key.spki_der, b"x", &sig));
-    psd.revoke_signing_key(current, 300, "test revocation").unwrap();
+    psd.revoke_signing_key(current, 300, "test revocation")
+        .unwrap();
     let auth = psd.auth_public_key();
     drop(psd);
     let psd = Pkcs11Psd::open(&data, &cfg(PIN), 400).unwrap();

@@ -48,8 +48,7 @@ pub fn holds_private_key(bytes: &[u8]) -> Option<&'static str> {
     if find(&PKCS8_EC_PREFIX) || find(&SEC1_EC_PREFIX) {
         return Some("a DER private key");
     }
-    if text.contains(&hex::encode(PKCS8_EC_PREFIX)) || text.contains(&hex::encode(SEC1_EC_PREFIX))
-    {
+    if text.contains(&hex::encode(PKCS8_EC_PREFIX)) || text.contains(&hex::encode(SEC1_EC_PREFIX)) {
         return Some("a hex DER private key");
     }
     // "MIGHAgEAMBMGByqGSM49AgEG" is the base64 start of every PKCS#8 P-256 key.
@@ -150,7 +149,11 @@ fn a_walking_skeleton_plaintext_data_dir_is_migrated_and_its_key_files_removed()
     std::fs::write(psd_dir.join("wrap.key"), [7u8; 32]).unwrap();
     std::fs::write(psd_dir.join("seal.key"), [8u8; 32]).unwrap();
     std::fs::write(psd_dir.join(format!("sign-{sign_id}.p8")), sign.as_ref()).unwrap();
-    std::fs::write(psd_dir.join("signing-keys.txt"), format!("{sign_id} 100 -\n")).unwrap();
+    std::fs::write(
+        psd_dir.join("signing-keys.txt"),
+        format!("{sign_id} 100 -\n"),
+    )
+    .unwrap();
     // A link key wrapped by the old device (AES-256-GCM under wrap.key, nonce first).
     let old_wrap = aws_lc_rs::aead::LessSafeKey::new(
         aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, &[7u8; 32]).unwrap(),
@@ -193,7 +196,10 @@ fn rotation_makes_a_new_current_key_and_retires_the_old_one_across_reopening() {
     assert_ne!(a, b);
     assert_eq!(r.old_key.key_id, a);
     assert_eq!(psd.current_signing_key(), b);
-    assert!(matches!(psd.sign_item(a, b"x"), Err(PsdError::KeyRetired(_))));
+    assert!(matches!(
+        psd.sign_item(a, b"x"),
+        Err(PsdError::KeyRetired(_))
+    ));
     let sig = psd.sign_item(b, b"x").unwrap();
     assert!(verify_signature(&r.new_key.spki_der, b"x", &sig));
     drop(psd);
@@ -202,7 +208,10 @@ fn rotation_makes_a_new_current_key_and_retires_the_old_one_across_reopening() {
     assert_eq!(psd.current_signing_key(), b);
     let keys = psd.published_keys();
     assert_eq!(keys.len(), 2);
-    assert_eq!(keys[0].valid_until_unix, Some(200 + RETIRED_KEY_VALIDITY_SECS));
+    assert_eq!(
+        keys[0].valid_until_unix,
+        Some(200 + RETIRED_KEY_VALIDITY_SECS)
+    );
     assert_eq!(keys[1].valid_until_unix, None);
     assert!(matches!(
         psd.revoke_signing_key(b, 300, "test"),
@@ -246,7 +255,10 @@ fn a_wrapped_key_does_not_open_under_another_context_or_when_tampered() {
     assert!(psd.unwrap_user_key(&w, b"ann").is_err());
     assert!(psd.unwrap_user_key(&w[..10], b"ann").is_err());
     let secret = psd.wrap_secret(&[5; 200], b"tls").unwrap();
-    assert_eq!(&**psd.unwrap_secret(&secret, b"tls").unwrap(), &[5u8; 200][..]);
+    assert_eq!(
+        &**psd.unwrap_secret(&secret, b"tls").unwrap(),
+        &[5u8; 200][..]
+    );
 }
 
 #[test]

@@ -241,7 +241,10 @@ mod tests {
         let back = SandboxCmls::open(Some(&path)).unwrap().registered_keys();
         assert_eq!(back, vec![key.clone()]);
         key.key_id = "nothex!!".into();
-        assert!(matches!(cmls.register_key(&key), Err(CmlsError::Refused(_))));
+        assert!(matches!(
+            cmls.register_key(&key),
+            Err(CmlsError::Refused(_))
+        ));
     }
 
     #[test]

@@ -92,7 +92,11 @@ impl TlsIdentity {
             let key = rcgen::KeyPair::generate()?;
             let cert = params.self_signed(&key)?;
             let key_der = Zeroizing::new(key.serialize_der());
-            write_file(&key_path, &psd.wrap_secret(&key_der, TLS_KEY_CONTEXT)?, true)?;
+            write_file(
+                &key_path,
+                &psd.wrap_secret(&key_der, TLS_KEY_CONTEXT)?,
+                true,
+            )?;
             write_file(&cert_path, cert.der(), false)?;
         }
         let cert_der = fs::read(&cert_path)?;

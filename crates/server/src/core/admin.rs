@@ -166,7 +166,9 @@ impl Core {
                     let registered = [&r.new_key, &r.old_key].iter().all(|k| {
                         core.cmls
                             .register_key(&registration(k))
-                            .inspect_err(|e| tracing::warn!(error = %e, "CMLS key registration failed"))
+                            .inspect_err(
+                                |e| tracing::warn!(error = %e, "CMLS key registration failed"),
+                            )
                             .is_ok()
                     });
                     Ok(json!({
@@ -201,7 +203,10 @@ impl Core {
                         "cmls_registered": registered,
                     }))
                 }
-                other => Err(CoreError::Internal(format!("{} is not an admin op", other.name()))),
+                other => Err(CoreError::Internal(format!(
+                    "{} is not an admin op",
+                    other.name()
+                ))),
             }
         })
         .await
