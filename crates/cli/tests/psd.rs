@@ -375,6 +375,23 @@ fn rotation_flow(data: &Path, device: &Device) {
     assert_eq!(signed_c, key_b);
     let (ok, _) = server.run("ann", PASSWORD, &["verify", a.to_str().unwrap()]);
     assert!(!ok);
+    drop(server);
+
+    // Admin accounts and key changes leave the ledger and its audit chain consistent.
+    let audit = Command::new(BIN)
+        .args(["audit", "--json", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stdout)
+    );
+    // A second admin of the same name is refused.
+    let (ok, v) = admin_create(data, device, "root");
+    assert!(!ok);
+    assert_eq!(v["error"], "user_exists", "{v}");
 }
 
 #[test]
@@ -474,6 +491,20 @@ fn the_server_refuses_to_start_on_a_wrong_or_missing_passphrase_or_a_damaged_key
         .err()
         .unwrap();
     assert!(e["message"].as_str().unwrap().contains("passphrase"), "{e}");
+
+    // The passphrase may come from a file instead (its first line).
+    let file = dir.path().join("passphrase.txt");
+    std::fs::write(&file, format!("{PASSPHRASE}\n")).unwrap();
+    let mut from_file = Device::software(None);
+    from_file
+        .env
+        .insert("STAMPLINE_PSD_PASSPHRASE_FILE".into(), file.display().to_string());
+    drop(start(&data, &from_file).unwrap());
+    let mut both = from_file.clone();
+    both.env
+        .insert("STAMPLINE_PSD_PASSPHRASE".into(), PASSPHRASE.into());
+    let e = start(&data, &both).err().unwrap();
+    assert!(e["message"].as_str().unwrap().contains("not both"), "{e}");
 
     // A damaged key store fails the device's checks: no serving.
     let store = data.join("psd/keystore.json");
