@@ -362,6 +362,29 @@ fn rotation_flow(data: &Path, device: &Device) {
     let v = server.ok("ann", &["verify", b.to_str().unwrap()]);
     assert_eq!(v["valid"], true, "{v}");
 
+    // Offline, with a saved copy of the keys (the `keys` array has the shape of /v1/keys).
+    let keys = server.ok("root", &["admin", "keys"]);
+    let keys_file = out.path().join("keys.json");
+    std::fs::write(&keys_file, keys["keys"].to_string()).unwrap();
+    let offline = |item: &Path| {
+        let out = Command::new(BIN)
+            .args(["--json", "verify", "--keys"])
+            .arg(&keys_file)
+            .arg(item)
+            .env_remove("STAMPLINE_SERVER")
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.success(), v)
+    };
+    let (ok, v) = offline(&a);
+    assert!(
+        !ok && v["reason"].as_str().unwrap().contains("revoked"),
+        "{v}"
+    );
+    let (ok, v) = offline(&b);
+    assert!(ok, "{v}");
+
     // CMLS (the sandbox) knows both keys and the revocation.
     let cmls: Value =
         serde_json::from_slice(&std::fs::read(data.join("sandbox-cmls.json")).unwrap()).unwrap();
@@ -496,9 +519,10 @@ fn the_server_refuses_to_start_on_a_wrong_or_missing_passphrase_or_a_damaged_key
     let file = dir.path().join("passphrase.txt");
     std::fs::write(&file, format!("{PASSPHRASE}\n")).unwrap();
     let mut from_file = Device::software(None);
-    from_file
-        .env
-        .insert("STAMPLINE_PSD_PASSPHRASE_FILE".into(), file.display().to_string());
+    from_file.env.insert(
+        "STAMPLINE_PSD_PASSPHRASE_FILE".into(),
+        file.display().to_string(),
+    );
     drop(start(&data, &from_file).unwrap());
     let mut both = from_file.clone();
     both.env

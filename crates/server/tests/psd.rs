@@ -50,12 +50,13 @@ fn a_plaintext_data_dir_is_migrated_and_keeps_its_keys_and_certificate() {
     assert!(!tls.join("key.p8").exists());
     assert!(tls.join("key.wrapped").exists());
     assert!(!psd.join("auth-key.p8").exists());
-    assert_eq!(std::fs::read(tls.join("cert.der")).unwrap(), cert.der().to_vec());
+    assert_eq!(
+        std::fs::read(tls.join("cert.der")).unwrap(),
+        cert.der().to_vec()
+    );
     let wrapped = std::fs::read(tls.join("key.wrapped")).unwrap();
     assert!(
-        !wrapped
-            .windows(16)
-            .any(|w| w == &key.serialize_der()[..16]),
+        !wrapped.windows(16).any(|w| w == &key.serialize_der()[..16]),
         "the TLS key is not in the clear"
     );
     // And it opens again from the migrated layout.
