@@ -67,8 +67,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Create or open the data dir: software crypto device, TLS identity and `trust.pem`, the
-    /// SQLite ledger, the built-in CMLS and bank sandboxes.
+    /// Create or open the data dir: the crypto device (`cfg.psd`, self-tested; a failing device
+    /// stops here), TLS identity and `trust.pem`, the SQLite ledger, the built-in CMLS and bank
+    /// sandboxes; then register the signing keys with CMLS.
     pub fn open(cfg: ServerConfig) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let now_unix = clock::now_ms() / 1000;
