@@ -56,6 +56,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Check the ledger, registers and audit log of a data dir.
     Audit(AuditArgs),
+    /// Administration: admin accounts and signing keys.
+    Admin(AdminArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,7 +69,8 @@ pub struct ServerArgs {
     /// sqlite (default, in the data dir); postgres://… comes with a later version.
     #[arg(long)]
     pub database: Option<String>,
-    /// Crypto device: "software" (default).
+    /// Crypto device: "software" (default; passphrase from STAMPLINE_PSD_PASSPHRASE or
+    /// STAMPLINE_PSD_PASSPHRASE_FILE) or "pkcs11:module=PATH;token=LABEL;pin-env=VAR".
     #[arg(long)]
     pub psd: Option<String>,
     /// Licensing system URL (default: built-in sandbox).
@@ -191,4 +194,33 @@ pub struct VerifyArgs {
 pub struct AuditArgs {
     #[arg(long, default_value = "./stampline-data")]
     pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Make an admin account in a data dir, on the server's machine (user from --user, password
+    /// from STAMPLINE_PASSWORD or a prompt).
+    Create {
+        #[arg(long, default_value = "./stampline-data")]
+        data_dir: PathBuf,
+        /// The server's crypto device (as `stampline server --psd`).
+        #[arg(long)]
+        psd: Option<String>,
+    },
+    /// List the signing keys with their status.
+    Keys,
+    /// Make a new signing key; new items use it, the old key's items stay valid for a while.
+    RotateKey,
+    /// Revoke a retired signing key: items it signed fail `verify` from now on.
+    RevokeKey {
+        key_id: String,
+        #[arg(long, default_value = "revoked by an administrator")]
+        reason: String,
+    },
 }

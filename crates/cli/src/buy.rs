@@ -34,7 +34,32 @@ pub fn check_item(bytes: &[u8], keys: &[PublishedKey]) -> Result<Item, String> {
         .ok_or_else(|| format!("signing key {key_id} is not published"))?;
     item.verify(&key.spki_der)
         .map_err(|e| format!("signature: {e}"))?;
+    key_in_force(key, time::OffsetDateTime::now_utc())?;
     Ok(item)
+}
+
+/// A signing key's items are accepted until it is revoked or its validity ends.
+pub fn key_in_force(key: &PublishedKey, now: time::OffsetDateTime) -> Result<(), String> {
+    use time::format_description::well_known::Rfc3339;
+    let parse = |t: &str| {
+        time::OffsetDateTime::parse(t, &Rfc3339)
+            .map_err(|_| format!("signing key {} has a bad time {t:?}", key.key_id))
+    };
+    if let Some(at) = &key.revoked_at {
+        return Err(format!(
+            "signing key {} was revoked at {at}: {}",
+            key.key_id,
+            key.revocation_reason
+                .as_deref()
+                .unwrap_or("no reason given")
+        ));
+    }
+    if let Some(until) = &key.valid_until
+        && parse(until)? < now
+    {
+        return Err(format!("signing key {} expired at {until}", key.key_id));
+    }
+    Ok(())
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -2,6 +2,7 @@
 //! It parses flags, calls the library crates and prints; nothing here is worth testing alone —
 //! the integration tests run this binary for real.
 
+mod admin;
 mod args;
 mod buy;
 mod client_cmds;
@@ -58,5 +59,6 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
         Command::Buy(a) => buy::buy(global, a, out).await,
         Command::Verify(a) => verify::verify_cmd(global, a, out).await,
         Command::Audit(a) => server_cmd::audit(a, out),
+        Command::Admin(a) => admin::admin(global, a, out).await,
     }
 }

@@ -22,14 +22,12 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
             "this version stores the ledger in SQLite in the data dir",
         ));
     }
-    if let Some(psd) = &a.psd
-        && psd != "software"
-    {
-        return Err(unsupported(
-            "--psd",
-            "this version has the software crypto device only",
-        ));
-    }
+    let psd: stampline_psd::PsdSpec = a
+        .psd
+        .as_deref()
+        .unwrap_or("software")
+        .parse()
+        .map_err(|e: stampline_psd::PsdError| CliError::new("bad_flag", e.to_string()))?;
     if a.cmls.is_some() || a.bank.is_some() {
         return Err(unsupported(
             "--cmls/--bank",
@@ -50,6 +48,7 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
     }
     let mut cfg = ServerConfig::new(a.data_dir.clone());
     cfg.hostnames = a.hostname.clone();
+    cfg.psd = psd;
     cfg.beat_interval_ms = a.beat_interval_ms;
     cfg.beat_timeout_ms = a.beat_timeout_ms;
     cfg.core.confirm_window_ms = i64::try_from(a.confirm_window_ms)

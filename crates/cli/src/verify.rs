@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 use stampline_client::{Endpoint, PublishedKey};
 use stampline_items::Item;
@@ -44,16 +43,7 @@ fn keys_from_file(path: &Path) -> Result<Vec<PublishedKey>, CliError> {
             )
         })?
         .iter()
-        .map(|k| {
-            Ok(PublishedKey {
-                key_id: k["key_id"].as_str().unwrap_or_default().to_owned(),
-                spki_der: base64::engine::general_purpose::STANDARD
-                    .decode(k["public_key_spki_der_base64"].as_str().unwrap_or_default())
-                    .map_err(|_| CliError::new("bad_keys", "bad public key"))?,
-                valid_from: k["valid_from"].as_str().unwrap_or_default().to_owned(),
-                valid_until: k["valid_until"].as_str().map(str::to_owned),
-            })
-        })
+        .map(|k| PublishedKey::from_json(k).map_err(|e| CliError::new("bad_keys", e)))
         .collect()
 }
 

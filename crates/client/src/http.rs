@@ -58,6 +58,28 @@ pub struct PublishedKey {
     pub spki_der: Vec<u8>,
     pub valid_from: String,
     pub valid_until: Option<String>,
+    /// When the key was revoked (RFC 3339); items it signed are then invalid.
+    pub revoked_at: Option<String>,
+    pub revocation_reason: Option<String>,
+}
+
+impl PublishedKey {
+    /// One entry of `GET /v1/keys` (or of a saved copy of it).
+    pub fn from_json(k: &Value) -> Result<PublishedKey, String> {
+        let spki_der = k["public_key_spki_der_base64"]
+            .as_str()
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+            .ok_or("bad public key")?;
+        let text = |name: &str| k[name].as_str().map(str::to_owned);
+        Ok(PublishedKey {
+            key_id: text("key_id").ok_or("key without key_id")?,
+            spki_der,
+            valid_from: text("valid_from").unwrap_or_default(),
+            valid_until: text("valid_until"),
+            revoked_at: text("revoked_at"),
+            revocation_reason: text("revocation_reason"),
+        })
+    }
 }
 
 /// Where the server is and who it must be.
@@ -178,18 +200,7 @@ impl Endpoint {
             .as_array()
             .ok_or_else(|| HttpError::BadAnswer("keys must be an array".into()))?;
         list.iter()
-            .map(|k| {
-                let spki = k["public_key_spki_der_base64"]
-                    .as_str()
-                    .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-                    .ok_or_else(|| HttpError::BadAnswer("bad public key".into()))?;
-                Ok(PublishedKey {
-                    key_id: k["key_id"].as_str().unwrap_or_default().to_owned(),
-                    spki_der: spki,
-                    valid_from: k["valid_from"].as_str().unwrap_or_default().to_owned(),
-                    valid_until: k["valid_until"].as_str().map(str::to_owned),
-                })
-            })
+            .map(|k| PublishedKey::from_json(k).map_err(HttpError::BadAnswer))
             .collect()
     }
 

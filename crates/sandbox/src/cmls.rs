@@ -44,6 +44,18 @@ pub struct License {
     pub device_serial: u32,
 }
 
+/// An item-signing public key as registered with the licensing system (verifiers find keys there
+/// too). Registering the same key id again updates its record (retirement, revocation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRegistration {
+    pub key_id: String,
+    pub spki_der_hex: String,
+    pub valid_from_unix: i64,
+    pub valid_until_unix: Option<i64>,
+    pub revoked_at_unix: Option<i64>,
+    pub revocation_reason: Option<String>,
+}
+
 /// What the server needs from the licensing system.
 pub trait Cmls: Send + Sync + std::fmt::Debug {
     /// Whether this is a stand-in (the server says so at start).
@@ -57,6 +69,13 @@ pub trait Cmls: Send + Sync + std::fmt::Debug {
         ascending_mills: u64,
         descending_mills: u64,
     ) -> Result<(), CmlsError>;
+    /// Register or update an item-signing public key.
+    fn register_key(&self, key: &KeyRegistration) -> Result<(), CmlsError> {
+        Err(CmlsError::Unavailable(format!(
+            "this licensing system link does not take key registrations (key {})",
+            key.key_id
+        )))
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -64,6 +83,8 @@ struct State {
     next_serial: u32,
     licenses: BTreeMap<String, LicenseApplication>,
     resets: Vec<(String, u64, u64, u64)>,
+    #[serde(default)]
+    keys: BTreeMap<String, KeyRegistration>,
 }
 
 /// The in-process CMLS sandbox.
@@ -78,6 +99,11 @@ impl SandboxCmls {
         Ok(SandboxCmls {
             state: JsonState::open(path)?,
         })
+    }
+
+    /// Signing keys registered so far.
+    pub fn registered_keys(&self) -> Vec<KeyRegistration> {
+        self.state.read(|s| s.keys.values().cloned().collect())
     }
 
     /// Resets reported so far for a device: (amount, ascending, descending).
@@ -153,6 +179,16 @@ impl Cmls for SandboxCmls {
             Ok::<_, CmlsError>(())
         })
     }
+
+    fn register_key(&self, key: &KeyRegistration) -> Result<(), CmlsError> {
+        if key.key_id.len() != 8 || !key.key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CmlsError::Refused("key id must be 8 hex digits".into()));
+        }
+        self.state.update(|s| {
+            s.keys.insert(key.key_id.clone(), key.clone());
+            Ok::<_, CmlsError>(())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +219,32 @@ mod tests {
             .unwrap();
         assert_ne!(a.device_serial, b.device_serial);
         assert_ne!(a.license_id, b.license_id);
+    }
+
+    #[test]
+    fn a_registered_key_is_updated_in_place_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cmls.json");
+        let cmls = SandboxCmls::open(Some(&path)).unwrap();
+        let mut key = KeyRegistration {
+            key_id: "0a0b0c0d".into(),
+            spki_der_hex: "3059".into(),
+            valid_from_unix: 1,
+            valid_until_unix: None,
+            revoked_at_unix: None,
+            revocation_reason: None,
+        };
+        cmls.register_key(&key).unwrap();
+        key.revoked_at_unix = Some(5);
+        key.revocation_reason = Some("lost".into());
+        cmls.register_key(&key).unwrap();
+        let back = SandboxCmls::open(Some(&path)).unwrap().registered_keys();
+        assert_eq!(back, vec![key.clone()]);
+        key.key_id = "nothex!!".into();
+        assert!(matches!(
+            cmls.register_key(&key),
+            Err(CmlsError::Refused(_))
+        ));
     }
 
     #[test]

@@ -11,4 +11,6 @@ mod cmls;
 mod store;
 
 pub use bank::{Bank, BankError, CardToken, Payment, SandboxBank, aba_check_digit_ok, luhn_ok};
-pub use cmls::{Cmls, CmlsError, DEVICE_MODEL, License, LicenseApplication, SandboxCmls};
+pub use cmls::{
+    Cmls, CmlsError, DEVICE_MODEL, KeyRegistration, License, LicenseApplication, SandboxCmls,
+};

@@ -30,6 +30,8 @@ use zeroize::Zeroizing;
 
 use crate::clock::now_ms;
 
+pub mod admin;
+
 /// The largest single funding, in mills ($5,000).
 pub const MAX_FUND_MILLS: u64 = 5_000_000;
 /// The largest postage the indicium's 3-byte field holds, in mills ($16,777.215).
@@ -555,6 +557,9 @@ impl Core {
                 Ok(json!({ "items": items }))
             }
             Op::Bye {} => Ok(json!({})),
+            op @ (Op::AdminKeys {} | Op::AdminRotateKey {} | Op::AdminRevokeKey { .. }) => {
+                self.admin_op(user_id, op).await
+            }
             Op::Issue {
                 kind,
                 postage_mills,

@@ -14,7 +14,6 @@ use axum::extract::{Extension, Path, Query, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine as _;
 use serde_json::json;
 
 use crate::core::{Core, CoreError, RegisterForm};
@@ -188,30 +187,12 @@ async fn quote(query: Result<Query<QuoteQuery>, QueryRejection>) -> Response {
     }
 }
 
-fn rfc3339(unix: i64) -> serde_json::Value {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map_or(serde_json::Value::Null, serde_json::Value::String)
-}
-
 async fn keys(State(state): State<AppState>) -> Response {
     let keys: Vec<serde_json::Value> = state
         .core
         .keys()
-        .into_iter()
-        .map(|k| {
-            json!({
-                "key_id": k.key_id.to_string(),
-                "algorithm": "ecdsa-p256-sha256",
-                "public_key_spki_der_base64": base64::engine::general_purpose::STANDARD.encode(&k.spki_der),
-                "valid_from": rfc3339(k.valid_from_unix),
-                "valid_until": k.valid_until_unix.map_or(serde_json::Value::Null, rfc3339),
-            })
-        })
+        .iter()
+        .map(crate::core::admin::key_json)
         .collect();
     axum::Json(keys).into_response()
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use stampline_ledger::SqliteStore;
-use stampline_psd::SoftwarePsd;
+use stampline_psd::PsdSpec;
 use stampline_sandbox::{SandboxBank, SandboxCmls};
 use tokio::net::TcpListener;
 
@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub beat_interval_ms: u64,
     pub beat_timeout_ms: u64,
     pub core: CoreConfig,
+    /// The crypto device (`--psd`); the software device by default.
+    pub psd: PsdSpec,
 }
 
 impl ServerConfig {
@@ -51,6 +53,7 @@ impl ServerConfig {
             beat_interval_ms: 5_000,
             beat_timeout_ms: 5_000,
             core: CoreConfig::default(),
+            psd: PsdSpec::Software,
         }
     }
 }
@@ -61,20 +64,25 @@ pub struct Server {
     state: AppState,
     tls: Arc<rustls::ServerConfig>,
     trust_path: PathBuf,
+    psd_dev_mode: bool,
 }
 
 impl Server {
-    /// Create or open the data dir: software crypto device, TLS identity and `trust.pem`, the
-    /// SQLite ledger, the built-in CMLS and bank sandboxes.
+    /// Create or open the data dir: the crypto device (`cfg.psd`, self-tested; a failing device
+    /// stops here), TLS identity and `trust.pem`, the SQLite ledger, the built-in CMLS and bank
+    /// sandboxes; then register the signing keys with CMLS.
     pub fn open(cfg: ServerConfig) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let now_unix = clock::now_ms() / 1000;
-        let psd = Arc::new(SoftwarePsd::open(&cfg.data_dir, now_unix)?);
-        let identity = tls::TlsIdentity::load_or_create(
-            &cfg.data_dir,
-            &cfg.hostnames,
-            &stampline_psd::Psd::auth_public_key(psd.as_ref()),
-        )?;
+        // The device self-tests as it opens; a failing device refuses to serve.
+        let device = stampline_psd::open_device(&cfg.psd, &cfg.data_dir, now_unix)
+            .map_err(|e| anyhow::anyhow!("crypto device: {e}"))?;
+        if device.dev_mode {
+            tracing::warn!("{}", stampline_psd::DEV_PASSPHRASE_NOTICE);
+        }
+        let psd = device.psd;
+        let identity =
+            tls::TlsIdentity::load_or_create(&cfg.data_dir, &cfg.hostnames, psd.as_ref())?;
         let store = Arc::new(SqliteStore::open(&cfg.data_dir.join("ledger.sqlite"))?);
         let cmls = Arc::new(SandboxCmls::open(Some(
             &cfg.data_dir.join("sandbox-cmls.json"),
@@ -84,6 +92,7 @@ impl Server {
         ))?);
         let core = Core::new(store, psd, cmls, bank, cfg.core.clone())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        core.register_keys_with_cmls();
         let state = AppState {
             core: Arc::new(core),
             sessions: Arc::new(Sessions::default()),
@@ -99,12 +108,18 @@ impl Server {
             state,
             tls: identity.server_config()?,
             trust_path: identity.trust_path,
+            psd_dev_mode: device.dev_mode,
         })
     }
 
     /// `DIR/trust.pem`: the certificate and the auth public key clients pin.
     pub fn trust_path(&self) -> &std::path::Path {
         &self.trust_path
+    }
+
+    /// Whether the software crypto device runs on the public development passphrase.
+    pub fn psd_dev_mode(&self) -> bool {
+        self.psd_dev_mode
     }
 
     /// Whether CMLS and the bank are the built-in stand-ins.

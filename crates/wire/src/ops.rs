@@ -41,6 +41,10 @@ pub mod codes {
     pub const REFUND_WINDOW_CLOSED: &str = "refund_window_closed";
     pub const UNSUPPORTED: &str = "unsupported";
     pub const INTERNAL: &str = "internal";
+    // Admin ops (extension of v1).
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const UNKNOWN_KEY: &str = "unknown_key";
+    pub const KEY_CURRENT: &str = "key_current";
 }
 
 /// Card data: travels only sealed; `Debug` never shows it.
@@ -111,6 +115,15 @@ pub enum Op {
         limit: u32,
     },
     Bye {},
+    /// Admin role only: every signing key with its status.
+    AdminKeys {},
+    /// Admin role only: make a new signing key; the current one retires.
+    AdminRotateKey {},
+    /// Admin role only: revoke a retired signing key.
+    AdminRevokeKey {
+        key_id: String,
+        reason: String,
+    },
 }
 
 impl Op {
@@ -124,6 +137,9 @@ impl Op {
             Op::Refund { .. } => "refund",
             Op::History { .. } => "history",
             Op::Bye {} => "bye",
+            Op::AdminKeys {} => "admin_keys",
+            Op::AdminRotateKey {} => "admin_rotate_key",
+            Op::AdminRevokeKey { .. } => "admin_revoke_key",
         }
     }
 
@@ -136,8 +152,18 @@ impl Op {
     }
 }
 
-const OPS: [&str; 8] = [
-    "balance", "quote", "issue", "confirm", "fund", "refund", "history", "bye",
+const OPS: [&str; 11] = [
+    "balance",
+    "quote",
+    "issue",
+    "confirm",
+    "fund",
+    "refund",
+    "history",
+    "bye",
+    "admin_keys",
+    "admin_rotate_key",
+    "admin_revoke_key",
 ];
 
 /// A request: its id (also its idempotency key) and its op.
@@ -315,6 +341,20 @@ mod tests {
         assert_eq!(e.code, codes::BAD_REQUEST);
         let e = parse_request(br#"[1]"#).unwrap_err();
         assert_eq!(e.code, codes::BAD_REQUEST);
+    }
+
+    #[test]
+    fn admin_ops_parse_by_name() {
+        let (req, _) = parse_request(
+            br#"{"op":"admin_revoke_key","id":"6f1c2b1e-6f4f-4d55-9a57-2b8f9b8f2a10","key_id":"0a0b0c0d","reason":"lost"}"#,
+        )
+        .unwrap();
+        assert_eq!(req.op.name(), "admin_revoke_key");
+        let (req, _) = parse_request(
+            br#"{"op":"admin_rotate_key","id":"6f1c2b1e-6f4f-4d55-9a57-2b8f9b8f2a10"}"#,
+        )
+        .unwrap();
+        assert_eq!(req.op, Op::AdminRotateKey {});
     }
 
     #[test]
