@@ -764,28 +764,40 @@ impl Core {
             };
             let psd = Arc::clone(&core.psd);
             let mut sign = |state: &PieceState| -> Result<SignedItem, String> {
-                let device_id: DeviceId = state
-                    .device_id
-                    .parse()
-                    .map_err(|e| format!("device id: {e}"))?;
-                let key_id = psd.current_signing_key();
-                let body = stampline_items::Body::Postage(PostageIndicium {
-                    device_id,
-                    key_id,
-                    piece: state.piece,
-                    ascending: Amount::from_mills(state.ascending_mills)
-                        .ok_or("ascending register overflow")?,
-                    descending: Amount::from_mills(state.descending_mills)
-                        .ok_or("descending register overflow")?,
-                    postage: order.postage,
-                    mail_date: order.mail_date,
-                    from_zip: order.from_zip,
-                    to: order.to.clone(),
-                    rate: order.rate,
-                    software_id: SOFTWARE_ID,
-                });
-                let payload = body.signed_payload().map_err(|e| e.to_string())?;
-                let signature = psd.sign_item(key_id, &payload).map_err(|e| e.to_string())?;
+                let device_id: DeviceId = state.device_id.parse().map_err(|_| {
+                    "this account has no postage meter (admin accounts cannot buy postage)"
+                        .to_string()
+                })?;
+                let body_for = |key_id| -> Result<stampline_items::Body, String> {
+                    Ok(stampline_items::Body::Postage(PostageIndicium {
+                        device_id,
+                        key_id,
+                        piece: state.piece,
+                        ascending: Amount::from_mills(state.ascending_mills)
+                            .ok_or("ascending register overflow")?,
+                        descending: Amount::from_mills(state.descending_mills)
+                            .ok_or("descending register overflow")?,
+                        postage: order.postage,
+                        mail_date: order.mail_date,
+                        from_zip: order.from_zip,
+                        to: order.to.clone(),
+                        rate: order.rate,
+                        software_id: SOFTWARE_ID,
+                    }))
+                };
+                // A rotation between reading the current key and signing retires that key:
+                // read the current key once more rather than fail the purchase.
+                let mut retried = false;
+                let (key_id, body, signature) = loop {
+                    let key_id = psd.current_signing_key();
+                    let body = body_for(key_id)?;
+                    let payload = body.signed_payload().map_err(|e| e.to_string())?;
+                    match psd.sign_item(key_id, &payload) {
+                        Ok(signature) => break (key_id, body, signature),
+                        Err(stampline_psd::PsdError::KeyRetired(_)) if !retried => retried = true,
+                        Err(e) => return Err(e.to_string()),
+                    }
+                };
                 let item = Item { body, signature };
                 // Check the fresh signature with the key verifiers will use.
                 let spki = psd
