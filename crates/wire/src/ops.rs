@@ -40,6 +40,9 @@ pub mod codes {
     pub const NOT_PENDING: &str = "not_pending";
     pub const REFUND_WINDOW_CLOSED: &str = "refund_window_closed";
     pub const UNSUPPORTED: &str = "unsupported";
+    // Extension `reprint` (issue 6).
+    pub const REPRINT_LIMIT: &str = "reprint_limit";
+    pub const REPRINT_WINDOW_CLOSED: &str = "reprint_window_closed";
     pub const INTERNAL: &str = "internal";
 }
 
@@ -104,6 +107,10 @@ pub enum Op {
         limit: u32,
     },
     Bye {},
+    /// Extension of v1 (docs/PROTOCOL.md): the item's bytes again, to print, counted and limited.
+    Reprint {
+        serial: String,
+    },
 }
 
 impl Op {
@@ -117,6 +124,7 @@ impl Op {
             Op::Refund { .. } => "refund",
             Op::History { .. } => "history",
             Op::Bye {} => "bye",
+            Op::Reprint { .. } => "reprint",
         }
     }
 
@@ -124,13 +132,17 @@ impl Op {
     pub fn is_mutating(&self) -> bool {
         matches!(
             self,
-            Op::Issue { .. } | Op::Confirm { .. } | Op::Fund { .. } | Op::Refund { .. }
+            Op::Issue { .. }
+                | Op::Confirm { .. }
+                | Op::Fund { .. }
+                | Op::Refund { .. }
+                | Op::Reprint { .. }
         )
     }
 }
 
-const OPS: [&str; 8] = [
-    "balance", "quote", "issue", "confirm", "fund", "refund", "history", "bye",
+const OPS: [&str; 9] = [
+    "balance", "quote", "issue", "confirm", "fund", "refund", "history", "bye", "reprint",
 ];
 
 /// A request: its id (also its idempotency key) and its op.
@@ -317,6 +329,14 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, codes::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_reprint_request_parses_and_is_mutating() {
+        let text = r#"{"op":"reprint","id":"6f1c2b1e-6f4f-4d55-9a57-2b8f9b8f2a10","serial":"SL0100000001-1"}"#;
+        let (req, _) = parse_request(text.as_bytes()).unwrap();
+        assert_eq!(req.op.name(), "reprint");
+        assert!(req.op.is_mutating());
     }
 
     #[test]
