@@ -50,6 +50,10 @@ pub enum Command {
     History(HistoryArgs),
     /// Buy postage and print it.
     Buy(BuyArgs),
+    /// Print an issued item again (limited and logged by the server), or for the first time.
+    Print(PrintArgs),
+    /// Show printers' state; with --calibrate, print a calibration label (not postage).
+    Printers(PrintersArgs),
     /// Verify a printed item (PNG, or the raw item bytes).
     Verify(VerifyArgs),
     /// Check the ledger, registers and audit log of a data dir.
@@ -155,9 +159,49 @@ pub struct BuyArgs {
     /// Output path; the extension is set per format. Default: ./SERIAL.png / .pdf.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Printer URI (file:PATH for now).
+    /// Printer URI: ipp://HOST:PORT/PATH, ipps://…, socket://HOST:9100 or file:PATH.
     #[arg(long)]
     pub printer: Option<String>,
+    /// The ipps printer's certificate (PEM), pinned.
+    #[arg(long, env = "STAMPLINE_PRINTER_CERT")]
+    pub printer_cert: Option<PathBuf>,
+    /// Label resolution for PNG.
+    #[arg(long, default_value_t = 300)]
+    pub dpi: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct PrintArgs {
+    /// The item's serial, e.g. SL0100000001-1.
+    pub serial: String,
+    /// Printer URI: ipp://…, ipps://…, socket://HOST:9100 or file:PATH.
+    #[arg(long)]
+    pub printer: String,
+    /// png, pdf or raw (default: pdf for IPP, raw for socket and file).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// The ipps printer's certificate (PEM), pinned.
+    #[arg(long, env = "STAMPLINE_PRINTER_CERT")]
+    pub printer_cert: Option<PathBuf>,
+    /// Label resolution for PNG.
+    #[arg(long, default_value_t = 300)]
+    pub dpi: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct PrintersArgs {
+    /// Printer URIs to check.
+    #[arg(required = true)]
+    pub uris: Vec<String>,
+    /// Print a calibration label (a DataMatrix that is not postage) on each.
+    #[arg(long)]
+    pub calibrate: bool,
+    /// Calibration format: png, pdf or raw (default: pdf for IPP, raw for socket and file).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// The ipps printer's certificate (PEM), pinned.
+    #[arg(long, env = "STAMPLINE_PRINTER_CERT")]
+    pub printer_cert: Option<PathBuf>,
     /// Label resolution for PNG.
     #[arg(long, default_value_t = 300)]
     pub dpi: u32,
