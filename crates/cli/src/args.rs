@@ -177,7 +177,7 @@ pub struct PrintArgs {
     /// Printer URI: ipp://…, ipps://…, socket://HOST:9100 or file:PATH.
     #[arg(long)]
     pub printer: String,
-    /// png, pdf or raw (default: pdf for IPP, raw for socket and file).
+    /// png, pdf or raw (default: pdf for IPP, raw for socket, png and pdf for files).
     #[arg(long)]
     pub format: Option<String>,
     /// The ipps printer's certificate (PEM), pinned.
@@ -196,7 +196,7 @@ pub struct PrintersArgs {
     /// Print a calibration label (a DataMatrix that is not postage) on each.
     #[arg(long)]
     pub calibrate: bool,
-    /// Calibration format: png, pdf or raw (default: pdf for IPP, raw for socket and file).
+    /// Calibration format: png, pdf or raw (default: pdf for IPP, raw for socket, png and pdf for files).
     #[arg(long)]
     pub format: Option<String>,
     /// The ipps printer's certificate (PEM), pinned.

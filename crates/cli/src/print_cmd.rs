@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use stampline_client::Link;
 use stampline_client::print::{
     DocFormat, Job, JobEnd, JobReport, PrintOptions, Printer, PrinterUri,
 };
-use stampline_client::Link;
 use stampline_items::{Body, Item};
 use stampline_wire::Op;
 use tokio::sync::watch;
@@ -94,7 +94,10 @@ pub fn targets(
     match parsed {
         PrinterUri::File { path } => {
             let names: Vec<String> = if formats.is_empty() {
-                DEFAULT_FILE_FORMATS.iter().map(|s| (*s).to_owned()).collect()
+                DEFAULT_FILE_FORMATS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
             } else {
                 formats.to_vec()
             };
@@ -212,7 +215,9 @@ pub async fn finish_jobs(
         let report = match document(format) {
             Ok(doc) => job.finish(Zeroizing::new(doc), lost.clone()).await,
             Err(e) => {
-                let mut r = job.cancel(&format!("cannot render {}: {e}", format.name())).await;
+                let mut r = job
+                    .cancel(&format!("cannot render {}: {e}", format.name()))
+                    .await;
                 r.end = JobEnd::Aborted;
                 r
             }
@@ -244,11 +249,7 @@ pub fn verdict(reports: &[JobReport], link: &Link) -> Verdict {
         .iter()
         .find_map(|r| r.link_lost.clone())
         .or_else(|| link.lost_reason());
-    let detail = reports
-        .iter()
-        .map(describe)
-        .collect::<Vec<_>>()
-        .join("; ");
+    let detail = reports.iter().map(describe).collect::<Vec<_>>().join("; ");
     if let Some(reason) = lost {
         let printed_anyway = reports.iter().any(|r| r.end == JobEnd::Completed);
         let tail = if printed_anyway {
@@ -287,11 +288,7 @@ pub fn jobs_json(reports: &[JobReport]) -> Value {
 
 /// Confirms `printed` or `failed` for an item whose confirmation is pending, from the verdict.
 /// Returns the confirm answer's fields on success; the error says what happened to the money.
-pub async fn settle(
-    link: &Link,
-    serial: &str,
-    reports: &[JobReport],
-) -> Result<Value, CliError> {
+pub async fn settle(link: &Link, serial: &str, reports: &[JobReport]) -> Result<Value, CliError> {
     match verdict(reports, link) {
         Verdict::Printed => {
             let r = link
@@ -353,10 +350,11 @@ pub async fn print(global: &Global, a: PrintArgs, out: Out) -> Result<(), CliErr
     let (ep, link) = connect(global).await?;
     let keys = ep.keys().await?;
     let jobs = start_jobs(targets, &a.serial).await?;
-    let answer = match link.request(Op::Reprint {
-        serial: a.serial.clone(),
-    })
-    .await
+    let answer = match link
+        .request(Op::Reprint {
+            serial: a.serial.clone(),
+        })
+        .await
     {
         Ok(r) => ok_fields(r),
         Err(e) => Err(e.into()),
@@ -513,7 +511,10 @@ pub async fn printers(a: PrintersArgs, out: Out) -> Result<(), CliError> {
             println!("{v}");
             std::process::exit(1);
         }
-        return Err(CliError::new("printer_problem", human.trim_end().to_owned()));
+        return Err(CliError::new(
+            "printer_problem",
+            human.trim_end().to_owned(),
+        ));
     }
     out.done(&v, human.trim_end());
     Ok(())

@@ -350,7 +350,11 @@ fn a_buy_to_an_ipp_printer_prints_exactly_one_document_and_confirms_printed() {
     assert_eq!(server.status_of("ann", serial), "printed");
 
     let docs = printer.documents();
-    assert_eq!(docs.len(), 1, "the printer holds exactly one document: {docs:?}");
+    assert_eq!(
+        docs.len(),
+        1,
+        "the printer holds exactly one document: {docs:?}"
+    );
     // What the printer got is the real, signed item.
     let verdict = server.ok("ann", &["verify", s(&docs[0])]);
     assert_eq!(verdict["valid"], true, "{verdict}");
@@ -408,7 +412,11 @@ fn losing_the_link_mid_print_cancels_the_job_and_the_item_is_voided_after_restar
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    assert_eq!(server.balance_mills("bob"), before, "the balance is whole again");
+    assert_eq!(
+        server.balance_mills("bob"),
+        before,
+        "the balance is whole again"
+    );
 }
 
 #[test]
@@ -423,7 +431,10 @@ fn a_job_the_printer_aborts_voids_and_refunds_the_item_at_once() {
     let v = server.fails_with("cat", &buy_args(&uri, &[]), "print_failed");
     let message = v["message"].as_str().unwrap();
     assert!(message.contains("aborted"), "{message}");
-    assert!(message.contains("the item was voided and refunded"), "{message}");
+    assert!(
+        message.contains("the item was voided and refunded"),
+        "{message}"
+    );
     assert_eq!(server.balance_mills("cat"), before);
     let h = server.ok("cat", &["history", "--limit", "10"]);
     assert_eq!(h["items"][0]["status"], "voided", "{h}");
@@ -437,13 +448,24 @@ fn a_printer_that_refuses_the_format_costs_nothing() {
     let server = Server::start(60_000);
     server.funded_user("dan");
     let uri = printer.uri();
-    let v = server.fails_with("dan", &buy_args(&uri, &["--format", "pdf"]), "printer_unsupported");
-    assert!(v["message"].as_str().unwrap().contains("application/pdf"), "{v}");
+    let v = server.fails_with(
+        "dan",
+        &buy_args(&uri, &["--format", "pdf"]),
+        "printer_unsupported",
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("application/pdf"),
+        "{v}"
+    );
     let unreachable = format!("ipp://localhost:{}/ipp/print", free_port());
     server.fails_with("dan", &buy_args(&unreachable, &[]), "printer_unreachable");
     assert_eq!(server.balance_mills("dan"), 20_000);
     let h = server.ok("dan", &["history", "--limit", "10"]);
-    assert_eq!(h["items"].as_array().unwrap().len(), 0, "nothing was issued");
+    assert_eq!(
+        h["items"].as_array().unwrap().len(),
+        0,
+        "nothing was issued"
+    );
     assert!(printer.documents().is_empty());
 }
 
@@ -480,7 +502,10 @@ fn raw_bytes_over_port_9100_arrive_exactly_once() {
     let raw = server.path("received.bin");
     std::fs::write(&raw, &connections[0]).unwrap();
     let verdict = server.ok("eve", &["verify", s(&raw)]);
-    assert_eq!(verdict["valid"], true, "the bytes are the signed item: {verdict}");
+    assert_eq!(
+        verdict["valid"], true,
+        "the bytes are the signed item: {verdict}"
+    );
     assert_eq!(verdict["serial"], serial);
     assert_eq!(server.status_of("eve", serial), "printed");
 }
@@ -521,7 +546,8 @@ fn reprints_are_limited_and_logged() {
         assert_eq!(r["reprints"], n, "{r}");
         assert_eq!(r["reprints_left"], 3 - n, "{r}");
         assert_eq!(r["status"], "printed");
-        let verdict = server.ok("gil", &["verify", s(&target.with_extension("raw"))]);
+        let verdict = server.ok("gil", &["verify", s(&target.with_extension("png"))]);
+        assert!(target.with_extension("pdf").exists());
         assert_eq!(verdict["serial"], serial.as_str());
     }
     let target = server.path("reprint4");
@@ -533,7 +559,7 @@ fn reprints_are_limited_and_logged() {
     );
     assert!(v["message"].as_str().unwrap().contains('3'), "{v}");
     assert!(
-        !target.with_extension("raw").exists(),
+        !target.with_extension("png").exists(),
         "a refused reprint writes nothing"
     );
     // The server logged each reprint (and the ledger's audit log holds them too).
