@@ -196,6 +196,10 @@ pub struct PrintersArgs {
     /// Print a calibration label (a DataMatrix that is not postage) on each.
     #[arg(long)]
     pub calibrate: bool,
+    /// For one ipps:// printer: fetch the certificate it presents, write it here (PEM) and show its
+    /// SHA-256 fingerprint to compare with the printer's own; then pin it with --printer-cert.
+    #[arg(long)]
+    pub save_cert: Option<PathBuf>,
     /// Calibration format: png, pdf or raw (default: pdf for IPP, raw for socket, png and pdf for files).
     #[arg(long)]
     pub format: Option<String>,

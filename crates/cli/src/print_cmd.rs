@@ -435,10 +435,38 @@ pub async fn print(global: &Global, a: PrintArgs, out: Out) -> Result<(), CliErr
 /// `stampline printers URI…`: each printer's state and what it takes; `--calibrate` prints a
 /// calibration label (no link needed: it carries no value).
 pub async fn printers(a: PrintersArgs, out: Out) -> Result<(), CliError> {
-    let options = print_options(a.printer_cert.as_deref())?;
+    let mut options = print_options(a.printer_cert.as_deref())?;
     let formats: Vec<String> = a.format.iter().cloned().collect();
     let mut list = Vec::new();
     let mut human = String::new();
+    let mut fingerprint = None;
+    if let Some(path) = &a.save_cert {
+        let [uri] = a.uris.as_slice() else {
+            return Err(CliError::new(
+                "bad_request",
+                "--save-cert takes exactly one ipps:// printer",
+            ));
+        };
+        let (der, fp) = Printer::new(uri, options.clone())?
+            .fetch_certificate()
+            .await?;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+        for chunk in b64.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(chunk));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+        std::fs::write(path, pem).map_err(|e| {
+            CliError::new("print_io", format!("cannot write {}: {e}", path.display()))
+        })?;
+        human.push_str(&format!(
+            "saved the certificate of {uri} to {} — SHA-256 {fp}; check it against the printer's own before pinning it\n",
+            path.display()
+        ));
+        options.pinned_cert_der = Some(der);
+        fingerprint = Some(fp);
+    }
     let mut all_ok = true;
     for uri in &a.uris {
         let printer = match Printer::new(uri, options.clone()) {
@@ -505,7 +533,7 @@ pub async fn printers(a: PrintersArgs, out: Out) -> Result<(), CliError> {
         }
         list.push(entry);
     }
-    let v = json!({ "printers": list });
+    let v = json!({ "printers": list, "certificate_sha256": fingerprint });
     if !all_ok {
         if out.json {
             println!("{v}");

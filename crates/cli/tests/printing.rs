@@ -55,7 +55,7 @@ struct IppEve {
     child: Child,
     port: u16,
     spool: tempfile::TempDir,
-    _scripts: tempfile::TempDir,
+    scripts: tempfile::TempDir,
 }
 
 impl Drop for IppEve {
@@ -85,8 +85,11 @@ impl IppEve {
         let scripts = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cmd = Command::new(program);
+        // -K: where it creates its self-signed TLS certificate (for ipps://).
         cmd.args(["-n", "localhost", "-p", &port.to_string(), "-k", "-d"])
             .arg(spool.path())
+            .arg("-K")
+            .arg(scripts.path())
             .args(["-f", formats]);
         if let Some(body) = command {
             let script = scripts.path().join("job.sh");
@@ -127,7 +130,7 @@ impl IppEve {
             child,
             port,
             spool,
-            _scripts: scripts,
+            scripts: scripts,
         })
     }
 
@@ -613,4 +616,56 @@ fn printers_shows_state_and_makes_a_calibration_print() {
     let (ok, v) = parse_output(&out);
     assert!(!ok, "{v}");
     assert_eq!(v["printers"][0]["error"], "printer_unreachable", "{v}");
+}
+
+#[test]
+fn an_ipps_printer_is_printed_to_only_with_its_pinned_certificate() {
+    let Some(printer) = IppEve::start("stampline-tls", None) else {
+        return;
+    };
+    let server = Server::start(60_000);
+    server.funded_user("hal");
+    let uri = format!("ipps://localhost:{}/ipp/print", printer.port);
+    // Nothing pinned, or another certificate pinned (the Stampline server's): refused before
+    // anything is issued.
+    server.fails_with("hal", &buy_args(&uri, &[]), "printer_untrusted");
+    let trust = server.trust.clone();
+    server.fails_with(
+        "hal",
+        &buy_args(&uri, &["--printer-cert", s(&trust)]),
+        "printer_untrusted",
+    );
+    assert_eq!(server.balance_mills("hal"), 20_000);
+    assert!(printer.documents().is_empty());
+
+    // Fetch the certificate the printer presents (as a user would, to check and pin it).
+    let cert = server.path("printer.pem");
+    let out = Command::new(BIN)
+        .args(["--json", "printers", &uri, "--save-cert", s(&cert)])
+        .output()
+        .unwrap();
+    let (ok, v) = parse_output(&out);
+    assert!(ok, "{v}");
+    assert_eq!(
+        v["certificate_sha256"].as_str().unwrap().len(),
+        32 * 3 - 1,
+        "{v}"
+    );
+    assert_eq!(v["printers"][0]["state"], "idle", "{v}");
+    let body = |text: &str| -> String {
+        text.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>()
+    };
+    let printer_own =
+        std::fs::read_to_string(printer.scripts.path().join("localhost.crt")).unwrap();
+    assert_eq!(
+        body(&std::fs::read_to_string(&cert).unwrap()),
+        body(&printer_own),
+        "the saved certificate is the printer's own"
+    );
+
+    let v = server.ok("hal", &buy_args(&uri, &["--printer-cert", s(&cert)]));
+    assert_eq!(v["status"], "printed", "{v}");
+    assert_eq!(printer.documents().len(), 1);
 }

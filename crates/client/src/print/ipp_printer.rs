@@ -11,6 +11,7 @@
 //! - `job-hold-until = indefinite` (when `job-hold-until-supported` lists it and the printer offers
 //!   Release-Job): the job waits held until the client releases it on a live link.
 //! - `job-name` = the item serial, `requesting-user-name` = "stampline" (no personal data).
+//!
 //! The document is pushed with Send-Document (`last-document = true`), never Print-URI.
 
 use std::sync::Arc;

@@ -345,6 +345,32 @@ impl Printer {
         }
     }
 
+    /// The certificate an `ipps://` printer presents (DER) and its SHA-256 fingerprint (hex,
+    /// colon-separated), fetched without trusting it, for the user to check and pin.
+    pub async fn fetch_certificate(&self) -> Result<(Vec<u8>, String), PrintError> {
+        let PrinterUri::Ipp {
+            tls: true,
+            host,
+            port,
+            ..
+        } = &self.uri
+        else {
+            return Err(PrintError::BadUri(format!(
+                "{}: only ipps:// printers have a certificate",
+                self.uri
+            )));
+        };
+        let der = tls::fetch_certificate(host, *port).await?;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+        let fingerprint = digest
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        Ok((der, fingerprint))
+    }
+
     /// Whether it is there and what it takes.
     pub async fn status(&self) -> Result<PrinterStatus, PrintError> {
         match &self.uri {
