@@ -43,9 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t0 = Instant::now();
         let job = printer.start_job(DocFormat::Png, "bench").await?;
         let t1 = Instant::now();
-        let report = job
-            .finish(Zeroizing::new(doc.clone()), lost.clone())
-            .await;
+        let report = job.finish(Zeroizing::new(doc.clone()), lost.clone()).await;
         let t2 = Instant::now();
         if report.end != JobEnd::Completed {
             return Err(format!("job ended {}: {}", report.end.as_str(), report.detail).into());
