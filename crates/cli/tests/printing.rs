@@ -130,7 +130,7 @@ impl IppEve {
             child,
             port,
             spool,
-            scripts: scripts,
+            scripts,
         })
     }
 
