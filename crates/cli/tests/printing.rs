@@ -138,6 +138,34 @@ impl IppEve {
         format!("ipp://localhost:{}/ipp/print", self.port)
     }
 
+    /// One attribute of a job as the printer reports it (Get-Job-Attributes with ipptool, which
+    /// ships with ippeveprinter): the text after `=`.
+    fn job_attribute(&self, job_id: i64, name: &str) -> Option<String> {
+        let test = self.scripts.path().join("get-job.test");
+        std::fs::write(
+            &test,
+            format!(
+                "{{\n OPERATION Get-Job-Attributes\n GROUP operation-attributes-tag\n \
+                 ATTR charset attributes-charset utf-8\n \
+                 ATTR naturalLanguage attributes-natural-language en\n \
+                 ATTR uri printer-uri $uri\n ATTR integer job-id {job_id}\n \
+                 STATUS successful-ok\n DISPLAY {name}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(find_program("ipptool")?)
+            .arg("-tv")
+            .arg(self.uri())
+            .arg(&test)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} (")))
+            .and_then(|l| l.split_once(" = "))
+            .map(|(_, v)| v.trim().to_owned())
+    }
+
     /// The documents the printer received (the `-c` command's output files excluded).
     fn documents(&self) -> Vec<PathBuf> {
         let mut docs: Vec<PathBuf> = std::fs::read_dir(self.spool.path())
@@ -345,7 +373,22 @@ fn a_buy_to_an_ipp_printer_prints_exactly_one_document_and_confirms_printed() {
     let server = Server::start(60_000);
     server.funded_user("ann");
     let uri = printer.uri();
-    let v = server.ok("ann", &buy_args(&uri, &["--format", "png"]));
+    // Run the buy in an empty directory with its own empty TMPDIR: no spool or temporary file may
+    // be left behind by an IPP job.
+    let cwd = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = server
+        .command("ann", &buy_args(&uri, &["--format", "png"]))
+        .current_dir(cwd.path())
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let (ok, v) = parse_output(&out);
+    assert!(ok, "{v}");
+    for dir in [cwd.path(), tmp.path()] {
+        let left: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
+        assert!(left.is_empty(), "files left in {}: {left:?}", dir.display());
+    }
     assert_eq!(v["status"], "printed", "{v}");
     assert_eq!(v["jobs"][0]["state"], "completed", "{v}");
     assert_eq!(v["balance_mills"], 19_220);
@@ -402,6 +445,12 @@ fn losing_the_link_mid_print_cancels_the_job_and_the_item_is_voided_after_restar
         "the job must end cancelled or aborted on the printer: {message}"
     );
     assert!(message.contains("voided and refunded"), "{message}");
+    // The printer agrees: its only job (id 1) ended cancelled or aborted.
+    let state = printer.job_attribute(1, "job-state").unwrap_or_default();
+    assert!(
+        state == "canceled" || state == "aborted",
+        "job state on the printer: {state:?}"
+    );
 
     // After a restart the unconfirmed item is voided when the confirmation window ends.
     server.spawn();
