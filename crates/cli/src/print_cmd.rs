@@ -536,6 +536,10 @@ pub async fn printers(a: PrintersArgs, out: Out) -> Result<(), CliError> {
     let v = json!({ "printers": list, "certificate_sha256": fingerprint });
     if !all_ok {
         if out.json {
+            // The error shape scripts rely on, with the per-printer details beside it.
+            let mut v = v;
+            v["error"] = json!("printer_problem");
+            v["message"] = json!(human.trim_end());
             println!("{v}");
             std::process::exit(1);
         }

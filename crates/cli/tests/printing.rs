@@ -665,6 +665,7 @@ fn printers_shows_state_and_makes_a_calibration_print() {
     let (ok, v) = parse_output(&out);
     assert!(!ok, "{v}");
     assert_eq!(v["printers"][0]["error"], "printer_unreachable", "{v}");
+    assert_eq!(v["error"], "printer_problem", "{v}");
 }
 
 #[test]
@@ -717,4 +718,52 @@ fn an_ipps_printer_is_printed_to_only_with_its_pinned_certificate() {
     let v = server.ok("hal", &buy_args(&uri, &["--printer-cert", s(&cert)]));
     assert_eq!(v["status"], "printed", "{v}");
     assert_eq!(printer.documents().len(), 1);
+}
+
+#[test]
+fn an_item_left_unconfirmed_by_a_crashed_client_is_printed_and_confirmed_by_print() {
+    let Some(printer) = IppEve::start("stampline-crash", Some(&format!("sleep {SLOW_PRINT_S}")))
+    else {
+        return;
+    };
+    let server = Server::start(120_000);
+    server.funded_user("ivy");
+    let uri = printer.uri();
+    let mut buyer = server
+        .command("ivy", &buy_args(&uri, &[]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while printer.documents().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no document");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The client dies before it can confirm: the item stays issued, within its window.
+    buyer.kill().unwrap();
+    buyer.wait().unwrap();
+    let h = server.ok("ivy", &["history", "--limit", "10"]);
+    let serial = h["items"][0]["serial"].as_str().unwrap().to_owned();
+    assert_eq!(h["items"][0]["status"], "issued", "{h}");
+
+    let target = server.path("again");
+    let printer_uri = format!("file:{}", target.display());
+    let v = server.ok(
+        "ivy",
+        &[
+            "print",
+            &serial,
+            "--printer",
+            &printer_uri,
+            "--format",
+            "png",
+        ],
+    );
+    assert_eq!(v["status"], "printed", "{v}");
+    assert_eq!(v["reprints"], 1);
+    assert_eq!(server.status_of("ivy", &serial), "printed");
+    let verdict = server.ok("ivy", &["verify", s(&target.with_extension("png"))]);
+    assert_eq!(verdict["valid"], true, "{verdict}");
+    assert_eq!(server.balance_mills("ivy"), 19_220, "charged once");
 }

@@ -337,7 +337,7 @@ impl Printer {
         &self.uri
     }
 
-    /// The formats this kind of printer is sent by default, best first.
+    /// The format this kind of printer is sent by default: PDF for IPP, the raw bytes otherwise.
     pub fn default_format(&self) -> DocFormat {
         match self.uri {
             PrinterUri::Ipp { .. } => DocFormat::Pdf,
