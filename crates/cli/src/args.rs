@@ -153,7 +153,8 @@ pub struct BuyArgs {
     /// Date of mailing, YYYY-MM-DD (default: today).
     #[arg(long)]
     pub date: Option<String>,
-    /// Output formats (repeatable): png, pdf, raw (the item's bytes). Default: png and pdf.
+    /// Output formats (repeatable): png, pdf, raw (the item's bytes), zpl. Default: png and pdf
+    /// for files, pdf for IPP, zpl for socket://.
     #[arg(long)]
     pub format: Vec<String>,
     /// Output path; the extension is set per format. Default: ./SERIAL.png / .pdf.
@@ -177,7 +178,7 @@ pub struct PrintArgs {
     /// Printer URI: ipp://…, ipps://…, socket://HOST:9100 or file:PATH.
     #[arg(long)]
     pub printer: String,
-    /// png, pdf or raw (default: pdf for IPP, raw for socket, png and pdf for files).
+    /// png, pdf, raw or zpl (default: pdf for IPP, zpl for socket, png and pdf for files).
     #[arg(long)]
     pub format: Option<String>,
     /// The ipps printer's certificate (PEM), pinned.
@@ -200,7 +201,7 @@ pub struct PrintersArgs {
     /// SHA-256 fingerprint to compare with the printer's own; then pin it with --printer-cert.
     #[arg(long)]
     pub save_cert: Option<PathBuf>,
-    /// Calibration format: png, pdf or raw (default: pdf for IPP, raw for socket, png and pdf for files).
+    /// Calibration format: png, pdf, raw or zpl (default: pdf for IPP, zpl for socket, png and pdf for files).
     #[arg(long)]
     pub format: Option<String>,
     /// The ipps printer's certificate (PEM), pinned.

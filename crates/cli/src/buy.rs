@@ -17,7 +17,7 @@ use crate::print_cmd;
 
 /// Output formats this version writes: PNG and PDF labels, and `raw`, the item's exact bytes
 /// (what `verify` also accepts). The default is PNG and PDF.
-pub const FORMATS: [&str; 3] = ["png", "pdf", "raw"];
+pub const FORMATS: [&str; 4] = ["png", "pdf", "raw", "zpl"];
 const DEFAULT_FORMATS: [&str; 2] = ["png", "pdf"];
 
 fn today() -> String {
@@ -58,7 +58,7 @@ pub async fn do_buy(ep: &Endpoint, link: &Link, a: &BuyArgs) -> Result<Value, Cl
     if let Some(f) = a.format.iter().find(|f| !FORMATS.contains(&f.as_str())) {
         return Err(CliError::new(
             "unsupported",
-            format!("format {f:?}: this version writes png, pdf and raw"),
+            format!("format {f:?}: this version writes png, pdf, raw and zpl"),
         ));
     }
     if !(100..=1200).contains(&a.dpi) {

@@ -42,7 +42,7 @@ fn parse_format(name: &str) -> Result<DocFormat, CliError> {
     DocFormat::parse(name).ok_or_else(|| {
         CliError::new(
             "unsupported",
-            format!("format {name:?}: this version prints png, pdf and raw"),
+            format!("format {name:?}: this version prints png, pdf, raw and zpl"),
         )
     })
 }
@@ -120,7 +120,7 @@ pub fn targets(
                 _ => {
                     return Err(CliError::new(
                         "bad_request",
-                        "a printer takes one --format; give one of png, pdf, raw",
+                        "a printer takes one --format; give one of png, pdf, raw, zpl",
                     ));
                 }
             };
@@ -196,7 +196,43 @@ fn render_label(
         DocFormat::Png => stampline_label::render_png(&spec).map_err(|e| e.to_string()),
         DocFormat::Pdf => stampline_label::render_pdf(&spec).map_err(|e| e.to_string()),
         DocFormat::Raw => Ok(bytes.to_vec()),
+        DocFormat::Zpl => {
+            let png = stampline_label::render_png(&spec).map_err(|e| e.to_string())?;
+            zpl_from_png(&png)
+        }
     }
+}
+
+/// A minimal ZPL II label: the PNG raster as one `^GFA` graphic field (1 = black dot), one copy
+/// (`^PQ1`). The raster is rendered at `--dpi`, which should be the printer's (203 or 300).
+pub fn zpl_from_png(png: &[u8]) -> Result<Vec<u8>, String> {
+    let img = image::load_from_memory_with_format(png, image::ImageFormat::Png)
+        .map_err(|e| format!("label raster: {e}"))?
+        .to_luma8();
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let row_bytes = width.div_ceil(8);
+    let total = row_bytes * height;
+    let mut out = format!("^XA^PQ1^FO0,0^GFA,{total},{total},{row_bytes},").into_bytes();
+    out.reserve(total * 2 + 8);
+    for y in 0..height {
+        for chunk in 0..row_bytes {
+            let mut byte = 0u8;
+            for bit in 0..8 {
+                let x = chunk * 8 + bit;
+                // Pixels are u32-indexed; x < width and y < height fit by construction.
+                let dark = x < width
+                    && img
+                        .get_pixel_checked(x as u32, y as u32)
+                        .is_some_and(|p| p.0[0] < 128);
+                if dark {
+                    byte |= 0x80 >> bit;
+                }
+            }
+            out.extend_from_slice(format!("{byte:02X}").as_bytes());
+        }
+    }
+    out.extend_from_slice(b"^FS^XZ\n");
+    Ok(out)
 }
 
 /// Finishes the jobs one after another with the rendered item. After the first job that does not

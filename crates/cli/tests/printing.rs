@@ -767,3 +767,49 @@ fn an_item_left_unconfirmed_by_a_crashed_client_is_printed_and_confirmed_by_prin
     assert_eq!(verdict["valid"], true, "{verdict}");
     assert_eq!(server.balance_mills("ivy"), 19_220, "charged once");
 }
+
+/// Turns a `^GFA` graphic back into a PNG, as a thermal printer would print it.
+fn zpl_graphic_to_png(zpl: &str, path: &Path) {
+    let start = zpl.find("^GFA,").unwrap() + 5;
+    let fields: Vec<&str> = zpl[start..].splitn(4, ',').collect();
+    let total: usize = fields[0].parse().unwrap();
+    assert_eq!(fields[1], fields[0], "uncompressed: byte counts agree");
+    let row_bytes: usize = fields[2].parse().unwrap();
+    let hex = fields[3].split('^').next().unwrap();
+    assert_eq!(hex.len(), 2 * total, "the hex data holds every byte");
+    assert_eq!(total % row_bytes, 0);
+    let rows = total / row_bytes;
+    let bytes = hex::decode(hex).unwrap();
+    let width = row_bytes * 8;
+    let img = image::GrayImage::from_fn(width as u32, rows as u32, |x, y| {
+        let byte = bytes[y as usize * row_bytes + x as usize / 8];
+        let black = byte & (0x80 >> (x % 8)) != 0;
+        image::Luma([if black { 0 } else { 255 }])
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn zpl_over_port_9100_arrives_once_and_carries_the_item() {
+    let (port, got) = raw_listener();
+    let server = Server::start(60_000);
+    server.funded_user("jon");
+    let uri = format!("socket://127.0.0.1:{port}");
+    let v = server.ok("jon", &buy_args(&uri, &["--dpi", "203"]));
+    assert_eq!(v["status"], "printed", "{v}");
+    std::thread::sleep(Duration::from_millis(200));
+    let connections = got.lock().unwrap().clone();
+    assert_eq!(connections.len(), 1, "one connection, one copy");
+    let zpl = String::from_utf8(connections[0].clone()).unwrap();
+    assert!(
+        zpl.starts_with("^XA") && zpl.trim_end().ends_with("^XZ"),
+        "{zpl:.40}"
+    );
+    assert_eq!(zpl.matches("^XA").count(), 1, "one label");
+    assert!(zpl.contains("^PQ1"), "one copy asked for");
+    let png = server.path("zpl.png");
+    zpl_graphic_to_png(&zpl, &png);
+    let verdict = server.ok("jon", &["verify", s(&png)]);
+    assert_eq!(verdict["valid"], true, "{verdict}");
+    assert_eq!(verdict["serial"], v["serial"]);
+}

@@ -53,8 +53,10 @@ pub const IPP_USER_NAME: &str = "stampline";
 pub enum DocFormat {
     Pdf,
     Png,
-    /// Bytes passed through as they are (the item bytes, or a printer language such as ZPL).
+    /// Bytes passed through as they are (the item bytes).
     Raw,
+    /// Zebra ZPL II for thermal printers on the raw port: the label as one `^GF` graphic.
+    Zpl,
 }
 
 impl DocFormat {
@@ -64,6 +66,7 @@ impl DocFormat {
             DocFormat::Pdf => "pdf",
             DocFormat::Png => "png",
             DocFormat::Raw => "raw",
+            DocFormat::Zpl => "zpl",
         }
     }
 
@@ -72,7 +75,8 @@ impl DocFormat {
         match self {
             DocFormat::Pdf => "application/pdf",
             DocFormat::Png => "image/png",
-            DocFormat::Raw => "application/octet-stream",
+            // No registered type for ZPL: printers that take it over IPP auto-sense it.
+            DocFormat::Raw | DocFormat::Zpl => "application/octet-stream",
         }
     }
 
@@ -81,6 +85,7 @@ impl DocFormat {
             "pdf" => Some(DocFormat::Pdf),
             "png" => Some(DocFormat::Png),
             "raw" => Some(DocFormat::Raw),
+            "zpl" => Some(DocFormat::Zpl),
             _ => None,
         }
     }
@@ -337,11 +342,13 @@ impl Printer {
         &self.uri
     }
 
-    /// The format this kind of printer is sent by default: PDF for IPP, the raw bytes otherwise.
+    /// The format this kind of printer is sent by default: PDF for IPP, ZPL for the raw port
+    /// (thermal printers), the raw item bytes for a file.
     pub fn default_format(&self) -> DocFormat {
         match self.uri {
             PrinterUri::Ipp { .. } => DocFormat::Pdf,
-            PrinterUri::Socket { .. } | PrinterUri::File { .. } => DocFormat::Raw,
+            PrinterUri::Socket { .. } => DocFormat::Zpl,
+            PrinterUri::File { .. } => DocFormat::Raw,
         }
     }
 
@@ -512,7 +519,12 @@ mod tests {
 
     #[test]
     fn formats_map_to_ipp_document_formats() {
-        for f in [DocFormat::Pdf, DocFormat::Png, DocFormat::Raw] {
+        for f in [
+            DocFormat::Pdf,
+            DocFormat::Png,
+            DocFormat::Raw,
+            DocFormat::Zpl,
+        ] {
             assert_eq!(DocFormat::parse(f.name()), Some(f));
         }
         assert_eq!(DocFormat::Png.mime(), "image/png");
