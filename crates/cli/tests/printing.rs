@@ -813,3 +813,31 @@ fn zpl_over_port_9100_arrives_once_and_carries_the_item() {
     assert_eq!(verdict["valid"], true, "{verdict}");
     assert_eq!(verdict["serial"], v["serial"]);
 }
+
+#[test]
+fn a_busy_printer_is_retried_and_both_buys_print() {
+    // ippeveprinter prints one job at a time and answers server-error-busy meanwhile.
+    let Some(printer) = IppEve::start("stampline-busy", Some("sleep 3")) else {
+        return;
+    };
+    let server = Server::start(60_000);
+    server.funded_user("kim");
+    let uri = printer.uri();
+    let buyers: Vec<Child> = (0..2)
+        .map(|_| {
+            server
+                .command("kim", &buy_args(&uri, &[]))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for buyer in buyers {
+        let (ok, v) = parse_output(&buyer.wait_with_output().unwrap());
+        assert!(ok, "{v}");
+        assert_eq!(v["status"], "printed", "{v}");
+    }
+    assert_eq!(printer.documents().len(), 2);
+    assert_eq!(server.balance_mills("kim"), 20_000 - 2 * 780);
+}

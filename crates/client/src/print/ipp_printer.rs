@@ -368,6 +368,7 @@ impl IppClient {
             let resp = self.send(req, None).await?;
             let code = resp.header().status_code();
             if code == StatusCode::ServerErrorBusy && started.elapsed() < BUSY_RETRY_FOR {
+                tracing::debug!(printer = %self.display, "printer busy; retrying Create-Job");
                 tokio::time::sleep(BUSY_RETRY_PAUSE).await;
                 continue;
             }
