@@ -15,8 +15,8 @@ use crate::client_cmds::{connect, dollars, ok_fields};
 use crate::output::{CliError, Out};
 use crate::print_cmd;
 
-/// Output formats this version writes: PNG and PDF labels, and `raw`, the item's exact bytes
-/// (what `verify` also accepts). The default is PNG and PDF.
+/// Output formats this version writes: PNG and PDF labels, `raw`, the item's exact bytes (what
+/// `verify` also accepts), and `zpl` for thermal printers. Files default to PNG and PDF.
 pub const FORMATS: [&str; 4] = ["png", "pdf", "raw", "zpl"];
 const DEFAULT_FORMATS: [&str; 2] = ["png", "pdf"];
 
@@ -189,19 +189,24 @@ pub async fn buy(global: &Global, a: BuyArgs, out: Out) -> Result<(), CliError> 
     let (ep, link) = connect(global).await?;
     let v = do_buy(&ep, &link, &a).await?;
     let _ = link.bye().await;
+    let files = v["files"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let printed = match (&a.printer, files.is_empty()) {
+        (Some(p), true) => format!("printed on {p}"),
+        _ => format!("wrote {files}"),
+    };
     let human = format!(
-        "bought {} postage, serial {}; balance {}; wrote {}",
+        "bought {} postage, serial {}; balance {}; {printed}",
         dollars(v["postage_mills"].as_u64().unwrap_or(0)),
         v["serial"].as_str().unwrap_or(""),
         dollars(v["balance_mills"].as_u64().unwrap_or(0)),
-        v["files"]
-            .as_array()
-            .map(|f| f
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", "))
-            .unwrap_or_default()
     );
     out.done(&v, &human);
     Ok(())
