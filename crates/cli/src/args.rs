@@ -52,6 +52,10 @@ pub enum Command {
     History(HistoryArgs),
     /// Buy postage and print it.
     Buy(BuyArgs),
+    /// Print an issued item again (limited and logged by the server), or for the first time.
+    Print(PrintArgs),
+    /// Show printers' state; with --calibrate, print a calibration label (not postage).
+    Printers(PrintersArgs),
     /// Verify a printed item (PNG, or the raw item bytes).
     Verify(VerifyArgs),
     /// Check the ledger, registers and audit log of a data dir.
@@ -168,15 +172,60 @@ pub struct BuyArgs {
     /// Date of mailing, YYYY-MM-DD (default: today).
     #[arg(long)]
     pub date: Option<String>,
-    /// Output formats (repeatable): png, pdf, raw (the item's bytes). Default: png and pdf.
+    /// Output formats (repeatable): png, pdf, raw (the item's bytes), zpl. Default: png and pdf
+    /// for files, pdf for IPP, zpl for socket://.
     #[arg(long)]
     pub format: Vec<String>,
     /// Output path; the extension is set per format. Default: ./SERIAL.png / .pdf.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Printer URI (file:PATH for now).
+    /// Printer URI: ipp://HOST:PORT/PATH, ipps://…, socket://HOST:9100 or file:PATH.
     #[arg(long)]
     pub printer: Option<String>,
+    /// The ipps printer's certificate (PEM), pinned.
+    #[arg(long, env = "STAMPLINE_PRINTER_CERT")]
+    pub printer_cert: Option<PathBuf>,
+    /// Label resolution for PNG.
+    #[arg(long, default_value_t = 300)]
+    pub dpi: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct PrintArgs {
+    /// The item's serial, e.g. SL0100000001-1.
+    pub serial: String,
+    /// Printer URI: ipp://…, ipps://…, socket://HOST:9100 or file:PATH.
+    #[arg(long)]
+    pub printer: String,
+    /// png, pdf, raw or zpl (default: pdf for IPP, zpl for socket, png and pdf for files).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// The ipps printer's certificate (PEM), pinned.
+    #[arg(long, env = "STAMPLINE_PRINTER_CERT")]
+    pub printer_cert: Option<PathBuf>,
+    /// Label resolution for PNG.
+    #[arg(long, default_value_t = 300)]
+    pub dpi: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct PrintersArgs {
+    /// Printer URIs to check.
+    #[arg(required = true)]
+    pub uris: Vec<String>,
+    /// Print a calibration label (a DataMatrix that is not postage) on each.
+    #[arg(long)]
+    pub calibrate: bool,
+    /// For one ipps:// printer: fetch the certificate it presents, write it here (PEM) and show its
+    /// SHA-256 fingerprint to compare with the printer's own; then pin it with --printer-cert.
+    #[arg(long)]
+    pub save_cert: Option<PathBuf>,
+    /// Calibration format: png, pdf, raw or zpl (default: pdf for IPP, zpl for socket, png and pdf for files).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// The ipps printer's certificate (PEM), pinned.
+    #[arg(long, env = "STAMPLINE_PRINTER_CERT")]
+    pub printer_cert: Option<PathBuf>,
     /// Label resolution for PNG.
     #[arg(long, default_value_t = 300)]
     pub dpi: u32,

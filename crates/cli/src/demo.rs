@@ -79,6 +79,7 @@ pub async fn demo(a: DemoArgs, out: Out) -> Result<(), CliError> {
             format: vec![],
             out: Some(label.clone()),
             printer: None,
+            printer_cert: None,
             dpi: 300,
         },
     )

@@ -8,6 +8,7 @@ mod buy;
 mod client_cmds;
 mod demo;
 mod output;
+mod print_cmd;
 mod server_cmd;
 mod verify;
 
@@ -57,6 +58,8 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
         Command::Quote(a) => client_cmds::quote(global, a, out).await,
         Command::History(a) => client_cmds::history(global, a, out).await,
         Command::Buy(a) => buy::buy(global, a, out).await,
+        Command::Print(a) => print_cmd::print(global, a, out).await,
+        Command::Printers(a) => print_cmd::printers(a, out).await,
         Command::Verify(a) => verify::verify_cmd(global, a, out).await,
         Command::Audit(a) => server_cmd::audit(a, out),
         Command::Admin(a) => admin::admin(global, a, out).await,

@@ -267,6 +267,29 @@ pub struct StatusOutcome {
     pub balance_mills: u64,
 }
 
+/// How often, and for how long after issue, an item may be printed again (`Store::reprint`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReprintLimits {
+    /// Reprints allowed per item, in its whole life.
+    pub max_reprints: u32,
+    /// How long after issue a reprint is allowed.
+    pub window_ms: i64,
+}
+
+/// The stored and returned result of a reprint request. `item` is serialised as lowercase hex.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReprintOutcome {
+    pub serial: String,
+    /// `issued` (not confirmed yet: the caller confirms after printing) or `printed`.
+    pub status: ItemStatus,
+    #[serde(with = "hex_bytes")]
+    pub item: Vec<u8>,
+    /// Reprints of this item so far, this one included.
+    pub reprints: u32,
+    /// Reprints still allowed after this one.
+    pub reprints_left: u32,
+}
+
 /// An item's life: issued → printed (→ refunded | redeemed), or issued → voided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -421,6 +444,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         refund_window_ms: i64,
         now_ms: i64,
     ) -> Result<StatusOutcome, LedgerError>;
+
+    /// Hands the user's item bytes out again to print, counting and logging it: allowed for an
+    /// `issued` item (its confirmation still pending) or a `printed` one, at most
+    /// `limits.max_reprints` times and within `limits.window_ms` of issue (`ReprintLimit`,
+    /// `ReprintWindowClosed`); audit "reprint". An issued item whose confirmation window has closed
+    /// is voided as expired (that void commits) and the answer is `NotPending { status: Voided }`;
+    /// other states are `NotPending`. A repeated request id answers the first outcome and counts
+    /// once. Stores that do not implement it yet answer `InvalidInput`.
+    fn reprint(
+        &self,
+        key: &RequestKey,
+        serial: &str,
+        limits: ReprintLimits,
+        now_ms: i64,
+    ) -> Result<ReprintOutcome, LedgerError> {
+        let _ = (key, serial, limits, now_ms);
+        Err(LedgerError::InvalidInput(
+            "reprint is not offered by this store".into(),
+        ))
+    }
 
     /// Redeems a printed non-postage item (ticket, coupon, certificate, ...) once: printed →
     /// redeemed. No money moves. `NotRedeemable` for postage, `NotPending` in any other state.

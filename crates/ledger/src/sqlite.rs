@@ -25,8 +25,8 @@ use crate::{
     IssueInput, IssueOutcome, ItemStatus, ItemSummary, LedgerError, MAX_AUDIT_FIELD_LEN,
     MAX_HISTORY_LIMIT, MAX_ITEM_BYTES, MAX_KIND_LEN, MAX_REGISTER_MILLS, MAX_REQUEST_ID_LEN,
     MAX_SERIAL_LEN, MAX_TEXT_LEN, MAX_VOID_BATCH, MAX_WRAPPED_KEY_LEN, MeterState, NewUser,
-    PieceState, RequestKey, Role, SignedItem, StatusOutcome, Store, UserId, UserRecord,
-    customer_account, reserved_account,
+    PieceState, ReprintLimits, ReprintOutcome, RequestKey, Role, SignedItem, StatusOutcome, Store,
+    UserId, UserRecord, customer_account, reserved_account,
 };
 
 pub use schema::SCHEMA_VERSION;
@@ -627,6 +627,85 @@ impl Store for SqliteStore {
         })
     }
 
+    fn reprint(
+        &self,
+        key: &RequestKey,
+        serial: &str,
+        limits: ReprintLimits,
+        now_ms: i64,
+    ) -> Result<ReprintOutcome, LedgerError> {
+        // The inner result lets an expired item's void commit and still fail, as in `confirm`.
+        self.write(|tx| {
+            if let Some(json) = find_outcome(tx, key, OP_REPRINT)? {
+                return Ok(replay(&json));
+            }
+            let user_id = key.user_id;
+            let item = load_item(tx, serial)?
+                .filter(|item| item.user_id == user_id)
+                .ok_or(LedgerError::UnknownItem)?;
+            match item.status {
+                ItemStatus::Issued
+                    if item
+                        .confirm_by_ms
+                        .is_some_and(|deadline| deadline <= now_ms) =>
+                {
+                    void_item(tx, &item, now_ms, ACTOR_SYSTEM, "void_expired")?;
+                    check_user_invariants(tx, user_id)?;
+                    return Ok(Err(LedgerError::NotPending {
+                        status: ItemStatus::Voided,
+                    }));
+                }
+                ItemStatus::Issued | ItemStatus::Printed => {}
+                status => return Ok(Err(LedgerError::NotPending { status })),
+            }
+            if now_ms.saturating_sub(item.issued_at_ms) > limits.window_ms {
+                return Ok(Err(LedgerError::ReprintWindowClosed));
+            }
+            let (done, bytes): (i64, Vec<u8>) = tx.query_row(
+                "SELECT reprints, bytes FROM items WHERE serial = ?1",
+                [serial],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let done = u32::try_from(done)
+                .map_err(|_| LedgerError::Corrupt(format!("reprints of {serial}: {done}")))?;
+            if done >= limits.max_reprints {
+                return Ok(Err(LedgerError::ReprintLimit { reprints: done }));
+            }
+            let reprints = done + 1;
+            let changed = tx.execute(
+                "UPDATE items SET reprints = ?1 WHERE serial = ?2 AND reprints = ?3",
+                params![reprints, serial, done],
+            )?;
+            if changed != 1 {
+                return Err(LedgerError::Invariant(format!(
+                    "item {serial} reprinted during the transaction"
+                )));
+            }
+            let detail = serde_json::json!({
+                "serial": item.serial,
+                "user": user_id,
+                "status": item.status,
+                "reprint": reprints,
+            });
+            append_audit_entry(
+                tx,
+                now_ms,
+                &user_actor(user_id),
+                "reprint",
+                &detail.to_string(),
+            )?;
+            let outcome = ReprintOutcome {
+                serial: item.serial.clone(),
+                status: item.status,
+                item: bytes,
+                reprints,
+                reprints_left: limits.max_reprints - reprints,
+            };
+            store_outcome(tx, key, OP_REPRINT, &outcome, now_ms)?;
+            Ok(Ok(outcome))
+        })?
+    }
+
     fn redeem(&self, serial: &str, actor: &str, now_ms: i64) -> Result<ItemStatus, LedgerError> {
         check_text("actor", actor, 1, MAX_AUDIT_FIELD_LEN)?;
         self.write(|tx| {
@@ -787,6 +866,7 @@ const OP_FUND: &str = "fund";
 const OP_ISSUE: &str = "issue";
 const OP_CONFIRM: &str = "confirm";
 const OP_REFUND: &str = "refund";
+const OP_REPRINT: &str = "reprint";
 
 const KIND_FUND: &str = "fund";
 const KIND_RESERVE: &str = "reserve";

@@ -198,6 +198,11 @@ fn concurrent_issues_never_overdraw() {
 }
 
 #[test]
+fn reprints_are_limited_counted_and_logged() {
+    on_file(testsuite::reprints_are_limited_counted_and_logged);
+}
+
+#[test]
 fn audit_detects_edited_balance() {
     on_file_with_tamper(testsuite::audit_detects_edited_balance);
 }

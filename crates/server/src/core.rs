@@ -49,6 +49,11 @@ pub const PRINT_POLICY: PrintPolicy = PrintPolicy {
     copies: 1,
 };
 
+/// Reprints allowed per item (extension op `reprint`, docs/PROTOCOL.md).
+pub const MAX_REPRINTS: u32 = 3;
+/// How long after issue an item may be reprinted: 24 hours.
+pub const REPRINT_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
 /// Settings of the private tier.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
@@ -597,6 +602,31 @@ impl Core {
                     "serial": out.serial,
                     "status": out.status,
                     "balance_mills": out.balance_mills,
+                }))
+            }
+            Op::Reprint { serial } => {
+                check_serial(&serial)?;
+                let out = blocking(move || {
+                    let key = RequestKey {
+                        user_id,
+                        request_id: &request_id,
+                        fingerprint,
+                    };
+                    let limits = stampline_ledger::ReprintLimits {
+                        max_reprints: MAX_REPRINTS,
+                        window_ms: REPRINT_WINDOW_MS,
+                    };
+                    Ok(core.store.reprint(&key, &serial, limits, now_ms())?)
+                })
+                .await?;
+                tracing::info!(serial = %out.serial, reprint = out.reprints, "item reprinted");
+                Ok(json!({
+                    "serial": out.serial,
+                    "status": out.status,
+                    "item": base64::engine::general_purpose::STANDARD.encode(&out.item),
+                    "reprints": out.reprints,
+                    "reprints_left": out.reprints_left,
+                    "print": PRINT_POLICY,
                 }))
             }
             Op::Refund { serial } => {

@@ -40,6 +40,9 @@ pub mod codes {
     pub const NOT_PENDING: &str = "not_pending";
     pub const REFUND_WINDOW_CLOSED: &str = "refund_window_closed";
     pub const UNSUPPORTED: &str = "unsupported";
+    // Extension `reprint` (issue 6).
+    pub const REPRINT_LIMIT: &str = "reprint_limit";
+    pub const REPRINT_WINDOW_CLOSED: &str = "reprint_window_closed";
     pub const INTERNAL: &str = "internal";
     // Admin ops (extension of v1).
     pub const FORBIDDEN: &str = "forbidden";
@@ -124,6 +127,10 @@ pub enum Op {
         key_id: String,
         reason: String,
     },
+    /// Extension of v1 (docs/PROTOCOL.md): the item's bytes again, to print, counted and limited.
+    Reprint {
+        serial: String,
+    },
 }
 
 impl Op {
@@ -140,6 +147,7 @@ impl Op {
             Op::AdminKeys {} => "admin_keys",
             Op::AdminRotateKey {} => "admin_rotate_key",
             Op::AdminRevokeKey { .. } => "admin_revoke_key",
+            Op::Reprint { .. } => "reprint",
         }
     }
 
@@ -147,12 +155,16 @@ impl Op {
     pub fn is_mutating(&self) -> bool {
         matches!(
             self,
-            Op::Issue { .. } | Op::Confirm { .. } | Op::Fund { .. } | Op::Refund { .. }
+            Op::Issue { .. }
+                | Op::Confirm { .. }
+                | Op::Fund { .. }
+                | Op::Refund { .. }
+                | Op::Reprint { .. }
         )
     }
 }
 
-const OPS: [&str; 11] = [
+const OPS: [&str; 12] = [
     "balance",
     "quote",
     "issue",
@@ -164,6 +176,7 @@ const OPS: [&str; 11] = [
     "admin_keys",
     "admin_rotate_key",
     "admin_revoke_key",
+    "reprint",
 ];
 
 /// A request: its id (also its idempotency key) and its op.
@@ -364,6 +377,14 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, codes::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_reprint_request_parses_and_is_mutating() {
+        let text = r#"{"op":"reprint","id":"6f1c2b1e-6f4f-4d55-9a57-2b8f9b8f2a10","serial":"SL0100000001-1"}"#;
+        let (req, _) = parse_request(text.as_bytes()).unwrap();
+        assert_eq!(req.op.name(), "reprint");
+        assert!(req.op.is_mutating());
     }
 
     #[test]

@@ -6,10 +6,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [V1];
+const MIGRATIONS: [&str; 2] = [V1, V2];
 
 /// Version 1. Tables are STRICT so that a wrong type is an error, never a silent conversion.
 /// Amounts are integer mills. The audit log refuses updates and deletes (a direct edit must drop
@@ -118,6 +118,12 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN
     SELECT RAISE(ABORT, 'audit_log is append-only');
 END;
+";
+
+/// Version 2 (issue 6): how many times each item's bytes were fetched again to print
+/// (`reprint`); every reprint is also in the audit log.
+const V2: &str = "
+ALTER TABLE items ADD COLUMN reprints INTEGER NOT NULL DEFAULT 0 CHECK (reprints >= 0);
 ";
 
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a database written by a newer build.
