@@ -50,7 +50,7 @@ pub enum Command {
     History(HistoryArgs),
     /// Buy postage and print it.
     Buy(BuyArgs),
-    /// Verify a printed item (PNG, or the raw item bytes).
+    /// Verify a printed item (PNG, PDF, or the raw item bytes).
     Verify(VerifyArgs),
     /// Check the ledger, registers and audit log of a data dir.
     Audit(AuditArgs),
@@ -149,16 +149,28 @@ pub struct BuyArgs {
     /// Date of mailing, YYYY-MM-DD (default: today).
     #[arg(long)]
     pub date: Option<String>,
-    /// Output formats (repeatable): png, pdf, raw (the item's bytes). Default: png and pdf.
+    /// Output formats (repeatable): png, pdf, svg, zpl, raw (the item's bytes). Default: png and
+    /// pdf.
     #[arg(long)]
     pub format: Vec<String>,
+    /// Page layout: envelope10 (#10 envelope), label4x6 (shipping label with IMpb), sheet
+    /// (indicia on US Letter). Default: the bare indicium (png, pdf); label4x6 for zpl.
+    #[arg(long)]
+    pub layout: Option<String>,
+    /// Delivery address printed on the layout, lines separated by '|'; a ZIP+4 at its end goes
+    /// into the indicium.
+    #[arg(long)]
+    pub to_address: Option<String>,
+    /// Return address printed on the layout, lines separated by '|'.
+    #[arg(long)]
+    pub from_address: Option<String>,
     /// Output path; the extension is set per format. Default: ./SERIAL.png / .pdf.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Printer URI (file:PATH for now).
     #[arg(long)]
     pub printer: Option<String>,
-    /// Label resolution for PNG.
+    /// Label resolution for PNG and ZPL (203 and 300 for thermal printers, 600).
     #[arg(long, default_value_t = 300)]
     pub dpi: u32,
 }

@@ -6,18 +6,19 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use stampline_client::{Endpoint, Link, LinkError, PublishedKey};
-use stampline_items::{Body, Item};
+use stampline_items::Item;
 use stampline_money::Amount;
 use stampline_wire::Op;
 use uuid::Uuid;
 
 use crate::args::{BuyArgs, Global};
 use crate::client_cmds::{connect, dollars, ok_fields};
+use crate::labels;
 use crate::output::{CliError, Out};
 
-/// Output formats this version writes: PNG and PDF labels, and `raw`, the item's exact bytes
-/// (what `verify` also accepts). The default is PNG and PDF.
-pub const FORMATS: [&str; 3] = ["png", "pdf", "raw"];
+/// Output formats this version writes: PNG, PDF, SVG and ZPL labels, and `raw`, the item's exact
+/// bytes (what `verify` also accepts). The default is PNG and PDF.
+pub const FORMATS: [&str; 5] = ["png", "pdf", "svg", "zpl", "raw"];
 const DEFAULT_FORMATS: [&str; 2] = ["png", "pdf"];
 
 fn today() -> String {
@@ -43,20 +44,16 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn render(item: &Item, bytes: &[u8], format: &str, dpi: u32) -> Result<Vec<u8>, String> {
-    let Body::Postage(indicium) = &item.body else {
-        return Err("only postage is printed by this version".into());
-    };
-    let spec = stampline_label::LabelSpec {
-        item: bytes,
-        lines: indicium.label_lines(),
-        dpi,
-    };
+fn render(
+    item: &Item,
+    bytes: &[u8],
+    format: &str,
+    dpi: u32,
+    choice: &labels::LabelChoice,
+) -> Result<Vec<u8>, String> {
     match format {
-        "png" => stampline_label::render_png(&spec).map_err(|e| e.to_string()),
-        "pdf" => stampline_label::render_pdf(&spec).map_err(|e| e.to_string()),
         "raw" => Ok(bytes.to_vec()),
-        other => Err(format!("format {other} is not rendered by this version")),
+        other => labels::render(item, bytes, other, dpi, choice),
     }
 }
 
@@ -83,12 +80,13 @@ pub async fn do_buy(ep: &Endpoint, link: &Link, a: &BuyArgs) -> Result<Value, Cl
     if let Some(f) = formats.iter().find(|f| !FORMATS.contains(&f.as_str())) {
         return Err(CliError::new(
             "unsupported",
-            format!("format {f:?}: this version writes png, pdf and raw"),
+            format!("format {f:?}: this version writes png, pdf, svg, zpl and raw"),
         ));
     }
     if !(100..=1200).contains(&a.dpi) {
         return Err(CliError::new("bad_request", "--dpi must be 100 to 1200"));
     }
+    let (choice, to_zip) = labels::choose(a, &formats)?;
     let out_base: Option<PathBuf> = match (&a.printer, &a.out) {
         (Some(p), _) => Some(PathBuf::from(p.strip_prefix("file:").ok_or_else(|| {
             CliError::new("unsupported", "this version prints to file:PATH only")
@@ -102,7 +100,7 @@ pub async fn do_buy(ep: &Endpoint, link: &Link, a: &BuyArgs) -> Result<Value, Cl
         kind: "postage".into(),
         postage_mills: postage.mills(),
         from_zip: a.from.clone(),
-        to_zip: a.to.clone(),
+        to_zip,
         mail_date: a.date.clone().unwrap_or_else(today),
         class: a.class.clone(),
     };
@@ -134,7 +132,7 @@ pub async fn do_buy(ep: &Endpoint, link: &Link, a: &BuyArgs) -> Result<Value, Cl
         }
         let mut files = Vec::new();
         for format in &formats {
-            let data = render(&item, &item_bytes, format, a.dpi)?;
+            let data = render(&item, &item_bytes, format, a.dpi, &choice)?;
             let path = match &out_base {
                 Some(base) => base.with_extension(format),
                 None => PathBuf::from(format!("{serial}.{format}")),

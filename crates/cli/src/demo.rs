@@ -80,6 +80,9 @@ pub async fn demo(a: DemoArgs, out: Out) -> Result<(), CliError> {
             out: Some(label.clone()),
             printer: None,
             dpi: 300,
+            layout: None,
+            to_address: None,
+            from_address: None,
         },
     )
     .await?;

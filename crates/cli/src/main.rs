@@ -6,6 +6,7 @@ mod args;
 mod buy;
 mod client_cmds;
 mod demo;
+mod labels;
 mod output;
 mod server_cmd;
 mod verify;
