@@ -6,7 +6,7 @@
 //! resolutions. The text is 11 pt Helvetica (cap height 2.8 mm), the base-14 Type 1 font every
 //! PDF reader has, so nothing is embedded.
 
-use pdf_writer::{Content, Name, Pdf, Rect, Ref, Str};
+use pdf_writer::{Content, Filter, Name, Pdf, Rect, Ref, Str};
 
 use crate::{
     LabelError, LabelSpec, QUIET_ZONE_MODULES, datamatrix,
@@ -210,6 +210,9 @@ pub(crate) struct PdfPages {
     next_id: i32,
 }
 
+/// zlib level for page content streams: 6 is the usual speed/size balance.
+const DEFLATE_LEVEL: u8 = 6;
+
 const CATALOG_ID: Ref = Ref::new(1);
 const PAGES_ID: Ref = Ref::new(2);
 const PAGE_FONT_ID: Ref = Ref::new(3);
@@ -239,7 +242,11 @@ impl PdfPages {
             .contents(content_id);
         pdf_page.resources().fonts().pair(FONT_NAME, PAGE_FONT_ID);
         drop(pdf_page);
-        self.pdf.stream(content_id, &page_content(page));
+        let compressed =
+            miniz_oxide::deflate::compress_to_vec_zlib(&page_content(page), DEFLATE_LEVEL);
+        self.pdf
+            .stream(content_id, &compressed)
+            .filter(Filter::FlateDecode);
         self.page_ids.push(page_id);
         Ok(())
     }
