@@ -142,9 +142,11 @@ pub struct BuyArgs {
     /// Weight in ounces (rated purchases come with the rate engine).
     #[arg(long)]
     pub weight_oz: Option<String>,
-    #[arg(long)]
+    /// Origin ZIP (required except with --batch).
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub from: String,
-    #[arg(long)]
+    /// Destination ZIP or ZIP+4 (required except with --batch).
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub to: String,
     /// Date of mailing, YYYY-MM-DD (default: today).
     #[arg(long)]
@@ -164,6 +166,10 @@ pub struct BuyArgs {
     /// Return address printed on the layout, lines separated by '|'.
     #[arg(long)]
     pub from_address: Option<String>,
+    /// Buy one piece per row of a CSV file (to_address, from_address, class, weight_oz,
+    /// postage) and print them all into one PDF (default) or ZPL file.
+    #[arg(long)]
+    pub batch: Option<PathBuf>,
     /// Output path; the extension is set per format. Default: ./SERIAL.png / .pdf.
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -191,6 +191,9 @@ pub async fn do_buy(ep: &Endpoint, link: &Link, a: &BuyArgs) -> Result<Value, Cl
 }
 
 pub async fn buy(global: &Global, a: BuyArgs, out: Out) -> Result<(), CliError> {
+    if let Some(file) = &a.batch {
+        return crate::batch::buy_batch(global, &a, file, out).await;
+    }
     let (ep, link) = connect(global).await?;
     let v = do_buy(&ep, &link, &a).await?;
     let _ = link.bye().await;

@@ -83,6 +83,7 @@ pub async fn demo(a: DemoArgs, out: Out) -> Result<(), CliError> {
             layout: None,
             to_address: None,
             from_address: None,
+            batch: None,
         },
     )
     .await?;

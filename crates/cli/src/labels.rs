@@ -110,6 +110,12 @@ pub struct LabelChoice {
 /// Everything `buy` needs from its label flags, checked before anything is charged: the layout
 /// and addresses, and the destination for the `issue` request.
 pub fn choose(a: &BuyArgs, formats: &[String]) -> Result<(LabelChoice, String), CliError> {
+    if a.from.is_empty() || a.to.is_empty() {
+        return Err(CliError::new(
+            "bad_request",
+            "give --from ZIP and --to ZIP (or --batch FILE.csv)",
+        ));
+    }
     let choice = LabelChoice {
         layout: choose_layout(a.layout.as_deref(), formats)?,
         from: match &a.from_address {

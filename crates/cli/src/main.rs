@@ -3,6 +3,7 @@
 //! the integration tests run this binary for real.
 
 mod args;
+mod batch;
 mod buy;
 mod client_cmds;
 mod demo;

@@ -341,3 +341,210 @@ fn bad_layout_and_address_flags_are_refused_before_anything_is_charged() {
     }
     assert_eq!(server.balance_mills("cy"), before);
 }
+
+fn write_csv(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_batch_charges_each_row_and_prints_them_all_into_one_pdf() {
+    let server = TestServer::start();
+    funded(&server, "dee");
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write_csv(
+        dir.path(),
+        "pieces.csv",
+        "to_address,from_address,class,postage\n\
+         \"Charles Babbage|1600 Main St, Apt 4|San Francisco CA 94105-0004\",Ann|1 Main St|Boston MA 02134,priority-mail,9.35\n\
+         Grace Hopper|2 Navy Yard|Arlington VA 22202,,,0.78\n\
+         Alan Turing|3 Bletchley Rd|Princeton NJ 08540,,first-class-flat,1.50\n",
+    );
+    let out = dir.path().join("batch");
+    let v = server.ok(
+        "dee",
+        &[
+            "buy",
+            "--batch",
+            s(&csv),
+            "--from",
+            "02134",
+            "--out",
+            s(&out),
+        ],
+    );
+    assert_eq!(v["complete"], true, "{v}");
+    assert_eq!(v["rows"], 3);
+    assert_eq!(v["printed"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["voided"].as_array().unwrap().len(), 0);
+    assert_eq!(v["postage_mills"], 9_350 + 780 + 1_500);
+    assert_eq!(v["balance_mills"], 20_000 - 11_630);
+    assert_eq!(server.balance_mills("dee"), 20_000 - 11_630);
+    let pdf = std::fs::read(out.with_extension("pdf")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&pdf).contains("/Count 3"),
+        "three pages"
+    );
+    if pdftoppm_available() {
+        // The first page is the first row's piece.
+        let first = server.ok("dee", &["verify", s(&out.with_extension("pdf"))]);
+        assert_eq!(first["valid"], true, "{first}");
+        assert_eq!(first["serial"], v["printed"][0]);
+        assert_eq!(first["amount_mills"], 9_350);
+    }
+    // ZPL: one ^XA…^XZ label per row.
+    server.ok(
+        "dee",
+        &[
+            "fund",
+            "--amount",
+            "20",
+            "--card",
+            "4242424242424242",
+            "--exp",
+            "12/30",
+            "--cvc",
+            "123",
+        ],
+    );
+    let zpl_out = dir.path().join("thermal");
+    let v = server.ok(
+        "dee",
+        &[
+            "buy",
+            "--batch",
+            s(&csv),
+            "--from",
+            "02134",
+            "--format",
+            "zpl",
+            "--dpi",
+            "203",
+            "--out",
+            s(&zpl_out),
+        ],
+    );
+    assert_eq!(v["complete"], true, "{v}");
+    let zpl = std::fs::read_to_string(zpl_out.with_extension("zpl")).unwrap();
+    assert_eq!(zpl.matches("^XA").count(), 3);
+    assert_eq!(zpl.matches("^XZ").count(), 3);
+}
+
+#[test]
+fn a_batch_that_runs_out_of_funds_prints_what_it_charged_and_says_which_rows_were_not() {
+    let server = TestServer::start();
+    funded(&server, "eve");
+    let dir = tempfile::tempdir().unwrap();
+    let row = "Grace Hopper|2 Navy Yard|Arlington VA 22202,8.00\n";
+    let csv = write_csv(
+        dir.path(),
+        "big.csv",
+        &format!("to_address,postage\n{row}{row}{row}{row}"),
+    );
+    let out = dir.path().join("partial");
+    let (ok, v) = server.run(
+        "eve",
+        &[
+            "buy",
+            "--batch",
+            s(&csv),
+            "--from",
+            "02134",
+            "--out",
+            s(&out),
+        ],
+    );
+    assert!(!ok, "an incomplete batch exits non-zero: {v}");
+    assert_eq!(v["complete"], false);
+    assert_eq!(v["printed"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["not_charged_from_row"], 3);
+    assert_eq!(v["error"]["code"], "insufficient_funds");
+    assert_eq!(server.balance_mills("eve"), 20_000 - 16_000);
+    let pdf = std::fs::read(out.with_extension("pdf")).unwrap();
+    assert!(String::from_utf8_lossy(&pdf).contains("/Count 2"));
+    // The printed pieces are printed, not pending.
+    for serial in v["printed"].as_array().unwrap() {
+        let history = server.ok("eve", &["history", "--limit", "10"]);
+        let item = history["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["serial"] == *serial)
+            .unwrap()
+            .clone();
+        assert_eq!(item["status"], "printed");
+    }
+}
+
+#[test]
+fn a_batch_with_a_bad_row_is_refused_before_anything_is_charged() {
+    let server = TestServer::start();
+    funded(&server, "fay");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("no_zip.csv", "to_address,postage\nA|B|C,0.78\n"),
+        (
+            "bad_amount.csv",
+            "to_address,postage\nA|B|Boston MA 02134,0.0001\n",
+        ),
+        (
+            "unknown.csv",
+            "to_address,colour\nA|B|Boston MA 02134,red\n",
+        ),
+        (
+            "no_price.csv",
+            "to_address,weight_oz\nA|B|Boston MA 02134,2\n",
+        ),
+        ("empty.csv", "to_address,postage\n"),
+        (
+            "second_bad.csv",
+            "to_address,postage\nA|B|Boston MA 02134,0.78\nA|B|C|D|E|F|G|Boston MA 02134,0.78\n",
+        ),
+    ] {
+        let csv = write_csv(dir.path(), name, text);
+        let v = server.fails_with(
+            "fay",
+            &["buy", "--batch", s(&csv), "--from", "02134"],
+            "bad_batch",
+        );
+        assert!(v["message"].as_str().unwrap().len() > 5, "{name}: {v}");
+    }
+    assert_eq!(server.balance_mills("fay"), 20_000);
+}
+
+#[test]
+fn a_batch_that_cannot_be_printed_voids_every_charged_piece() {
+    let server = TestServer::start();
+    funded(&server, "gus");
+    let dir = tempfile::tempdir().unwrap();
+    let row = "Grace Hopper|2 Navy Yard|Arlington VA 22202,1.00\n";
+    let csv = write_csv(
+        dir.path(),
+        "two.csv",
+        &format!("to_address,postage\n{row}{row}"),
+    );
+    let out = dir.path().join("no such directory").join("labels");
+    let (ok, v) = server.run(
+        "gus",
+        &[
+            "buy",
+            "--batch",
+            s(&csv),
+            "--from",
+            "02134",
+            "--out",
+            s(&out),
+        ],
+    );
+    assert!(!ok, "{v}");
+    assert_eq!(v["voided"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["printed"].as_array().unwrap().len(), 0);
+    assert!(v["print_error"].as_str().unwrap().contains("cannot write"));
+    assert_eq!(v["file"], Value::Null);
+    assert_eq!(
+        server.balance_mills("gus"),
+        20_000,
+        "voided pieces are refunded at once"
+    );
+}
