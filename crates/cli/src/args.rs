@@ -56,7 +56,7 @@ pub enum Command {
     Print(PrintArgs),
     /// Show printers' state; with --calibrate, print a calibration label (not postage).
     Printers(PrintersArgs),
-    /// Verify a printed item (PNG, or the raw item bytes).
+    /// Verify a printed item (PNG, PDF, or the raw item bytes).
     Verify(VerifyArgs),
     /// Check the ledger, registers and audit log of a data dir.
     Audit(AuditArgs),
@@ -165,17 +165,34 @@ pub struct BuyArgs {
     /// Weight in ounces: the postage is the rate for it (or --postage, if not lower).
     #[arg(long)]
     pub weight_oz: Option<String>,
-    #[arg(long)]
+    /// Origin ZIP (required except with --batch).
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub from: String,
-    #[arg(long)]
+    /// Destination ZIP or ZIP+4 (required except with --batch).
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub to: String,
     /// Date of mailing, YYYY-MM-DD (default: today).
     #[arg(long)]
     pub date: Option<String>,
-    /// Output formats (repeatable): png, pdf, raw (the item's bytes), zpl. Default: png and pdf
+    /// Output formats (repeatable): png, pdf, svg, zpl, raw (the item's bytes). Default: png and pdf
     /// for files, pdf for IPP, zpl for socket://.
     #[arg(long)]
     pub format: Vec<String>,
+    /// Page layout: envelope10 (#10 envelope), label4x6 (shipping label with IMpb), sheet
+    /// (indicia on US Letter). Default: the bare indicium (png, pdf); label4x6 for zpl.
+    #[arg(long)]
+    pub layout: Option<String>,
+    /// Delivery address printed on the layout, lines separated by '|'; a ZIP+4 at its end goes
+    /// into the indicium.
+    #[arg(long)]
+    pub to_address: Option<String>,
+    /// Return address printed on the layout, lines separated by '|'.
+    #[arg(long)]
+    pub from_address: Option<String>,
+    /// Buy one piece per row of a CSV file (to_address, from_address, class, weight_oz,
+    /// postage) and print them all into one PDF (default) or ZPL file.
+    #[arg(long)]
+    pub batch: Option<PathBuf>,
     /// Output path; the extension is set per format. Default: ./SERIAL.png / .pdf.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -226,7 +243,7 @@ pub struct PrintersArgs {
     /// The ipps printer's certificate (PEM), pinned.
     #[arg(long, env = "STAMPLINE_PRINTER_CERT")]
     pub printer_cert: Option<PathBuf>,
-    /// Label resolution for PNG.
+    /// Label resolution for PNG and ZPL (203 and 300 for thermal printers, 600).
     #[arg(long, default_value_t = 300)]
     pub dpi: u32,
 }

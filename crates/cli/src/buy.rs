@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use stampline_client::print::DocFormat;
 use stampline_client::{Endpoint, Link, LinkError, PublishedKey};
 use stampline_items::Item;
 use stampline_money::Amount;
@@ -12,12 +13,13 @@ use uuid::Uuid;
 
 use crate::args::{BuyArgs, Global};
 use crate::client_cmds::{connect, dollars, ok_fields};
+use crate::labels;
 use crate::output::{CliError, Out};
 use crate::print_cmd;
 
-/// Output formats this version writes: PNG and PDF labels, `raw`, the item's exact bytes (what
-/// `verify` also accepts), and `zpl` for thermal printers. Files default to PNG and PDF.
-pub const FORMATS: [&str; 4] = ["png", "pdf", "raw", "zpl"];
+/// Output formats this version writes: PNG, PDF, SVG and ZPL labels, and `raw`, the item's exact
+/// bytes (what `verify` also accepts). Files default to PNG and PDF; printers choose theirs.
+pub const FORMATS: [&str; 5] = ["png", "pdf", "svg", "zpl", "raw"];
 const DEFAULT_FORMATS: [&str; 2] = ["png", "pdf"];
 
 fn today() -> String {
@@ -111,12 +113,19 @@ pub async fn do_buy(ep: &Endpoint, link: &Link, a: &BuyArgs) -> Result<Value, Cl
     if let Some(f) = a.format.iter().find(|f| !FORMATS.contains(&f.as_str())) {
         return Err(CliError::new(
             "unsupported",
-            format!("format {f:?}: this version writes png, pdf, raw and zpl"),
+            format!("format {f:?}: this version writes png, pdf, svg, zpl and raw"),
         ));
     }
     if !(100..=1200).contains(&a.dpi) {
         return Err(CliError::new("bad_request", "--dpi must be 100 to 1200"));
     }
+    let label_formats: Vec<String> = if a.format.is_empty() {
+        DEFAULT_FORMATS.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        a.format.clone()
+    };
+    // Layout and addresses are checked before anything is charged.
+    let (choice, to_zip) = labels::choose(a, &label_formats)?;
     let printer_targets = match &a.printer {
         Some(uri) => {
             let options = print_cmd::print_options(a.printer_cert.as_deref())?;
@@ -131,7 +140,7 @@ pub async fn do_buy(ep: &Endpoint, link: &Link, a: &BuyArgs) -> Result<Value, Cl
         kind: "postage".into(),
         postage_mills: postage.mills(),
         from_zip: a.from.clone(),
-        to_zip: a.to.clone(),
+        to_zip,
         mail_date: a.date.clone().unwrap_or_else(today),
         class: a.class.clone(),
         weight_oz,
@@ -218,7 +227,11 @@ pub async fn do_buy(ep: &Endpoint, link: &Link, a: &BuyArgs) -> Result<Value, Cl
     let lost = link.watch_lost();
     let reports = print_cmd::finish_jobs(
         jobs,
-        |format| print_cmd::render(&item, &item_bytes, format, a.dpi),
+        |format| match (choice.layout, format) {
+            (None, _) => print_cmd::render(&item, &item_bytes, format, a.dpi),
+            (Some(_), DocFormat::Raw) => Ok(item_bytes.clone()),
+            (Some(_), f) => labels::render(&item, &item_bytes, f.name(), a.dpi, &choice),
+        },
         &lost,
     )
     .await;
@@ -240,6 +253,9 @@ pub async fn do_buy(ep: &Endpoint, link: &Link, a: &BuyArgs) -> Result<Value, Cl
 }
 
 pub async fn buy(global: &Global, a: BuyArgs, out: Out) -> Result<(), CliError> {
+    if let Some(file) = &a.batch {
+        return crate::batch::buy_batch(global, &a, file, out).await;
+    }
     let (ep, link) = connect(global).await?;
     let v = do_buy(&ep, &link, &a).await?;
     let _ = link.bye().await;

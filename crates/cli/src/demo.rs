@@ -81,6 +81,10 @@ pub async fn demo(a: DemoArgs, out: Out) -> Result<(), CliError> {
             printer: None,
             printer_cert: None,
             dpi: 300,
+            layout: None,
+            to_address: None,
+            from_address: None,
+            batch: None,
         },
     )
     .await?;

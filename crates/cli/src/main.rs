@@ -4,9 +4,11 @@
 
 mod admin;
 mod args;
+mod batch;
 mod buy;
 mod client_cmds;
 mod demo;
+mod labels;
 mod output;
 mod print_cmd;
 mod server_cmd;

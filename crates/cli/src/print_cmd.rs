@@ -196,6 +196,7 @@ fn render_label(
         DocFormat::Png => stampline_label::render_png(&spec).map_err(|e| e.to_string()),
         DocFormat::Pdf => stampline_label::render_pdf(&spec).map_err(|e| e.to_string()),
         DocFormat::Raw => Ok(bytes.to_vec()),
+        DocFormat::Svg => Err("svg needs --layout".into()),
         DocFormat::Zpl => {
             let png = stampline_label::render_png(&spec).map_err(|e| e.to_string())?;
             zpl_from_png(&png)

@@ -57,6 +57,8 @@ pub enum DocFormat {
     Raw,
     /// Zebra ZPL II for thermal printers on the raw port: the label as one `^GF` graphic.
     Zpl,
+    /// An SVG drawing of a layout (files only).
+    Svg,
 }
 
 impl DocFormat {
@@ -67,6 +69,7 @@ impl DocFormat {
             DocFormat::Png => "png",
             DocFormat::Raw => "raw",
             DocFormat::Zpl => "zpl",
+            DocFormat::Svg => "svg",
         }
     }
 
@@ -75,6 +78,7 @@ impl DocFormat {
         match self {
             DocFormat::Pdf => "application/pdf",
             DocFormat::Png => "image/png",
+            DocFormat::Svg => "image/svg+xml",
             // No registered type for ZPL: printers that take it over IPP auto-sense it.
             DocFormat::Raw | DocFormat::Zpl => "application/octet-stream",
         }
@@ -85,6 +89,7 @@ impl DocFormat {
             "pdf" => Some(DocFormat::Pdf),
             "png" => Some(DocFormat::Png),
             "raw" => Some(DocFormat::Raw),
+            "svg" => Some(DocFormat::Svg),
             "zpl" => Some(DocFormat::Zpl),
             _ => None,
         }
