@@ -529,10 +529,12 @@ mod tests {
             DocFormat::Png,
             DocFormat::Raw,
             DocFormat::Zpl,
+            DocFormat::Svg,
         ] {
             assert_eq!(DocFormat::parse(f.name()), Some(f));
         }
         assert_eq!(DocFormat::Png.mime(), "image/png");
-        assert_eq!(DocFormat::parse("svg"), None);
+        assert_eq!(DocFormat::Svg.mime(), "image/svg+xml");
+        assert_eq!(DocFormat::parse("tiff"), None);
     }
 }
