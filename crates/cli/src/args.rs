@@ -54,6 +54,77 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Check the ledger, registers and audit log of a data dir.
     Audit(AuditArgs),
+    /// Run a stand-in for the licensing system or the bank as an HTTPS service.
+    Sandbox(SandboxArgs),
+    /// Operator commands run on the server's machine (reconcile, usage report).
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    #[command(subcommand)]
+    pub service: SandboxService,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxService {
+    /// The postal licensing system (CMLS) stand-in.
+    Cmls(SandboxServiceArgs),
+    /// The financial system (card processor and ACH) stand-in.
+    Bank(SandboxServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxServiceArgs {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// State, TLS identity and trust.pem (default ./stampline-cmls or ./stampline-bank).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Bank: how long an ACH debit stays pending before it settles.
+    #[arg(long)]
+    pub settle_after_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Compare our ledger with the bank's and CMLS's records; exit 1 on any difference.
+    Reconcile(ExternalArgs),
+    /// Send CMLS the daily usage report of every device.
+    ReportUsage(ReportUsageArgs),
+}
+
+/// The server's data dir and where its CMLS and bank are (as given to `stampline server`).
+#[derive(Debug, Args)]
+pub struct ExternalArgs {
+    #[arg(long, default_value = "./stampline-data")]
+    pub data_dir: PathBuf,
+    /// sqlite (default, in the data dir).
+    #[arg(long)]
+    pub database: Option<String>,
+    #[arg(long, requires = "cmls_trust")]
+    pub cmls: Option<String>,
+    #[arg(long)]
+    pub cmls_trust: Option<PathBuf>,
+    #[arg(long, requires = "bank_trust")]
+    pub bank: Option<String>,
+    #[arg(long)]
+    pub bank_trust: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportUsageArgs {
+    #[command(flatten)]
+    pub external: ExternalArgs,
+    /// The day reported, YYYY-MM-DD (default: today, UTC).
+    #[arg(long)]
+    pub date: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -69,11 +140,26 @@ pub struct ServerArgs {
     #[arg(long)]
     pub psd: Option<String>,
     /// Licensing system URL (default: built-in sandbox).
-    #[arg(long)]
+    #[arg(long, requires = "cmls_trust")]
     pub cmls: Option<String>,
     /// Financial system URL (default: built-in sandbox).
-    #[arg(long)]
+    #[arg(long, requires = "bank_trust")]
     pub bank: Option<String>,
+    /// The licensing system's trust.pem (its pinned certificate).
+    #[arg(long)]
+    pub cmls_trust: Option<PathBuf>,
+    /// The financial system's trust.pem (its pinned certificate).
+    #[arg(long)]
+    pub bank_trust: Option<PathBuf>,
+    /// Time limit of one call to CMLS or the bank (retried up to 3 times).
+    #[arg(long, default_value_t = 10_000)]
+    pub external_timeout_ms: u64,
+    /// How often EFT debits are checked for returns.
+    #[arg(long, default_value_t = 900_000)]
+    pub settlement_poll_ms: u64,
+    /// How often the daily usage report is sent to CMLS (0 = only by `stampline admin report-usage`).
+    #[arg(long, default_value_t = 86_400_000)]
+    pub usage_report_ms: u64,
     #[arg(long, default_value = "all")]
     pub role: String,
     #[arg(long, default_value_t = 5000)]

@@ -6,6 +6,7 @@ mod args;
 mod buy;
 mod client_cmds;
 mod demo;
+mod external;
 mod output;
 mod server_cmd;
 mod verify;
@@ -57,5 +58,7 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
         Command::Buy(a) => buy::buy(global, a, out).await,
         Command::Verify(a) => verify::verify_cmd(global, a, out).await,
         Command::Audit(a) => server_cmd::audit(a, out),
+        Command::Sandbox(a) => external::sandbox(a, out).await,
+        Command::Admin(a) => external::admin(a, out).await,
     }
 }

@@ -30,12 +30,6 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
             "this version has the software crypto device only",
         ));
     }
-    if a.cmls.is_some() || a.bank.is_some() {
-        return Err(unsupported(
-            "--cmls/--bank",
-            "this version uses the built-in sandboxes only",
-        ));
-    }
     if a.role != "all" {
         return Err(unsupported(
             "--role",
@@ -49,6 +43,13 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
         ));
     }
     let mut cfg = ServerConfig::new(a.data_dir.clone());
+    cfg.external = crate::external::external_config(
+        a.cmls.as_ref().zip(a.cmls_trust.as_ref()),
+        a.bank.as_ref().zip(a.bank_trust.as_ref()),
+    );
+    cfg.external.timeout = std::time::Duration::from_millis(a.external_timeout_ms.max(1));
+    cfg.external.settlement_poll = std::time::Duration::from_millis(a.settlement_poll_ms.max(1));
+    cfg.external.usage_report = std::time::Duration::from_millis(a.usage_report_ms);
     cfg.hostnames = a.hostname.clone();
     cfg.beat_interval_ms = a.beat_interval_ms;
     cfg.beat_timeout_ms = a.beat_timeout_ms;

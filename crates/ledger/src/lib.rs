@@ -214,6 +214,20 @@ pub struct FundInput<'a> {
     pub last4: Option<&'a str>,
 }
 
+/// A payment as our ledger records it (reconciliation, settlement checks).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRow {
+    pub payment_id: String,
+    pub user_id: UserId,
+    pub method: String,
+    pub amount_mills: u64,
+    pub at_ms: i64,
+    /// When the bank returned it (ACH), if it did.
+    pub returned_at_ms: Option<i64>,
+    /// The bank payment that paid a returned debit's debt.
+    pub paid_by: Option<String>,
+}
+
 /// The stored and returned result of a fund request.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FundOutcome {
@@ -468,6 +482,35 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// transfer; each transfer is logged once; the audit log's seq is contiguous and its hash chain
     /// intact. Deleting the newest audit entries is only caught when they logged a transfer.
     fn audit(&self) -> Result<AuditReport, LedgerError>;
+
+    /// Every payment we credited (and debts paid), oldest first, with any ACH return.
+    fn payments(&self) -> Result<Vec<PaymentRow>, LedgerError>;
+
+    /// The bank returned this ACH debit: record it, which locks its user until the debt is paid.
+    /// Returns the user when the return is new; `None` when it was already recorded.
+    /// `UnknownItem`-free: an unknown payment id is `InvalidInput`.
+    fn record_payment_return(
+        &self,
+        payment_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<UserId>, LedgerError>;
+
+    /// The user's returned debits not yet paid (non-empty = the account is locked).
+    fn open_returns(&self, user_id: UserId) -> Result<Vec<PaymentRow>, LedgerError>;
+
+    /// Records `paid_by` (a bank payment of exactly the returned amount) as paying the returned
+    /// debit; the request's outcome is stored with it. No ledger transfer: the balance stays.
+    /// Audit "return_paid".
+    fn pay_return(
+        &self,
+        key: &RequestKey,
+        returned_payment_id: &str,
+        paid_by: &str,
+        now_ms: i64,
+    ) -> Result<FundOutcome, LedgerError>;
+
+    /// Every meter, by user id.
+    fn meters(&self) -> Result<Vec<MeterState>, LedgerError>;
 }
 
 /// Serde helper: bytes as lowercase hex.

@@ -8,6 +8,7 @@
 //! expression into a float.
 
 mod audit;
+mod payments;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -117,6 +118,36 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn payments(&self) -> Result<Vec<crate::PaymentRow>, LedgerError> {
+        self.read(|tx| payments::list(tx))
+    }
+
+    fn record_payment_return(
+        &self,
+        payment_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<UserId>, LedgerError> {
+        self.write(|tx| payments::record_return(tx, payment_id, now_ms))
+    }
+
+    fn open_returns(&self, user_id: UserId) -> Result<Vec<crate::PaymentRow>, LedgerError> {
+        self.read(|tx| payments::open_returns(tx, user_id))
+    }
+
+    fn pay_return(
+        &self,
+        key: &RequestKey,
+        returned_payment_id: &str,
+        paid_by: &str,
+        now_ms: i64,
+    ) -> Result<FundOutcome, LedgerError> {
+        self.write(|tx| payments::pay_return(tx, key, returned_payment_id, paid_by, now_ms))
+    }
+
+    fn meters(&self) -> Result<Vec<MeterState>, LedgerError> {
+        self.read(|tx| payments::meters(tx))
+    }
+
     fn create_user(&self, u: &NewUser, now_ms: i64) -> Result<UserId, LedgerError> {
         check_text("user", &u.user, 1, MAX_TEXT_LEN)?;
         check_text("user_key", &u.user_key, 1, MAX_TEXT_LEN)?;

@@ -30,6 +30,9 @@ use zeroize::Zeroizing;
 
 use crate::clock::now_ms;
 
+mod funding;
+pub use funding::{Difference, ReconcileReport, SettlementReport};
+
 /// The largest single funding, in mills ($5,000).
 pub const MAX_FUND_MILLS: u64 = 5_000_000;
 /// The largest postage the indicium's 3-byte field holds, in mills ($16,777.215).
@@ -345,12 +348,7 @@ impl Core {
                     state: form.state.clone(),
                     zip: form.zip.clone(),
                 })
-                .map_err(|e| match e {
-                    CmlsError::Refused(m) => CoreError::refused("license_refused", m),
-                    CmlsError::Unavailable(m) => {
-                        CoreError::Unavailable(format!("licensing system unavailable: {m}"))
-                    }
-                })?;
+                .map_err(cmls_error)?;
             let model = DEVICE_MODEL.as_bytes();
             let device_id = DeviceId::new(
                 [model[0], model[1], model[2], model[3]],
@@ -358,6 +356,7 @@ impl Core {
             )
             .map_err(|e| CoreError::Internal(e.to_string()))?
             .to_string();
+            core.register_device(&license.license_id, &device_id)?;
             core.store.create_user(
                 &NewUser {
                     user: form.user.clone(),
@@ -550,6 +549,7 @@ impl Core {
                 mail_date,
                 class,
             } => {
+                self.refuse_if_locked(user_id).await?;
                 let order = PostageOrder::check(
                     &kind,
                     postage_mills,
@@ -664,11 +664,27 @@ impl Core {
         let amount = Amount::from_mills(amount_mills)
             .ok_or_else(|| CoreError::refused(codes::BAD_AMOUNT, "amount too large"))?;
         let idem = format!("{user_id}:{request_id}");
+        let open_returns = self.store.open_returns(user_id)?;
+        if let Some(returned) = open_returns.first() {
+            return self.pay_returned_debit(
+                user_id,
+                request_id,
+                fingerprint,
+                returned,
+                amount_mills,
+                payment,
+            );
+        }
         let (method, token, last4, paid) = match &payment {
             Payment::Card(card) => {
                 let t = self
                     .bank
-                    .tokenize_card(&card.number.0, &card.exp, &card.cvc.0)
+                    .tokenize_card(
+                        &card.number.0,
+                        &card.exp,
+                        &card.cvc.0,
+                        &format!("{idem}:token"),
+                    )
                     .map_err(bank_error)?;
                 let paid = self
                     .bank
@@ -714,6 +730,7 @@ impl Core {
             && let Ok(b) = self.store.balance(user_id)
             && let Err(e) = self.cmls.report_reset(
                 &user.device_id,
+                &out.payment_id,
                 amount_mills,
                 b.ascending_mills,
                 b.descending_mills,
@@ -798,6 +815,16 @@ impl Core {
     }
 }
 
+fn cmls_error(e: CmlsError) -> CoreError {
+    match e {
+        CmlsError::Refused(m) => CoreError::refused("license_refused", m),
+        CmlsError::Unknown(m) => CoreError::Internal(format!("CMLS does not know {m}")),
+        CmlsError::Unavailable(m) => CoreError::Unavailable(format!(
+            "licensing system unavailable: {m}; nothing was registered, try again"
+        )),
+    }
+}
+
 enum Payment {
     Card(stampline_wire::Card),
     Eft(stampline_wire::Eft),
@@ -812,9 +839,17 @@ fn bank_error(e: BankError) -> CoreError {
         BankError::Declined | BankError::InsufficientFunds => codes::CARD_DECLINED,
         BankError::BadAmount => codes::BAD_AMOUNT,
         BankError::KeyReused => codes::ID_REUSED,
-        BankError::Unavailable(_) => codes::PAYMENT_FAILED,
+        BankError::Unavailable(_)
+        | BankError::BadKey
+        | BankError::UnknownPayment
+        | BankError::BadState(_) => codes::PAYMENT_FAILED,
     };
-    CoreError::refused(code, e.to_string())
+    let message = if code == codes::PAYMENT_FAILED {
+        format!("{e}; nothing was credited; retry with the same request id")
+    } else {
+        e.to_string()
+    };
+    CoreError::refused(code, message)
 }
 
 fn check_serial(serial: &str) -> Result<(), CoreError> {

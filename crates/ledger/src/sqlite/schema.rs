@@ -6,10 +6,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [V1];
+const MIGRATIONS: [&str; 2] = [V1, V2];
 
 /// Version 1. Tables are STRICT so that a wrong type is an error, never a silent conversion.
 /// Amounts are integer mills. The audit log refuses updates and deletes (a direct edit must drop
@@ -118,6 +118,20 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN
     SELECT RAISE(ABORT, 'audit_log is append-only');
 END;
+";
+
+/// Version 2 (issue 7): ACH debits the bank returned. An open row (`paid_by` NULL) locks the user
+/// until the debt is paid; `paid_by` is the bank payment that paid it (no ledger transfer: the
+/// value credited by the returned debit stays, now backed by that payment).
+const V2: &str = "
+CREATE TABLE payment_returns (
+    payment_id     TEXT PRIMARY KEY REFERENCES payments (payment_id),
+    user_id        INTEGER NOT NULL REFERENCES users (id),
+    amount_mills   INTEGER NOT NULL CHECK (amount_mills > 0),
+    returned_at_ms INTEGER NOT NULL,
+    paid_by        TEXT UNIQUE,
+    paid_at_ms     INTEGER
+) STRICT;
 ";
 
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a database written by a newer build.

@@ -1,0 +1,194 @@
+//! Payments as the bank sees them: the list for reconciliation, ACH returns that lock a user until
+//! the debt is paid (issue 7), and the list of meters for the daily usage report.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    append_audit_entry, balance_of, check_text, find_outcome, replay, store_outcome, to_u64,
+};
+use crate::{
+    FundOutcome, LedgerError, MeterState, PaymentRow, RequestKey, UserId, customer_account,
+};
+
+const OP_PAY_RETURN: &str = "fund";
+const MAX_ID_LEN: usize = 200;
+
+fn row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, i64, String, i64, i64, Option<i64>, Option<String>)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn to_row(
+    raw: (String, i64, String, i64, i64, Option<i64>, Option<String>),
+) -> Result<PaymentRow, LedgerError> {
+    let (payment_id, user_id, method, amount, at_ms, returned_at_ms, paid_by) = raw;
+    Ok(PaymentRow {
+        payment_id,
+        user_id,
+        method,
+        amount_mills: to_u64(amount, "payment amount")?,
+        at_ms,
+        returned_at_ms,
+        paid_by,
+    })
+}
+
+const SELECT: &str = "SELECT p.payment_id, p.user_id, p.method, p.amount_mills, p.at_ms,
+        r.returned_at_ms, r.paid_by
+     FROM payments p LEFT JOIN payment_returns r ON r.payment_id = p.payment_id";
+
+pub(super) fn list(conn: &Connection) -> Result<Vec<PaymentRow>, LedgerError> {
+    let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY p.at_ms, p.payment_id"))?;
+    let raws = stmt.query_map([], row)?.collect::<Result<Vec<_>, _>>()?;
+    raws.into_iter().map(to_row).collect()
+}
+
+pub(super) fn open_returns(
+    conn: &Connection,
+    user_id: UserId,
+) -> Result<Vec<PaymentRow>, LedgerError> {
+    let mut stmt = conn.prepare(&format!(
+        "{SELECT} WHERE r.user_id = ?1 AND r.paid_by IS NULL ORDER BY r.returned_at_ms"
+    ))?;
+    let raws = stmt
+        .query_map([user_id], row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    raws.into_iter().map(to_row).collect()
+}
+
+pub(super) fn record_return(
+    conn: &Connection,
+    payment_id: &str,
+    now_ms: i64,
+) -> Result<Option<UserId>, LedgerError> {
+    check_text("payment_id", payment_id, 1, MAX_ID_LEN)?;
+    let payment: Option<(i64, String, i64)> = conn
+        .query_row(
+            "SELECT user_id, method, amount_mills FROM payments WHERE payment_id = ?1",
+            [payment_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((user_id, method, amount)) = payment else {
+        return Err(LedgerError::InvalidInput(format!(
+            "no payment {payment_id} to return"
+        )));
+    };
+    if method != "eft" {
+        return Err(LedgerError::InvalidInput(
+            "only EFT debits can be returned".into(),
+        ));
+    }
+    let known: Option<i64> = conn
+        .query_row(
+            "SELECT returned_at_ms FROM payment_returns WHERE payment_id = ?1",
+            [payment_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if known.is_some() {
+        return Ok(None);
+    }
+    conn.execute(
+        "INSERT INTO payment_returns (payment_id, user_id, amount_mills, returned_at_ms)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![payment_id, user_id, amount, now_ms],
+    )?;
+    let detail = serde_json::json!({"payment_id": payment_id, "user_id": user_id,
+        "amount_mills": amount})
+    .to_string();
+    append_audit_entry(conn, now_ms, "bank", "payment_returned", &detail)?;
+    Ok(Some(user_id))
+}
+
+pub(super) fn pay_return(
+    conn: &Connection,
+    key: &RequestKey<'_>,
+    returned_payment_id: &str,
+    paid_by: &str,
+    now_ms: i64,
+) -> Result<FundOutcome, LedgerError> {
+    if let Some(json) = find_outcome(conn, key, OP_PAY_RETURN)? {
+        return replay(&json);
+    }
+    check_text("paid_by", paid_by, 1, MAX_ID_LEN)?;
+    let open: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT user_id, amount_mills FROM payment_returns
+             WHERE payment_id = ?1 AND paid_by IS NULL",
+            [returned_payment_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((user_id, amount)) = open else {
+        return Err(LedgerError::InvalidInput(
+            "no open return with that payment id".into(),
+        ));
+    };
+    if user_id != key.user_id {
+        return Err(LedgerError::InvalidInput(
+            "that return belongs to another user".into(),
+        ));
+    }
+    conn.execute(
+        "UPDATE payment_returns SET paid_by = ?1, paid_at_ms = ?2 WHERE payment_id = ?3",
+        params![paid_by, now_ms, returned_payment_id],
+    )?;
+    let outcome = FundOutcome {
+        payment_id: paid_by.to_owned(),
+        amount_mills: to_u64(amount, "amount")?,
+        balance_mills: to_u64(
+            balance_of(conn, &customer_account(user_id))?,
+            "customer balance",
+        )?,
+    };
+    store_outcome(conn, key, OP_PAY_RETURN, &outcome, now_ms)?;
+    let detail = serde_json::json!({"payment_id": returned_payment_id, "paid_by": paid_by,
+        "user_id": user_id, "amount_mills": amount})
+    .to_string();
+    append_audit_entry(conn, now_ms, "bank", "return_paid", &detail)?;
+    Ok(outcome)
+}
+
+pub(super) fn meters(conn: &Connection) -> Result<Vec<MeterState>, LedgerError> {
+    let mut stmt = conn.prepare(
+        "SELECT user_id, device_id, license_id, ascending_mills, descending_mills, piece, seal
+         FROM meters ORDER BY user_id",
+    )?;
+    let raws = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, Option<Vec<u8>>>(6)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    raws.into_iter()
+        .map(|(user_id, device_id, license_id, asc, desc, piece, seal)| {
+            Ok(MeterState {
+                user_id,
+                device_id,
+                license_id,
+                ascending_mills: to_u64(asc, "ascending register")?,
+                descending_mills: to_u64(desc, "descending register")?,
+                piece: u32::try_from(piece)
+                    .map_err(|_| LedgerError::Corrupt(format!("piece {piece} out of range")))?,
+                seal,
+            })
+        })
+        .collect()
+}

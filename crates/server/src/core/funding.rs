@@ -1,0 +1,353 @@
+//! Issue 7: the links to CMLS and the bank beyond a single funding — device registration with the
+//! signing key, ACH returns that lock an account until the debt is paid, the daily usage report,
+//! and reconciliation of our ledger with the bank's and CMLS's records.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use stampline_ledger::{FundOutcome, PaymentRow, RequestKey, UserId};
+use stampline_money::Amount;
+use stampline_sandbox::{PaymentStatus, RETURN_WINDOW_MS, UsageReport};
+
+use super::{Core, CoreError, Payment, bank_error, blocking, cmls_error};
+use crate::clock::now_ms;
+
+/// The code of a request refused because a returned debit locks the account.
+pub const ACCOUNT_LOCKED: &str = "account_locked";
+
+/// One difference between our records and an outside system's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    /// snake_case: `missing_at_bank`, `unknown_at_bank`, `amount_differs`, `method_differs`,
+    /// `return_not_recorded`, `return_unknown_to_bank`, `refunded_at_bank`,
+    /// `device_not_at_cmls`, `device_unknown_here`, `resets_differ`.
+    pub kind: String,
+    /// The payment or device id.
+    pub id: String,
+    pub detail: String,
+}
+
+/// What `stampline admin reconcile` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReconcileReport {
+    pub clean: bool,
+    pub payments_checked: usize,
+    pub devices_checked: usize,
+    pub differences: Vec<Difference>,
+}
+
+/// What a settlement check found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SettlementReport {
+    pub checked: usize,
+    /// Payment ids newly recorded as returned (their users are now locked).
+    pub returned: Vec<String>,
+}
+
+fn money(mills: u64) -> String {
+    Amount::from_mills(mills).map_or_else(|| format!("{mills} mills"), |a| a.to_string())
+}
+
+fn locked_message(r: &PaymentRow) -> String {
+    format!(
+        "account locked: the EFT debit {} of {} was returned by the bank; pay exactly {} by card to unlock it",
+        r.payment_id,
+        money(r.amount_mills),
+        money(r.amount_mills)
+    )
+}
+
+impl Core {
+    /// Register a newly licensed device with CMLS, with the key that will sign for it.
+    pub(super) fn register_device(
+        &self,
+        license_id: &str,
+        device_id: &str,
+    ) -> Result<(), CoreError> {
+        let key_id = self.psd.current_signing_key();
+        let spki = self
+            .psd
+            .published_keys()
+            .into_iter()
+            .find(|k| k.key_id == key_id)
+            .map(|k| k.spki_der)
+            .ok_or_else(|| CoreError::Internal("signing key is not published".into()))?;
+        self.cmls
+            .register_device(license_id, device_id, &key_id.to_string(), &spki)
+            .map_err(cmls_error)
+    }
+
+    /// `account_locked` while a returned debit is unpaid.
+    pub(super) async fn refuse_if_locked(
+        self: &Arc<Self>,
+        user_id: UserId,
+    ) -> Result<(), CoreError> {
+        let core = Arc::clone(self);
+        let open = blocking(move || Ok(core.store.open_returns(user_id)?)).await?;
+        match open.first() {
+            Some(r) => Err(CoreError::refused(ACCOUNT_LOCKED, locked_message(r))),
+            None => Ok(()),
+        }
+    }
+
+    /// A locked user pays the returned debit: by card, exactly its amount. Nothing is credited
+    /// (the returned debit's value is still on the balance); the lock ends.
+    pub(super) fn pay_returned_debit(
+        &self,
+        user_id: UserId,
+        request_id: &str,
+        fingerprint: [u8; 32],
+        returned: &PaymentRow,
+        amount_mills: u64,
+        payment: Payment,
+    ) -> Result<FundOutcome, CoreError> {
+        let Payment::Card(card) = payment else {
+            return Err(CoreError::refused(ACCOUNT_LOCKED, locked_message(returned)));
+        };
+        if amount_mills != returned.amount_mills {
+            return Err(CoreError::refused(ACCOUNT_LOCKED, locked_message(returned)));
+        }
+        let idem = format!("{user_id}:{request_id}");
+        let t = self
+            .bank
+            .tokenize_card(
+                &card.number.0,
+                &card.exp,
+                &card.cvc.0,
+                &format!("{idem}:token"),
+            )
+            .map_err(bank_error)?;
+        let paid = self
+            .bank
+            .charge(&t.token, amount_mills, &idem)
+            .map_err(bank_error)?;
+        let key = RequestKey {
+            user_id,
+            request_id,
+            fingerprint,
+        };
+        Ok(self
+            .store
+            .pay_return(&key, &returned.payment_id, &paid.payment_id, now_ms())?)
+    }
+
+    /// Ask the bank about every EFT debit still inside the return window; record the returned
+    /// ones, which locks their users.
+    pub async fn check_settlements(self: &Arc<Self>) -> Result<SettlementReport, CoreError> {
+        let core = Arc::clone(self);
+        blocking(move || {
+            let now = now_ms();
+            let mut report = SettlementReport::default();
+            for p in core.store.payments()? {
+                if p.method != "eft"
+                    || p.returned_at_ms.is_some()
+                    || now.saturating_sub(p.at_ms) > RETURN_WINDOW_MS
+                {
+                    continue;
+                }
+                report.checked += 1;
+                let record = core.bank.payment(&p.payment_id).map_err(bank_error)?;
+                if record.status == PaymentStatus::Returned
+                    && core
+                        .store
+                        .record_payment_return(&p.payment_id, now)?
+                        .is_some()
+                {
+                    tracing::warn!(payment = %p.payment_id, user = p.user_id,
+                        "an EFT debit was returned; the account is locked until it is paid");
+                    report.returned.push(p.payment_id);
+                }
+            }
+            Ok(report)
+        })
+        .await
+    }
+
+    /// Send CMLS the usage report of every device for `date` (YYYY-MM-DD): what it printed since
+    /// the last report CMLS holds, and its registers now. Returns (device, flags) per device.
+    pub async fn send_usage_reports(
+        self: &Arc<Self>,
+        date: String,
+    ) -> Result<Vec<(String, Vec<String>)>, CoreError> {
+        let core = Arc::clone(self);
+        blocking(move || {
+            let mut out = Vec::new();
+            for m in core.store.meters()? {
+                let status = core.cmls.device_status(&m.device_id).map_err(cmls_error)?;
+                let (prev_piece, prev_asc) = status
+                    .last_report
+                    .as_ref()
+                    .map_or((0, 0), |r| (r.last_piece, r.ascending_mills));
+                let report = UsageReport {
+                    device_id: m.device_id.clone(),
+                    date: date.clone(),
+                    pieces: u64::from(m.piece).saturating_sub(prev_piece),
+                    postage_mills: m.ascending_mills.saturating_sub(prev_asc),
+                    last_piece: u64::from(m.piece),
+                    ascending_mills: m.ascending_mills,
+                    descending_mills: m.descending_mills,
+                };
+                let flags = core.cmls.report_usage(&report).map_err(cmls_error)?;
+                out.push((m.device_id, flags));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Compare our payments with the bank's and our meters with CMLS's devices; list every
+    /// difference.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<ReconcileReport, CoreError> {
+        let core = Arc::clone(self);
+        blocking(move || {
+            let ours = core.store.payments()?;
+            let theirs = core.bank.payments().map_err(bank_error)?;
+            let meters = core.store.meters()?;
+            let devices = core.cmls.devices().map_err(cmls_error)?;
+            Ok(compare(&ours, &theirs, &meters, &devices))
+        })
+        .await
+    }
+}
+
+fn diff(kind: &str, id: &str, detail: String) -> Difference {
+    Difference {
+        kind: kind.into(),
+        id: id.into(),
+        detail,
+    }
+}
+
+/// The reconciliation rules, pure so they can be tested alone.
+pub fn compare(
+    ours: &[PaymentRow],
+    theirs: &[stampline_sandbox::PaymentRecord],
+    meters: &[stampline_ledger::MeterState],
+    devices: &[stampline_sandbox::DeviceStatus],
+) -> ReconcileReport {
+    let mut out = Vec::new();
+    // What we expect the bank to hold: every credited payment, and every debt payment.
+    let mut expected: BTreeMap<&str, (u64, &str, bool)> = BTreeMap::new();
+    for p in ours {
+        expected.insert(
+            &p.payment_id,
+            (p.amount_mills, &p.method, p.returned_at_ms.is_some()),
+        );
+        if let Some(by) = &p.paid_by {
+            expected.insert(by, (p.amount_mills, "card", false));
+        }
+    }
+    let bank: BTreeMap<&str, &stampline_sandbox::PaymentRecord> =
+        theirs.iter().map(|r| (r.payment_id.as_str(), r)).collect();
+    for (id, (amount, method, returned)) in &expected {
+        let Some(r) = bank.get(id) else {
+            out.push(diff(
+                "missing_at_bank",
+                id,
+                format!("we credited {} the bank does not show", money(*amount)),
+            ));
+            continue;
+        };
+        if r.amount_mills != *amount {
+            out.push(diff(
+                "amount_differs",
+                id,
+                format!("ours {}, bank {}", money(*amount), money(r.amount_mills)),
+            ));
+        }
+        if r.method != *method {
+            out.push(diff(
+                "method_differs",
+                id,
+                format!("ours {method}, bank {}", r.method),
+            ));
+        }
+        let bank_returned = r.status == PaymentStatus::Returned;
+        if bank_returned && !returned {
+            out.push(diff(
+                "return_not_recorded",
+                id,
+                "the bank returned this debit; run the settlement check".into(),
+            ));
+        }
+        if !bank_returned && *returned {
+            out.push(diff(
+                "return_unknown_to_bank",
+                id,
+                format!("we hold it returned; the bank says {}", r.status.as_str()),
+            ));
+        }
+        if r.refunded_mills > 0 {
+            out.push(diff(
+                "refunded_at_bank",
+                id,
+                format!(
+                    "the bank refunded {} we have no record of",
+                    money(r.refunded_mills)
+                ),
+            ));
+        }
+    }
+    for r in theirs {
+        if !expected.contains_key(r.payment_id.as_str()) {
+            out.push(diff(
+                "unknown_at_bank",
+                &r.payment_id,
+                format!(
+                    "the bank holds a {} {} payment ({}) we never credited",
+                    money(r.amount_mills),
+                    r.method,
+                    r.status.as_str()
+                ),
+            ));
+        }
+    }
+    // CMLS: every meter registered, and the resets it holds = what we credited per device.
+    let mut funded: BTreeMap<i64, u64> = BTreeMap::new();
+    for p in ours {
+        let e = funded.entry(p.user_id).or_default();
+        *e = e.saturating_add(p.amount_mills);
+    }
+    let at_cmls: BTreeMap<&str, &stampline_sandbox::DeviceStatus> =
+        devices.iter().map(|d| (d.device_id.as_str(), d)).collect();
+    for m in meters {
+        let Some(d) = at_cmls.get(m.device_id.as_str()) else {
+            out.push(diff(
+                "device_not_at_cmls",
+                &m.device_id,
+                "our meter's device is not registered with CMLS".into(),
+            ));
+            continue;
+        };
+        let ours = funded.get(&m.user_id).copied().unwrap_or(0);
+        if d.reset_total_mills != ours {
+            out.push(diff(
+                "resets_differ",
+                &m.device_id,
+                format!(
+                    "we credited {}, CMLS holds resets of {}",
+                    money(ours),
+                    money(d.reset_total_mills)
+                ),
+            ));
+        }
+    }
+    let ours_devices: std::collections::BTreeSet<&str> =
+        meters.iter().map(|m| m.device_id.as_str()).collect();
+    for d in devices {
+        if d.status == "active" && !ours_devices.contains(d.device_id.as_str()) {
+            out.push(diff(
+                "device_unknown_here",
+                &d.device_id,
+                "CMLS holds an active device we have no meter for".into(),
+            ));
+        }
+    }
+    ReconcileReport {
+        clean: out.is_empty(),
+        payments_checked: expected.len().max(theirs.len()),
+        devices_checked: meters.len().max(devices.len()),
+        differences: out,
+    }
+}
