@@ -10,12 +10,13 @@ use crate::{
     FundOutcome, LedgerError, MeterState, PaymentRow, RequestKey, UserId, customer_account,
 };
 
+/// A payments row as read: id, user, method, amount, time, returned at, paid by.
+type RawPayment = (String, i64, String, i64, i64, Option<i64>, Option<String>);
+
 const OP_PAY_RETURN: &str = "fund";
 const MAX_ID_LEN: usize = 200;
 
-fn row(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(String, i64, String, i64, i64, Option<i64>, Option<String>)> {
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawPayment> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -27,9 +28,7 @@ fn row(
     ))
 }
 
-fn to_row(
-    raw: (String, i64, String, i64, i64, Option<i64>, Option<String>),
-) -> Result<PaymentRow, LedgerError> {
+fn to_row(raw: RawPayment) -> Result<PaymentRow, LedgerError> {
     let (payment_id, user_id, method, amount, at_ms, returned_at_ms, paid_by) = raw;
     Ok(PaymentRow {
         payment_id,
