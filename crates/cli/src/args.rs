@@ -54,10 +54,36 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Check the ledger, registers and audit log of a data dir.
     Audit(AuditArgs),
+    /// Show the payment methods offered, the standing authorisation and any lock.
+    PaymentOptions,
+    /// Authorise automatic refills from a card below a threshold, up to a cap (or --off).
+    AutoRefill(AutoRefillArgs),
     /// Run a stand-in for the licensing system or the bank as an HTTPS service.
     Sandbox(SandboxArgs),
     /// Operator commands run on the server's machine (reconcile, usage report).
     Admin(AdminArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AutoRefillArgs {
+    /// Refill when the balance falls below this many dollars.
+    #[arg(long, required_unless_present = "off")]
+    pub threshold: Option<String>,
+    /// Dollars per refill.
+    #[arg(long, required_unless_present = "off")]
+    pub amount: Option<String>,
+    /// Most dollars all refills under this authorisation may charge.
+    #[arg(long, required_unless_present = "off")]
+    pub cap: Option<String>,
+    #[arg(long, required_unless_present = "off", requires_all = ["exp", "cvc"])]
+    pub card: Option<String>,
+    #[arg(long)]
+    pub exp: Option<String>,
+    #[arg(long)]
+    pub cvc: Option<String>,
+    /// Remove the standing authorisation.
+    #[arg(long, conflicts_with_all = ["threshold", "amount", "cap", "card"])]
+    pub off: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod buy;
 mod client_cmds;
 mod demo;
 mod external;
+mod funding_cmds;
 mod output;
 mod server_cmd;
 mod verify;
@@ -58,6 +59,8 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
         Command::Buy(a) => buy::buy(global, a, out).await,
         Command::Verify(a) => verify::verify_cmd(global, a, out).await,
         Command::Audit(a) => server_cmd::audit(a, out),
+        Command::PaymentOptions => funding_cmds::payment_options(global, out).await,
+        Command::AutoRefill(a) => funding_cmds::auto_refill(global, a, out).await,
         Command::Sandbox(a) => external::sandbox(a, out).await,
         Command::Admin(a) => external::admin(a, out).await,
     }

@@ -344,6 +344,10 @@ fn a_bank_that_times_out_after_charging_is_retried_with_the_same_key_and_charges
     assert_eq!(payments.len(), 1, "charged once: {payments:?}");
     assert_eq!(payments[0]["amount_mills"], 20_000);
     assert_eq!(w.ok("ann", &["balance"])["balance_mills"], 20_000);
+    // The first attempt did time out (the server logged it) before the retry found the charge.
+    let logs = std::fs::read_to_string(w.dir.path().join("logs.txt")).unwrap();
+    assert!(logs.contains("external call failed"), "no retry logged");
+    assert!(logs.contains("drop_after_commit"), "no fault injected");
 }
 
 #[test]
@@ -494,4 +498,46 @@ fn registration_fails_cleanly_while_cmls_is_down_and_succeeds_when_retried() {
     let (ok, reg) = w.register("ann");
     assert!(ok, "the retry registers: {reg}");
     assert!(reg["device_id"].as_str().unwrap().starts_with("SL01"));
+}
+
+#[test]
+fn auto_refill_tops_up_below_the_threshold_once_and_stops_at_the_cap() {
+    let w = World::start(&[]);
+    assert!(w.register("ann").0);
+    let opts = w.ok("ann", &["payment-options"]);
+    assert_eq!(opts["methods"], json!(["card", "eft"]));
+    assert_eq!(opts["auto_refill"]["active"], false);
+    assert!(w.fund_card("ann", "2").0);
+    let set = w.ok("ann", &["auto-refill", "--threshold", "1.50", "--amount", "5", "--cap", "5", "--card", CARD, "--exp", "12/30", "--cvc", "123"]);
+    assert_eq!(set["auto_refill"]["last4"], "4242");
+    let out = tempfile::tempdir().unwrap();
+    let label = out.path().join("label").to_str().unwrap().to_owned();
+    let buy = |postage: &str| {
+        w.ok("ann", &["buy", "--postage", postage, "--from", "02134", "--to", "94105", "--format", "raw", "--out", &label]);
+    };
+    let wait_for_balance = |mills: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let b = w.ok("ann", &["balance"])["balance_mills"].as_u64().unwrap();
+            if b == mills {
+                return;
+            }
+            assert!(Instant::now() < deadline, "balance {b}, expected {mills}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    buy("0.78"); // 2.000 - 0.780 = 1.220 < 1.50: one refill of 5.
+    wait_for_balance(6_220);
+    buy("5"); // 1.220 again, but the cap is used up.
+    std::thread::sleep(Duration::from_millis(1_000));
+    wait_for_balance(1_220);
+    let card_payments: Vec<Value> = bank_payments(&w).into_iter().filter(|p| p["method"] == "card").collect();
+    assert_eq!(card_payments.len(), 2, "the funding and one refill: {card_payments:?}");
+    let opts = w.ok("ann", &["payment-options"]);
+    assert_eq!(opts["auto_refill"]["used_mills"], 5_000);
+    let (clean, r) = w.reconcile();
+    assert!(clean, "{r}");
+    let mut hits = Vec::new();
+    find_in_files(w.dir.path(), CARD.as_bytes(), &mut hits);
+    assert!(hits.is_empty(), "card number found in {hits:?}");
 }

@@ -214,6 +214,23 @@ pub struct FundInput<'a> {
     pub last4: Option<&'a str>,
 }
 
+/// A standing authorisation to refill the balance from a saved card.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoRefill {
+    /// The processor's token (never the card number) and the card's last four digits.
+    pub token: String,
+    pub last4: String,
+    /// Refill when the spendable balance falls below this.
+    pub threshold_mills: u64,
+    /// Each refill charges this much.
+    pub amount_mills: u64,
+    /// The refills under this authorisation never total more than this.
+    pub cap_mills: u64,
+    pub used_mills: u64,
+    /// How many refills so far (the next one's number).
+    pub refills: u64,
+}
+
 /// A payment as our ledger records it (reconciliation, settlement checks).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRow {
@@ -511,6 +528,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Every meter, by user id.
     fn meters(&self) -> Result<Vec<MeterState>, LedgerError>;
+
+    /// Sets (or with `None` removes) the user's standing authorisation for auto-refill. A new
+    /// authorisation starts with nothing used. Audit "auto_refill_set".
+    /// `key` is the request's idempotency key: a repeat changes nothing more.
+    fn set_auto_refill(
+        &self,
+        key: &RequestKey,
+        auth: Option<&AutoRefill>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// The user's standing authorisation, if any.
+    fn auto_refill(&self, user_id: UserId) -> Result<Option<AutoRefill>, LedgerError>;
+
+    /// Counts refill number `refill` (of `amount_mills`) against the cap, once: only when the
+    /// stored count is still `refill`. Returns whether it counted.
+    fn count_auto_refill(
+        &self,
+        user_id: UserId,
+        refill: u64,
+        amount_mills: u64,
+    ) -> Result<bool, LedgerError>;
+
+    /// The amount of one of the user's items (`None`: no such item of this user).
+    fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError>;
 }
 
 /// Serde helper: bytes as lowercase hex.

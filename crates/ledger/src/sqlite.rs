@@ -148,6 +148,32 @@ impl Store for SqliteStore {
         self.read(|tx| payments::meters(tx))
     }
 
+    fn set_auto_refill(
+        &self,
+        key: &RequestKey,
+        auth: Option<&crate::AutoRefill>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.write(|tx| payments::set_auto_refill(tx, key, auth, now_ms))
+    }
+
+    fn auto_refill(&self, user_id: UserId) -> Result<Option<crate::AutoRefill>, LedgerError> {
+        self.read(|tx| payments::auto_refill(tx, user_id))
+    }
+
+    fn count_auto_refill(
+        &self,
+        user_id: UserId,
+        refill: u64,
+        amount_mills: u64,
+    ) -> Result<bool, LedgerError> {
+        self.write(|tx| payments::count_auto_refill(tx, user_id, refill, amount_mills))
+    }
+
+    fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError> {
+        self.read(|tx| payments::item_amount(tx, user_id, serial))
+    }
+
     fn create_user(&self, u: &NewUser, now_ms: i64) -> Result<UserId, LedgerError> {
         check_text("user", &u.user, 1, MAX_TEXT_LEN)?;
         check_text("user_key", &u.user_key, 1, MAX_TEXT_LEN)?;

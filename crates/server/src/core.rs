@@ -541,6 +541,24 @@ impl Core {
                 Ok(json!({ "items": items }))
             }
             Op::Bye {} => Ok(json!({})),
+            Op::PaymentOptions {} => self.payment_options(user_id).await,
+            Op::AutoRefill {
+                threshold_mills,
+                amount_mills,
+                cap_mills,
+                card,
+                off,
+            } => {
+                let order = funding::AutoRefillOrder {
+                    threshold_mills,
+                    amount_mills,
+                    cap_mills,
+                    card,
+                    off,
+                };
+                self.set_auto_refill(user_id, request_id, fingerprint, order)
+                    .await
+            }
             Op::Issue {
                 kind,
                 postage_mills,
@@ -558,8 +576,11 @@ impl Core {
                     &mail_date,
                     &class,
                 )?;
-                self.issue_postage(user_id, request_id, fingerprint, order, session)
-                    .await
+                let out = self
+                    .issue_postage(user_id, request_id, fingerprint, order, session)
+                    .await?;
+                self.spawn_refill_check(user_id);
+                Ok(out)
             }
             Op::Confirm { serial, printed } => {
                 check_serial(&serial)?;
@@ -587,7 +608,11 @@ impl Core {
                         request_id: &request_id,
                         fingerprint,
                     };
-                    Ok(core.store.refund(&key, &serial, window, now_ms())?)
+                    let out = core.store.refund(&key, &serial, window, now_ms())?;
+                    if out.status == ItemStatus::Refunded {
+                        core.report_refund(user_id, &serial);
+                    }
+                    Ok(out)
                 })
                 .await?;
                 Ok(json!({

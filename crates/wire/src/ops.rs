@@ -40,6 +40,7 @@ pub mod codes {
     pub const NOT_PENDING: &str = "not_pending";
     pub const REFUND_WINDOW_CLOSED: &str = "refund_window_closed";
     pub const UNSUPPORTED: &str = "unsupported";
+    pub const ACCOUNT_LOCKED: &str = "account_locked";
     pub const INTERNAL: &str = "internal";
 }
 
@@ -104,6 +105,23 @@ pub enum Op {
         limit: u32,
     },
     Bye {},
+    /// Extension (issue 7): the payment methods offered, the standing authorisation, any lock.
+    PaymentOptions {},
+    /// Extension (issue 7): set a standing authorisation to refill from a card when the balance
+    /// falls below `threshold_mills` (`amount_mills` each time, at most `cap_mills` in all), or
+    /// remove it with `off: true`.
+    AutoRefill {
+        #[serde(default)]
+        threshold_mills: u64,
+        #[serde(default)]
+        amount_mills: u64,
+        #[serde(default)]
+        cap_mills: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        card: Option<Card>,
+        #[serde(default)]
+        off: bool,
+    },
 }
 
 impl Op {
@@ -117,6 +135,8 @@ impl Op {
             Op::Refund { .. } => "refund",
             Op::History { .. } => "history",
             Op::Bye {} => "bye",
+            Op::PaymentOptions {} => "payment_options",
+            Op::AutoRefill { .. } => "auto_refill",
         }
     }
 
@@ -124,13 +144,26 @@ impl Op {
     pub fn is_mutating(&self) -> bool {
         matches!(
             self,
-            Op::Issue { .. } | Op::Confirm { .. } | Op::Fund { .. } | Op::Refund { .. }
+            Op::Issue { .. }
+                | Op::Confirm { .. }
+                | Op::Fund { .. }
+                | Op::Refund { .. }
+                | Op::AutoRefill { .. }
         )
     }
 }
 
-const OPS: [&str; 8] = [
-    "balance", "quote", "issue", "confirm", "fund", "refund", "history", "bye",
+const OPS: [&str; 10] = [
+    "balance",
+    "quote",
+    "issue",
+    "confirm",
+    "fund",
+    "refund",
+    "history",
+    "bye",
+    "payment_options",
+    "auto_refill",
 ];
 
 /// A request: its id (also its idempotency key) and its op.

@@ -7,13 +7,14 @@ use super::{
     append_audit_entry, balance_of, check_text, find_outcome, replay, store_outcome, to_u64,
 };
 use crate::{
-    FundOutcome, LedgerError, MeterState, PaymentRow, RequestKey, UserId, customer_account,
+    AutoRefill, FundOutcome, LedgerError, MeterState, PaymentRow, RequestKey, UserId, customer_account,
 };
 
 /// A payments row as read: id, user, method, amount, time, returned at, paid by.
 type RawPayment = (String, i64, String, i64, i64, Option<i64>, Option<String>);
 
 const OP_PAY_RETURN: &str = "fund";
+const OP_AUTO_REFILL: &str = "auto_refill";
 const MAX_ID_LEN: usize = 200;
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawPayment> {
@@ -190,4 +191,121 @@ pub(super) fn meters(conn: &Connection) -> Result<Vec<MeterState>, LedgerError> 
             })
         })
         .collect()
+}
+
+pub(super) fn item_amount(
+    conn: &Connection,
+    user_id: UserId,
+    serial: &str,
+) -> Result<Option<u64>, LedgerError> {
+    let amount: Option<i64> = conn
+        .query_row(
+            "SELECT amount_mills FROM items WHERE serial = ?1 AND user_id = ?2",
+            params![serial, user_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    amount.map(|a| to_u64(a, "item amount")).transpose()
+}
+
+fn mills(value: u64) -> Result<i64, LedgerError> {
+    i64::try_from(value).map_err(|_| LedgerError::Overflow)
+}
+
+pub(super) fn set_auto_refill(
+    conn: &Connection,
+    key: &RequestKey<'_>,
+    auth: Option<&AutoRefill>,
+    now_ms: i64,
+) -> Result<(), LedgerError> {
+    if find_outcome(conn, key, OP_AUTO_REFILL)?.is_some() {
+        return Ok(());
+    }
+    let user_id = key.user_id;
+    super::require_meter(conn, user_id)?;
+    conn.execute("DELETE FROM auto_refills WHERE user_id = ?1", [user_id])?;
+    let detail = match auth {
+        None => serde_json::json!({"user_id": user_id, "active": false}),
+        Some(a) => {
+            check_text("token", &a.token, 1, MAX_ID_LEN)?;
+            if a.last4.len() != 4 || !a.last4.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(LedgerError::InvalidInput("last4 must be four digits".into()));
+            }
+            if a.amount_mills == 0 || a.cap_mills < a.amount_mills {
+                return Err(LedgerError::InvalidInput(
+                    "refill amount must be positive and within the cap".into(),
+                ));
+            }
+            conn.execute(
+                "INSERT INTO auto_refills (user_id, token, last4, threshold_mills, amount_mills,
+                     cap_mills, used_mills, refills, set_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7)",
+                params![
+                    user_id,
+                    a.token,
+                    a.last4,
+                    mills(a.threshold_mills)?,
+                    mills(a.amount_mills)?,
+                    mills(a.cap_mills)?,
+                    now_ms
+                ],
+            )?;
+            serde_json::json!({"user_id": user_id, "active": true, "last4": a.last4,
+                "threshold_mills": a.threshold_mills, "amount_mills": a.amount_mills,
+                "cap_mills": a.cap_mills})
+        }
+    };
+    store_outcome(conn, key, OP_AUTO_REFILL, &detail, now_ms)?;
+    append_audit_entry(conn, now_ms, "user", "auto_refill_set", &detail.to_string())?;
+    Ok(())
+}
+
+pub(super) fn auto_refill(
+    conn: &Connection,
+    user_id: UserId,
+) -> Result<Option<AutoRefill>, LedgerError> {
+    let row: Option<(String, String, i64, i64, i64, i64, i64)> = conn
+        .query_row(
+            "SELECT token, last4, threshold_mills, amount_mills, cap_mills, used_mills, refills
+             FROM auto_refills WHERE user_id = ?1",
+            [user_id],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            },
+        )
+        .optional()?;
+    row.map(|(token, last4, threshold, amount, cap, used, refills)| {
+        Ok(AutoRefill {
+            token,
+            last4,
+            threshold_mills: to_u64(threshold, "threshold")?,
+            amount_mills: to_u64(amount, "refill amount")?,
+            cap_mills: to_u64(cap, "cap")?,
+            used_mills: to_u64(used, "used")?,
+            refills: to_u64(refills, "refills")?,
+        })
+    })
+    .transpose()
+}
+
+pub(super) fn count_auto_refill(
+    conn: &Connection,
+    user_id: UserId,
+    refill: u64,
+    amount_mills: u64,
+) -> Result<bool, LedgerError> {
+    let changed = conn.execute(
+        "UPDATE auto_refills SET used_mills = used_mills + ?1, refills = refills + 1
+         WHERE user_id = ?2 AND refills = ?3 AND used_mills + ?1 <= cap_mills",
+        params![mills(amount_mills)?, user_id, mills(refill)?],
+    )?;
+    Ok(changed == 1)
 }

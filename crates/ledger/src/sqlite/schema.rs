@@ -120,7 +120,9 @@ BEGIN
 END;
 ";
 
-/// Version 2 (issue 7): ACH debits the bank returned. An open row (`paid_by` NULL) locks the user
+/// Version 2 (issue 7): standing authorisations for auto-refill (the processor's token and the
+/// last four digits, a threshold, an amount per refill and a cap on their total; `refills` numbers
+/// them, so one need is charged once); and ACH debits the bank returned. An open row (`paid_by` NULL) locks the user
 /// until the debt is paid; `paid_by` is the bank payment that paid it (no ledger transfer: the
 /// value credited by the returned debit stays, now backed by that payment).
 const V2: &str = "
@@ -131,6 +133,18 @@ CREATE TABLE payment_returns (
     returned_at_ms INTEGER NOT NULL,
     paid_by        TEXT UNIQUE,
     paid_at_ms     INTEGER
+) STRICT;
+
+CREATE TABLE auto_refills (
+    user_id         INTEGER PRIMARY KEY REFERENCES users (id),
+    token           TEXT NOT NULL,
+    last4           TEXT NOT NULL,
+    threshold_mills INTEGER NOT NULL CHECK (threshold_mills >= 0),
+    amount_mills    INTEGER NOT NULL CHECK (amount_mills > 0),
+    cap_mills       INTEGER NOT NULL CHECK (cap_mills > 0),
+    used_mills      INTEGER NOT NULL CHECK (used_mills >= 0 AND used_mills <= cap_mills),
+    refills         INTEGER NOT NULL CHECK (refills >= 0),
+    set_at_ms       INTEGER NOT NULL
 ) STRICT;
 ";
 

@@ -14,7 +14,7 @@ use super::{Core, CoreError, Payment, bank_error, blocking, cmls_error};
 use crate::clock::now_ms;
 
 /// The code of a request refused because a returned debit locks the account.
-pub const ACCOUNT_LOCKED: &str = "account_locked";
+pub const ACCOUNT_LOCKED: &str = stampline_wire::codes::ACCOUNT_LOCKED;
 
 /// One difference between our records and an outside system's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -59,6 +59,16 @@ fn locked_message(r: &PaymentRow) -> String {
 }
 
 impl Core {
+    /// The financial system this core uses.
+    pub fn bank(&self) -> &Arc<dyn stampline_sandbox::Bank> {
+        &self.bank
+    }
+
+    /// The licensing system this core uses.
+    pub fn cmls(&self) -> &Arc<dyn stampline_sandbox::Cmls> {
+        &self.cmls
+    }
+
     /// Register a newly licensed device with CMLS, with the key that will sign for it.
     pub(super) fn register_device(
         &self,
@@ -76,6 +86,35 @@ impl Core {
         self.cmls
             .register_device(license_id, device_id, &key_id.to_string(), &spki)
             .map_err(cmls_error)
+    }
+
+    /// Tell CMLS of a refunded item (CMLS counts a serial once). A failure is logged: the ledger
+    /// is right, and reconciliation and the daily report show CMLS's view.
+    pub(super) fn report_refund(&self, user_id: UserId, serial: &str) {
+        let result = (|| -> Result<(), String> {
+            let amount = self
+                .store
+                .item_amount(user_id, serial)
+                .map_err(|e| e.to_string())?
+                .ok_or("no such item")?;
+            let meter = self
+                .store
+                .meter(user_id)
+                .map_err(|e| e.to_string())?
+                .ok_or("no meter")?;
+            self.cmls
+                .report_refund(
+                    &meter.device_id,
+                    serial,
+                    amount,
+                    meter.ascending_mills,
+                    meter.descending_mills,
+                )
+                .map_err(|e| e.to_string())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(%serial, error = %e, "could not report a refund to CMLS");
+        }
     }
 
     /// `account_locked` while a returned debit is unpaid.
@@ -350,4 +389,198 @@ pub fn compare(
         devices_checked: meters.len().max(devices.len()),
         differences: out,
     }
+}
+
+/// A validated `auto_refill` request.
+pub(super) struct AutoRefillOrder {
+    pub threshold_mills: u64,
+    pub amount_mills: u64,
+    pub cap_mills: u64,
+    pub card: Option<stampline_wire::Card>,
+    pub off: bool,
+}
+
+/// The largest cap a standing authorisation may have ($5,000, one funding's limit).
+pub const MAX_AUTO_REFILL_CAP_MILLS: u64 = super::MAX_FUND_MILLS;
+
+fn auto_refill_json(a: Option<&stampline_ledger::AutoRefill>) -> serde_json::Value {
+    match a {
+        None => serde_json::json!({"active": false}),
+        Some(a) => serde_json::json!({"active": true, "last4": a.last4,
+            "threshold_mills": a.threshold_mills, "amount_mills": a.amount_mills,
+            "cap_mills": a.cap_mills, "used_mills": a.used_mills}),
+    }
+}
+
+/// Fixed fingerprint of the internal request that books auto-refill number `n`.
+fn refill_fingerprint(n: u64) -> [u8; 32] {
+    stampline_ledger::Fingerprint::of("auto_refill_charge", &[&n.to_be_bytes()]).0
+}
+
+impl Core {
+    /// What the client shows before a payment: the methods, the standing authorisation, a lock.
+    pub(super) async fn payment_options(
+        self: &Arc<Self>,
+        user_id: UserId,
+    ) -> Result<serde_json::Value, CoreError> {
+        let core = Arc::clone(self);
+        blocking(move || {
+            let auto = core.store.auto_refill(user_id)?;
+            let open = core.store.open_returns(user_id)?;
+            Ok(serde_json::json!({
+                "methods": ["card", "eft"],
+                "max_amount_mills": super::MAX_FUND_MILLS,
+                "auto_refill": auto_refill_json(auto.as_ref()),
+                "locked": open.first().map(locked_message),
+            }))
+        })
+        .await
+    }
+
+    /// Set or remove the standing authorisation. The card is tokenised at once; only the token
+    /// and the last four digits are kept.
+    pub(super) async fn set_auto_refill(
+        self: &Arc<Self>,
+        user_id: UserId,
+        request_id: String,
+        fingerprint: [u8; 32],
+        order: AutoRefillOrder,
+    ) -> Result<serde_json::Value, CoreError> {
+        let bad = |m: &str| CoreError::refused(codes_bad_request(), m.to_owned());
+        if !order.off {
+            if order.amount_mills == 0 || order.amount_mills > super::MAX_FUND_MILLS {
+                return Err(CoreError::refused(
+                    stampline_wire::codes::BAD_AMOUNT,
+                    format!("refill amount must be $0.001 to {}", money(super::MAX_FUND_MILLS)),
+                ));
+            }
+            if order.cap_mills < order.amount_mills || order.cap_mills > MAX_AUTO_REFILL_CAP_MILLS {
+                return Err(CoreError::refused(
+                    stampline_wire::codes::BAD_AMOUNT,
+                    format!(
+                        "cap must be at least one refill and at most {}",
+                        money(MAX_AUTO_REFILL_CAP_MILLS)
+                    ),
+                ));
+            }
+            if order.card.is_none() {
+                return Err(bad("a standing authorisation needs a card"));
+            }
+        } else if order.card.is_some() {
+            return Err(bad("off takes no card"));
+        }
+        let core = Arc::clone(self);
+        blocking(move || {
+            let key = RequestKey {
+                user_id,
+                request_id: &request_id,
+                fingerprint,
+            };
+            let auth = match &order.card {
+                Some(card) if !order.off => {
+                    let t = core
+                        .bank
+                        .tokenize_card(
+                            &card.number.0,
+                            &card.exp,
+                            &card.cvc.0,
+                            &format!("{user_id}:{request_id}:token"),
+                        )
+                        .map_err(bank_error)?;
+                    Some(stampline_ledger::AutoRefill {
+                        token: t.token,
+                        last4: t.last4,
+                        threshold_mills: order.threshold_mills,
+                        amount_mills: order.amount_mills,
+                        cap_mills: order.cap_mills,
+                        used_mills: 0,
+                        refills: 0,
+                    })
+                }
+                _ => None,
+            };
+            core.store.set_auto_refill(&key, auth.as_ref(), now_ms())?;
+            Ok(serde_json::json!({
+                "auto_refill": auto_refill_json(core.store.auto_refill(user_id)?.as_ref())
+            }))
+        })
+        .await
+    }
+
+    /// After an issue: refill in the background if the standing authorisation calls for it.
+    pub(super) fn spawn_refill_check(self: &Arc<Self>, user_id: UserId) {
+        let core = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = blocking({
+                let core = Arc::clone(&core);
+                move || core.refill_if_needed(user_id)
+            })
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(user = user_id, error = %e, "auto-refill failed");
+            }
+        });
+    }
+
+    /// One refill when the balance is below the threshold and the cap allows it. Refill number
+    /// `n` is charged with the bank key `USER:auto-refill-n` and booked under the internal request
+    /// id `auto-refill-n`, so two checks racing for one need charge and credit once.
+    pub fn refill_if_needed(&self, user_id: UserId) -> Result<Option<FundOutcome>, CoreError> {
+        let Some(auth) = self.store.auto_refill(user_id)? else {
+            return Ok(None);
+        };
+        if !self.store.open_returns(user_id)?.is_empty() {
+            return Ok(None);
+        }
+        let balance = self.store.balance(user_id)?;
+        if balance.balance_mills >= auth.threshold_mills {
+            return Ok(None);
+        }
+        if auth.used_mills.saturating_add(auth.amount_mills) > auth.cap_mills {
+            tracing::info!(user = user_id, "auto-refill cap reached; not refilling");
+            return Ok(None);
+        }
+        let n = auth.refills;
+        let request_id = format!("auto-refill-{n}");
+        let paid = self
+            .bank
+            .charge(&auth.token, auth.amount_mills, &format!("{user_id}:{request_id}"))
+            .map_err(bank_error)?;
+        let amount = Amount::from_mills(auth.amount_mills)
+            .ok_or_else(|| CoreError::Internal("refill amount out of range".into()))?;
+        let key = RequestKey {
+            user_id,
+            request_id: &request_id,
+            fingerprint: refill_fingerprint(n),
+        };
+        let out = self.store.fund(
+            &key,
+            &stampline_ledger::FundInput {
+                amount,
+                payment_id: &paid.payment_id,
+                method: "card",
+                token: Some(&auth.token),
+                last4: Some(&auth.last4),
+            },
+            now_ms(),
+        )?;
+        self.store.count_auto_refill(user_id, n, auth.amount_mills)?;
+        if let Ok(Some(meter)) = self.store.meter(user_id)
+            && let Err(e) = self.cmls.report_reset(
+                &meter.device_id,
+                &out.payment_id,
+                auth.amount_mills,
+                meter.ascending_mills,
+                meter.descending_mills,
+            )
+        {
+            tracing::warn!(error = %e, "could not report an auto-refill reset to CMLS");
+        }
+        tracing::info!(user = user_id, payment = %out.payment_id, "auto-refilled");
+        Ok(Some(out))
+    }
+}
+
+fn codes_bad_request() -> &'static str {
+    stampline_wire::codes::BAD_REQUEST
 }
