@@ -58,6 +58,8 @@ pub enum Command {
     PaymentOptions,
     /// Authorise automatic refills from a card below a threshold, up to a cap (or --off).
     AutoRefill(AutoRefillArgs),
+    /// Close the account: the balance is refunded to the card or bank account it came from.
+    CloseAccount(CloseAccountArgs),
     /// Run a stand-in for the licensing system or the bank as an HTTPS service.
     Sandbox(SandboxArgs),
     /// Operator commands run on the server's machine (reconcile, usage report).
@@ -84,6 +86,13 @@ pub struct AutoRefillArgs {
     /// Remove the standing authorisation.
     #[arg(long, conflicts_with_all = ["threshold", "amount", "cap", "card"])]
     pub off: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CloseAccountArgs {
+    /// Confirm: closing cannot be undone.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,7 @@
 use stampline_money::Amount;
 use stampline_wire::{Card, Op, Secret};
 
-use crate::args::{AutoRefillArgs, Global};
+use crate::args::{AutoRefillArgs, CloseAccountArgs, Global};
 use crate::client_cmds::{connect, ok_fields};
 use crate::output::{CliError, Out};
 
@@ -64,7 +64,10 @@ pub async fn auto_refill(global: &Global, a: AutoRefillArgs, out: Out) -> Result
             .filter(|c| *c != ' ' && *c != '-')
             .collect();
         if !stampline_sandbox::luhn_ok(&number) {
-            return Err(CliError::new("bad_card", "card number fails the Luhn check"));
+            return Err(CliError::new(
+                "bad_card",
+                "card number fails the Luhn check",
+            ));
         }
         Op::AutoRefill {
             threshold_mills: mills("threshold", a.threshold.as_ref())?,
@@ -93,6 +96,25 @@ pub async fn auto_refill(global: &Global, a: AutoRefillArgs, out: Out) -> Result
     } else {
         "auto-refill off".to_owned()
     };
+    out.done(&v, &human);
+    Ok(())
+}
+
+pub async fn close_account(global: &Global, a: CloseAccountArgs, out: Out) -> Result<(), CliError> {
+    if !a.yes {
+        return Err(CliError::new(
+            "bad_usage",
+            "closing an account cannot be undone: add --yes",
+        ));
+    }
+    let (_, link) = connect(global).await?;
+    let v = ok_fields(link.request(Op::Close {}).await?)?;
+    let _ = link.bye().await;
+    let human = format!(
+        "account closed; {} refunded to {} payment(s)",
+        dollars(v["refunded_mills"].as_u64().unwrap_or(0)),
+        v["refunds"].as_array().map_or(0, Vec::len)
+    );
     out.done(&v, &human);
     Ok(())
 }

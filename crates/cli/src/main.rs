@@ -61,6 +61,7 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
         Command::Audit(a) => server_cmd::audit(a, out),
         Command::PaymentOptions => funding_cmds::payment_options(global, out).await,
         Command::AutoRefill(a) => funding_cmds::auto_refill(global, a, out).await,
+        Command::CloseAccount(a) => funding_cmds::close_account(global, a, out).await,
         Command::Sandbox(a) => external::sandbox(a, out).await,
         Command::Admin(a) => external::admin(a, out).await,
     }

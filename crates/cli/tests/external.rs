@@ -508,12 +508,44 @@ fn auto_refill_tops_up_below_the_threshold_once_and_stops_at_the_cap() {
     assert_eq!(opts["methods"], json!(["card", "eft"]));
     assert_eq!(opts["auto_refill"]["active"], false);
     assert!(w.fund_card("ann", "2").0);
-    let set = w.ok("ann", &["auto-refill", "--threshold", "1.50", "--amount", "5", "--cap", "5", "--card", CARD, "--exp", "12/30", "--cvc", "123"]);
+    let set = w.ok(
+        "ann",
+        &[
+            "auto-refill",
+            "--threshold",
+            "1.50",
+            "--amount",
+            "5",
+            "--cap",
+            "5",
+            "--card",
+            CARD,
+            "--exp",
+            "12/30",
+            "--cvc",
+            "123",
+        ],
+    );
     assert_eq!(set["auto_refill"]["last4"], "4242");
     let out = tempfile::tempdir().unwrap();
     let label = out.path().join("label").to_str().unwrap().to_owned();
     let buy = |postage: &str| {
-        w.ok("ann", &["buy", "--postage", postage, "--from", "02134", "--to", "94105", "--format", "raw", "--out", &label]);
+        w.ok(
+            "ann",
+            &[
+                "buy",
+                "--postage",
+                postage,
+                "--from",
+                "02134",
+                "--to",
+                "94105",
+                "--format",
+                "raw",
+                "--out",
+                &label,
+            ],
+        );
     };
     let wait_for_balance = |mills: u64| {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -531,8 +563,15 @@ fn auto_refill_tops_up_below_the_threshold_once_and_stops_at_the_cap() {
     buy("5"); // 1.220 again, but the cap is used up.
     std::thread::sleep(Duration::from_millis(1_000));
     wait_for_balance(1_220);
-    let card_payments: Vec<Value> = bank_payments(&w).into_iter().filter(|p| p["method"] == "card").collect();
-    assert_eq!(card_payments.len(), 2, "the funding and one refill: {card_payments:?}");
+    let card_payments: Vec<Value> = bank_payments(&w)
+        .into_iter()
+        .filter(|p| p["method"] == "card")
+        .collect();
+    assert_eq!(
+        card_payments.len(),
+        2,
+        "the funding and one refill: {card_payments:?}"
+    );
     let opts = w.ok("ann", &["payment-options"]);
     assert_eq!(opts["auto_refill"]["used_mills"], 5_000);
     let (clean, r) = w.reconcile();
@@ -540,4 +579,124 @@ fn auto_refill_tops_up_below_the_threshold_once_and_stops_at_the_cap() {
     let mut hits = Vec::new();
     find_in_files(w.dir.path(), CARD.as_bytes(), &mut hits);
     assert!(hits.is_empty(), "card number found in {hits:?}");
+}
+
+#[test]
+fn closing_an_account_refunds_the_balance_to_the_card_and_withdraws_the_device() {
+    let w = World::start(&[]);
+    assert!(w.register("ann").0);
+    assert!(w.fund_card("ann", "20").0);
+    let out = tempfile::tempdir().unwrap();
+    let label = out.path().join("label").to_str().unwrap().to_owned();
+    w.ok(
+        "ann",
+        &[
+            "buy",
+            "--postage",
+            "0.78",
+            "--from",
+            "02134",
+            "--to",
+            "94105",
+            "--format",
+            "raw",
+            "--out",
+            &label,
+        ],
+    );
+    // A pending EFT debit cannot be paid back yet: only the card's part is refundable.
+    w.ok(
+        "ann",
+        &[
+            "fund",
+            "--amount",
+            "10",
+            "--eft-routing",
+            "011000015",
+            "--eft-account",
+            "123456789",
+        ],
+    );
+    let v = w.fails_with("ann", &["close-account", "--yes"], "refund_unavailable");
+    assert!(
+        v["message"].as_str().unwrap().contains("not settled"),
+        "{v}"
+    );
+    assert_eq!(w.ok("ann", &["balance"])["balance_mills"], 29_220);
+    let (clean, r) = w.reconcile();
+    assert!(clean, "a refused closure leaves nothing half-done: {r}");
+
+    // With the card's money only, the closure goes through.
+    let w = World::start(&[]);
+    let (ok, reg) = w.register("bob2");
+    assert!(ok, "{reg}");
+    let device2 = reg["device_id"].as_str().unwrap().to_owned();
+    assert!(w.fund_card("bob2", "20").0);
+    w.ok(
+        "bob2",
+        &[
+            "buy",
+            "--postage",
+            "0.78",
+            "--from",
+            "02134",
+            "--to",
+            "94105",
+            "--format",
+            "raw",
+            "--out",
+            &label,
+        ],
+    );
+    let closed = w.ok("bob2", &["close-account", "--yes"]);
+    assert_eq!(closed["status"], "closed");
+    assert_eq!(closed["refunded_mills"], 19_220);
+    assert_eq!(closed["balance_mills"], 0);
+    let payments = bank_payments(&w);
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0]["refunded_mills"], 19_220);
+    let (_, d) = call(
+        w.cmls.as_ref().unwrap(),
+        "GET",
+        &format!("/v1/devices/{device2}"),
+        None,
+    );
+    assert_eq!(d["status"], "withdrawn");
+    w.fails_with(
+        "bob2",
+        &[
+            "fund", "--amount", "5", "--card", CARD, "--exp", "12/30", "--cvc", "123",
+        ],
+        "account_closed",
+    );
+    w.fails_with(
+        "bob2",
+        &[
+            "buy",
+            "--postage",
+            "0.78",
+            "--from",
+            "02134",
+            "--to",
+            "94105",
+            "--format",
+            "raw",
+            "--out",
+            &label,
+        ],
+        "account_closed",
+    );
+    let (clean, r) = w.reconcile();
+    assert!(clean, "{r}");
+    // The ledger's own audit agrees: the payout lowered the control total.
+    let audit = Command::new(BIN)
+        .args(["audit", "--json", "--data-dir"])
+        .arg(w.dir.path().join("server"))
+        .output()
+        .unwrap();
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stdout)
+    );
 }

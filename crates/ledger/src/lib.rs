@@ -214,6 +214,22 @@ pub struct FundInput<'a> {
     pub last4: Option<&'a str>,
 }
 
+/// A bank refund of (part of) one payment, paid out at account closure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payout {
+    pub payment_id: String,
+    pub refund_id: String,
+    pub amount_mills: u64,
+}
+
+/// The stored and returned result of a closure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseOutcome {
+    pub refunded_mills: u64,
+    pub payouts: Vec<Payout>,
+    pub balance_mills: u64,
+}
+
 /// A standing authorisation to refill the balance from a saved card.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AutoRefill {
@@ -243,6 +259,8 @@ pub struct PaymentRow {
     pub returned_at_ms: Option<i64>,
     /// The bank payment that paid a returned debit's debt.
     pub paid_by: Option<String>,
+    /// Paid back to the customer from this payment (account closure).
+    pub refunded_mills: u64,
 }
 
 /// The stored and returned result of a fund request.
@@ -550,6 +568,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         refill: u64,
         amount_mills: u64,
     ) -> Result<bool, LedgerError>;
+
+    /// Closes the account: each payout (a bank refund already made) moves its amount
+    /// customer:U → bank_clearing (kind `payout`, naming the refunded payment), the descending
+    /// register falls by it, and the payouts must sum to the whole balance; nothing may be
+    /// awaiting confirmation. A repeated request answers the first outcome. Audit "payout" per
+    /// transfer and "close".
+    fn close_account(
+        &self,
+        key: &RequestKey,
+        payouts: &[Payout],
+        now_ms: i64,
+    ) -> Result<CloseOutcome, LedgerError>;
+
+    /// When the user's account was closed, if it was.
+    fn closed_at(&self, user_id: UserId) -> Result<Option<i64>, LedgerError>;
 
     /// The amount of one of the user's items (`None`: no such item of this user).
     fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError>;

@@ -170,6 +170,19 @@ impl Store for SqliteStore {
         self.write(|tx| payments::count_auto_refill(tx, user_id, refill, amount_mills))
     }
 
+    fn close_account(
+        &self,
+        key: &RequestKey,
+        payouts: &[crate::Payout],
+        now_ms: i64,
+    ) -> Result<crate::CloseOutcome, LedgerError> {
+        self.write(|tx| payments::close_account(tx, key, payouts, now_ms))
+    }
+
+    fn closed_at(&self, user_id: UserId) -> Result<Option<i64>, LedgerError> {
+        self.read(|tx| payments::closed_at(tx, user_id))
+    }
+
     fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError> {
         self.read(|tx| payments::item_amount(tx, user_id, serial))
     }
@@ -850,11 +863,20 @@ const KIND_RESERVE: &str = "reserve";
 const KIND_POST: &str = "post";
 const KIND_VOID: &str = "void";
 const KIND_REFUND: &str = "refund";
+const KIND_PAYOUT: &str = "payout";
 
 const KIND_POSTAGE: &str = "postage";
 
 /// Audit actions that log exactly one transfer, whose id is the detail's `"transfer"` field.
-const TRANSFER_ACTIONS: [&str; 6] = ["fund", "issue", "confirm", "void", "void_expired", "refund"];
+const TRANSFER_ACTIONS: [&str; 7] = [
+    "fund",
+    "issue",
+    "confirm",
+    "void",
+    "void_expired",
+    "refund",
+    "payout",
+];
 
 fn user_actor(user_id: UserId) -> String {
     format!("user:{user_id}")
@@ -999,6 +1021,10 @@ fn load_meter(conn: &Connection, user_id: UserId) -> Result<Option<Meter>, Ledge
             .map_err(|_| LedgerError::Corrupt(format!("piece number {piece} out of range")))?,
         seal,
     }))
+}
+
+fn reserved_account_balance(conn: &Connection, user_id: UserId) -> Result<i64, LedgerError> {
+    balance_of(conn, &reserved_account(user_id))
 }
 
 fn require_meter(conn: &Connection, user_id: UserId) -> Result<Meter, LedgerError> {

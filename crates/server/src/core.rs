@@ -542,6 +542,7 @@ impl Core {
             }
             Op::Bye {} => Ok(json!({})),
             Op::PaymentOptions {} => self.payment_options(user_id).await,
+            Op::Close {} => self.close_account(user_id, request_id, fingerprint).await,
             Op::AutoRefill {
                 threshold_mills,
                 amount_mills,
@@ -689,6 +690,12 @@ impl Core {
         let amount = Amount::from_mills(amount_mills)
             .ok_or_else(|| CoreError::refused(codes::BAD_AMOUNT, "amount too large"))?;
         let idem = format!("{user_id}:{request_id}");
+        if self.store.closed_at(user_id)?.is_some() {
+            return Err(CoreError::refused(
+                codes::ACCOUNT_CLOSED,
+                "the account is closed",
+            ));
+        }
         let open_returns = self.store.open_returns(user_id)?;
         if let Some(returned) = open_returns.first() {
             return self.pay_returned_debit(

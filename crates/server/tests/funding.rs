@@ -24,7 +24,13 @@ async fn server_with_user(dir: &tempfile::TempDir) -> (Server, i64) {
         })
         .await
         .unwrap();
-    let uid = server.core().store().user_by_key("ann").unwrap().unwrap().id;
+    let uid = server
+        .core()
+        .store()
+        .user_by_key("ann")
+        .unwrap()
+        .unwrap()
+        .id;
     (server, uid)
 }
 

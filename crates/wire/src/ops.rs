@@ -41,6 +41,9 @@ pub mod codes {
     pub const REFUND_WINDOW_CLOSED: &str = "refund_window_closed";
     pub const UNSUPPORTED: &str = "unsupported";
     pub const ACCOUNT_LOCKED: &str = "account_locked";
+    pub const ACCOUNT_CLOSED: &str = "account_closed";
+    pub const ACCOUNT_BUSY: &str = "account_busy";
+    pub const REFUND_UNAVAILABLE: &str = "refund_unavailable";
     pub const INTERNAL: &str = "internal";
 }
 
@@ -122,6 +125,9 @@ pub enum Op {
         #[serde(default)]
         off: bool,
     },
+    /// Extension (issue 7): close the account; the balance is refunded to the payments it came
+    /// from and the device is withdrawn at CMLS.
+    Close {},
 }
 
 impl Op {
@@ -137,6 +143,7 @@ impl Op {
             Op::Bye {} => "bye",
             Op::PaymentOptions {} => "payment_options",
             Op::AutoRefill { .. } => "auto_refill",
+            Op::Close {} => "close",
         }
     }
 
@@ -149,11 +156,12 @@ impl Op {
                 | Op::Fund { .. }
                 | Op::Refund { .. }
                 | Op::AutoRefill { .. }
+                | Op::Close {}
         )
     }
 }
 
-const OPS: [&str; 10] = [
+const OPS: [&str; 11] = [
     "balance",
     "quote",
     "issue",
@@ -164,6 +172,7 @@ const OPS: [&str; 10] = [
     "bye",
     "payment_options",
     "auto_refill",
+    "close",
 ];
 
 /// A request: its id (also its idempotency key) and its op.

@@ -4,14 +4,25 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    append_audit_entry, balance_of, check_text, find_outcome, replay, store_outcome, to_u64,
+    KIND_PAYOUT, Meter, Transfer, append_audit_entry, balance_of, check_text, find_outcome, replay,
+    require_meter, reserved_account_balance, store_meter, store_outcome, to_u64, transfer,
 };
 use crate::{
-    AutoRefill, FundOutcome, LedgerError, MeterState, PaymentRow, RequestKey, UserId, customer_account,
+    ACCOUNT_BANK_CLEARING, AutoRefill, CloseOutcome, FundOutcome, LedgerError, MeterState,
+    PaymentRow, Payout, RequestKey, UserId, customer_account,
 };
 
 /// A payments row as read: id, user, method, amount, time, returned at, paid by.
-type RawPayment = (String, i64, String, i64, i64, Option<i64>, Option<String>);
+type RawPayment = (
+    String,
+    i64,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    Option<String>,
+    i64,
+);
 
 const OP_PAY_RETURN: &str = "fund";
 const OP_AUTO_REFILL: &str = "auto_refill";
@@ -26,11 +37,12 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawPayment> {
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
     ))
 }
 
 fn to_row(raw: RawPayment) -> Result<PaymentRow, LedgerError> {
-    let (payment_id, user_id, method, amount, at_ms, returned_at_ms, paid_by) = raw;
+    let (payment_id, user_id, method, amount, at_ms, returned_at_ms, paid_by, refunded) = raw;
     Ok(PaymentRow {
         payment_id,
         user_id,
@@ -39,11 +51,13 @@ fn to_row(raw: RawPayment) -> Result<PaymentRow, LedgerError> {
         at_ms,
         returned_at_ms,
         paid_by,
+        refunded_mills: to_u64(refunded, "refunded")?,
     })
 }
 
 const SELECT: &str = "SELECT p.payment_id, p.user_id, p.method, p.amount_mills, p.at_ms,
-        r.returned_at_ms, r.paid_by
+        r.returned_at_ms, r.paid_by,
+        (SELECT COALESCE(SUM(o.amount_mills), 0) FROM payouts o WHERE o.payment_id = p.payment_id)
      FROM payments p LEFT JOIN payment_returns r ON r.payment_id = p.payment_id";
 
 pub(super) fn list(conn: &Connection) -> Result<Vec<PaymentRow>, LedgerError> {
@@ -229,7 +243,9 @@ pub(super) fn set_auto_refill(
         Some(a) => {
             check_text("token", &a.token, 1, MAX_ID_LEN)?;
             if a.last4.len() != 4 || !a.last4.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(LedgerError::InvalidInput("last4 must be four digits".into()));
+                return Err(LedgerError::InvalidInput(
+                    "last4 must be four digits".into(),
+                ));
             }
             if a.amount_mills == 0 || a.cap_mills < a.amount_mills {
                 return Err(LedgerError::InvalidInput(
@@ -308,4 +324,135 @@ pub(super) fn count_auto_refill(
         params![mills(amount_mills)?, user_id, mills(refill)?],
     )?;
     Ok(changed == 1)
+}
+
+const OP_CLOSE: &str = "close";
+
+pub(super) fn closed_at(conn: &Connection, user_id: UserId) -> Result<Option<i64>, LedgerError> {
+    Ok(conn
+        .query_row(
+            "SELECT closed_at_ms FROM closures WHERE user_id = ?1",
+            [user_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+pub(super) fn close_account(
+    conn: &Connection,
+    key: &RequestKey<'_>,
+    payouts: &[Payout],
+    now_ms: i64,
+) -> Result<CloseOutcome, LedgerError> {
+    if let Some(json) = find_outcome(conn, key, OP_CLOSE)? {
+        return replay(&json);
+    }
+    let user_id = key.user_id;
+    if closed_at(conn, user_id)?.is_some() {
+        return Err(LedgerError::InvalidInput(
+            "the account is already closed".into(),
+        ));
+    }
+    let meter = require_meter(conn, user_id)?;
+    if reserved_account_balance(conn, user_id)? != 0 {
+        return Err(LedgerError::InvalidInput(
+            "items are still awaiting print confirmation".into(),
+        ));
+    }
+    let customer = customer_account(user_id);
+    let balance = balance_of(conn, &customer)?;
+    let mut total: i64 = 0;
+    for p in payouts {
+        total = total
+            .checked_add(mills(p.amount_mills)?)
+            .ok_or(LedgerError::Overflow)?;
+    }
+    if total != balance {
+        return Err(LedgerError::InvalidInput(format!(
+            "payouts total {total} mills but the balance is {balance}"
+        )));
+    }
+    let mut current = meter;
+    for p in payouts {
+        check_text("refund_id", &p.refund_id, 1, MAX_ID_LEN)?;
+        let owner: Option<i64> = conn
+            .query_row(
+                "SELECT user_id FROM payments WHERE payment_id = ?1",
+                [&p.payment_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if owner != Some(user_id) {
+            return Err(LedgerError::InvalidInput(format!(
+                "payment {} is not this user's",
+                p.payment_id
+            )));
+        }
+        let amount = mills(p.amount_mills)?;
+        let transfer_id = transfer(
+            conn,
+            &Transfer {
+                at_ms: now_ms,
+                from: &customer,
+                to: ACCOUNT_BANK_CLEARING,
+                amount_mills: amount,
+                kind: KIND_PAYOUT,
+                item_serial: None,
+                payment_id: Some(&p.payment_id),
+            },
+        )?;
+        let next = Meter {
+            descending_mills: current
+                .descending_mills
+                .checked_sub(amount)
+                .filter(|d| *d >= 0)
+                .ok_or(LedgerError::Overflow)?,
+            ..current.clone()
+        };
+        store_meter(conn, &current, &next)?;
+        current = next;
+        conn.execute(
+            "INSERT INTO payouts (refund_id, payment_id, user_id, amount_mills, transfer_id, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                p.refund_id,
+                p.payment_id,
+                user_id,
+                amount,
+                transfer_id,
+                now_ms
+            ],
+        )?;
+        let detail = serde_json::json!({"transfer": transfer_id, "payment_id": p.payment_id,
+            "refund_id": p.refund_id, "user_id": user_id, "amount_mills": amount});
+        append_audit_entry(
+            conn,
+            now_ms,
+            &format!("user:{user_id}"),
+            "payout",
+            &detail.to_string(),
+        )?;
+    }
+    conn.execute(
+        "INSERT INTO closures (user_id, closed_at_ms, refunded_mills) VALUES (?1, ?2, ?3)",
+        params![user_id, now_ms, total],
+    )?;
+    let outcome = CloseOutcome {
+        refunded_mills: to_u64(total, "refunded")?,
+        payouts: payouts.to_vec(),
+        balance_mills: to_u64(balance_of(conn, &customer)?, "customer balance")?,
+    };
+    if outcome.balance_mills != 0 {
+        return Err(LedgerError::Invariant("balance left after closure".into()));
+    }
+    store_outcome(conn, key, OP_CLOSE, &outcome, now_ms)?;
+    let detail = serde_json::json!({"user_id": user_id, "refunded_mills": total});
+    append_audit_entry(
+        conn,
+        now_ms,
+        &format!("user:{user_id}"),
+        "close",
+        &detail.to_string(),
+    )?;
+    Ok(outcome)
 }

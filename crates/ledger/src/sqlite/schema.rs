@@ -122,7 +122,9 @@ END;
 
 /// Version 2 (issue 7): standing authorisations for auto-refill (the processor's token and the
 /// last four digits, a threshold, an amount per refill and a cap on their total; `refills` numbers
-/// them, so one need is charged once); and ACH debits the bank returned. An open row (`paid_by` NULL) locks the user
+/// them, so one need is charged once); ACH debits the bank returned; and account closure: the
+/// `payout` transfer kind (customer:U → bank_clearing, naming the payment refunded), the bank
+/// refunds it paid (`payouts`) and the closed accounts. An open row (`paid_by` NULL) locks the user
 /// until the debt is paid; `paid_by` is the bank payment that paid it (no ledger transfer: the
 /// value credited by the returned debit stays, now backed by that payment).
 const V2: &str = "
@@ -145,6 +147,39 @@ CREATE TABLE auto_refills (
     used_mills      INTEGER NOT NULL CHECK (used_mills >= 0 AND used_mills <= cap_mills),
     refills         INTEGER NOT NULL CHECK (refills >= 0),
     set_at_ms       INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE transfers_v2 (
+    id           INTEGER PRIMARY KEY,
+    at_ms        INTEGER NOT NULL,
+    from_account TEXT NOT NULL REFERENCES accounts (id),
+    to_account   TEXT NOT NULL REFERENCES accounts (id),
+    amount_mills INTEGER NOT NULL CHECK (amount_mills > 0),
+    kind         TEXT NOT NULL
+                 CHECK (kind IN ('fund', 'reserve', 'post', 'void', 'refund', 'payout')),
+    item_serial  TEXT REFERENCES items (serial),
+    payment_id   TEXT REFERENCES payments (payment_id),
+    CHECK (from_account <> to_account)
+) STRICT;
+INSERT INTO transfers_v2 SELECT id, at_ms, from_account, to_account, amount_mills, kind,
+    item_serial, payment_id FROM transfers;
+DROP TABLE transfers;
+ALTER TABLE transfers_v2 RENAME TO transfers;
+CREATE INDEX transfers_item ON transfers (item_serial) WHERE item_serial IS NOT NULL;
+
+CREATE TABLE payouts (
+    refund_id    TEXT PRIMARY KEY,
+    payment_id   TEXT NOT NULL REFERENCES payments (payment_id),
+    user_id      INTEGER NOT NULL REFERENCES users (id),
+    amount_mills INTEGER NOT NULL CHECK (amount_mills > 0),
+    transfer_id  INTEGER NOT NULL UNIQUE REFERENCES transfers (id),
+    at_ms        INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE closures (
+    user_id        INTEGER PRIMARY KEY REFERENCES users (id),
+    closed_at_ms   INTEGER NOT NULL,
+    refunded_mills INTEGER NOT NULL CHECK (refunded_mills >= 0)
 ) STRICT;
 ";
 

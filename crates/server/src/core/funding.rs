@@ -20,7 +20,7 @@ pub const ACCOUNT_LOCKED: &str = stampline_wire::codes::ACCOUNT_LOCKED;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Difference {
     /// snake_case: `missing_at_bank`, `unknown_at_bank`, `amount_differs`, `method_differs`,
-    /// `return_not_recorded`, `return_unknown_to_bank`, `refunded_at_bank`,
+    /// `return_not_recorded`, `return_unknown_to_bank`, `refunds_differ`,
     /// `device_not_at_cmls`, `device_unknown_here`, `resets_differ`.
     pub kind: String,
     /// The payment or device id.
@@ -123,7 +123,19 @@ impl Core {
         user_id: UserId,
     ) -> Result<(), CoreError> {
         let core = Arc::clone(self);
-        let open = blocking(move || Ok(core.store.open_returns(user_id)?)).await?;
+        let (closed, open) = blocking(move || {
+            Ok((
+                core.store.closed_at(user_id)?,
+                core.store.open_returns(user_id)?,
+            ))
+        })
+        .await?;
+        if closed.is_some() {
+            return Err(CoreError::refused(
+                stampline_wire::codes::ACCOUNT_CLOSED,
+                "the account is closed",
+            ));
+        }
         match open.first() {
             Some(r) => Err(CoreError::refused(ACCOUNT_LOCKED, locked_message(r))),
             None => Ok(()),
@@ -267,19 +279,24 @@ pub fn compare(
 ) -> ReconcileReport {
     let mut out = Vec::new();
     // What we expect the bank to hold: every credited payment, and every debt payment.
-    let mut expected: BTreeMap<&str, (u64, &str, bool)> = BTreeMap::new();
+    let mut expected: BTreeMap<&str, (u64, &str, bool, u64)> = BTreeMap::new();
     for p in ours {
         expected.insert(
             &p.payment_id,
-            (p.amount_mills, &p.method, p.returned_at_ms.is_some()),
+            (
+                p.amount_mills,
+                &p.method,
+                p.returned_at_ms.is_some(),
+                p.refunded_mills,
+            ),
         );
         if let Some(by) = &p.paid_by {
-            expected.insert(by, (p.amount_mills, "card", false));
+            expected.insert(by, (p.amount_mills, "card", false, 0));
         }
     }
     let bank: BTreeMap<&str, &stampline_sandbox::PaymentRecord> =
         theirs.iter().map(|r| (r.payment_id.as_str(), r)).collect();
-    for (id, (amount, method, returned)) in &expected {
+    for (id, (amount, method, returned, refunded)) in &expected {
         let Some(r) = bank.get(id) else {
             out.push(diff(
                 "missing_at_bank",
@@ -317,12 +334,13 @@ pub fn compare(
                 format!("we hold it returned; the bank says {}", r.status.as_str()),
             ));
         }
-        if r.refunded_mills > 0 {
+        if r.refunded_mills != *refunded {
             out.push(diff(
-                "refunded_at_bank",
+                "refunds_differ",
                 id,
                 format!(
-                    "the bank refunded {} we have no record of",
+                    "we paid back {}, the bank refunded {}",
+                    money(*refunded),
                     money(r.refunded_mills)
                 ),
             ));
@@ -451,7 +469,10 @@ impl Core {
             if order.amount_mills == 0 || order.amount_mills > super::MAX_FUND_MILLS {
                 return Err(CoreError::refused(
                     stampline_wire::codes::BAD_AMOUNT,
-                    format!("refill amount must be $0.001 to {}", money(super::MAX_FUND_MILLS)),
+                    format!(
+                        "refill amount must be $0.001 to {}",
+                        money(super::MAX_FUND_MILLS)
+                    ),
                 ));
             }
             if order.cap_mills < order.amount_mills || order.cap_mills > MAX_AUTO_REFILL_CAP_MILLS {
@@ -544,7 +565,11 @@ impl Core {
         let request_id = format!("auto-refill-{n}");
         let paid = self
             .bank
-            .charge(&auth.token, auth.amount_mills, &format!("{user_id}:{request_id}"))
+            .charge(
+                &auth.token,
+                auth.amount_mills,
+                &format!("{user_id}:{request_id}"),
+            )
             .map_err(bank_error)?;
         let amount = Amount::from_mills(auth.amount_mills)
             .ok_or_else(|| CoreError::Internal("refill amount out of range".into()))?;
@@ -564,7 +589,8 @@ impl Core {
             },
             now_ms(),
         )?;
-        self.store.count_auto_refill(user_id, n, auth.amount_mills)?;
+        self.store
+            .count_auto_refill(user_id, n, auth.amount_mills)?;
         if let Ok(Some(meter)) = self.store.meter(user_id)
             && let Err(e) = self.cmls.report_reset(
                 &meter.device_id,
@@ -583,4 +609,127 @@ impl Core {
 
 fn codes_bad_request() -> &'static str {
     stampline_wire::codes::BAD_REQUEST
+}
+
+impl Core {
+    /// Close the account: refund the whole balance to the payments it came from (newest first,
+    /// each bank refund keyed `USER:REQUEST:payout:PAYMENT`, so a retry after a crash refunds
+    /// once), book the payouts, and withdraw the device at CMLS (a failure there is logged and
+    /// shows in reconciliation).
+    pub(super) async fn close_account(
+        self: &Arc<Self>,
+        user_id: UserId,
+        request_id: String,
+        fingerprint: [u8; 32],
+    ) -> Result<serde_json::Value, CoreError> {
+        let core = Arc::clone(self);
+        let out = blocking(move || {
+            let key = RequestKey {
+                user_id,
+                request_id: &request_id,
+                fingerprint,
+            };
+            if let Some((fp, op, outcome)) = core.store.find_request(user_id, &request_id)? {
+                if fp != fingerprint || op != "close" {
+                    return Err(CoreError::refused(
+                        stampline_wire::codes::ID_REUSED,
+                        "this request id was used for a different request",
+                    ));
+                }
+                return serde_json::from_str::<stampline_ledger::CloseOutcome>(&outcome)
+                    .map_err(|e| CoreError::Internal(format!("stored outcome: {e}")));
+            }
+            if core.store.closed_at(user_id)?.is_some() {
+                return Err(CoreError::refused(
+                    stampline_wire::codes::ACCOUNT_CLOSED,
+                    "the account is already closed",
+                ));
+            }
+            if let Some(r) = core.store.open_returns(user_id)?.first() {
+                return Err(CoreError::refused(ACCOUNT_LOCKED, locked_message(r)));
+            }
+            let balance = core.store.balance(user_id)?;
+            if balance.reserved_mills > 0 {
+                return Err(CoreError::refused(
+                    stampline_wire::codes::ACCOUNT_BUSY,
+                    "items are awaiting print confirmation; confirm them or wait for the window",
+                ));
+            }
+            let mut remaining = balance.balance_mills;
+            let mut plan = Vec::new();
+            let mut payments: Vec<PaymentRow> = core
+                .store
+                .payments()?
+                .into_iter()
+                .filter(|p| p.user_id == user_id && p.returned_at_ms.is_none())
+                .collect();
+            payments.reverse();
+            for p in payments {
+                if remaining == 0 {
+                    break;
+                }
+                // Only money the bank holds can go back: skip pending or uncaptured payments
+                // before refunding anything, so a closure rarely stops half-way.
+                let at_bank = core.bank.payment(&p.payment_id).map_err(bank_error)?;
+                if !matches!(
+                    at_bank.status,
+                    PaymentStatus::Captured | PaymentStatus::Settled
+                ) {
+                    continue;
+                }
+                let part = remaining.min(p.amount_mills.saturating_sub(p.refunded_mills));
+                if part > 0 {
+                    plan.push((p.payment_id, part));
+                    remaining -= part;
+                }
+            }
+            if remaining > 0 {
+                return Err(CoreError::refused(
+                    stampline_wire::codes::REFUND_UNAVAILABLE,
+                    format!(
+                        "{} of the balance is in payments the bank has not settled yet; try again later",
+                        money(remaining)
+                    ),
+                ));
+            }
+            let mut payouts = Vec::new();
+            for (payment_id, part) in plan {
+                let refund = core
+                    .bank
+                    .refund(
+                        &payment_id,
+                        part,
+                        &format!("{user_id}:{request_id}:payout:{payment_id}"),
+                    )
+                    .map_err(|e| match e {
+                        stampline_sandbox::BankError::BadState(m) => CoreError::refused(
+                            stampline_wire::codes::REFUND_UNAVAILABLE,
+                            format!(
+                                "the bank cannot refund payment {payment_id} yet ({m}); try again later"
+                            ),
+                        ),
+                        other => bank_error(other),
+                    })?;
+                payouts.push(stampline_ledger::Payout {
+                    payment_id,
+                    refund_id: refund.refund_id,
+                    amount_mills: part,
+                });
+            }
+            let out = core.store.close_account(&key, &payouts, now_ms())?;
+            if let Ok(Some(meter)) = core.store.meter(user_id)
+                && let Err(e) = core.cmls.withdraw_device(&meter.device_id, "account closed")
+            {
+                tracing::warn!(error = %e, "could not withdraw a device at CMLS");
+            }
+            Ok(out)
+        })
+        .await?;
+        Ok(serde_json::json!({
+            "status": "closed",
+            "refunded_mills": out.refunded_mills,
+            "refunds": out.payouts,
+            "balance_mills": out.balance_mills,
+        }))
+    }
 }
