@@ -233,3 +233,50 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
     tx.commit()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_version_1_database_keeps_its_transfers_and_learns_payouts() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL) STRICT;
+             INSERT INTO schema_version VALUES (1);
+             INSERT INTO accounts VALUES ('bank_clearing', -5), ('customer:1', 5);
+             INSERT INTO transfers (at_ms, from_account, to_account, amount_mills, kind)
+                 VALUES (1, 'bank_clearing', 'customer:1', 5, 'fund');",
+        )
+        .unwrap();
+        let payout = "INSERT INTO transfers (at_ms, from_account, to_account, amount_mills, kind)
+                      VALUES (2, 'customer:1', 'bank_clearing', 5, 'payout')";
+        assert!(
+            conn.execute(payout, []).is_err(),
+            "version 1 refuses payouts"
+        );
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let kept: (i64, String) = conn
+            .query_row("SELECT amount_mills, kind FROM transfers", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(kept, (5, "fund".to_owned()));
+        conn.execute(payout, []).unwrap();
+        assert!(
+            conn.execute(
+                "INSERT INTO transfers (at_ms, from_account, to_account, amount_mills, kind)
+                 VALUES (3, 'customer:1', 'bank_clearing', 5, 'gift')",
+                []
+            )
+            .is_err()
+        );
+    }
+}

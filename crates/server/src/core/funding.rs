@@ -733,3 +733,124 @@ impl Core {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stampline_sandbox::{DeviceStatus, PaymentRecord};
+
+    fn ours(id: &str, user_id: i64, amount: u64) -> PaymentRow {
+        PaymentRow {
+            payment_id: id.into(),
+            user_id,
+            method: "card".into(),
+            amount_mills: amount,
+            at_ms: 0,
+            returned_at_ms: None,
+            paid_by: None,
+            refunded_mills: 0,
+        }
+    }
+
+    fn theirs(id: &str, amount: u64, status: PaymentStatus) -> PaymentRecord {
+        PaymentRecord {
+            payment_id: id.into(),
+            method: "card".into(),
+            amount_mills: amount,
+            status,
+            refunded_mills: 0,
+            last4: "4242".into(),
+            idempotency_key: "k".into(),
+            created_ms: 0,
+            settle_at_ms: None,
+            returned_ms: None,
+        }
+    }
+
+    fn meter(user_id: i64, device: &str) -> stampline_ledger::MeterState {
+        stampline_ledger::MeterState {
+            user_id,
+            device_id: device.into(),
+            license_id: "LIC-1".into(),
+            ascending_mills: 0,
+            descending_mills: 0,
+            piece: 0,
+            seal: None,
+        }
+    }
+
+    fn device(id: &str, resets: u64) -> DeviceStatus {
+        DeviceStatus {
+            device_id: id.into(),
+            license_id: "LIC-1".into(),
+            status: "active".into(),
+            key_id: "00000000".into(),
+            public_key_spki_der_base64: String::new(),
+            registered_ms: 0,
+            withdrawn_ms: None,
+            resets: 1,
+            reset_total_mills: resets,
+            refunds: 0,
+            refund_total_mills: 0,
+            last_reset_registers: None,
+            last_report: None,
+            flags: Vec::new(),
+        }
+    }
+
+    fn kinds(r: &ReconcileReport) -> Vec<&str> {
+        r.differences.iter().map(|d| d.kind.as_str()).collect()
+    }
+
+    #[test]
+    fn matching_records_reconcile_clean() {
+        let r = compare(
+            &[ours("p1", 1, 5_000)],
+            &[theirs("p1", 5_000, PaymentStatus::Captured)],
+            &[meter(1, "SL0100000001")],
+            &[device("SL0100000001", 5_000)],
+        );
+        assert!(r.clean, "{:?}", r.differences);
+    }
+
+    #[test]
+    fn every_kind_of_difference_is_listed() {
+        let mut returned = ours("p3", 1, 1_000);
+        returned.method = "eft".into();
+        let mut bank_p3 = theirs("p3", 1_000, PaymentStatus::Settled);
+        bank_p3.method = "eft".into();
+        let mut refunded = theirs("p4", 500, PaymentStatus::Captured);
+        refunded.refunded_mills = 100;
+        returned.returned_at_ms = Some(1);
+        let r = compare(
+            &[
+                ours("p1", 1, 5_000),
+                ours("p2", 1, 2_000),
+                returned,
+                ours("p4", 1, 500),
+            ],
+            &[
+                theirs("p1", 4_000, PaymentStatus::Captured),
+                bank_p3,
+                refunded,
+                theirs("p9", 1, PaymentStatus::Captured),
+            ],
+            &[meter(1, "SL0100000001"), meter(2, "SL0100000002")],
+            &[device("SL0100000001", 1), device("SL0100000009", 0)],
+        );
+        let k = kinds(&r);
+        for expected in [
+            "amount_differs",
+            "missing_at_bank",
+            "return_unknown_to_bank",
+            "refunds_differ",
+            "unknown_at_bank",
+            "resets_differ",
+            "device_not_at_cmls",
+            "device_unknown_here",
+        ] {
+            assert!(k.contains(&expected), "{expected} missing from {k:?}");
+        }
+        assert!(!r.clean);
+    }
+}
