@@ -466,6 +466,7 @@ impl Core {
     ) -> Result<serde_json::Value, CoreError> {
         let bad = |m: &str| CoreError::refused(codes_bad_request(), m.to_owned());
         if !order.off {
+            self.refuse_if_locked(user_id).await?;
             if order.amount_mills == 0 || order.amount_mills > super::MAX_FUND_MILLS {
                 return Err(CoreError::refused(
                     stampline_wire::codes::BAD_AMOUNT,
