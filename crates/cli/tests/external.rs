@@ -188,9 +188,14 @@ impl World {
 
     /// `stampline admin reconcile --json` on the server's data dir: (exit success, JSON).
     fn reconcile(&self) -> (bool, Value) {
+        self.admin("reconcile")
+    }
+
+    /// `stampline admin SUB --json` on the server's data dir, with the server's CMLS and bank.
+    fn admin(&self, sub: &str) -> (bool, Value) {
         let cmls = self.cmls.as_ref().unwrap();
         let out = Command::new(BIN)
-            .args(["admin", "reconcile", "--json", "--data-dir"])
+            .args(["admin", sub, "--json", "--data-dir"])
             .arg(self.dir.path().join("server"))
             .args(["--cmls", &cmls.url, "--cmls-trust"])
             .arg(&cmls.trust)
@@ -574,6 +579,23 @@ fn auto_refill_tops_up_below_the_threshold_once_and_stops_at_the_cap() {
     );
     let opts = w.ok("ann", &["payment-options"]);
     assert_eq!(opts["auto_refill"]["used_mills"], 5_000);
+    // The daily report: two pieces, $5.78 printed, registers continuous.
+    let (ok, sent) = w.admin("report-usage");
+    assert!(ok, "{sent}");
+    assert_eq!(sent["reports"][0]["flags"], json!([]));
+    let device = sent["reports"][0]["device_id"].as_str().unwrap().to_owned();
+    let (_, d) = call(
+        w.cmls.as_ref().unwrap(),
+        "GET",
+        &format!("/v1/devices/{device}"),
+        None,
+    );
+    assert_eq!(d["last_report"]["pieces"], 2);
+    assert_eq!(d["last_report"]["ascending_mills"], 5_780);
+    assert_eq!(
+        d["resets"], 2,
+        "the funding and the refill were both reported"
+    );
     let (clean, r) = w.reconcile();
     assert!(clean, "{r}");
     let mut hits = Vec::new();

@@ -103,3 +103,92 @@ async fn setting_a_standing_authorisation_again_with_the_same_request_id_changes
     assert!(store.count_auto_refill(uid, 1, 2).unwrap());
     assert!(!store.count_auto_refill(uid, 2, 2).unwrap(), "over the cap");
 }
+
+/// One request through the private tier, as the link would send it.
+async fn handle(server: &Server, uid: i64, op: stampline_wire::Op) -> stampline_wire::Response {
+    let request = stampline_wire::Request {
+        id: uuid::Uuid::new_v4(),
+        op,
+    };
+    let canonical = request.to_json();
+    server
+        .core()
+        .handle(
+            uid,
+            std::sync::Arc::new(zeroize::Zeroizing::new([7; 32])),
+            request,
+            canonical,
+            uuid::Uuid::new_v4(),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn resets_and_refunds_are_reported_to_cmls_with_the_registers() {
+    use stampline_wire::{Card, Op};
+    let dir = tempfile::tempdir().unwrap();
+    let (server, uid) = server_with_user(&dir).await;
+    let fund = handle(
+        &server,
+        uid,
+        Op::Fund {
+            amount_mills: 5_000,
+            card: Some(Card {
+                number: Secret("4242424242424242".into()),
+                exp: "12/30".into(),
+                cvc: Secret("123".into()),
+            }),
+            card_token: None,
+            eft: None,
+        },
+    )
+    .await;
+    assert!(fund.ok, "{fund:?}");
+    let issued = handle(
+        &server,
+        uid,
+        Op::Issue {
+            kind: "postage".into(),
+            postage_mills: 780,
+            from_zip: "02134".into(),
+            to_zip: "94105".into(),
+            mail_date: time::OffsetDateTime::now_utc().date().to_string(),
+            class: "first-class-letter".into(),
+        },
+    )
+    .await;
+    assert!(issued.ok, "{issued:?}");
+    let serial = issued.str_field("serial").unwrap().to_owned();
+    let confirmed = handle(
+        &server,
+        uid,
+        Op::Confirm {
+            serial: serial.clone(),
+            printed: true,
+        },
+    )
+    .await;
+    assert!(confirmed.ok, "{confirmed:?}");
+    let refunded = handle(&server, uid, Op::Refund { serial }).await;
+    assert!(refunded.ok, "{refunded:?}");
+    let device = server.core().store().meter(uid).unwrap().unwrap().device_id;
+    let status = server.core().cmls().device_status(&device).unwrap();
+    assert_eq!((status.resets, status.reset_total_mills), (1, 5_000));
+    assert_eq!(status.last_reset_registers, Some((0, 5_000)));
+    assert_eq!((status.refunds, status.refund_total_mills), (1, 780));
+    // The daily report continues from nothing: one piece, 780 printed.
+    let date = time::OffsetDateTime::now_utc().date().to_string();
+    let sent = server.core().send_usage_reports(date).await.unwrap();
+    assert_eq!(sent, vec![(device.clone(), Vec::<String>::new())]);
+    let report = server
+        .core()
+        .cmls()
+        .device_status(&device)
+        .unwrap()
+        .last_report
+        .unwrap();
+    assert_eq!(
+        (report.pieces, report.postage_mills, report.ascending_mills),
+        (1, 780, 780)
+    );
+}
