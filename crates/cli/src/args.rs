@@ -119,6 +119,10 @@ pub struct SandboxServiceArgs {
     /// Bank: how long an ACH debit stays pending before it settles.
     #[arg(long)]
     pub settle_after_ms: Option<u64>,
+    /// Queue a fault for tests (repeatable): KIND[:COUNT[:MS[:PATH]]], KIND one of latency,
+    /// error_5xx, timeout, drop_after_commit (docs/SANDBOXES.md).
+    #[arg(long)]
+    pub fault: Vec<String>,
 }
 
 #[derive(Debug, Args)]

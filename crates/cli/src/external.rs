@@ -38,8 +38,14 @@ pub async fn sandbox(a: SandboxArgs, out: Out) -> Result<(), CliError> {
         ),
         None => None,
     };
+    let faults = args
+        .fault
+        .iter()
+        .map(|f| stampline_sandbox::service::Fault::parse(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::new("bad_flag", e))?;
     let service =
-        Service::open(kind, &dir, settle).map_err(|e| CliError::new("sandbox_start", e))?;
+        Service::open(kind, &dir, settle, faults).map_err(|e| CliError::new("sandbox_start", e))?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| CliError::new("listen", format!("cannot listen on {}: {e}", args.listen)))?;

@@ -68,6 +68,11 @@ struct World {
 
 impl World {
     fn start(server_flags: &[&str]) -> World {
+        World::start_with(&[], server_flags)
+    }
+
+    /// With extra flags for the bank sandbox (`--fault …`) and for the server.
+    fn start_with(bank_flags: &[&str], server_flags: &[&str]) -> World {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("logs.txt");
         let cmls = spawn(
@@ -82,18 +87,18 @@ impl World {
             ],
             &log,
         );
-        let bank = spawn(
-            &[
-                "sandbox",
-                "bank",
-                "--json",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                dir.path().join("bank").to_str().unwrap(),
-            ],
-            &log,
-        );
+        let bank_dir = dir.path().join("bank");
+        let mut bank_args = vec![
+            "sandbox",
+            "bank",
+            "--json",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            bank_dir.to_str().unwrap(),
+        ];
+        bank_args.extend_from_slice(bank_flags);
+        let bank = spawn(&bank_args, &log);
         assert_eq!(cmls.trust, dir.path().join("cmls/trust.pem"));
         let mut args = vec![
             "server".to_owned(),
@@ -357,12 +362,12 @@ fn a_bank_that_times_out_after_charging_is_retried_with_the_same_key_and_charges
 
 #[test]
 fn a_bank_answering_5xx_gives_a_clear_error_and_credits_nothing() {
-    let w = World::start(&["--external-timeout-ms", "2000"]);
-    assert!(w.register("ann").0);
-    faults(
-        &w.bank,
-        json!([{"kind": "error_5xx", "count": 3, "path": "/v1/charges"}]),
+    // The faults come from the sandbox's --fault flag: three 503s, one per attempt.
+    let w = World::start_with(
+        &["--fault", "error_5xx:3:0:/v1/charges"],
+        &["--external-timeout-ms", "2000"],
     );
+    assert!(w.register("ann").0);
     let v = w.fails_with(
         "ann",
         &[

@@ -66,6 +66,47 @@ fn one() -> u32 {
     1
 }
 
+impl Fault {
+    /// Refuse unknown kinds and over-long waits.
+    pub fn check(&self) -> Result<(), String> {
+        if !matches!(
+            self.kind.as_str(),
+            "latency" | "error_5xx" | "timeout" | "drop_after_commit"
+        ) || self.ms > MAX_FAULT_MS
+        {
+            return Err(format!(
+                "fault kind must be latency, error_5xx, timeout or drop_after_commit, ms at most {MAX_FAULT_MS}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// `KIND[:COUNT[:MS[:PATH]]]`, e.g. `drop_after_commit:1:3000:/v1/charges` (the `--fault`
+    /// flag of `stampline sandbox`).
+    pub fn parse(text: &str) -> Result<Fault, String> {
+        let mut parts = text.splitn(4, ':');
+        let kind = parts.next().unwrap_or_default().to_owned();
+        let number = |p: Option<&str>, default: u64| -> Result<u64, String> {
+            p.map_or(Ok(default), |v| {
+                v.parse()
+                    .map_err(|_| format!("bad number {v:?} in fault {text:?}"))
+            })
+        };
+        let count = u32::try_from(number(parts.next(), 1)?)
+            .map_err(|_| format!("count too large in fault {text:?}"))?;
+        let ms = number(parts.next(), 0)?;
+        let path = parts.next().unwrap_or_default().to_owned();
+        let fault = Fault {
+            kind,
+            count,
+            ms,
+            path,
+        };
+        fault.check()?;
+        Ok(fault)
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     bank: Option<SandboxBank>,
@@ -362,19 +403,10 @@ struct FaultsIn {
     faults: Vec<Fault>,
 }
 
-async fn faults(State(s): St, body: Bytes) -> Answer {
+async fn queue_faults(State(s): St, body: Bytes) -> Answer {
     let f: FaultsIn = parse(&body)?;
     for fault in &f.faults {
-        if !matches!(
-            fault.kind.as_str(),
-            "latency" | "error_5xx" | "timeout" | "drop_after_commit"
-        ) || fault.ms > MAX_FAULT_MS
-        {
-            return Err(bad(
-                "bad_fault",
-                "kind must be latency, error_5xx, timeout or drop_after_commit; ms at most 120000",
-            ));
-        }
+        fault.check().map_err(|m| bad("bad_fault", m))?;
     }
     let mut q = s.faults.lock().unwrap_or_else(|e| e.into_inner());
     if q.len() + f.faults.len() > MAX_FAULTS {
@@ -443,15 +475,23 @@ async fn health(State(s): St) -> Answer {
 }
 
 /// The router of one stand-in over its state in `data_dir`.
-pub fn router(kind: Kind, data_dir: &Path, settle_after_ms: Option<i64>) -> Result<Router, String> {
+pub fn router(
+    kind: Kind,
+    data_dir: &Path,
+    settle_after_ms: Option<i64>,
+    faults: Vec<Fault>,
+) -> Result<Router, String> {
+    if faults.len() > MAX_FAULTS {
+        return Err(format!("at most {MAX_FAULTS} faults"));
+    }
     let mut shared = Shared {
         bank: None,
         cmls: None,
-        faults: Mutex::new(Vec::new()),
+        faults: Mutex::new(faults),
     };
     let common = Router::new()
         .route("/v1/health", get(health))
-        .route("/v1/test/faults", post(faults));
+        .route("/v1/test/faults", post(queue_faults));
     let routes = match kind {
         Kind::Bank => {
             let mut b =
@@ -505,11 +545,13 @@ pub struct Service {
 }
 
 impl Service {
-    /// Create or open `data_dir`: the state file, `tls/` and `trust.pem`.
+    /// Create or open `data_dir`: the state file, `tls/` and `trust.pem`; `faults` are queued
+    /// from the start.
     pub fn open(
         kind: Kind,
         data_dir: &Path,
         settle_after_ms: Option<i64>,
+        faults: Vec<Fault>,
     ) -> Result<Service, String> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
@@ -519,7 +561,7 @@ impl Service {
         )
         .map_err(|e| e.to_string())?;
         Ok(Service {
-            router: router(kind, data_dir, settle_after_ms)?,
+            router: router(kind, data_dir, settle_after_ms, faults)?,
             tls: identity.server_config().map_err(|e| e.to_string())?,
             trust_path: identity.trust_path,
         })
@@ -532,5 +574,25 @@ impl Service {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
         stampline_https::serve::serve(listener, self.router, self.tls, shutdown).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn fault_flags_parse_and_bad_ones_are_refused() {
+        let f = Fault::parse("drop_after_commit:2:3000:/v1/charges").unwrap();
+        assert_eq!(
+            (f.kind.as_str(), f.count, f.ms, f.path.as_str()),
+            ("drop_after_commit", 2, 3000, "/v1/charges")
+        );
+        let f = Fault::parse("error_5xx").unwrap();
+        assert_eq!((f.count, f.ms, f.path.as_str()), (1, 0, ""));
+        assert!(Fault::parse("explode").is_err());
+        assert!(Fault::parse("latency:1:999999").is_err());
+        assert!(Fault::parse("latency:x").is_err());
     }
 }

@@ -52,7 +52,7 @@ fn main() {
         .build()
         .unwrap();
     let service_dir = dir.path().join("bank");
-    let service = Service::open(Kind::Bank, &service_dir, None).unwrap();
+    let service = Service::open(Kind::Bank, &service_dir, None, Vec::new()).unwrap();
     let trust = service.trust_path.clone();
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
