@@ -463,6 +463,9 @@ fn a_returned_ach_debit_locks_the_account_until_it_is_paid() {
         "paying the debt credits nothing"
     );
     w.ok("ann", &buy);
+    // Our books and the bank's agree: the return and the card payment that paid it.
+    let (clean, r) = w.reconcile();
+    assert!(clean, "{r}");
 }
 
 #[test]

@@ -111,7 +111,7 @@ impl Server {
         )?;
         let store = Arc::new(SqliteStore::open(&cfg.data_dir.join("ledger.sqlite"))?);
         let (cmls, bank) = external_links(&cfg)?;
-        let sandbox = cmls.is_sandbox() && bank.is_sandbox();
+        let sandbox = cmls.is_sandbox() || bank.is_sandbox();
         let core = Core::new(store, psd, cmls, bank, cfg.core.clone())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let state = AppState {
