@@ -464,7 +464,7 @@ impl Core {
         fingerprint: [u8; 32],
         order: AutoRefillOrder,
     ) -> Result<serde_json::Value, CoreError> {
-        let bad = |m: &str| CoreError::refused(codes_bad_request(), m.to_owned());
+        let bad = |m: &str| CoreError::refused(stampline_wire::codes::BAD_REQUEST, m.to_owned());
         if !order.off {
             self.refuse_if_locked(user_id).await?;
             if order.amount_mills == 0 || order.amount_mills > super::MAX_FUND_MILLS {
@@ -606,10 +606,6 @@ impl Core {
         tracing::info!(user = user_id, payment = %out.payment_id, "auto-refilled");
         Ok(Some(out))
     }
-}
-
-fn codes_bad_request() -> &'static str {
-    stampline_wire::codes::BAD_REQUEST
 }
 
 impl Core {
