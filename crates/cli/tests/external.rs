@@ -68,25 +68,25 @@ struct World {
 
 impl World {
     fn start(server_flags: &[&str]) -> World {
-        World::start_with(&[], server_flags)
+        World::start_with(&[], &[], server_flags)
     }
 
-    /// With extra flags for the bank sandbox (`--fault …`) and for the server.
-    fn start_with(bank_flags: &[&str], server_flags: &[&str]) -> World {
+    /// With extra flags for the sandboxes (`--fault …`) and for the server.
+    fn start_with(cmls_flags: &[&str], bank_flags: &[&str], server_flags: &[&str]) -> World {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("logs.txt");
-        let cmls = spawn(
-            &[
-                "sandbox",
-                "cmls",
-                "--json",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                dir.path().join("cmls").to_str().unwrap(),
-            ],
-            &log,
-        );
+        let cmls_dir = dir.path().join("cmls");
+        let mut cmls_args = vec![
+            "sandbox",
+            "cmls",
+            "--json",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            cmls_dir.to_str().unwrap(),
+        ];
+        cmls_args.extend_from_slice(cmls_flags);
+        let cmls = spawn(&cmls_args, &log);
         let bank_dir = dir.path().join("bank");
         let mut bank_args = vec![
             "sandbox",
@@ -364,6 +364,7 @@ fn a_bank_that_times_out_after_charging_is_retried_with_the_same_key_and_charges
 fn a_bank_answering_5xx_gives_a_clear_error_and_credits_nothing() {
     // The faults come from the sandbox's --fault flag: three 503s, one per attempt.
     let w = World::start_with(
+        &[],
         &["--fault", "error_5xx:3:0:/v1/charges"],
         &["--external-timeout-ms", "2000"],
     );
@@ -729,4 +730,24 @@ fn closing_an_account_refunds_the_balance_to_the_card_and_withdraws_the_device()
         "{}",
         String::from_utf8_lossy(&audit.stdout)
     );
+}
+
+#[test]
+fn a_registration_that_failed_after_its_licence_gets_the_same_licence_when_retried() {
+    // CMLS licenses, then refuses the device registration three times (every attempt).
+    let w = World::start_with(
+        &["--fault", "error_5xx:3:0:/v1/devices"],
+        &[],
+        &["--external-timeout-ms", "2000"],
+    );
+    let (ok, v) = w.register("ann");
+    assert!(!ok && v["error"] == "unavailable", "{v}");
+    let (ok, reg) = w.register("ann");
+    assert!(ok, "{reg}");
+    assert_eq!(reg["license_id"], "LIC-00000001", "the same licence: {reg}");
+    assert_eq!(reg["device_id"], "SL0100000001");
+    let (_, devices) = call(w.cmls.as_ref().unwrap(), "GET", "/v1/devices", None);
+    assert_eq!(devices.as_array().unwrap().len(), 1);
+    let (clean, r) = w.reconcile();
+    assert!(clean, "{r}");
 }

@@ -112,7 +112,13 @@ pub struct DeviceStatus {
 pub trait Cmls: Send + Sync + std::fmt::Debug {
     /// Whether this is a stand-in (the server says so at start).
     fn is_sandbox(&self) -> bool;
-    fn license_customer(&self, app: &LicenseApplication) -> Result<License, CmlsError>;
+    /// A licence for the customer. With an idempotency key, a repeat of the same application
+    /// answers the same licence (a registration retried after a later step failed).
+    fn license_customer(
+        &self,
+        app: &LicenseApplication,
+        idempotency_key: Option<&str>,
+    ) -> Result<License, CmlsError>;
     /// Register the licence's device with the key that signs for it (SPKI DER).
     fn register_device(
         &self,
@@ -160,6 +166,9 @@ struct State {
     next_serial: u32,
     licenses: BTreeMap<String, LicenseApplication>,
     devices: BTreeMap<String, DeviceRecord>,
+    /// Licence idempotency key → (the application as JSON, the licence).
+    #[serde(default)]
+    license_keys: BTreeMap<String, (String, License)>,
 }
 
 /// The in-process CMLS sandbox (also the storage of `stampline sandbox cmls`).
@@ -240,7 +249,11 @@ impl Cmls for SandboxCmls {
         true
     }
 
-    fn license_customer(&self, app: &LicenseApplication) -> Result<License, CmlsError> {
+    fn license_customer(
+        &self,
+        app: &LicenseApplication,
+        idempotency_key: Option<&str>,
+    ) -> Result<License, CmlsError> {
         check_field("name", &app.name)?;
         check_field("address", &app.address)?;
         check_field("city", &app.city)?;
@@ -257,17 +270,42 @@ impl Cmls for SandboxCmls {
                 "ZIP 00000 is not a delivery area".into(),
             ));
         }
+        let asked =
+            serde_json::to_string(app).map_err(|e| CmlsError::Unavailable(e.to_string()))?;
+        if let Some(key) = idempotency_key
+            && (key.is_empty() || key.len() > MAX_FIELD_CHARS * 2)
+        {
+            return Err(CmlsError::Refused(
+                "idempotency key must be 1 to 200 bytes".into(),
+            ));
+        }
         self.state.update(|s| {
+            if let Some(key) = idempotency_key
+                && let Some((before, license)) = s.license_keys.get(key)
+            {
+                return if *before == asked {
+                    Ok(license.clone())
+                } else {
+                    Err(CmlsError::Refused(
+                        "idempotency key reused for a different application".into(),
+                    ))
+                };
+            }
             s.next_serial = s
                 .next_serial
                 .checked_add(1)
                 .ok_or_else(|| CmlsError::Unavailable("device serials exhausted".into()))?;
             let license_id = format!("LIC-{:08}", s.next_serial);
             s.licenses.insert(license_id.clone(), app.clone());
-            Ok(License {
+            let license = License {
                 license_id,
                 device_serial: s.next_serial,
-            })
+            };
+            if let Some(key) = idempotency_key {
+                s.license_keys
+                    .insert(key.to_owned(), (asked, license.clone()));
+            }
+            Ok(license)
         })
     }
 
@@ -446,11 +484,11 @@ mod tests {
         let path = dir.path().join("cmls.json");
         let a = SandboxCmls::open(Some(&path))
             .unwrap()
-            .license_customer(&app())
+            .license_customer(&app(), None)
             .unwrap();
         let b = SandboxCmls::open(Some(&path))
             .unwrap()
-            .license_customer(&app())
+            .license_customer(&app(), None)
             .unwrap();
         assert_ne!(a.device_serial, b.device_serial);
         assert_ne!(a.license_id, b.license_id);
@@ -462,21 +500,21 @@ mod tests {
         let mut bad = app();
         bad.zip = "0213".into();
         assert!(matches!(
-            cmls.license_customer(&bad),
+            cmls.license_customer(&bad, None),
             Err(CmlsError::Refused(_))
         ));
         let mut bad = app();
         bad.name = " ".into();
-        assert!(cmls.license_customer(&bad).is_err());
+        assert!(cmls.license_customer(&bad, None).is_err());
         let mut bad = app();
         bad.state = "Mass".into();
-        assert!(cmls.license_customer(&bad).is_err());
+        assert!(cmls.license_customer(&bad, None).is_err());
     }
 
     #[test]
     fn usage_reports_that_skip_pieces_or_value_are_flagged() {
         let cmls = SandboxCmls::open(None).unwrap();
-        let lic = cmls.license_customer(&app()).unwrap();
+        let lic = cmls.license_customer(&app(), None).unwrap();
         cmls.register_device(&lic.license_id, "SL0100000001", "0a0b0c0d", &[1, 2, 3])
             .unwrap();
         cmls.report_reset("SL0100000001", "pay_1", 20_000, 0, 20_000)
@@ -508,7 +546,7 @@ mod tests {
     #[test]
     fn withdrawn_devices_take_no_more_resets() {
         let cmls = SandboxCmls::open(None).unwrap();
-        let lic = cmls.license_customer(&app()).unwrap();
+        let lic = cmls.license_customer(&app(), None).unwrap();
         assert!(matches!(
             cmls.register_device("LIC-99999999", "SL0100000001", "0a0b0c0d", &[1]),
             Err(CmlsError::Unknown(_))
@@ -520,5 +558,19 @@ mod tests {
             .unwrap();
         assert_eq!(s.status, "withdrawn");
         assert!(cmls.report_reset("SL0100000001", "p", 1, 0, 1).is_err());
+    }
+
+    #[test]
+    fn a_repeated_application_with_its_key_gets_the_same_licence() {
+        let cmls = SandboxCmls::open(None).unwrap();
+        let a = cmls.license_customer(&app(), Some("k1")).unwrap();
+        assert_eq!(cmls.license_customer(&app(), Some("k1")).unwrap(), a);
+        assert_ne!(cmls.license_customer(&app(), Some("k2")).unwrap(), a);
+        let mut other = app();
+        other.zip = "94105".into();
+        assert!(matches!(
+            cmls.license_customer(&other, Some("k1")),
+            Err(CmlsError::Refused(_))
+        ));
     }
 }

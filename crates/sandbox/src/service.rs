@@ -297,9 +297,10 @@ async fn plant(State(s): St, body: Bytes) -> Answer {
 
 // ---- CMLS ----
 
-async fn licenses(State(s): St, body: Bytes) -> Answer {
+async fn licenses(State(s): St, headers: HeaderMap, body: Bytes) -> Answer {
     let app: LicenseApplication = parse(&body)?;
-    to_json(&cmls(&s)?.license_customer(&app)?)
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    to_json(&cmls(&s)?.license_customer(&app, key)?)
 }
 
 #[derive(Deserialize)]

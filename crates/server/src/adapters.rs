@@ -313,9 +313,20 @@ impl Cmls for HttpCmls {
         false
     }
 
-    fn license_customer(&self, app: &LicenseApplication) -> Result<License, CmlsError> {
+    fn license_customer(
+        &self,
+        app: &LicenseApplication,
+        idempotency_key: Option<&str>,
+    ) -> Result<License, CmlsError> {
         let body = serde_json::to_value(app).map_err(|e| CmlsError::Unavailable(e.to_string()))?;
-        self.call("POST", "/v1/licenses", None, Some(body), Retry::ConnectOnly)
+        // With a key the application may be repeated safely; without one, only when it never
+        // reached CMLS.
+        let retry = if idempotency_key.is_some() {
+            Retry::Safe
+        } else {
+            Retry::ConnectOnly
+        };
+        self.call("POST", "/v1/licenses", idempotency_key, Some(body), retry)
     }
 
     fn register_device(

@@ -339,15 +339,19 @@ impl Core {
                 .psd
                 .wrap_user_key(&k_user, &link_key_context(&user_key_str))
                 .map_err(|e| CoreError::Internal(e.to_string()))?;
+            let application = LicenseApplication {
+                name: form.name.clone(),
+                address: form.address.clone(),
+                city: form.city.clone(),
+                state: form.state.clone(),
+                zip: form.zip.clone(),
+            };
             let license = core
                 .cmls
-                .license_customer(&LicenseApplication {
-                    name: form.name.clone(),
-                    address: form.address.clone(),
-                    city: form.city.clone(),
-                    state: form.state.clone(),
-                    zip: form.zip.clone(),
-                })
+                .license_customer(
+                    &application,
+                    Some(&funding::license_key(&user_key_str, &application)),
+                )
                 .map_err(cmls_error)?;
             let model = DEVICE_MODEL.as_bytes();
             let device_id = DeviceId::new(

@@ -45,6 +45,25 @@ pub struct SettlementReport {
     pub returned: Vec<String>,
 }
 
+/// The CMLS idempotency key of a licence application: the same user repeating the same
+/// application (after CMLS or a later step failed) gets the same licence and device id; a
+/// corrected application is a new one.
+pub(super) fn license_key(user_key: &str, app: &stampline_sandbox::LicenseApplication) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in [
+        user_key,
+        app.name.as_str(),
+        app.address.as_str(),
+        app.city.as_str(),
+        app.state.as_str(),
+        app.zip.as_str(),
+    ] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.as_bytes());
+    }
+    format!("license:{}", hex::encode(&ctx.finish().as_ref()[..16]))
+}
+
 fn money(mills: u64) -> String {
     Amount::from_mills(mills).map_or_else(|| format!("{mills} mills"), |a| a.to_string())
 }
