@@ -111,6 +111,7 @@ pub enum SandboxService {
 
 #[derive(Debug, Args)]
 pub struct SandboxServiceArgs {
+    /// Address to listen on (default: a free port on 127.0.0.1; the listening line names it).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
     /// State, TLS identity and trust.pem (default ./stampline-cmls or ./stampline-bank).

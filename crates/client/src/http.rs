@@ -123,7 +123,7 @@ impl Endpoint {
             .await
             .map_err(|e| match e {
                 CallError::BadUrl(u) => HttpError::BadUrl(u),
-                CallError::Connect(m) => HttpError::Connect(m),
+                CallError::Connect(m) | CallError::Lost(m) => HttpError::Connect(m),
                 CallError::Tls(m) => HttpError::Tls(m),
                 CallError::Timeout(_) => HttpError::Timeout,
                 CallError::BadAnswer(m) => HttpError::BadAnswer(m),

@@ -21,6 +21,9 @@ pub enum CallError {
     Connect(String),
     #[error("TLS failed: {0}")]
     Tls(String),
+    /// The connection failed after the request may have been sent: it may have taken effect.
+    #[error("connection lost during the request: {0}")]
+    Lost(String),
     #[error("no answer within {0} ms")]
     Timeout(u128),
     #[error("unexpected answer: {0}")]
@@ -132,7 +135,7 @@ impl JsonCaller {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| CallError::Connect(e.to_string()))?;
+            .map_err(|e| CallError::Lost(e.to_string()))?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()

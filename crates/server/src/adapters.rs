@@ -4,7 +4,8 @@
 //! Each call has a timeout; a call that may be repeated safely (every bank call carries an
 //! idempotency key, CMLS reports are keyed by payment or serial) is retried after a timeout, a
 //! lost connection or a 5xx, with the same key, at most [`MAX_ATTEMPTS`] times. A licence
-//! application is retried only when the connection could not be made (nothing reached CMLS).
+//! application without a key and a usage report are retried only when the connection could not
+//! be made (nothing reached CMLS).
 //! The traits are synchronous; the private tier calls them from blocking threads, and the adapter
 //! runs the async call on the runtime it was made in.
 
@@ -112,7 +113,12 @@ impl Link {
                     last = format!("cannot reach {}: {m}", self.what);
                     true
                 }
-                Err(e @ (CallError::Timeout(_) | CallError::Tls(_) | CallError::BadAnswer(_))) => {
+                Err(
+                    e @ (CallError::Timeout(_)
+                    | CallError::Tls(_)
+                    | CallError::Lost(_)
+                    | CallError::BadAnswer(_)),
+                ) => {
                     last = format!("{}: {e}", self.what);
                     retry == Retry::Safe
                 }
