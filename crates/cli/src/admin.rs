@@ -19,6 +19,8 @@ pub const MAX_REASON_BYTES: usize = stampline_psd::MAX_REASON_BYTES;
 
 pub async fn admin(global: &Global, a: AdminArgs, out: Out) -> Result<(), CliError> {
     match a.command {
+        AdminCommand::Reconcile(ext) => crate::external::reconcile(ext, out).await,
+        AdminCommand::ReportUsage(r) => crate::external::report_usage(r, out).await,
         AdminCommand::Create { data_dir, psd } => {
             let user = user(global)?;
             let password = password()?;

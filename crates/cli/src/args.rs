@@ -62,6 +62,101 @@ pub enum Command {
     Audit(AuditArgs),
     /// Administration: admin accounts and signing keys.
     Admin(AdminArgs),
+    /// Show the payment methods offered, the standing authorisation and any lock.
+    PaymentOptions,
+    /// Authorise automatic refills from a card below a threshold, up to a cap (or --off).
+    AutoRefill(AutoRefillArgs),
+    /// Close the account: the balance is refunded to the card or bank account it came from.
+    CloseAccount(CloseAccountArgs),
+    /// Run a stand-in for the licensing system or the bank as an HTTPS service.
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AutoRefillArgs {
+    /// Refill when the balance falls below this many dollars.
+    #[arg(long, required_unless_present = "off")]
+    pub threshold: Option<String>,
+    /// Dollars per refill.
+    #[arg(long, required_unless_present = "off")]
+    pub amount: Option<String>,
+    /// Most dollars all refills under this authorisation may charge.
+    #[arg(long, required_unless_present = "off")]
+    pub cap: Option<String>,
+    #[arg(long, required_unless_present = "off", requires_all = ["exp", "cvc"])]
+    pub card: Option<String>,
+    #[arg(long)]
+    pub exp: Option<String>,
+    #[arg(long)]
+    pub cvc: Option<String>,
+    /// Remove the standing authorisation.
+    #[arg(long, conflicts_with_all = ["threshold", "amount", "cap", "card"])]
+    pub off: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CloseAccountArgs {
+    /// Confirm: closing cannot be undone.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    #[command(subcommand)]
+    pub service: SandboxService,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxService {
+    /// The postal licensing system (CMLS) stand-in.
+    Cmls(SandboxServiceArgs),
+    /// The financial system (card processor and ACH) stand-in.
+    Bank(SandboxServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxServiceArgs {
+    /// Address to listen on (default: a free port on 127.0.0.1; the listening line names it).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// State, TLS identity and trust.pem (default ./stampline-cmls or ./stampline-bank).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Bank: how long an ACH debit stays pending before it settles.
+    #[arg(long)]
+    pub settle_after_ms: Option<u64>,
+    /// Queue a fault for tests (repeatable): KIND[:COUNT[:MS[:PATH]]], KIND one of latency,
+    /// error_5xx, timeout, drop_after_commit (docs/SANDBOXES.md).
+    #[arg(long)]
+    pub fault: Vec<String>,
+}
+
+/// The server's data dir and where its CMLS and bank are (as given to `stampline server`).
+#[derive(Debug, Args)]
+pub struct ExternalArgs {
+    #[arg(long, default_value = "./stampline-data")]
+    pub data_dir: PathBuf,
+    /// sqlite (default, in the data dir).
+    #[arg(long)]
+    pub database: Option<String>,
+    #[arg(long, requires = "cmls_trust")]
+    pub cmls: Option<String>,
+    #[arg(long)]
+    pub cmls_trust: Option<PathBuf>,
+    #[arg(long, requires = "bank_trust")]
+    pub bank: Option<String>,
+    #[arg(long)]
+    pub bank_trust: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportUsageArgs {
+    #[command(flatten)]
+    pub external: ExternalArgs,
+    /// The day reported, YYYY-MM-DD (default: today, UTC).
+    #[arg(long)]
+    pub date: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -78,11 +173,26 @@ pub struct ServerArgs {
     #[arg(long)]
     pub psd: Option<String>,
     /// Licensing system URL (default: built-in sandbox).
-    #[arg(long)]
+    #[arg(long, requires = "cmls_trust")]
     pub cmls: Option<String>,
     /// Financial system URL (default: built-in sandbox).
-    #[arg(long)]
+    #[arg(long, requires = "bank_trust")]
     pub bank: Option<String>,
+    /// The licensing system's trust.pem (its pinned certificate).
+    #[arg(long)]
+    pub cmls_trust: Option<PathBuf>,
+    /// The financial system's trust.pem (its pinned certificate).
+    #[arg(long)]
+    pub bank_trust: Option<PathBuf>,
+    /// Time limit of one call to CMLS or the bank (retried up to 3 times).
+    #[arg(long, default_value_t = 10_000)]
+    pub external_timeout_ms: u64,
+    /// How often EFT debits are checked for returns.
+    #[arg(long, default_value_t = 900_000)]
+    pub settlement_poll_ms: u64,
+    /// How often the daily usage report is sent to CMLS (0 = only by `stampline admin report-usage`).
+    #[arg(long, default_value_t = 86_400_000)]
+    pub usage_report_ms: u64,
     #[arg(long, default_value = "all")]
     pub role: String,
     #[arg(long, default_value_t = 5000)]
@@ -281,6 +391,11 @@ pub enum AdminCommand {
     },
     /// List the signing keys with their status.
     Keys,
+    /// On the server's machine: compare our ledger with the bank's and CMLS's records; exit 1 on
+    /// any difference.
+    Reconcile(ExternalArgs),
+    /// On the server's machine: send CMLS the daily usage report of every device.
+    ReportUsage(ReportUsageArgs),
     /// Make a new signing key; new items use it, the old key's items stay valid for a while.
     RotateKey,
     /// Revoke a retired signing key: items it signed fail `verify` from now on.

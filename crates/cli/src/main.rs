@@ -8,6 +8,8 @@ mod batch;
 mod buy;
 mod client_cmds;
 mod demo;
+mod external;
+mod funding_cmds;
 mod labels;
 mod output;
 mod print_cmd;
@@ -64,6 +66,10 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
         Command::Printers(a) => print_cmd::printers(a, out).await,
         Command::Verify(a) => verify::verify_cmd(global, a, out).await,
         Command::Audit(a) => server_cmd::audit(a, out),
+        Command::PaymentOptions => funding_cmds::payment_options(global, out).await,
+        Command::AutoRefill(a) => funding_cmds::auto_refill(global, a, out).await,
+        Command::CloseAccount(a) => funding_cmds::close_account(global, a, out).await,
+        Command::Sandbox(a) => external::sandbox(a, out).await,
         Command::Admin(a) => admin::admin(global, a, out).await,
     }
 }

@@ -28,12 +28,6 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
         .unwrap_or("software")
         .parse()
         .map_err(|e: stampline_psd::PsdError| CliError::new("bad_flag", e.to_string()))?;
-    if a.cmls.is_some() || a.bank.is_some() {
-        return Err(unsupported(
-            "--cmls/--bank",
-            "this version uses the built-in sandboxes only",
-        ));
-    }
     if a.role != "all" {
         return Err(unsupported(
             "--role",
@@ -47,6 +41,13 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
         ));
     }
     let mut cfg = ServerConfig::new(a.data_dir.clone());
+    cfg.external = crate::external::external_config(
+        a.cmls.as_ref().zip(a.cmls_trust.as_ref()),
+        a.bank.as_ref().zip(a.bank_trust.as_ref()),
+    );
+    cfg.external.timeout = std::time::Duration::from_millis(a.external_timeout_ms.max(1));
+    cfg.external.settlement_poll = std::time::Duration::from_millis(a.settlement_poll_ms.max(1));
+    cfg.external.usage_report = std::time::Duration::from_millis(a.usage_report_ms);
     cfg.hostnames = a.hostname.clone();
     cfg.psd = psd;
     cfg.beat_interval_ms = a.beat_interval_ms;

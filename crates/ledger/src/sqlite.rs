@@ -8,6 +8,7 @@
 //! expression into a float.
 
 mod audit;
+mod payments;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -117,6 +118,75 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn payments(&self) -> Result<Vec<crate::PaymentRow>, LedgerError> {
+        self.read(|tx| payments::list(tx))
+    }
+
+    fn record_payment_return(
+        &self,
+        payment_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<UserId>, LedgerError> {
+        self.write(|tx| payments::record_return(tx, payment_id, now_ms))
+    }
+
+    fn open_returns(&self, user_id: UserId) -> Result<Vec<crate::PaymentRow>, LedgerError> {
+        self.read(|tx| payments::open_returns(tx, user_id))
+    }
+
+    fn pay_return(
+        &self,
+        key: &RequestKey,
+        returned_payment_id: &str,
+        paid_by: &str,
+        now_ms: i64,
+    ) -> Result<FundOutcome, LedgerError> {
+        self.write(|tx| payments::pay_return(tx, key, returned_payment_id, paid_by, now_ms))
+    }
+
+    fn meters(&self) -> Result<Vec<MeterState>, LedgerError> {
+        self.read(|tx| payments::meters(tx))
+    }
+
+    fn set_auto_refill(
+        &self,
+        key: &RequestKey,
+        auth: Option<&crate::AutoRefill>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.write(|tx| payments::set_auto_refill(tx, key, auth, now_ms))
+    }
+
+    fn auto_refill(&self, user_id: UserId) -> Result<Option<crate::AutoRefill>, LedgerError> {
+        self.read(|tx| payments::auto_refill(tx, user_id))
+    }
+
+    fn count_auto_refill(
+        &self,
+        user_id: UserId,
+        refill: u64,
+        amount_mills: u64,
+    ) -> Result<bool, LedgerError> {
+        self.write(|tx| payments::count_auto_refill(tx, user_id, refill, amount_mills))
+    }
+
+    fn close_account(
+        &self,
+        key: &RequestKey,
+        payouts: &[crate::Payout],
+        now_ms: i64,
+    ) -> Result<crate::CloseOutcome, LedgerError> {
+        self.write(|tx| payments::close_account(tx, key, payouts, now_ms))
+    }
+
+    fn closed_at(&self, user_id: UserId) -> Result<Option<i64>, LedgerError> {
+        self.read(|tx| payments::closed_at(tx, user_id))
+    }
+
+    fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError> {
+        self.read(|tx| payments::item_amount(tx, user_id, serial))
+    }
+
     fn create_user(&self, u: &NewUser, now_ms: i64) -> Result<UserId, LedgerError> {
         check_text("user", &u.user, 1, MAX_TEXT_LEN)?;
         check_text("user_key", &u.user_key, 1, MAX_TEXT_LEN)?;
@@ -873,11 +943,20 @@ const KIND_RESERVE: &str = "reserve";
 const KIND_POST: &str = "post";
 const KIND_VOID: &str = "void";
 const KIND_REFUND: &str = "refund";
+const KIND_PAYOUT: &str = "payout";
 
 const KIND_POSTAGE: &str = "postage";
 
 /// Audit actions that log exactly one transfer, whose id is the detail's `"transfer"` field.
-const TRANSFER_ACTIONS: [&str; 6] = ["fund", "issue", "confirm", "void", "void_expired", "refund"];
+const TRANSFER_ACTIONS: [&str; 7] = [
+    "fund",
+    "issue",
+    "confirm",
+    "void",
+    "void_expired",
+    "refund",
+    "payout",
+];
 
 fn user_actor(user_id: UserId) -> String {
     format!("user:{user_id}")
@@ -1022,6 +1101,10 @@ fn load_meter(conn: &Connection, user_id: UserId) -> Result<Option<Meter>, Ledge
             .map_err(|_| LedgerError::Corrupt(format!("piece number {piece} out of range")))?,
         seal,
     }))
+}
+
+fn reserved_account_balance(conn: &Connection, user_id: UserId) -> Result<i64, LedgerError> {
+    balance_of(conn, &reserved_account(user_id))
 }
 
 fn require_meter(conn: &Connection, user_id: UserId) -> Result<Meter, LedgerError> {

@@ -6,6 +6,8 @@
 //! behaviour is broken, and it is never called by production code. Tests that need to edit the
 //! database behind the ledger's back take a [`Tamper`], which each implementation provides.
 
+pub mod payments;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use stampline_money::Amount;
@@ -124,7 +126,7 @@ pub const BEHAVIOURS: &[(&str, Behaviour)] = &[
 
 /// Runs every behaviour of [`BEHAVIOURS`], each on a store from `make`.
 pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
-    for (name, behaviour) in BEHAVIOURS {
+    for (name, behaviour) in BEHAVIOURS.iter().chain(payments::BEHAVIOURS) {
         eprintln!("ledger testsuite: {name}");
         let store = make();
         behaviour(&*store);

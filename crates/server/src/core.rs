@@ -31,6 +31,8 @@ use zeroize::Zeroizing;
 use crate::clock::now_ms;
 
 pub mod admin;
+mod funding;
+pub use funding::{Difference, ReconcileReport, SettlementReport};
 
 /// The largest single funding, in mills ($5,000).
 pub const MAX_FUND_MILLS: u64 = 5_000_000;
@@ -346,21 +348,20 @@ impl Core {
                 .psd
                 .wrap_user_key(&k_user, &link_key_context(&user_key_str))
                 .map_err(|e| CoreError::Internal(e.to_string()))?;
+            let application = LicenseApplication {
+                name: form.name.clone(),
+                address: form.address.clone(),
+                city: form.city.clone(),
+                state: form.state.clone(),
+                zip: form.zip.clone(),
+            };
             let license = core
                 .cmls
-                .license_customer(&LicenseApplication {
-                    name: form.name.clone(),
-                    address: form.address.clone(),
-                    city: form.city.clone(),
-                    state: form.state.clone(),
-                    zip: form.zip.clone(),
-                })
-                .map_err(|e| match e {
-                    CmlsError::Refused(m) => CoreError::refused("license_refused", m),
-                    CmlsError::Unavailable(m) => {
-                        CoreError::Unavailable(format!("licensing system unavailable: {m}"))
-                    }
-                })?;
+                .license_customer(
+                    &application,
+                    Some(&funding::license_key(&user_key_str, &application)),
+                )
+                .map_err(cmls_error)?;
             let model = DEVICE_MODEL.as_bytes();
             let device_id = DeviceId::new(
                 [model[0], model[1], model[2], model[3]],
@@ -368,6 +369,7 @@ impl Core {
             )
             .map_err(|e| CoreError::Internal(e.to_string()))?
             .to_string();
+            core.register_device(&license.license_id, &device_id)?;
             core.store.create_user(
                 &NewUser {
                     user: form.user.clone(),
@@ -565,6 +567,25 @@ impl Core {
             op @ (Op::AdminKeys {} | Op::AdminRotateKey {} | Op::AdminRevokeKey { .. }) => {
                 self.admin_op(user_id, op).await
             }
+            Op::PaymentOptions {} => self.payment_options(user_id).await,
+            Op::Close {} => self.close_account(user_id, request_id, fingerprint).await,
+            Op::AutoRefill {
+                threshold_mills,
+                amount_mills,
+                cap_mills,
+                card,
+                off,
+            } => {
+                let order = funding::AutoRefillOrder {
+                    threshold_mills,
+                    amount_mills,
+                    cap_mills,
+                    card,
+                    off,
+                };
+                self.set_auto_refill(user_id, request_id, fingerprint, order)
+                    .await
+            }
             Op::Issue {
                 kind,
                 postage_mills,
@@ -575,6 +596,7 @@ impl Core {
                 weight_oz,
             } => {
                 let weight = weight_oz.map(|w| w.to_string());
+                self.refuse_if_locked(user_id).await?;
                 let order = PostageOrder::check(
                     &kind,
                     postage_mills,
@@ -584,8 +606,11 @@ impl Core {
                     &class,
                 )?;
                 order.check_rate(weight.as_deref())?;
-                self.issue_postage(user_id, request_id, fingerprint, order, session)
-                    .await
+                let out = self
+                    .issue_postage(user_id, request_id, fingerprint, order, session)
+                    .await?;
+                self.spawn_refill_check(user_id);
+                Ok(out)
             }
             Op::Confirm { serial, printed } => {
                 check_serial(&serial)?;
@@ -638,7 +663,11 @@ impl Core {
                         request_id: &request_id,
                         fingerprint,
                     };
-                    Ok(core.store.refund(&key, &serial, window, now_ms())?)
+                    let out = core.store.refund(&key, &serial, window, now_ms())?;
+                    if out.status == ItemStatus::Refunded {
+                        core.report_refund(user_id, &serial);
+                    }
+                    Ok(out)
                 })
                 .await?;
                 Ok(json!({
@@ -715,11 +744,33 @@ impl Core {
         let amount = Amount::from_mills(amount_mills)
             .ok_or_else(|| CoreError::refused(codes::BAD_AMOUNT, "amount too large"))?;
         let idem = format!("{user_id}:{request_id}");
+        if self.store.closed_at(user_id)?.is_some() {
+            return Err(CoreError::refused(
+                codes::ACCOUNT_CLOSED,
+                "the account is closed",
+            ));
+        }
+        let open_returns = self.store.open_returns(user_id)?;
+        if let Some(returned) = open_returns.first() {
+            return self.pay_returned_debit(
+                user_id,
+                request_id,
+                fingerprint,
+                returned,
+                amount_mills,
+                payment,
+            );
+        }
         let (method, token, last4, paid) = match &payment {
             Payment::Card(card) => {
                 let t = self
                     .bank
-                    .tokenize_card(&card.number.0, &card.exp, &card.cvc.0)
+                    .tokenize_card(
+                        &card.number.0,
+                        &card.exp,
+                        &card.cvc.0,
+                        &format!("{idem}:token"),
+                    )
                     .map_err(bank_error)?;
                 let paid = self
                     .bank
@@ -765,6 +816,7 @@ impl Core {
             && let Ok(b) = self.store.balance(user_id)
             && let Err(e) = self.cmls.report_reset(
                 &user.device_id,
+                &out.payment_id,
                 amount_mills,
                 b.ascending_mills,
                 b.descending_mills,
@@ -861,6 +913,16 @@ impl Core {
     }
 }
 
+fn cmls_error(e: CmlsError) -> CoreError {
+    match e {
+        CmlsError::Refused(m) => CoreError::refused("license_refused", m),
+        CmlsError::Unknown(m) => CoreError::Internal(format!("CMLS does not know {m}")),
+        CmlsError::Unavailable(m) => CoreError::Unavailable(format!(
+            "licensing system unavailable: {m}; nothing was registered, try again"
+        )),
+    }
+}
+
 enum Payment {
     Card(stampline_wire::Card),
     Eft(stampline_wire::Eft),
@@ -875,9 +937,17 @@ fn bank_error(e: BankError) -> CoreError {
         BankError::Declined | BankError::InsufficientFunds => codes::CARD_DECLINED,
         BankError::BadAmount => codes::BAD_AMOUNT,
         BankError::KeyReused => codes::ID_REUSED,
-        BankError::Unavailable(_) => codes::PAYMENT_FAILED,
+        BankError::Unavailable(_)
+        | BankError::BadKey
+        | BankError::UnknownPayment
+        | BankError::BadState(_) => codes::PAYMENT_FAILED,
     };
-    CoreError::refused(code, e.to_string())
+    let message = if code == codes::PAYMENT_FAILED {
+        format!("{e}; nothing was credited; retry with the same request id")
+    } else {
+        e.to_string()
+    };
+    CoreError::refused(code, message)
 }
 
 fn check_serial(serial: &str) -> Result<(), CoreError> {

@@ -43,6 +43,10 @@ pub mod codes {
     // Extension `reprint` (issue 6).
     pub const REPRINT_LIMIT: &str = "reprint_limit";
     pub const REPRINT_WINDOW_CLOSED: &str = "reprint_window_closed";
+    pub const ACCOUNT_LOCKED: &str = "account_locked";
+    pub const ACCOUNT_CLOSED: &str = "account_closed";
+    pub const ACCOUNT_BUSY: &str = "account_busy";
+    pub const REFUND_UNAVAILABLE: &str = "refund_unavailable";
     pub const INTERNAL: &str = "internal";
     // Admin ops (extension of v1).
     pub const FORBIDDEN: &str = "forbidden";
@@ -131,6 +135,26 @@ pub enum Op {
     Reprint {
         serial: String,
     },
+    /// Extension (issue 7): the payment methods offered, the standing authorisation, any lock.
+    PaymentOptions {},
+    /// Extension (issue 7): set a standing authorisation to refill from a card when the balance
+    /// falls below `threshold_mills` (`amount_mills` each time, at most `cap_mills` in all), or
+    /// remove it with `off: true`.
+    AutoRefill {
+        #[serde(default)]
+        threshold_mills: u64,
+        #[serde(default)]
+        amount_mills: u64,
+        #[serde(default)]
+        cap_mills: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        card: Option<Card>,
+        #[serde(default)]
+        off: bool,
+    },
+    /// Extension (issue 7): close the account; the balance is refunded to the payments it came
+    /// from and the device is withdrawn at CMLS.
+    Close {},
 }
 
 impl Op {
@@ -148,6 +172,9 @@ impl Op {
             Op::AdminRotateKey {} => "admin_rotate_key",
             Op::AdminRevokeKey { .. } => "admin_revoke_key",
             Op::Reprint { .. } => "reprint",
+            Op::PaymentOptions {} => "payment_options",
+            Op::AutoRefill { .. } => "auto_refill",
+            Op::Close {} => "close",
         }
     }
 
@@ -160,11 +187,13 @@ impl Op {
                 | Op::Fund { .. }
                 | Op::Refund { .. }
                 | Op::Reprint { .. }
+                | Op::AutoRefill { .. }
+                | Op::Close {}
         )
     }
 }
 
-const OPS: [&str; 12] = [
+const OPS: [&str; 15] = [
     "balance",
     "quote",
     "issue",
@@ -177,6 +206,9 @@ const OPS: [&str; 12] = [
     "admin_rotate_key",
     "admin_revoke_key",
     "reprint",
+    "payment_options",
+    "auto_refill",
+    "close",
 ];
 
 /// A request: its id (also its idempotency key) and its op.
