@@ -13,4 +13,6 @@ mod pinned;
 pub mod serve;
 
 pub use call::{CallError, JsonCaller, MAX_RESPONSE_BYTES, parse_https_url};
-pub use pinned::{PinError, pem, pem_blocks, pinned_client_config, read_pinned_cert};
+pub use pinned::{
+    PinError, pem, pem_blocks, pinned_client_config, pinned_client_config_for, read_pinned_cert,
+};

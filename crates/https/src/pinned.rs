@@ -71,25 +71,35 @@ pub fn read_pinned_cert(path: &Path) -> Result<Vec<u8>, PinError> {
 /// A TLS 1.3-only client configuration (aws-lc-rs) that accepts only `cert_der`, byte for byte,
 /// and checks the handshake signature with it.
 pub fn pinned_client_config(cert_der: &[u8], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    // TLS 1.3 is supported by the aws-lc-rs provider, so this cannot fail.
+    pinned_client_config_for(cert_der, alpn, &[&rustls::version::TLS13])
+        .unwrap_or_else(|_| unreachable_tls13())
+}
+
+/// The same pinning for the given protocol versions: printers (`ipps://`) often offer nothing
+/// newer than TLS 1.2, and their handshake signature is still checked with the pinned certificate.
+/// Fails only if the crate was built without a requested version.
+pub fn pinned_client_config_for(
+    cert_der: &[u8],
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = Arc::new(PinnedCert {
         cert_der: cert_der.to_vec(),
         provider: Arc::clone(&provider),
     });
-    // TLS 1.3 is supported by the aws-lc-rs provider, so this cannot fail.
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap_or_else(|_| unreachable_tls13());
-    let mut cfg = builder
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(cfg)
+    Ok(Arc::new(cfg))
 }
 
 #[allow(clippy::panic)]
-fn unreachable_tls13() -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier> {
+fn unreachable_tls13() -> Arc<rustls::ClientConfig> {
     panic!("the aws-lc-rs provider supports TLS 1.3")
 }
 
@@ -112,18 +122,24 @@ impl ServerCertVerifier for PinnedCert {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(
-                "server certificate does not match the pinned trust file".into(),
+                "certificate does not match the pinned one".into(),
             ))
         }
     }
 
+    /// Called only when the configuration offers TLS 1.2 ([`pinned_client_config_for`]).
     fn verify_tls12_signature(
         &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not allowed".into()))
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(

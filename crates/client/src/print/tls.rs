@@ -12,79 +12,15 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::PrintError;
 
-/// A client configuration that accepts only `cert_der`.
+/// A client configuration that accepts only `cert_der` (TLS 1.3 or 1.2), from the one pinning
+/// verifier in the `https` crate.
 pub(super) fn pinned_config(cert_der: &[u8]) -> Result<Arc<rustls::ClientConfig>, PrintError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = Arc::new(PinnedPrinter {
-        cert_der: cert_der.to_vec(),
-        provider: Arc::clone(&provider),
-    });
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| PrintError::Untrusted(format!("TLS setup: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
-}
-
-#[derive(Debug)]
-struct PinnedPrinter {
-    cert_der: Vec<u8>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedPrinter {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.cert_der.as_slice() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "printer certificate does not match the pinned one".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    stampline_https::pinned_client_config_for(
+        cert_der,
+        &[],
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    )
+    .map_err(|e| PrintError::Untrusted(format!("TLS setup: {e}")))
 }
 
 /// Fetches the certificate a TLS printer presents, without trusting it: the handshake stops once
