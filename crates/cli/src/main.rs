@@ -3,6 +3,7 @@
 //! the integration tests run this binary for real.
 
 mod args;
+mod bench;
 mod buy;
 mod client_cmds;
 mod demo;
@@ -56,6 +57,7 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
         Command::History(a) => client_cmds::history(global, a, out).await,
         Command::Buy(a) => buy::buy(global, a, out).await,
         Command::Verify(a) => verify::verify_cmd(global, a, out).await,
-        Command::Audit(a) => server_cmd::audit(a, out),
+        Command::Audit(a) => server_cmd::audit(a, out).await,
+        Command::Bench(a) => bench::bench(global, a, out).await,
     }
 }

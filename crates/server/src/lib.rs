@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod core;
+pub mod database;
 pub mod gateway;
 pub mod link;
 pub mod tls;
@@ -18,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use stampline_ledger::SqliteStore;
 use stampline_psd::SoftwarePsd;
 use stampline_sandbox::{SandboxBank, SandboxCmls};
 use tokio::net::TcpListener;
@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub beat_interval_ms: u64,
     pub beat_timeout_ms: u64,
     pub core: CoreConfig,
+    /// Where the ledger lives (default: SQLite in the data dir).
+    pub database: database::Database,
 }
 
 impl ServerConfig {
@@ -50,6 +52,7 @@ impl ServerConfig {
             beat_interval_ms: 5_000,
             beat_timeout_ms: 5_000,
             core: CoreConfig::default(),
+            database: database::Database::Sqlite,
         }
     }
 }
@@ -64,7 +67,7 @@ pub struct Server {
 
 impl Server {
     /// Create or open the data dir: software crypto device, TLS identity and `trust.pem`, the
-    /// SQLite ledger, the built-in CMLS and bank sandboxes.
+    /// ledger (SQLite in the data dir, or PostgreSQL), the built-in CMLS and bank sandboxes.
     pub fn open(cfg: ServerConfig) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let now_unix = clock::now_ms() / 1000;
@@ -74,7 +77,11 @@ impl Server {
             &cfg.hostnames,
             &stampline_psd::Psd::auth_public_key(psd.as_ref()),
         )?;
-        let store = Arc::new(SqliteStore::open(&cfg.data_dir.join("ledger.sqlite"))?);
+        let store = database::open_store(
+            &cfg.database,
+            &cfg.data_dir,
+            Some(Arc::clone(&psd) as Arc<dyn stampline_psd::Psd>),
+        )?;
         let cmls = Arc::new(SandboxCmls::open(Some(
             &cfg.data_dir.join("sandbox-cmls.json"),
         ))?);
