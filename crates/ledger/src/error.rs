@@ -44,6 +44,9 @@ pub enum LedgerError {
     /// The crypto device could not seal a meter state; nothing changed.
     #[error("sealing failed: {0}")]
     Sealing(String),
+    /// The commit shared by this operation's group failed; nothing of the operation was kept.
+    #[error("group commit failed: {0}")]
+    GroupCommit(String),
     /// An invariant check before commit failed; the transaction was rolled back.
     #[error("ledger invariant broken: {0}")]
     Invariant(String),
@@ -75,6 +78,7 @@ impl LedgerError {
             LedgerError::Signing(_) => "signing_failed",
             LedgerError::MeterFrozen { .. } => "meter_frozen",
             LedgerError::Sealing(_)
+            | LedgerError::GroupCommit(_)
             | LedgerError::Invariant(_)
             | LedgerError::Db(_)
             | LedgerError::Postgres(_)

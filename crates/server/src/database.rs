@@ -13,6 +13,9 @@ use stampline_psd::Psd;
 
 /// The ledger file in a data dir when the database is SQLite.
 pub const SQLITE_FILE: &str = "ledger.sqlite";
+/// Environment variable capping the operations per SQLite group commit (1 turns it off); for
+/// benchmarks (docs/BENCHMARKS.md). Unset: `stampline_ledger::sqlite::MAX_GROUP_OPS`.
+pub const GROUP_MAX_ENV: &str = "STAMPLINE_SQLITE_GROUP_MAX";
 
 /// Where the ledger lives.
 #[derive(Clone, PartialEq, Eq)]
@@ -64,7 +67,13 @@ pub fn open_store(
     let sealer = psd.map(|psd| Arc::new(PsdSealer(psd)) as Arc<dyn MeterSealer>);
     Ok(match database {
         Database::Sqlite => {
-            let store = SqliteStore::open(&data_dir.join(SQLITE_FILE))?;
+            let mut store = SqliteStore::open(&data_dir.join(SQLITE_FILE))?;
+            if let Some(max) = std::env::var(GROUP_MAX_ENV)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+            {
+                store = store.with_max_group(max);
+            }
             match sealer {
                 Some(s) => Arc::new(store.with_sealer(s)),
                 None => Arc::new(store),
