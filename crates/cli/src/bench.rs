@@ -140,7 +140,8 @@ pub async fn bench(global: &Global, a: BenchArgs, out: Out) -> Result<(), CliErr
     let names: Vec<String> = (0..users).map(|u| format!("bench-{run}-{u}")).collect();
     let links_of = |u: usize| (0..a.links).filter(|l| l % users == u).count() as u64;
     let count = a.count;
-    let per_link = |l: usize| count / a.links as u64 + u64::from((l as u64) < count % a.links as u64);
+    let per_link =
+        |l: usize| count / a.links as u64 + u64::from((l as u64) < count % a.links as u64);
 
     // Set-up: register and fund every user (the headroom covers the uneven split).
     let setup_started = Instant::now();

@@ -198,7 +198,11 @@ async fn two_servers_drain_one_account(db_url: &str) {
 
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
-        let ep = if c % 2 == 0 { ep_a.clone() } else { ep_b.clone() };
+        let ep = if c % 2 == 0 {
+            ep_a.clone()
+        } else {
+            ep_b.clone()
+        };
         clients.push(tokio::spawn(async move {
             let link = Link::connect(&ep, "ann", PASSWORD).await.unwrap();
             let mut bought = Vec::new();
@@ -256,6 +260,7 @@ async fn acknowledged_purchases_survive_kill_9_at_any_instant() {
     let data_arg = data.to_str().unwrap().to_owned();
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let confirmed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let payments: Arc<Mutex<Vec<String>>> = Arc::default();
     for round in 0..ROUNDS {
         // A short confirmation window: items issued but not confirmed before a kill are voided
         // and refunded by the restarted server, while the load runs on.
@@ -291,6 +296,33 @@ async fn acknowledged_purchases_survive_kill_9_at_any_instant() {
                 }
             }));
         }
+        // One worker pays in $1 at a time: acknowledged payments must survive too.
+        {
+            let (link, payments) = (Arc::clone(&link), Arc::clone(&payments));
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let r = link
+                        .request(Op::Fund {
+                            amount_mills: 1000,
+                            card: Some(Card {
+                                number: Secret("4242424242424242".into()),
+                                exp: "12/30".into(),
+                                cvc: Secret("123".into()),
+                            }),
+                            card_token: None,
+                            eft: None,
+                        })
+                        .await;
+                    match r {
+                        Ok(r) if r.ok => payments
+                            .lock()
+                            .unwrap()
+                            .push(r.fields["payment_id"].as_str().unwrap().to_owned()),
+                        _ => break,
+                    }
+                }
+            }));
+        }
         // Kill at a different instant each round (150–450 ms into the load).
         tokio::time::sleep(Duration::from_millis(150 + (round * 137) % 300)).await;
         drop(server);
@@ -312,9 +344,10 @@ async fn acknowledged_purchases_survive_kill_9_at_any_instant() {
         acked.len()
     );
     eprintln!(
-        "kill -9 test: {} purchases acknowledged, {} confirmed, over {ROUNDS} kills",
+        "kill -9 test: {} purchases acknowledged, {} confirmed, {} payments, over {ROUNDS} kills",
         acked.len(),
-        confirmed.len()
+        confirmed.len(),
+        payments.lock().unwrap().len()
     );
     let db = rusqlite::Connection::open(data.join("ledger.sqlite")).unwrap();
     let mut unique = HashSet::new();
@@ -339,6 +372,19 @@ async fn acknowledged_purchases_survive_kill_9_at_any_instant() {
                 rows[0]
             );
         }
+    }
+    let payments = payments.lock().unwrap().clone();
+    assert!(!payments.is_empty(), "no payment was acknowledged");
+    for payment_id in &payments {
+        let (count, funds): (i64, i64) = db
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM payments WHERE payment_id = ?1),
+                        (SELECT COUNT(*) FROM transfers WHERE payment_id = ?1 AND kind = 'fund')",
+                [payment_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((count, funds), (1, 1), "acknowledged payment {payment_id}");
     }
     let issued: i64 = db
         .query_row(

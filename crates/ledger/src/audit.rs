@@ -124,7 +124,10 @@ pub(crate) fn audit(tx: &mut dyn Tx, ctx: Ctx<'_>) -> Result<AuditReport, Ledger
     }
 
     let mut payments: HashMap<String, AuditPayment> = HashMap::new();
-    for row in tx.rows("SELECT payment_id, user_id, amount_mills FROM payments", &[])? {
+    for row in tx.rows(
+        "SELECT payment_id, user_id, amount_mills FROM payments",
+        &[],
+    )? {
         payments.insert(
             row.text(0)?,
             AuditPayment {

@@ -629,7 +629,9 @@ pub(crate) fn void_expired(
             continue;
         };
         let still_expired = item.status == ItemStatus::Issued
-            && item.confirm_by_ms.is_some_and(|deadline| deadline <= now_ms);
+            && item
+                .confirm_by_ms
+                .is_some_and(|deadline| deadline <= now_ms);
         if !still_expired {
             continue;
         }
@@ -998,7 +1000,11 @@ fn store_meter(tx: &mut dyn Tx, ctx: Ctx<'_>, old: &Meter, new: &Meter) -> Resul
 
 /// The per-user invariants every operation asserts before it commits: customer and reserved
 /// balances are not negative, and the descending register equals the customer balance.
-fn check_user_invariants(tx: &mut dyn Tx, ctx: Ctx<'_>, user_id: UserId) -> Result<(), LedgerError> {
+fn check_user_invariants(
+    tx: &mut dyn Tx,
+    ctx: Ctx<'_>,
+    user_id: UserId,
+) -> Result<(), LedgerError> {
     let meter = require_meter(tx, ctx, user_id)?;
     let customer = balance_of(tx, &customer_account(user_id))?;
     let reserved = balance_of(tx, &reserved_account(user_id))?;
@@ -1024,10 +1030,13 @@ fn check_user_invariants(tx: &mut dyn Tx, ctx: Ctx<'_>, user_id: UserId) -> Resu
 // ---- Accounts and transfers ----
 
 fn balance_of(tx: &mut dyn Tx, account: &str) -> Result<i64, LedgerError> {
-    tx.row("SELECT balance FROM accounts WHERE id = ?1", &[Text(account)])?
-        .map(|r| r.int(0))
-        .transpose()?
-        .ok_or_else(|| LedgerError::Invariant(format!("account {account} is missing")))
+    tx.row(
+        "SELECT balance FROM accounts WHERE id = ?1",
+        &[Text(account)],
+    )?
+    .map(|r| r.int(0))
+    .transpose()?
+    .ok_or_else(|| LedgerError::Invariant(format!("account {account} is missing")))
 }
 
 struct Transfer<'a> {

@@ -57,7 +57,9 @@ impl TestDatabase {
         }
         let url = match admin_url.rfind('/') {
             Some(slash) if slash > "postgres://".len() => format!("{}/{name}", &admin_url[..slash]),
-            _ => panic!("{test}: STAMPLINE_TEST_POSTGRES must be a postgres:// URL with a database"),
+            _ => {
+                panic!("{test}: STAMPLINE_TEST_POSTGRES must be a postgres:// URL with a database")
+            }
         };
         Some(TestDatabase {
             admin_url,
@@ -75,7 +77,10 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Ok(mut admin) = Client::connect(&self.admin_url, NoTls) {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
         }
     }
 }

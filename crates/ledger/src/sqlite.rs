@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::types::ValueRef;
 use rusqlite::Connection;
+use rusqlite::types::ValueRef;
 
 use crate::logic::{self, Ctx};
 use crate::sql::{Param, Row, Tx, Value};
@@ -188,15 +188,17 @@ impl SqliteStore {
         // A statement error may have ended the whole transaction (SQLite rolls back on some I/O
         // errors): then the group's earlier operations are gone too.
         let group_lost = inner.conn.is_autocommit() || outcome.is_err();
-        let finish = group_lost
-            || self.queued.load(Ordering::SeqCst) == 0
-            || inner.ops >= self.max_group;
+        let finish =
+            group_lost || self.queued.load(Ordering::SeqCst) == 0 || inner.ops >= self.max_group;
         if finish {
             let commit = if group_lost {
                 let _ = inner.conn.execute_batch("ROLLBACK");
                 Err("the group transaction was rolled back by an error".to_owned())
             } else {
-                inner.conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+                inner
+                    .conn
+                    .execute_batch("COMMIT")
+                    .map_err(|e| e.to_string())
             };
             if commit.is_err() && !inner.conn.is_autocommit() {
                 let _ = inner.conn.execute_batch("ROLLBACK");
@@ -261,7 +263,9 @@ impl rusqlite::ToSql for Param<'_> {
             Param::Int(v) => Borrowed(ValueRef::Integer(v)),
             Param::OptInt(v) => Borrowed(v.map_or(ValueRef::Null, ValueRef::Integer)),
             Param::Text(v) => Borrowed(ValueRef::Text(v.as_bytes())),
-            Param::OptText(v) => Borrowed(v.map_or(ValueRef::Null, |t| ValueRef::Text(t.as_bytes()))),
+            Param::OptText(v) => {
+                Borrowed(v.map_or(ValueRef::Null, |t| ValueRef::Text(t.as_bytes())))
+            }
             Param::Blob(v) => Borrowed(ValueRef::Blob(v)),
             Param::OptBlob(v) => Borrowed(v.map_or(ValueRef::Null, ValueRef::Blob)),
         })

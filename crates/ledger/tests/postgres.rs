@@ -42,7 +42,10 @@ impl Tamper for PgTamper {
 
     fn delete_audit_entry(&self, seq: i64) {
         self.exec("ALTER TABLE audit_log DISABLE TRIGGER USER", &[]);
-        assert_eq!(self.exec("DELETE FROM audit_log WHERE seq = $1", &[&seq]), 1);
+        assert_eq!(
+            self.exec("DELETE FROM audit_log WHERE seq = $1", &[&seq]),
+            1
+        );
     }
 }
 
@@ -69,137 +72,218 @@ fn on_pg_with_tamper(test: &str, behaviour: TamperBehaviour) {
 
 #[test]
 fn fund_issue_and_print_move_money_and_registers() {
-    on_pg("fund_issue_and_print_move_money_and_registers", testsuite::fund_issue_and_print_move_money_and_registers);
+    on_pg(
+        "fund_issue_and_print_move_money_and_registers",
+        testsuite::fund_issue_and_print_move_money_and_registers,
+    );
 }
 
 #[test]
 fn repeated_request_returns_first_outcome_and_charges_once() {
-    on_pg("repeated_request_returns_first_outcome_and_charges_once", testsuite::repeated_request_returns_first_outcome_and_charges_once);
+    on_pg(
+        "repeated_request_returns_first_outcome_and_charges_once",
+        testsuite::repeated_request_returns_first_outcome_and_charges_once,
+    );
 }
 
 #[test]
 fn reused_request_id_is_refused_and_changes_nothing() {
-    on_pg("reused_request_id_is_refused_and_changes_nothing", testsuite::reused_request_id_is_refused_and_changes_nothing);
+    on_pg(
+        "reused_request_id_is_refused_and_changes_nothing",
+        testsuite::reused_request_id_is_refused_and_changes_nothing,
+    );
 }
 
 #[test]
 fn request_ids_are_scoped_per_user() {
-    on_pg("request_ids_are_scoped_per_user", testsuite::request_ids_are_scoped_per_user);
+    on_pg(
+        "request_ids_are_scoped_per_user",
+        testsuite::request_ids_are_scoped_per_user,
+    );
 }
 
 #[test]
 fn issue_beyond_balance_is_refused_and_changes_nothing() {
-    on_pg("issue_beyond_balance_is_refused_and_changes_nothing", testsuite::issue_beyond_balance_is_refused_and_changes_nothing);
+    on_pg(
+        "issue_beyond_balance_is_refused_and_changes_nothing",
+        testsuite::issue_beyond_balance_is_refused_and_changes_nothing,
+    );
 }
 
 #[test]
 fn failed_print_voids_item_and_returns_funds() {
-    on_pg("failed_print_voids_item_and_returns_funds", testsuite::failed_print_voids_item_and_returns_funds);
+    on_pg(
+        "failed_print_voids_item_and_returns_funds",
+        testsuite::failed_print_voids_item_and_returns_funds,
+    );
 }
 
 #[test]
 fn expired_confirmation_window_voids_items() {
-    on_pg("expired_confirmation_window_voids_items", testsuite::expired_confirmation_window_voids_items);
+    on_pg(
+        "expired_confirmation_window_voids_items",
+        testsuite::expired_confirmation_window_voids_items,
+    );
 }
 
 #[test]
 fn late_print_confirmation_is_refused_and_voids() {
-    on_pg("late_print_confirmation_is_refused_and_voids", testsuite::late_print_confirmation_is_refused_and_voids);
+    on_pg(
+        "late_print_confirmation_is_refused_and_voids",
+        testsuite::late_print_confirmation_is_refused_and_voids,
+    );
 }
 
 #[test]
 fn confirm_answers_final_state_and_refuses_other_states() {
-    on_pg("confirm_answers_final_state_and_refuses_other_states", testsuite::confirm_answers_final_state_and_refuses_other_states);
+    on_pg(
+        "confirm_answers_final_state_and_refuses_other_states",
+        testsuite::confirm_answers_final_state_and_refuses_other_states,
+    );
 }
 
 #[test]
 fn items_of_other_users_are_unknown() {
-    on_pg("items_of_other_users_are_unknown", testsuite::items_of_other_users_are_unknown);
+    on_pg(
+        "items_of_other_users_are_unknown",
+        testsuite::items_of_other_users_are_unknown,
+    );
 }
 
 #[test]
 fn refund_of_printed_item_returns_funds() {
-    on_pg("refund_of_printed_item_returns_funds", testsuite::refund_of_printed_item_returns_funds);
+    on_pg(
+        "refund_of_printed_item_returns_funds",
+        testsuite::refund_of_printed_item_returns_funds,
+    );
 }
 
 #[test]
 fn refund_is_refused_before_print_and_after_window() {
-    on_pg("refund_is_refused_before_print_and_after_window", testsuite::refund_is_refused_before_print_and_after_window);
+    on_pg(
+        "refund_is_refused_before_print_and_after_window",
+        testsuite::refund_is_refused_before_print_and_after_window,
+    );
 }
 
 #[test]
 fn signing_failure_changes_nothing() {
-    on_pg("signing_failure_changes_nothing", testsuite::signing_failure_changes_nothing);
+    on_pg(
+        "signing_failure_changes_nothing",
+        testsuite::signing_failure_changes_nothing,
+    );
 }
 
 #[test]
 fn piece_numbers_run_without_gaps() {
-    on_pg("piece_numbers_run_without_gaps", testsuite::piece_numbers_run_without_gaps);
+    on_pg(
+        "piece_numbers_run_without_gaps",
+        testsuite::piece_numbers_run_without_gaps,
+    );
 }
 
 #[test]
 fn history_is_newest_first_and_limited() {
-    on_pg("history_is_newest_first_and_limited", testsuite::history_is_newest_first_and_limited);
+    on_pg(
+        "history_is_newest_first_and_limited",
+        testsuite::history_is_newest_first_and_limited,
+    );
 }
 
 #[test]
 fn fund_validates_input_and_refuses_duplicate_payment() {
-    on_pg("fund_validates_input_and_refuses_duplicate_payment", testsuite::fund_validates_input_and_refuses_duplicate_payment);
+    on_pg(
+        "fund_validates_input_and_refuses_duplicate_payment",
+        testsuite::fund_validates_input_and_refuses_duplicate_payment,
+    );
 }
 
 #[test]
 fn create_user_refuses_taken_key_and_users_read_back() {
-    on_pg("create_user_refuses_taken_key_and_users_read_back", testsuite::create_user_refuses_taken_key_and_users_read_back);
+    on_pg(
+        "create_user_refuses_taken_key_and_users_read_back",
+        testsuite::create_user_refuses_taken_key_and_users_read_back,
+    );
 }
 
 #[test]
 fn login_failures_lock_the_user_and_success_resets() {
-    on_pg("login_failures_lock_the_user_and_success_resets", testsuite::login_failures_lock_the_user_and_success_resets);
+    on_pg(
+        "login_failures_lock_the_user_and_success_resets",
+        testsuite::login_failures_lock_the_user_and_success_resets,
+    );
 }
 
 #[test]
 fn redeem_marks_printed_tickets_once() {
-    on_pg("redeem_marks_printed_tickets_once", testsuite::redeem_marks_printed_tickets_once);
+    on_pg(
+        "redeem_marks_printed_tickets_once",
+        testsuite::redeem_marks_printed_tickets_once,
+    );
 }
 
 #[test]
 fn unknown_users_and_items_are_reported() {
-    on_pg("unknown_users_and_items_are_reported", testsuite::unknown_users_and_items_are_reported);
+    on_pg(
+        "unknown_users_and_items_are_reported",
+        testsuite::unknown_users_and_items_are_reported,
+    );
 }
 
 #[test]
 fn audit_is_clean_after_mixed_workload() {
-    on_pg("audit_is_clean_after_mixed_workload", testsuite::audit_is_clean_after_mixed_workload);
+    on_pg(
+        "audit_is_clean_after_mixed_workload",
+        testsuite::audit_is_clean_after_mixed_workload,
+    );
 }
 
 #[test]
 fn concurrent_issues_never_overdraw() {
-    on_pg("concurrent_issues_never_overdraw", testsuite::concurrent_issues_never_overdraw);
+    on_pg(
+        "concurrent_issues_never_overdraw",
+        testsuite::concurrent_issues_never_overdraw,
+    );
 }
 
 #[test]
 fn raised_register_freezes_the_meter_and_fails_the_seal_audit() {
-    on_pg_with_tamper("raised_register_freezes_the_meter_and_fails_the_seal_audit", testsuite::raised_register_freezes_the_meter_and_fails_the_seal_audit);
+    on_pg_with_tamper(
+        "raised_register_freezes_the_meter_and_fails_the_seal_audit",
+        testsuite::raised_register_freezes_the_meter_and_fails_the_seal_audit,
+    );
 }
 
 #[test]
 fn edited_balance_freezes_the_meter_on_next_use() {
-    on_pg_with_tamper("edited_balance_freezes_the_meter_on_next_use", testsuite::edited_balance_freezes_the_meter_on_next_use);
+    on_pg_with_tamper(
+        "edited_balance_freezes_the_meter_on_next_use",
+        testsuite::edited_balance_freezes_the_meter_on_next_use,
+    );
 }
 
 #[test]
 fn audit_detects_edited_balance() {
-    on_pg_with_tamper("audit_detects_edited_balance", testsuite::audit_detects_edited_balance);
+    on_pg_with_tamper(
+        "audit_detects_edited_balance",
+        testsuite::audit_detects_edited_balance,
+    );
 }
 
 #[test]
 fn audit_detects_edited_register() {
-    on_pg_with_tamper("audit_detects_edited_register", testsuite::audit_detects_edited_register);
+    on_pg_with_tamper(
+        "audit_detects_edited_register",
+        testsuite::audit_detects_edited_register,
+    );
 }
 
 #[test]
 fn audit_detects_deleted_audit_entry() {
-    on_pg_with_tamper("audit_detects_deleted_audit_entry", testsuite::audit_detects_deleted_audit_entry);
+    on_pg_with_tamper(
+        "audit_detects_deleted_audit_entry",
+        testsuite::audit_detects_deleted_audit_entry,
+    );
 }
 
 #[test]
@@ -264,7 +348,10 @@ fn a_newer_schema_version_is_refused() {
         .execute("UPDATE schema_version SET version = version + 1", &[])
         .expect("bump");
     let refused = PgStore::connect(db.url());
-    assert!(matches!(refused, Err(LedgerError::Corrupt(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(LedgerError::Corrupt(_))),
+        "{refused:?}"
+    );
 }
 
 #[test]
@@ -275,7 +362,11 @@ fn the_audit_log_refuses_updates_and_deletes() {
     let store = PgStore::connect(db.url()).expect("store");
     testsuite::add_user(&store, 1);
     let mut client = Client::connect(db.url(), NoTls).expect("client");
-    assert!(client.execute("UPDATE audit_log SET actor = 'x'", &[]).is_err());
+    assert!(
+        client
+            .execute("UPDATE audit_log SET actor = 'x'", &[])
+            .is_err()
+    );
     assert!(client.execute("DELETE FROM audit_log", &[]).is_err());
     assert!(client.execute("TRUNCATE audit_log", &[]).is_err());
     testsuite::assert_clean(&store);
