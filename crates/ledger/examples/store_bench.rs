@@ -38,7 +38,7 @@ fn main() -> Result<(), String> {
         )
     };
     // Users numbered from a per-run base so a PostgreSQL database can be reused.
-    let base = u32::try_from(std::process::id() % 100_000).unwrap_or(0) * 1000;
+    let base = (std::process::id() % 100_000) * 1000;
     let users: Vec<_> = (0..threads)
         .map(|t| {
             let u = testsuite::add_user(&*store, base + t);
