@@ -41,7 +41,8 @@ pub const STATEMENT_CACHE: usize = 64;
 /// [`MAX_GROUP_OPS`]th — commits for all of them with one WAL flush. Every caller returns only
 /// after the commit that holds its operation has succeeded, so an acknowledged operation is
 /// durable (`synchronous=FULL`); if that commit fails, every operation of the group fails.
-/// Reads take the same path, so they never show an operation whose commit might still fail.
+/// A read that arrives while a group is open joins it, so it never shows an operation whose
+/// commit might still fail.
 #[derive(Debug)]
 pub struct SqliteStore {
     inner: Mutex<Inner>,
@@ -242,12 +243,33 @@ impl SqliteStore {
         inner.failed.retain(|(g, _)| *g >= oldest);
     }
 
-    /// Reads go through the group too, so that they never see an uncommitted operation.
+    /// A read in its own deferred transaction (one snapshot, no write lock, so a long audit does
+    /// not stall another process's writes) when no group is open; otherwise it joins the group
+    /// and returns after its commit, so that it never reports an operation that might still fail.
     fn read<T>(
         &self,
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
-        self.write(f)
+        let inner = self.lock();
+        if inner.open {
+            drop(inner);
+            return self.write(f);
+        }
+        inner.conn.execute_batch("BEGIN DEFERRED")?;
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(&mut SqliteTx { conn: &inner.conn }, self.ctx())
+        }));
+        // Nothing was written; ending the transaction only releases the snapshot.
+        let ended = inner.conn.execute_batch("ROLLBACK");
+        drop(inner);
+        match ran {
+            Ok(result) => {
+                let out = result?;
+                ended?;
+                Ok(out)
+            }
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 }
 
