@@ -481,3 +481,32 @@ fn bench_issues_and_confirms_the_requested_count_and_reports_percentiles() {
     assert_audit_clean(&["--data-dir", data.to_str().unwrap()]);
     drop(server);
 }
+
+#[test]
+fn server_and_audit_refuse_an_unknown_database_with_a_clear_code() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec![
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            "mysql://db/x",
+        ],
+        vec!["audit", "--database", "mysql://db/x"],
+    ] {
+        let out = Command::new(BIN)
+            .arg("--json")
+            .args(&args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or("null"))
+            .unwrap_or_else(|_| panic!("{args:?}: {stdout}"));
+        assert_eq!(v["error"], "bad_flag", "{args:?}: {v}");
+    }
+}

@@ -68,6 +68,8 @@ pub struct Server {
 impl Server {
     /// Create or open the data dir: software crypto device, TLS identity and `trust.pem`, the
     /// ledger (SQLite in the data dir, or PostgreSQL), the built-in CMLS and bank sandboxes.
+    /// With PostgreSQL it connects with a blocking client: call it off the async runtime's
+    /// worker threads (`spawn_blocking`), as `stampline server` does.
     pub fn open(cfg: ServerConfig) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let now_unix = clock::now_ms() / 1000;
