@@ -602,7 +602,7 @@ pub(crate) fn start_confirm_window(
     }
 }
 
-/// Voids expired items in user order, locking each user's meter before re-reading the item, so
+/// Voids expired items, locking the users' meters (in user order) before re-reading the items, so
 /// that a confirm racing on another server either finishes first (the item is skipped) or waits.
 pub(crate) fn void_expired(
     tx: &mut dyn Tx,
@@ -616,14 +616,30 @@ pub(crate) fn void_expired(
          ORDER BY user_id, serial LIMIT ?2",
         &[Int(now_ms), Int(limit)],
     )?;
-    let mut voided = Vec::with_capacity(candidates.len());
+    // Lock every meter first, in user order, before the first audit entry takes the chain's
+    // lock: an issue holding one of these meters waits for that lock at its end, so taking a
+    // meter after it would deadlock.
+    // A frozen meter's items stay as they are (the audit reports the meter); the others go on.
     let mut locked_user = None;
-    for row in candidates {
-        let serial = row.text(0)?;
+    let mut frozen = std::collections::HashSet::new();
+    for row in &candidates {
         let user_id = row.int(1)?;
         if locked_user != Some(user_id) {
-            lock_meter(tx, ctx, user_id)?;
+            match lock_meter(tx, ctx, user_id) {
+                Ok(_) => {}
+                Err(LedgerError::MeterFrozen { .. }) => {
+                    frozen.insert(user_id);
+                }
+                Err(e) => return Err(e),
+            }
             locked_user = Some(user_id);
+        }
+    }
+    let mut voided = Vec::with_capacity(candidates.len());
+    for row in candidates {
+        let serial = row.text(0)?;
+        if frozen.contains(&row.int(1)?) {
+            continue;
         }
         let Some(item) = load_item(tx, &serial)? else {
             continue;

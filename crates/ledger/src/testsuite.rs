@@ -158,6 +158,10 @@ pub const TAMPER_BEHAVIOURS: &[(&str, TamperBehaviour)] = &[
         "edited_balance_freezes_the_meter_on_next_use",
         edited_balance_freezes_the_meter_on_next_use,
     ),
+    (
+        "a_frozen_meter_does_not_stop_expiry_voids_of_others",
+        a_frozen_meter_does_not_stop_expiry_voids_of_others,
+    ),
     ("audit_detects_edited_balance", audit_detects_edited_balance),
     (
         "audit_detects_edited_register",
@@ -1476,6 +1480,27 @@ pub fn edited_balance_freezes_the_meter_on_next_use(store: &dyn Store, tamper: &
         other => panic!("issue after a balance edit: {other:?}"),
     }
     assert_dirty(store);
+}
+
+/// The store must seal with [`TestSealer`].
+pub fn a_frozen_meter_does_not_stop_expiry_voids_of_others(store: &dyn Store, tamper: &dyn Tamper) {
+    let (a, b) = (add_user(store, 1), add_user(store, 2));
+    fund(store, a, "f1", FUND_MILLS);
+    fund(store, b, "f1", FUND_MILLS);
+    let item_a = issue(store, a, "i1", PRICE_MILLS);
+    let item_b = issue(store, b, "i1", PRICE_MILLS);
+    ok(store.start_confirm_window(None, T0_MS + 10), "start window");
+    tamper.shift_register(a, Register::Ascending, 1);
+    let voided = ok(store.void_expired(T0_MS + 10), "void_expired");
+    assert_eq!(voided, vec![item_b.serial.clone()]);
+    assert_eq!(
+        ok(store.item_status(&item_a.serial), "status"),
+        Some(ItemStatus::Issued)
+    );
+    assert_eq!(
+        ok(store.item_status(&item_b.serial), "status"),
+        Some(ItemStatus::Voided)
+    );
 }
 
 pub fn audit_detects_deleted_audit_entry(store: &dyn Store, tamper: &dyn Tamper) {

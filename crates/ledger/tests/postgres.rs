@@ -279,6 +279,14 @@ fn audit_detects_edited_register() {
 }
 
 #[test]
+fn a_frozen_meter_does_not_stop_expiry_voids_of_others() {
+    on_pg_with_tamper(
+        "a_frozen_meter_does_not_stop_expiry_voids_of_others",
+        testsuite::a_frozen_meter_does_not_stop_expiry_voids_of_others,
+    );
+}
+
+#[test]
 fn audit_detects_deleted_audit_entry() {
     on_pg_with_tamper(
         "audit_detects_deleted_audit_entry",

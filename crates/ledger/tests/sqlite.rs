@@ -225,6 +225,11 @@ fn edited_balance_freezes_the_meter_on_next_use() {
 }
 
 #[test]
+fn a_frozen_meter_does_not_stop_expiry_voids_of_others() {
+    on_file_with_tamper(testsuite::a_frozen_meter_does_not_stop_expiry_voids_of_others);
+}
+
+#[test]
 fn audit_detects_deleted_audit_entry() {
     on_file_with_tamper(testsuite::audit_detects_deleted_audit_entry);
 }
