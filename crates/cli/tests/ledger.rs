@@ -1,5 +1,6 @@
 //! The ledger under stress, with the real `stampline server` processes: two servers on one
-//! PostgreSQL with eight clients draining one account; kill -9 during purchase load, 20+ times;
+//! PostgreSQL with eight clients draining one account; kill -9 during purchase load, 20+ times
+//! on SQLite and 8 times on PostgreSQL;
 //! registers and rows edited behind the server's back; the load generator.
 
 #![allow(clippy::unwrap_used)]
@@ -251,20 +252,95 @@ async fn two_servers_drain_one_account(db_url: &str) {
     drop((a, b));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn acknowledged_purchases_survive_kill_9_at_any_instant() {
-    const ROUNDS: u64 = 22;
+/// What the ledger holds for a serial or a payment, read straight from the database.
+trait LedgerRows {
+    /// The statuses stored under this serial (one, or none when missing).
+    fn item_statuses(&mut self, serial: &str) -> Vec<String>;
+    /// (payments with this id, fund transfers naming it).
+    fn payment_counts(&mut self, payment_id: &str) -> (i64, i64);
+    /// Reserve transfers (= items ever issued).
+    fn reserves(&mut self) -> i64;
+}
+
+impl LedgerRows for rusqlite::Connection {
+    fn item_statuses(&mut self, serial: &str) -> Vec<String> {
+        self.prepare("SELECT status FROM items WHERE serial = ?1")
+            .unwrap()
+            .query_map([serial], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn payment_counts(&mut self, payment_id: &str) -> (i64, i64) {
+        self.query_row(
+            "SELECT (SELECT COUNT(*) FROM payments WHERE payment_id = ?1),
+                    (SELECT COUNT(*) FROM transfers WHERE payment_id = ?1 AND kind = 'fund')",
+            [payment_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    }
+
+    fn reserves(&mut self) -> i64 {
+        self.query_row(
+            "SELECT COUNT(*) FROM transfers WHERE kind = 'reserve'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+}
+
+impl LedgerRows for postgres::Client {
+    fn item_statuses(&mut self, serial: &str) -> Vec<String> {
+        self.query("SELECT status FROM items WHERE serial = $1", &[&serial])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    fn payment_counts(&mut self, payment_id: &str) -> (i64, i64) {
+        let row = self
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM payments WHERE payment_id = $1),
+                        (SELECT COUNT(*) FROM transfers WHERE payment_id = $1 AND kind = 'fund')",
+                &[&payment_id],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    }
+
+    fn reserves(&mut self) -> i64 {
+        self.query_one("SELECT COUNT(*) FROM transfers WHERE kind = 'reserve'", &[])
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// Kills the server (SIGKILL) `rounds` times during purchase and payment load and restarts it on
+/// the same data; checks the audit after each restart and, at the end, that every acknowledged
+/// purchase and payment exists exactly once. Returns the acknowledged serials and payments.
+async fn kill_9_rounds(
+    data: &Path,
+    database: Option<&str>,
+    rounds: u64,
+) -> (Vec<String>, HashSet<String>, Vec<String>) {
     const WORKERS: usize = 4;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap().to_owned();
+    let mut audit_args = vec!["--data-dir".to_owned(), data_arg.clone()];
+    if let Some(url) = database {
+        audit_args.extend(["--database".to_owned(), url.to_owned()]);
+    }
+    let audit_args: Vec<&str> = audit_args.iter().map(String::as_str).collect();
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let confirmed: Arc<Mutex<Vec<String>>> = Arc::default();
     let payments: Arc<Mutex<Vec<String>>> = Arc::default();
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         // A short confirmation window: items issued but not confirmed before a kill are voided
         // and refunded by the restarted server, while the load runs on.
-        let server = Server::start(&data, None, 200);
+        let server = Server::start(data, database, 200);
         let ep = server.endpoint();
         if round == 0 {
             register(&ep, "ann").await;
@@ -274,7 +350,7 @@ async fn acknowledged_purchases_survive_kill_9_at_any_instant() {
             fund(&link, 5_000_000).await;
         } else {
             // Audit after each restart, with the server up.
-            assert_audit_clean(&["--data-dir", &data_arg]);
+            assert_audit_clean(&audit_args);
         }
         let mut workers = Vec::new();
         for _ in 0..WORKERS {
@@ -331,35 +407,38 @@ async fn acknowledged_purchases_survive_kill_9_at_any_instant() {
         }
     }
     // One last restart: the window of every unconfirmed item passes, then check every ack.
-    let server = Server::start(&data, None, 200);
+    let server = Server::start(data, database, 200);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_audit_clean(&["--data-dir", &data_arg]);
+    assert_audit_clean(&audit_args);
     drop(server);
 
     let acked = acked.lock().unwrap().clone();
     let confirmed: HashSet<String> = confirmed.lock().unwrap().iter().cloned().collect();
     assert!(
-        acked.len() as u64 >= ROUNDS,
-        "too little load: {} acknowledged purchases in {ROUNDS} rounds",
+        acked.len() as u64 >= rounds,
+        "too little load: {} acknowledged purchases in {rounds} rounds",
         acked.len()
     );
     eprintln!(
-        "kill -9 test: {} purchases acknowledged, {} confirmed, {} payments, over {ROUNDS} kills",
+        "kill -9 test: {} purchases acknowledged, {} confirmed, {} payments, over {rounds} kills",
         acked.len(),
         confirmed.len(),
         payments.lock().unwrap().len()
     );
-    let db = rusqlite::Connection::open(data.join("ledger.sqlite")).unwrap();
+    (acked, confirmed, payments.lock().unwrap().clone())
+}
+
+/// Checks what [`kill_9_rounds`] saw acknowledged against the ledger's rows.
+fn check_acknowledged(
+    db: &mut dyn LedgerRows,
+    acked: &[String],
+    confirmed: &HashSet<String>,
+    payments: &[String],
+) {
     let mut unique = HashSet::new();
-    for serial in &acked {
+    for serial in acked {
         assert!(unique.insert(serial), "serial {serial} acknowledged twice");
-        let rows: Vec<String> = db
-            .prepare("SELECT status FROM items WHERE serial = ?1")
-            .unwrap()
-            .query_map([serial], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rows = db.item_statuses(serial);
         assert_eq!(rows.len(), 1, "acknowledged item {serial} is missing");
         if confirmed.contains(serial) {
             assert_eq!(rows[0], "printed", "confirmed item {serial}");
@@ -373,27 +452,45 @@ async fn acknowledged_purchases_survive_kill_9_at_any_instant() {
             );
         }
     }
-    let payments = payments.lock().unwrap().clone();
     assert!(!payments.is_empty(), "no payment was acknowledged");
-    for payment_id in &payments {
-        let (count, funds): (i64, i64) = db
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM payments WHERE payment_id = ?1),
-                        (SELECT COUNT(*) FROM transfers WHERE payment_id = ?1 AND kind = 'fund')",
-                [payment_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        assert_eq!((count, funds), (1, 1), "acknowledged payment {payment_id}");
+    for payment_id in payments {
+        assert_eq!(
+            db.payment_counts(payment_id),
+            (1, 1),
+            "acknowledged payment {payment_id}"
+        );
     }
-    let issued: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM transfers WHERE kind = 'reserve'",
-            [],
-            |r| r.get(0),
-        )
+    assert!(db.reserves() as usize >= acked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_purchases_survive_kill_9_at_any_instant() {
+    const ROUNDS: u64 = 22;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (acked, confirmed, payments) = kill_9_rounds(&data, None, ROUNDS).await;
+    let mut db = rusqlite::Connection::open(data.join("ledger.sqlite")).unwrap();
+    check_acknowledged(&mut db, &acked, &confirmed, &payments);
+}
+
+#[test]
+fn acknowledged_purchases_survive_kill_9_of_a_server_on_postgres() {
+    const ROUNDS: u64 = 8;
+    let Some(db) = TestDatabase::create("kill_9_postgres") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
         .unwrap();
-    assert!(issued as usize >= acked.len());
+    let (acked, confirmed, payments) =
+        runtime.block_on(kill_9_rounds(&data, Some(db.url()), ROUNDS));
+    drop(runtime);
+    let mut client = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+    check_acknowledged(&mut client, &acked, &confirmed, &payments);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
