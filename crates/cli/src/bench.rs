@@ -1,9 +1,11 @@
 //! `stampline bench`: a load generator against a running server (STAMPLINE_SERVER,
-//! STAMPLINE_TRUST). It registers users (a user may hold [`LINKS_PER_USER`] live links), funds
-//! them through the sandbox bank, logs in `--links` live links (real logins, heartbeats and
-//! sealed frames), then issues `--count` items in total — `--depth` requests in flight per link —
-//! and confirms each as printed. It reports the issue rate and the latency of each issue request
-//! (send → signed indicium back); confirmations run in the same workers and count in the time.
+//! STAMPLINE_TRUST). It registers one user per link, logs each in on its own live link (real
+//! logins, heartbeats and sealed frames) and funds it over that link through the sandbox bank,
+//! then issues `--count` items in total — `--depth` requests in flight per link — and confirms
+//! each as printed. It reports the issue rate and the latency of each issue request (send →
+//! signed indicium back); confirmations run in the same workers and count in the time. Set-up is
+//! paced to the server's firewall (registrations and logins per minute per address): a
+//! `rate_limited` answer is retried after [`RATE_LIMIT_PAUSE`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,11 +19,14 @@ use crate::args::{BenchArgs, Global};
 use crate::client_cmds::{endpoint, ok_fields};
 use crate::output::{CliError, Out};
 
-/// Live links the server allows per user (docs/PROTOCOL.md).
-pub const LINKS_PER_USER: usize = 16;
+/// How long set-up waits before retrying a `rate_limited` registration or login.
+pub const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(5);
+/// Most retries of one rate-limited set-up step (about two minutes).
+pub const MAX_RATE_LIMIT_RETRIES: u32 = 25;
 /// Most requests in flight per link the server allows.
 pub const MAX_DEPTH: usize = 32;
-/// Most links one bench opens (the server's firewall allows 120 logins a minute per address).
+/// Most links (and users) one bench opens; beyond the firewall's per-minute allowance (20
+/// registrations, 120 logins per address) set-up waits.
 pub const MAX_LINKS: usize = 100;
 /// Most items one bench issues.
 pub const MAX_COUNT: u64 = 10_000_000;
@@ -46,11 +51,31 @@ fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
     sorted_us[i] as f64 / 1000.0
 }
 
-async fn register_and_fund(ep: &Endpoint, user: &str, items: u64) -> Result<(), CliError> {
+/// Retries `step` while the server answers `rate_limited`.
+async fn paced<T, F, Fut>(what: &str, mut step: F) -> Result<T, CliError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CliError>>,
+{
+    let mut tries = 0;
+    loop {
+        match step().await {
+            Err(e) if e.code == "rate_limited" && tries < MAX_RATE_LIMIT_RETRIES => {
+                tries += 1;
+                tracing::info!("{what}: rate limited by the server; waiting");
+                tokio::time::sleep(RATE_LIMIT_PAUSE).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Registers `user`, logs in its link and funds it for `items` purchases over that link.
+async fn user_link(ep: &Endpoint, user: &str, items: u64) -> Result<Link, CliError> {
     let form = json!({"user": user, "password": PASSWORD, "name": "Bench User",
         "address": "1 Main St", "city": "Boston", "state": "MA", "zip": "02134"});
-    ep.register(&form).await?;
-    let link = Link::connect(ep, user, PASSWORD).await?;
+    paced("register", || async { Ok(ep.register(&form).await?) }).await?;
+    let link = paced("login", || async { Ok(Link::connect(ep, user, PASSWORD).await?) }).await?;
     let mut needed = items.saturating_mul(BENCH_POSTAGE_MILLS);
     while needed > 0 {
         let amount_mills = needed.min(MAX_FUND_MILLS);
@@ -69,8 +94,7 @@ async fn register_and_fund(ep: &Endpoint, user: &str, items: u64) -> Result<(), 
         )?;
         needed -= amount_mills;
     }
-    let _ = link.bye().await;
-    Ok(())
+    Ok(link)
 }
 
 /// Issues and confirms `count` items on `link`; returns the issue latencies in µs and the number
@@ -134,24 +158,16 @@ pub async fn bench(global: &Global, a: BenchArgs, out: Out) -> Result<(), CliErr
             format!("--count must be 1 to {MAX_COUNT}"),
         ));
     }
-    let ep = Arc::new(endpoint(global)?);
-    let users = a.links.div_ceil(LINKS_PER_USER);
+    let ep = endpoint(global)?;
     let run = &Uuid::new_v4().simple().to_string()[..8];
-    let names: Vec<String> = (0..users).map(|u| format!("bench-{run}-{u}")).collect();
-    let links_of = |u: usize| (0..a.links).filter(|l| l % users == u).count() as u64;
     let count = a.count;
-    let per_link =
-        |l: usize| count / a.links as u64 + u64::from((l as u64) < count % a.links as u64);
+    let per_link = |l: usize| count / a.links as u64 + u64::from((l as u64) < count % a.links as u64);
 
-    // Set-up: register and fund every user (the headroom covers the uneven split).
+    // Set-up: one user per link, registered, logged in and funded.
     let setup_started = Instant::now();
-    for (u, name) in names.iter().enumerate() {
-        let items = links_of(u) * (count / a.links as u64 + 1);
-        register_and_fund(&ep, name, items).await?;
-    }
     let mut links = Vec::with_capacity(a.links);
     for l in 0..a.links {
-        let link = Link::connect(&ep, &names[l % users], PASSWORD).await?;
+        let link = user_link(&ep, &format!("bench-{run}-{l}"), per_link(l)).await?;
         links.push(Arc::new(link));
     }
     let setup_s = setup_started.elapsed().as_secs_f64();
