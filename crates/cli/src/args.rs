@@ -46,16 +46,119 @@ pub enum Command {
     Fund(FundArgs),
     /// Show the balance and the meter's registers.
     Balance,
+    /// Price a piece (no login needed).
+    Quote(QuoteArgs),
     /// List recent items.
     History(HistoryArgs),
     /// Buy postage and print it.
     Buy(BuyArgs),
-    /// Verify a printed item (PNG, or the raw item bytes).
+    /// Print an issued item again (limited and logged by the server), or for the first time.
+    Print(PrintArgs),
+    /// Show printers' state; with --calibrate, print a calibration label (not postage).
+    Printers(PrintersArgs),
+    /// Verify a printed item (PNG, PDF, or the raw item bytes).
     Verify(VerifyArgs),
     /// Check the ledger, registers and audit log of a data dir.
     Audit(AuditArgs),
     /// Load generator: N live links issue and confirm M items against a running server.
     Bench(BenchArgs),
+    /// Administration: admin accounts and signing keys.
+    Admin(AdminArgs),
+    /// Show the payment methods offered, the standing authorisation and any lock.
+    PaymentOptions,
+    /// Authorise automatic refills from a card below a threshold, up to a cap (or --off).
+    AutoRefill(AutoRefillArgs),
+    /// Close the account: the balance is refunded to the card or bank account it came from.
+    CloseAccount(CloseAccountArgs),
+    /// Run a stand-in for the licensing system or the bank as an HTTPS service.
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AutoRefillArgs {
+    /// Refill when the balance falls below this many dollars.
+    #[arg(long, required_unless_present = "off")]
+    pub threshold: Option<String>,
+    /// Dollars per refill.
+    #[arg(long, required_unless_present = "off")]
+    pub amount: Option<String>,
+    /// Most dollars all refills under this authorisation may charge.
+    #[arg(long, required_unless_present = "off")]
+    pub cap: Option<String>,
+    #[arg(long, required_unless_present = "off", requires_all = ["exp", "cvc"])]
+    pub card: Option<String>,
+    #[arg(long)]
+    pub exp: Option<String>,
+    #[arg(long)]
+    pub cvc: Option<String>,
+    /// Remove the standing authorisation.
+    #[arg(long, conflicts_with_all = ["threshold", "amount", "cap", "card"])]
+    pub off: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CloseAccountArgs {
+    /// Confirm: closing cannot be undone.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    #[command(subcommand)]
+    pub service: SandboxService,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxService {
+    /// The postal licensing system (CMLS) stand-in.
+    Cmls(SandboxServiceArgs),
+    /// The financial system (card processor and ACH) stand-in.
+    Bank(SandboxServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxServiceArgs {
+    /// Address to listen on (default: a free port on 127.0.0.1; the listening line names it).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// State, TLS identity and trust.pem (default ./stampline-cmls or ./stampline-bank).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Bank: how long an ACH debit stays pending before it settles.
+    #[arg(long)]
+    pub settle_after_ms: Option<u64>,
+    /// Queue a fault for tests (repeatable): KIND[:COUNT[:MS[:PATH]]], KIND one of latency,
+    /// error_5xx, timeout, drop_after_commit (docs/SANDBOXES.md).
+    #[arg(long)]
+    pub fault: Vec<String>,
+}
+
+/// The server's data dir and where its CMLS and bank are (as given to `stampline server`).
+#[derive(Debug, Args)]
+pub struct ExternalArgs {
+    #[arg(long, default_value = "./stampline-data")]
+    pub data_dir: PathBuf,
+    /// sqlite (default, DIR/ledger.sqlite) or postgres://USER@HOST:PORT/DB (as the server's).
+    #[arg(long, env = "STAMPLINE_DATABASE")]
+    pub database: Option<String>,
+    #[arg(long, requires = "cmls_trust")]
+    pub cmls: Option<String>,
+    #[arg(long)]
+    pub cmls_trust: Option<PathBuf>,
+    #[arg(long, requires = "bank_trust")]
+    pub bank: Option<String>,
+    #[arg(long)]
+    pub bank_trust: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportUsageArgs {
+    #[command(flatten)]
+    pub external: ExternalArgs,
+    /// The day reported, YYYY-MM-DD (default: today, UTC).
+    #[arg(long)]
+    pub date: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -68,15 +171,31 @@ pub struct ServerArgs {
     /// share one; each needs the same crypto device keys in its data dir).
     #[arg(long, env = "STAMPLINE_DATABASE")]
     pub database: Option<String>,
-    /// Crypto device: "software" (default).
+    /// Crypto device: "software" (default; passphrase from STAMPLINE_PSD_PASSPHRASE or
+    /// STAMPLINE_PSD_PASSPHRASE_FILE) or "pkcs11:module=PATH;token=LABEL;pin-env=VAR".
     #[arg(long)]
     pub psd: Option<String>,
     /// Licensing system URL (default: built-in sandbox).
-    #[arg(long)]
+    #[arg(long, requires = "cmls_trust")]
     pub cmls: Option<String>,
     /// Financial system URL (default: built-in sandbox).
-    #[arg(long)]
+    #[arg(long, requires = "bank_trust")]
     pub bank: Option<String>,
+    /// The licensing system's trust.pem (its pinned certificate).
+    #[arg(long)]
+    pub cmls_trust: Option<PathBuf>,
+    /// The financial system's trust.pem (its pinned certificate).
+    #[arg(long)]
+    pub bank_trust: Option<PathBuf>,
+    /// Time limit of one call to CMLS or the bank (retried up to 3 times).
+    #[arg(long, default_value_t = 10_000)]
+    pub external_timeout_ms: u64,
+    /// How often EFT debits are checked for returns.
+    #[arg(long, default_value_t = 900_000)]
+    pub settlement_poll_ms: u64,
+    /// How often the daily usage report is sent to CMLS (0 = only by `stampline admin report-usage`).
+    #[arg(long, default_value_t = 86_400_000)]
+    pub usage_report_ms: u64,
     #[arg(long, default_value = "all")]
     pub role: String,
     #[arg(long, default_value_t = 5000)]
@@ -129,6 +248,20 @@ pub struct FundArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct QuoteArgs {
+    /// first-class-letter, first-class-flat, priority-mail or ground-advantage.
+    #[arg(long)]
+    pub class: String,
+    /// Weight in ounces, e.g. 3.5.
+    #[arg(long)]
+    pub weight_oz: String,
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct HistoryArgs {
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
@@ -142,26 +275,88 @@ pub struct BuyArgs {
     /// Mail class: first-class-letter, first-class-flat, priority-mail, ground-advantage.
     #[arg(long, default_value = "first-class-letter")]
     pub class: String,
-    /// Weight in ounces (rated purchases come with the rate engine).
+    /// Weight in ounces: the postage is the rate for it (or --postage, if not lower).
     #[arg(long)]
     pub weight_oz: Option<String>,
-    #[arg(long)]
+    /// Origin ZIP (required except with --batch).
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub from: String,
-    #[arg(long)]
+    /// Destination ZIP or ZIP+4 (required except with --batch).
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub to: String,
     /// Date of mailing, YYYY-MM-DD (default: today).
     #[arg(long)]
     pub date: Option<String>,
-    /// Output formats (repeatable): png, pdf, raw (the item's bytes). Default: png and pdf.
+    /// Output formats (repeatable): png, pdf, svg, zpl, raw (the item's bytes). Default: png and pdf
+    /// for files, pdf for IPP, zpl for socket://.
     #[arg(long)]
     pub format: Vec<String>,
+    /// Page layout: envelope10 (#10 envelope), label4x6 (shipping label with IMpb), sheet
+    /// (indicia on US Letter). Default: the bare indicium (png, pdf); label4x6 for zpl.
+    #[arg(long)]
+    pub layout: Option<String>,
+    /// Delivery address printed on the layout, lines separated by '|'; a ZIP+4 at its end goes
+    /// into the indicium.
+    #[arg(long)]
+    pub to_address: Option<String>,
+    /// Return address printed on the layout, lines separated by '|'.
+    #[arg(long)]
+    pub from_address: Option<String>,
+    /// Buy one piece per row of a CSV file (to_address, from_address, class, weight_oz,
+    /// postage) and print them all into one PDF (default) or ZPL file.
+    #[arg(long)]
+    pub batch: Option<PathBuf>,
     /// Output path; the extension is set per format. Default: ./SERIAL.png / .pdf.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Printer URI (file:PATH for now).
+    /// Printer URI: ipp://HOST:PORT/PATH, ipps://…, socket://HOST:9100 or file:PATH.
     #[arg(long)]
     pub printer: Option<String>,
+    /// The ipps printer's certificate (PEM), pinned.
+    #[arg(long, env = "STAMPLINE_PRINTER_CERT")]
+    pub printer_cert: Option<PathBuf>,
     /// Label resolution for PNG.
+    #[arg(long, default_value_t = 300)]
+    pub dpi: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct PrintArgs {
+    /// The item's serial, e.g. SL0100000001-1.
+    pub serial: String,
+    /// Printer URI: ipp://…, ipps://…, socket://HOST:9100 or file:PATH.
+    #[arg(long)]
+    pub printer: String,
+    /// png, pdf, raw or zpl (default: pdf for IPP, zpl for socket, png and pdf for files).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// The ipps printer's certificate (PEM), pinned.
+    #[arg(long, env = "STAMPLINE_PRINTER_CERT")]
+    pub printer_cert: Option<PathBuf>,
+    /// Label resolution for PNG.
+    #[arg(long, default_value_t = 300)]
+    pub dpi: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct PrintersArgs {
+    /// Printer URIs to check.
+    #[arg(required = true)]
+    pub uris: Vec<String>,
+    /// Print a calibration label (a DataMatrix that is not postage) on each.
+    #[arg(long)]
+    pub calibrate: bool,
+    /// For one ipps:// printer: fetch the certificate it presents, write it here (PEM) and show its
+    /// SHA-256 fingerprint to compare with the printer's own; then pin it with --printer-cert.
+    #[arg(long)]
+    pub save_cert: Option<PathBuf>,
+    /// Calibration format: png, pdf, raw or zpl (default: pdf for IPP, zpl for socket, png and pdf for files).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// The ipps printer's certificate (PEM), pinned.
+    #[arg(long, env = "STAMPLINE_PRINTER_CERT")]
+    pub printer_cert: Option<PathBuf>,
+    /// Label resolution for PNG and ZPL (203 and 300 for thermal printers, 600).
     #[arg(long, default_value_t = 300)]
     pub dpi: u32,
 }
@@ -183,6 +378,9 @@ pub struct AuditArgs {
     /// A postgres:// URL to audit instead of DIR/ledger.sqlite.
     #[arg(long)]
     pub database: Option<String>,
+    /// The server's crypto device (as `stampline server --psd`), to check the register seals.
+    #[arg(long)]
+    pub psd: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -196,4 +394,38 @@ pub struct BenchArgs {
     /// Requests in flight per link.
     #[arg(long, default_value_t = 8)]
     pub depth: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Make an admin account in a data dir, on the server's machine (user from --user, password
+    /// from STAMPLINE_PASSWORD or a prompt).
+    Create {
+        #[arg(long, default_value = "./stampline-data")]
+        data_dir: PathBuf,
+        /// The server's crypto device (as `stampline server --psd`).
+        #[arg(long)]
+        psd: Option<String>,
+    },
+    /// List the signing keys with their status.
+    Keys,
+    /// On the server's machine: compare our ledger with the bank's and CMLS's records; exit 1 on
+    /// any difference.
+    Reconcile(ExternalArgs),
+    /// On the server's machine: send CMLS the daily usage report of every device.
+    ReportUsage(ReportUsageArgs),
+    /// Make a new signing key; new items use it, the old key's items stay valid for a while.
+    RotateKey,
+    /// Revoke a retired signing key: items it signed fail `verify` from now on.
+    RevokeKey {
+        key_id: String,
+        #[arg(long, default_value = "revoked by an administrator")]
+        reason: String,
+    },
 }

@@ -1,23 +1,25 @@
-//! `stampline buy`: issue, check the item, render, print (to a file for now), confirm.
+//! `stampline buy`: open the printer job, issue, check the item, render, print, confirm.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use stampline_client::print::DocFormat;
 use stampline_client::{Endpoint, Link, LinkError, PublishedKey};
-use stampline_items::{Body, Item};
+use stampline_items::Item;
 use stampline_money::Amount;
 use stampline_wire::Op;
 use uuid::Uuid;
 
 use crate::args::{BuyArgs, Global};
 use crate::client_cmds::{connect, dollars, ok_fields};
+use crate::labels;
 use crate::output::{CliError, Out};
+use crate::print_cmd;
 
-/// Output formats this version writes: PNG and PDF labels, and `raw`, the item's exact bytes
-/// (what `verify` also accepts). The default is PNG and PDF.
-pub const FORMATS: [&str; 3] = ["png", "pdf", "raw"];
+/// Output formats this version writes: PNG, PDF, SVG and ZPL labels, and `raw`, the item's exact
+/// bytes (what `verify` also accepts). Files default to PNG and PDF; printers choose theirs.
+pub const FORMATS: [&str; 5] = ["png", "pdf", "svg", "zpl", "raw"];
 const DEFAULT_FORMATS: [&str; 2] = ["png", "pdf"];
 
 fn today() -> String {
@@ -34,66 +36,102 @@ pub fn check_item(bytes: &[u8], keys: &[PublishedKey]) -> Result<Item, String> {
         .ok_or_else(|| format!("signing key {key_id} is not published"))?;
     item.verify(&key.spki_der)
         .map_err(|e| format!("signature: {e}"))?;
+    key_in_force(key, time::OffsetDateTime::now_utc())?;
     Ok(item)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-fn render(item: &Item, bytes: &[u8], format: &str, dpi: u32) -> Result<Vec<u8>, String> {
-    let Body::Postage(indicium) = &item.body else {
-        return Err("only postage is printed by this version".into());
+/// A signing key's items are accepted until it is revoked or its validity ends.
+pub fn key_in_force(key: &PublishedKey, now: time::OffsetDateTime) -> Result<(), String> {
+    use time::format_description::well_known::Rfc3339;
+    let parse = |t: &str| {
+        time::OffsetDateTime::parse(t, &Rfc3339)
+            .map_err(|_| format!("signing key {} has a bad time {t:?}", key.key_id))
     };
-    let spec = stampline_label::LabelSpec {
-        item: bytes,
-        lines: indicium.label_lines(),
-        dpi,
-    };
-    match format {
-        "png" => stampline_label::render_png(&spec).map_err(|e| e.to_string()),
-        "pdf" => stampline_label::render_pdf(&spec).map_err(|e| e.to_string()),
-        "raw" => Ok(bytes.to_vec()),
-        other => Err(format!("format {other} is not rendered by this version")),
+    if let Some(at) = &key.revoked_at {
+        return Err(format!(
+            "signing key {} was revoked at {at}: {}",
+            key.key_id,
+            key.revocation_reason
+                .as_deref()
+                .unwrap_or("no reason given")
+        ));
     }
+    if let Some(until) = &key.valid_until
+        && parse(until)? < now
+    {
+        return Err(format!("signing key {} expired at {until}", key.key_id));
+    }
+    Ok(())
 }
 
 /// The whole purchase on a live link. Returns the `--json` result.
+///
+/// Printer jobs are opened before the item is issued (a printer that is off or refuses costs
+/// nothing), the document is sent only once the issue response is complete and checked, and the
+/// item is confirmed from the printers' final job states (docs/DECISIONS.md, issue 6).
 pub async fn do_buy(ep: &Endpoint, link: &Link, a: &BuyArgs) -> Result<Value, CliError> {
-    let postage = match (&a.postage, &a.weight_oz) {
-        (Some(p), None) => {
-            Amount::parse_dollars(p).map_err(|e| CliError::new("bad_amount", e.to_string()))?
+    let given = match &a.postage {
+        Some(p) => {
+            Some(Amount::parse_dollars(p).map_err(|e| CliError::new("bad_amount", e.to_string()))?)
         }
-        (None, Some(_)) => {
+        None => None,
+    };
+    let weight_oz = match &a.weight_oz {
+        Some(w) => Some(w.parse::<serde_json::Number>().map_err(|_| {
+            CliError::new(
+                "bad_weight",
+                format!("weight {w:?} is not a number of ounces"),
+            )
+        })?),
+        None => None,
+    };
+    // A rated purchase charges the quote (or the given postage, which the server checks).
+    let postage = match (given, &weight_oz) {
+        (Some(p), _) => p,
+        (None, Some(w)) => {
+            let q = ok_fields(
+                link.request(Op::Quote {
+                    class: a.class.clone(),
+                    weight_oz: w.clone(),
+                    from_zip: Some(a.from.clone()),
+                    to_zip: Some(a.to.clone()),
+                })
+                .await?,
+            )?;
+            q["postage_mills"]
+                .as_u64()
+                .and_then(Amount::from_mills)
+                .ok_or_else(|| CliError::new("bad_answer", "quote without postage"))?
+        }
+        (None, None) => {
             return Err(CliError::new(
-                "unsupported",
-                "rated purchases (--weight-oz) come with the rate engine; give --postage",
+                "bad_request",
+                "give --postage DOLLARS or --weight-oz W",
             ));
         }
-        _ => return Err(CliError::new("bad_request", "give --postage DOLLARS")),
     };
-    let mut formats: Vec<String> = if a.format.is_empty() {
-        DEFAULT_FORMATS.iter().map(|s| (*s).to_owned()).collect()
-    } else {
-        a.format.clone()
-    };
-    formats.dedup();
-    if let Some(f) = formats.iter().find(|f| !FORMATS.contains(&f.as_str())) {
+    if let Some(f) = a.format.iter().find(|f| !FORMATS.contains(&f.as_str())) {
         return Err(CliError::new(
             "unsupported",
-            format!("format {f:?}: this version writes png, pdf and raw"),
+            format!("format {f:?}: this version writes png, pdf, svg, zpl and raw"),
         ));
     }
     if !(100..=1200).contains(&a.dpi) {
         return Err(CliError::new("bad_request", "--dpi must be 100 to 1200"));
     }
-    let out_base: Option<PathBuf> = match (&a.printer, &a.out) {
-        (Some(p), _) => Some(PathBuf::from(p.strip_prefix("file:").ok_or_else(|| {
-            CliError::new("unsupported", "this version prints to file:PATH only")
-        })?)),
-        (None, out) => out.clone(),
+    let label_formats: Vec<String> = if a.format.is_empty() {
+        DEFAULT_FORMATS.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        a.format.clone()
+    };
+    // Layout and addresses are checked before anything is charged.
+    let (choice, to_zip) = labels::choose(a, &label_formats)?;
+    let printer_targets = match &a.printer {
+        Some(uri) => {
+            let options = print_cmd::print_options(a.printer_cert.as_deref())?;
+            Some(print_cmd::targets(uri, &a.format, &options)?)
+        }
+        None => None,
     };
     let keys = ep.keys().await?;
 
@@ -102,113 +140,143 @@ pub async fn do_buy(ep: &Endpoint, link: &Link, a: &BuyArgs) -> Result<Value, Cl
         kind: "postage".into(),
         postage_mills: postage.mills(),
         from_zip: a.from.clone(),
-        to_zip: a.to.clone(),
+        to_zip,
         mail_date: a.date.clone().unwrap_or_else(today),
         class: a.class.clone(),
+        weight_oz,
+    };
+    // Open the printer jobs first: nothing is reserved if a printer is off or refuses.
+    let early_jobs = match printer_targets {
+        Some(t) => Some(print_cmd::start_jobs(t, &format!("stampline-{id}")).await?),
+        None => None,
     };
     let issued = match link.request_with_id(id, op).await {
-        Ok(r) => ok_fields(r)?,
-        Err(e @ (LinkError::Lost(_) | LinkError::Timeout(_))) => {
-            return Err(CliError::new(
-                e.code(),
-                format!(
-                    "{e}; if the item was issued it was not printed, and it will be voided and refunded when the confirmation window ends"
-                ),
-            ));
+        Ok(r) => ok_fields(r),
+        Err(e @ (LinkError::Lost(_) | LinkError::Timeout(_))) => Err(CliError::new(
+            e.code(),
+            format!(
+                "{e}; if the item was issued it was not printed, and it will be voided and refunded when the confirmation window ends"
+            ),
+        )),
+        Err(e) => Err(e.into()),
+    };
+    let issued = match issued {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(jobs) = early_jobs {
+                print_cmd::cancel_jobs(jobs, "the item was not issued").await;
+            }
+            return Err(e);
         }
-        Err(e) => return Err(e.into()),
     };
     let serial = issued["serial"].as_str().unwrap_or_default().to_owned();
     let item_bytes = base64::engine::general_purpose::STANDARD
         .decode(issued["item"].as_str().unwrap_or_default())
-        .map_err(|_| CliError::new("bad_answer", "item is not base64"))?;
+        .unwrap_or_default();
     if issued["print"]["spool"] != json!(false) || issued["print"]["copies"] != json!(1) {
         tracing::warn!("unexpected print policy; printing one copy without spooling");
     }
-
-    // Print: render each format and write it; any failure voids the item.
-    let printed: Result<Vec<String>, String> = async {
-        let item = check_item(&item_bytes, &keys)?;
+    let checked = check_item(&item_bytes, &keys).and_then(|item| {
         if item.body.serial().to_string() != serial || item.body.amount() != postage {
-            return Err("item does not match the request".into());
+            Err("item does not match the request".to_owned())
+        } else {
+            Ok(item)
         }
-        let mut files = Vec::new();
-        for format in &formats {
-            let data = render(&item, &item_bytes, format, a.dpi)?;
-            let path = match &out_base {
-                Some(base) => base.with_extension(format),
-                None => PathBuf::from(format!("{serial}.{format}")),
+    });
+    let jobs = match early_jobs {
+        Some(jobs) => Ok(jobs),
+        None => {
+            let base = a.out.clone().unwrap_or_else(|| PathBuf::from(&serial));
+            let formats: Vec<String> = if a.format.is_empty() {
+                DEFAULT_FORMATS.iter().map(|s| (*s).to_owned()).collect()
+            } else {
+                a.format.clone()
             };
-            if let Some(reason) = link.lost_reason() {
-                return Err(format!("link lost before printing finished: {reason}"));
+            match print_cmd::file_targets(&base, &formats) {
+                Ok(t) => print_cmd::start_jobs(t, &serial).await,
+                Err(e) => Err(e),
             }
-            write_synced(&path, &data)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            files.push(path.display().to_string());
         }
-        // The job completes only on a continuous link: if it broke, cancel (remove) what was written.
-        if let Some(reason) = link.lost_reason() {
-            for f in &files {
-                let _ = std::fs::remove_file(f);
+    };
+    let (item, jobs) = match (checked, jobs) {
+        (Ok(item), Ok(jobs)) => (item, jobs),
+        (checked, jobs) => {
+            let why = match (&checked, &jobs) {
+                (Err(e), _) => e.clone(),
+                (_, Err(e)) => e.message.clone(),
+                _ => String::new(),
+            };
+            if let Ok(jobs) = jobs {
+                print_cmd::cancel_jobs(jobs, &why).await;
             }
-            return Err(format!("link lost before printing finished: {reason}"));
-        }
-        Ok(files)
-    }
-    .await;
-
-    let (files, ok) = match printed {
-        Ok(files) => (files, true),
-        Err(reason) => {
             let confirm = link
                 .request(Op::Confirm {
                     serial: serial.clone(),
                     printed: false,
                 })
                 .await;
-            let refunded = matches!(&confirm, Ok(r) if r.ok);
-            let tail = if refunded {
+            let tail = if matches!(&confirm, Ok(r) if r.ok) {
                 "the item was voided and refunded"
             } else {
                 "the item will be voided and refunded when the confirmation window ends"
             };
-            return Err(CliError::new("print_failed", format!("{reason}; {tail}")));
+            return Err(CliError::new("print_failed", format!("{why}; {tail}")));
         }
     };
-    let confirmed = ok_fields(
-        link.request(Op::Confirm {
-            serial: serial.clone(),
-            printed: true,
-        })
-        .await?,
-    )?;
+
+    let lost = link.watch_lost();
+    let reports = print_cmd::finish_jobs(
+        jobs,
+        |format| match (choice.layout, format) {
+            (None, _) => print_cmd::render(&item, &item_bytes, format, a.dpi),
+            (Some(_), DocFormat::Raw) => Ok(item_bytes.clone()),
+            (Some(_), f) => labels::render(&item, &item_bytes, f.name(), a.dpi, &choice),
+        },
+        &lost,
+    )
+    .await;
+    let confirmed = print_cmd::settle(link, &serial, &reports).await?;
+    let files: Vec<String> = print_cmd::files_of(&reports)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     Ok(json!({
         "serial": serial,
         "postage_mills": postage.mills(),
         "balance_mills": confirmed["balance_mills"],
         "status": confirmed["status"],
         "files": files,
-        "printed": ok,
+        "printed": true,
+        "printer": a.printer,
+        "jobs": print_cmd::jobs_json(&reports),
     }))
 }
 
 pub async fn buy(global: &Global, a: BuyArgs, out: Out) -> Result<(), CliError> {
+    if let Some(file) = &a.batch {
+        return crate::batch::buy_batch(global, &a, file, out).await;
+    }
     let (ep, link) = connect(global).await?;
     let v = do_buy(&ep, &link, &a).await?;
     let _ = link.bye().await;
+    let files = v["files"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let printed = match (&a.printer, files.is_empty()) {
+        (Some(p), true) => format!("printed on {p}"),
+        _ => format!("wrote {files}"),
+    };
     let human = format!(
-        "bought {} postage, serial {}; balance {}; wrote {}",
+        "bought {} postage, serial {}; balance {}; {printed}",
         dollars(v["postage_mills"].as_u64().unwrap_or(0)),
         v["serial"].as_str().unwrap_or(""),
         dollars(v["balance_mills"].as_u64().unwrap_or(0)),
-        v["files"]
-            .as_array()
-            .map(|f| f
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", "))
-            .unwrap_or_default()
     );
     out.done(&v, &human);
     Ok(())

@@ -5,7 +5,7 @@ use stampline_client::{Endpoint, Link, Trust};
 use stampline_money::Amount;
 use stampline_wire::{Card, Eft, Op, Response, Secret};
 
-use crate::args::{FundArgs, Global, HistoryArgs, RegisterArgs};
+use crate::args::{FundArgs, Global, HistoryArgs, QuoteArgs, RegisterArgs};
 use crate::output::{CliError, Out};
 
 pub fn endpoint(global: &Global) -> Result<Endpoint, CliError> {
@@ -183,4 +183,46 @@ pub async fn history(global: &Global, a: HistoryArgs, out: Out) -> Result<(), Cl
     }
     out.done(&v, human.trim_end());
     Ok(())
+}
+
+pub async fn quote(global: &Global, a: QuoteArgs, out: Out) -> Result<(), CliError> {
+    let ep = endpoint(global)?;
+    let mut query = format!(
+        "/v1/quote?class={}&weight_oz={}",
+        enc(&a.class),
+        enc(&a.weight_oz)
+    );
+    if let Some(f) = &a.from {
+        query.push_str(&format!("&from_zip={}", enc(f)));
+    }
+    if let Some(t) = &a.to {
+        query.push_str(&format!("&to_zip={}", enc(t)));
+    }
+    let (_, v) = ep.call("GET", &query, None).await?;
+    let zone = v["zone"]
+        .as_u64()
+        .map(|z| format!(", zone {z}"))
+        .unwrap_or_default();
+    let human = format!(
+        "{} {} oz: {}{zone} (rate table {})",
+        v["class"].as_str().unwrap_or(""),
+        v["weight_oz"].as_str().unwrap_or(""),
+        dollars(v["postage_mills"].as_u64().unwrap_or(0)),
+        v["rate_table"].as_str().unwrap_or("")
+    );
+    out.done(&v, &human);
+    Ok(())
+}
+
+/// Percent-encode a query value (everything but unreserved characters).
+fn enc(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

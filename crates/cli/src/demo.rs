@@ -79,7 +79,12 @@ pub async fn demo(a: DemoArgs, out: Out) -> Result<(), CliError> {
             format: vec![],
             out: Some(label.clone()),
             printer: None,
+            printer_cert: None,
             dpi: 300,
+            layout: None,
+            to_address: None,
+            from_address: None,
+            batch: None,
         },
     )
     .await?;

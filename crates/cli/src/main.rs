@@ -2,12 +2,18 @@
 //! It parses flags, calls the library crates and prints; nothing here is worth testing alone —
 //! the integration tests run this binary for real.
 
+mod admin;
 mod args;
+mod batch;
 mod bench;
 mod buy;
 mod client_cmds;
 mod demo;
+mod external;
+mod funding_cmds;
+mod labels;
 mod output;
+mod print_cmd;
 mod server_cmd;
 mod verify;
 
@@ -54,10 +60,18 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
         Command::Register(a) => client_cmds::register(global, a, out).await,
         Command::Fund(a) => client_cmds::fund(global, a, out).await,
         Command::Balance => client_cmds::balance(global, out).await,
+        Command::Quote(a) => client_cmds::quote(global, a, out).await,
         Command::History(a) => client_cmds::history(global, a, out).await,
         Command::Buy(a) => buy::buy(global, a, out).await,
+        Command::Print(a) => print_cmd::print(global, a, out).await,
+        Command::Printers(a) => print_cmd::printers(a, out).await,
         Command::Verify(a) => verify::verify_cmd(global, a, out).await,
         Command::Audit(a) => server_cmd::audit(a, out).await,
         Command::Bench(a) => bench::bench(global, a, out).await,
+        Command::PaymentOptions => funding_cmds::payment_options(global, out).await,
+        Command::AutoRefill(a) => funding_cmds::auto_refill(global, a, out).await,
+        Command::CloseAccount(a) => funding_cmds::close_account(global, a, out).await,
+        Command::Sandbox(a) => external::sandbox(a, out).await,
+        Command::Admin(a) => admin::admin(global, a, out).await,
     }
 }

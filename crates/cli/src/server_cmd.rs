@@ -17,20 +17,12 @@ fn unsupported(flag: &str, why: &str) -> CliError {
 pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
     let database = Database::parse(a.database.as_deref())
         .map_err(|why| CliError::new("bad_flag", format!("--database: {why}")))?;
-    if let Some(psd) = &a.psd
-        && psd != "software"
-    {
-        return Err(unsupported(
-            "--psd",
-            "this version has the software crypto device only",
-        ));
-    }
-    if a.cmls.is_some() || a.bank.is_some() {
-        return Err(unsupported(
-            "--cmls/--bank",
-            "this version uses the built-in sandboxes only",
-        ));
-    }
+    let psd: stampline_psd::PsdSpec = a
+        .psd
+        .as_deref()
+        .unwrap_or("software")
+        .parse()
+        .map_err(|e: stampline_psd::PsdError| CliError::new("bad_flag", e.to_string()))?;
     if a.role != "all" {
         return Err(unsupported(
             "--role",
@@ -45,7 +37,15 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
     }
     let mut cfg = ServerConfig::new(a.data_dir.clone());
     cfg.database = database;
+    cfg.external = crate::external::external_config(
+        a.cmls.as_ref().zip(a.cmls_trust.as_ref()),
+        a.bank.as_ref().zip(a.bank_trust.as_ref()),
+    );
+    cfg.external.timeout = std::time::Duration::from_millis(a.external_timeout_ms.max(1));
+    cfg.external.settlement_poll = std::time::Duration::from_millis(a.settlement_poll_ms.max(1));
+    cfg.external.usage_report = std::time::Duration::from_millis(a.usage_report_ms);
     cfg.hostnames = a.hostname.clone();
+    cfg.psd = psd;
     cfg.beat_interval_ms = a.beat_interval_ms;
     cfg.beat_timeout_ms = a.beat_timeout_ms;
     cfg.core.confirm_window_ms = i64::try_from(a.confirm_window_ms)
@@ -115,13 +115,24 @@ fn audit_blocking(a: AuditArgs, out: Out) -> Result<(), CliError> {
         }
     }
     // The crypto device checks the register seals; it is only opened where it already exists,
-    // never created (new keys would make every seal look broken).
+    // never created (new keys would make every seal look broken). A device that cannot be opened
+    // here (no passphrase, another device's keys) leaves the seals unchecked, and says so.
+    let spec: stampline_psd::PsdSpec = a
+        .psd
+        .as_deref()
+        .unwrap_or("software")
+        .parse()
+        .map_err(|e: stampline_psd::PsdError| CliError::new("bad_flag", e.to_string()))?;
     let psd: Option<Arc<dyn Psd>> = match &data_dir {
         Some(dir) if dir.join("psd").is_dir() => {
             let now_unix = stampline_server::clock::now_ms() / 1000;
-            let device = stampline_psd::SoftwarePsd::open(dir, now_unix)
-                .map_err(|e| CliError::new("audit", format!("crypto device: {e}")))?;
-            Some(Arc::new(device))
+            match stampline_psd::open_device(&spec, dir, now_unix) {
+                Ok(device) => Some(device.psd),
+                Err(e) => {
+                    eprintln!("audit: register seals not checked: crypto device: {e}");
+                    None
+                }
+            }
         }
         _ => None,
     };

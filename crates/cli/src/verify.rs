@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 use stampline_client::{Endpoint, PublishedKey};
 use stampline_items::Item;
@@ -16,19 +15,58 @@ use crate::output::{CliError, Out};
 /// Largest file `verify` reads.
 pub const MAX_VERIFY_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// The item bytes inside a file: a PNG label is decoded; anything else is taken as raw bytes.
+/// Resolution at which a PDF's first page is rasterised for decoding.
+pub const PDF_RASTER_DPI: u32 = 300;
+
+/// The item bytes inside a file: a PNG label is decoded; a PDF's first page is rasterised with
+/// poppler's `pdftoppm` and decoded; anything else is taken as raw bytes.
 pub fn item_bytes_of(data: &[u8]) -> Result<Vec<u8>, CliError> {
     if data.starts_with(b"\x89PNG\r\n\x1a\n") {
         return stampline_label::decode_png(data)
             .map_err(|e| CliError::new("no_barcode", e.to_string()));
     }
     if data.starts_with(b"%PDF") {
-        return Err(CliError::new(
-            "unsupported",
-            "PDF labels are verified by a later version; verify the PNG or the raw item",
-        ));
+        let png = rasterise_pdf(data)?;
+        return stampline_label::decode_png(&png)
+            .map_err(|e| CliError::new("no_barcode", format!("first page of the PDF: {e}")));
     }
     Ok(data.to_vec())
+}
+
+/// The first page of a PDF as a PNG at [`PDF_RASTER_DPI`], by `pdftoppm` (poppler-utils), in a
+/// private scratch directory that is removed afterwards.
+fn rasterise_pdf(pdf: &[u8]) -> Result<Vec<u8>, CliError> {
+    let dir = std::env::temp_dir().join(format!("stampline-verify-{}", uuid::Uuid::new_v4()));
+    let scratch = |e: std::io::Error| CliError::new("io_error", format!("scratch directory: {e}"));
+    std::fs::create_dir(&dir).map_err(scratch)?;
+    let result =
+        (|| {
+            let input = dir.join("label.pdf");
+            std::fs::write(&input, pdf).map_err(scratch)?;
+            let output = std::process::Command::new("pdftoppm")
+            .args(["-r", &PDF_RASTER_DPI.to_string(), "-f", "1", "-l", "1", "-png", "-singlefile"])
+            .arg(&input)
+            .arg(dir.join("page"))
+            .output()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => CliError::new(
+                    "pdf_tool_missing",
+                    "verifying a PDF needs pdftoppm (Debian package poppler-utils); install it, \
+                     or verify the PNG or the raw item",
+                ),
+                _ => CliError::new("pdf_tool_failed", format!("pdftoppm: {e}")),
+            })?;
+            if !output.status.success() {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                return Err(CliError::new(
+                    "bad_pdf",
+                    format!("pdftoppm could not render the PDF: {}", stderr.trim()),
+                ));
+            }
+            std::fs::read(dir.join("page.png")).map_err(scratch)
+        })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 fn keys_from_file(path: &Path) -> Result<Vec<PublishedKey>, CliError> {
@@ -44,16 +82,7 @@ fn keys_from_file(path: &Path) -> Result<Vec<PublishedKey>, CliError> {
             )
         })?
         .iter()
-        .map(|k| {
-            Ok(PublishedKey {
-                key_id: k["key_id"].as_str().unwrap_or_default().to_owned(),
-                spki_der: base64::engine::general_purpose::STANDARD
-                    .decode(k["public_key_spki_der_base64"].as_str().unwrap_or_default())
-                    .map_err(|_| CliError::new("bad_keys", "bad public key"))?,
-                valid_from: k["valid_from"].as_str().unwrap_or_default().to_owned(),
-                valid_until: k["valid_until"].as_str().map(str::to_owned),
-            })
-        })
+        .map(|k| PublishedKey::from_json(k).map_err(|e| CliError::new("bad_keys", e)))
         .collect()
 }
 

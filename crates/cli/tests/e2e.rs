@@ -404,7 +404,7 @@ fn bad_input_gets_a_clear_code_and_changes_nothing() {
         &[
             "buy",
             "--postage",
-            "0.50",
+            "0.78",
             "--from",
             "02134",
             "--to",
@@ -453,6 +453,81 @@ fn bad_input_gets_a_clear_code_and_changes_nothing() {
     assert!(!out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"], "bad_credentials");
+}
+
+#[test]
+fn quote_needs_no_login_and_buy_by_weight_charges_the_quote() {
+    let server = TestServer::start();
+    let q = server.ok(
+        "nobody",
+        &["quote", "--class", "first-class-letter", "--weight-oz", "2"],
+    );
+    assert_eq!(q["postage_mills"], 1_030);
+    assert_eq!(q["class"], "first-class-letter");
+    server.fails_with(
+        "nobody",
+        &["quote", "--class", "first-class-letter", "--weight-oz", "4"],
+        "too_heavy",
+    );
+    server.register("fay");
+    server.ok(
+        "fay",
+        &[
+            "fund",
+            "--amount",
+            "5",
+            "--card",
+            "4242424242424242",
+            "--exp",
+            &exp(),
+            "--cvc",
+            "123",
+        ],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let label = out.path().join("w");
+    let buy = server.ok(
+        "fay",
+        &[
+            "buy",
+            "--class",
+            "first-class-letter",
+            "--weight-oz",
+            "2",
+            "--from",
+            "02134",
+            "--to",
+            "94105",
+            "--format",
+            "raw",
+            "--out",
+            s(&label),
+        ],
+    );
+    assert_eq!(buy["postage_mills"], 1_030);
+    assert_eq!(buy["balance_mills"], 3_970);
+    server.fails_with(
+        "fay",
+        &[
+            "buy",
+            "--class",
+            "first-class-letter",
+            "--weight-oz",
+            "2",
+            "--postage",
+            "0.80",
+            "--from",
+            "02134",
+            "--to",
+            "94105",
+            "--format",
+            "raw",
+            "--out",
+            s(&label),
+        ],
+        "underpaid",
+    );
+    assert_eq!(server.balance_mills("fay"), 3_970);
 }
 
 #[test]

@@ -125,6 +125,7 @@ fn issue_op() -> Op {
         to_zip: "94105".into(),
         mail_date: time::OffsetDateTime::now_utc().date().to_string(),
         class: "first-class-letter".into(),
+        weight_oz: None,
     }
 }
 

@@ -3,17 +3,13 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use serde_json::Value;
+use stampline_https::CallError;
 use tokio::net::TcpStream;
 
 use crate::trust::Trust;
 
-/// Largest HTTP response body the client reads.
-pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Connect + TLS handshake + response, for one HTTP call.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -58,6 +54,28 @@ pub struct PublishedKey {
     pub spki_der: Vec<u8>,
     pub valid_from: String,
     pub valid_until: Option<String>,
+    /// When the key was revoked (RFC 3339); items it signed are then invalid.
+    pub revoked_at: Option<String>,
+    pub revocation_reason: Option<String>,
+}
+
+impl PublishedKey {
+    /// One entry of `GET /v1/keys` (or of a saved copy of it).
+    pub fn from_json(k: &Value) -> Result<PublishedKey, String> {
+        let spki_der = k["public_key_spki_der_base64"]
+            .as_str()
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+            .ok_or("bad public key")?;
+        let text = |name: &str| k[name].as_str().map(str::to_owned);
+        Ok(PublishedKey {
+            key_id: text("key_id").ok_or("key without key_id")?,
+            spki_der,
+            valid_from: text("valid_from").unwrap_or_default(),
+            valid_until: text("valid_until"),
+            revoked_at: text("revoked_at"),
+            revocation_reason: text("revocation_reason"),
+        })
+    }
 }
 
 /// Where the server is and who it must be.
@@ -71,21 +89,8 @@ pub struct Endpoint {
 impl Endpoint {
     /// `https://HOST:PORT` (a trailing slash is fine; the port defaults to 443).
     pub fn new(url: &str, trust: Trust) -> Result<Endpoint, HttpError> {
-        let rest = url
-            .strip_prefix("https://")
-            .ok_or_else(|| HttpError::BadUrl(url.into()))?
-            .trim_end_matches('/');
-        if rest.is_empty() || rest.contains('/') {
-            return Err(HttpError::BadUrl(url.into()));
-        }
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-                h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-                p.parse::<u16>()
-                    .map_err(|_| HttpError::BadUrl(url.into()))?,
-            ),
-            _ => (rest.to_owned(), 443),
-        };
+        let (host, port) =
+            stampline_https::parse_https_url(url).map_err(|_| HttpError::BadUrl(url.into()))?;
         Ok(Endpoint { host, port, trust })
     }
 
@@ -129,33 +134,22 @@ impl Endpoint {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), HttpError> {
-        let tls = self.connect_tls(&[b"http/1.1"]).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let caller = stampline_https::JsonCaller::new(
+            self.host.clone(),
+            self.port,
+            self.trust.client_config(&[b"http/1.1"]),
+            HTTP_TIMEOUT,
+        );
+        let (status, value) = caller
+            .call(method, path, &[], body)
             .await
-            .map_err(|e| HttpError::Connect(e.to_string()))?;
-        tokio::spawn(conn);
-        let bytes = body
-            .map(|b| serde_json::to_vec(b).unwrap_or_default())
-            .unwrap_or_default();
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port))
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(bytes)))
-            .map_err(|e| HttpError::BadAnswer(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| HttpError::Connect(e.to_string()))?;
-        let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|e| HttpError::BadAnswer(e.to_string()))?
-            .to_bytes();
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|_| HttpError::BadAnswer(format!("status {status}, body is not JSON")))?;
+            .map_err(|e| match e {
+                CallError::BadUrl(u) => HttpError::BadUrl(u),
+                CallError::Connect(m) | CallError::Lost(m) => HttpError::Connect(m),
+                CallError::Tls(m) => HttpError::Tls(m),
+                CallError::Timeout(_) => HttpError::Timeout,
+                CallError::BadAnswer(m) => HttpError::BadAnswer(m),
+            })?;
         if status >= 400 {
             return Err(HttpError::Refused {
                 status,
@@ -178,18 +172,7 @@ impl Endpoint {
             .as_array()
             .ok_or_else(|| HttpError::BadAnswer("keys must be an array".into()))?;
         list.iter()
-            .map(|k| {
-                let spki = k["public_key_spki_der_base64"]
-                    .as_str()
-                    .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-                    .ok_or_else(|| HttpError::BadAnswer("bad public key".into()))?;
-                Ok(PublishedKey {
-                    key_id: k["key_id"].as_str().unwrap_or_default().to_owned(),
-                    spki_der: spki,
-                    valid_from: k["valid_from"].as_str().unwrap_or_default().to_owned(),
-                    valid_until: k["valid_until"].as_str().map(str::to_owned),
-                })
-            })
+            .map(|k| PublishedKey::from_json(k).map_err(HttpError::BadAnswer))
             .collect()
     }
 

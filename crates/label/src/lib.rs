@@ -12,19 +12,135 @@
 //! Map of the code:
 //! - [`symbol`]: bytes → [`Symbol`] (the module grid), with a decode-back check.
 //! - `text`: which characters a label may carry, the font8x8 bitmaps and the Helvetica metrics.
-//! - [`render_png`] / [`render_pdf`]: the label layout in pixels and in points.
+//! - [`render_png`] / [`render_pdf`]: the bare indicium (symbol and text, sized to its content).
+//! - [`page`]: the layouts (#10 envelope, 4×6 label, sheet of indicia) as marks in points;
+//!   [`render_layout`] draws them as PNG (`raster`), SVG (`svg`), multi-page PDF (`pdf`) or ZPL
+//!   (`zpl`, a `^GF` graphic of the raster) — one piece or a whole batch.
+//! - [`impb`]: the IMpb tracking number and its GS1-128 symbol (rxing's Code 128 writer).
 //! - [`decode_png`] / [`decode_luma`]: image → symbol (rxing) → bytes (`datamatrix` decodation).
 
 mod decode;
+pub mod impb;
+pub mod page;
 mod pdf;
 mod raster;
+mod svg;
 pub mod symbol;
 mod text;
+mod zpl;
 
 pub use decode::{decode_luma, decode_png};
+pub use impb::Impb;
+pub use page::{Layout, Piece};
 pub use pdf::{PDF_FONT_PT, PDF_MODULE_PT, render_pdf};
 pub use raster::render_png;
 pub use symbol::{Symbol, datamatrix};
+
+/// Most pieces one [`render_layout`] call takes (a batch): 10,000 4×6 pages are about 40 MB of
+/// PDF.
+pub const MAX_BATCH_PIECES: usize = 10_000;
+
+/// Output formats of [`render_layout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One page as an 8-bit grayscale PNG at the given resolution.
+    Png,
+    /// One page as SVG (vector, sized in inches).
+    Svg,
+    /// Every page in one PDF, each at the layout's exact page size.
+    Pdf,
+    /// Every page as one `^XA`…`^XZ` label of one ZPL stream (4×6 labels only).
+    Zpl,
+}
+
+impl Format {
+    /// The names the CLI uses.
+    pub const NAMES: [&'static str; 4] = ["png", "svg", "pdf", "zpl"];
+
+    /// Whether a file in this format holds more than one page.
+    pub fn is_multi_page(self) -> bool {
+        matches!(self, Format::Pdf | Format::Zpl)
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = LabelError;
+    fn from_str(s: &str) -> Result<Self, LabelError> {
+        match s {
+            "png" => Ok(Format::Png),
+            "svg" => Ok(Format::Svg),
+            "pdf" => Ok(Format::Pdf),
+            "zpl" => Ok(Format::Zpl),
+            other => Err(LabelError::DoesNotFit(format!(
+                "unknown format {other:?}; one of png, svg, pdf, zpl"
+            ))),
+        }
+    }
+}
+
+/// Lays `pieces` out on `layout` pages and renders them in `format`: one piece per page (a
+/// [`Layout::Sheet`] takes [`page::SHEET_CELLS`]), in order. This is both the single label and
+/// the batch: a batch of N pieces is one N-page PDF or one ZPL stream of N labels. PNG and SVG
+/// hold one page. `dpi` sets the raster resolution (PNG, ZPL) and is checked for every format.
+///
+/// Pages are laid out and written one at a time, so memory grows with the output, not with the
+/// layouts.
+///
+/// # Errors
+/// [`LabelError::DoesNotFit`] for no pieces, more than [`MAX_BATCH_PIECES`], several pages in a
+/// one-page format, ZPL on a layout other than 4×6, or content that does not fit the page;
+/// otherwise as [`render_png`] and [`Impb::pic`].
+pub fn render_layout(
+    layout: Layout,
+    format: Format,
+    dpi: u32,
+    pieces: &[Piece],
+) -> Result<Vec<u8>, LabelError> {
+    raster::PixelMetrics::for_dpi(dpi)?;
+    if pieces.is_empty() || pieces.len() > MAX_BATCH_PIECES {
+        return Err(LabelError::DoesNotFit(format!(
+            "{} pieces; a render takes 1 to {MAX_BATCH_PIECES}",
+            pieces.len()
+        )));
+    }
+    let pages = pieces.len().div_ceil(layout.pieces_per_page());
+    if pages > 1 && !format.is_multi_page() {
+        return Err(LabelError::DoesNotFit(format!(
+            "{} pieces need {pages} pages and a {format:?} file holds one; use pdf or zpl",
+            pieces.len()
+        )));
+    }
+    if format == Format::Zpl && layout != Layout::Label4x6 {
+        return Err(LabelError::DoesNotFit(
+            "ZPL is for 4x6 thermal labels; use --layout label4x6".to_owned(),
+        ));
+    }
+    let mut chunks = pieces.chunks(layout.pieces_per_page());
+    match format {
+        Format::Png | Format::Svg => {
+            let page = page::compose_page(layout, chunks.next().unwrap_or_default())?;
+            match format {
+                Format::Png => raster::page_png(&page, dpi),
+                _ => Ok(svg::page_svg(&page).into_bytes()),
+            }
+        }
+        Format::Pdf => {
+            let mut pdf = pdf::PdfPages::new();
+            for chunk in chunks {
+                pdf.add(&page::compose_page(layout, chunk)?)?;
+            }
+            Ok(pdf.finish())
+        }
+        Format::Zpl => {
+            let mut zpl = String::new();
+            for chunk in chunks {
+                let page = page::compose_page(layout, chunk)?;
+                zpl.push_str(&zpl::page_zpl(&raster::rasterize(&page, dpi)?));
+            }
+            Ok(zpl.into_bytes())
+        }
+    }
+}
 
 /// White modules kept clear on every side of the symbol. ISO/IEC 16022 asks for at least one
 /// module; two give printers that bleed and readers that crop some margin, and cost only
@@ -111,6 +227,13 @@ pub enum LabelError {
     /// The label text breaks a limit or holds a character the label fonts cannot print.
     #[error("label text: {0}")]
     BadText(String),
+    /// An IMpb part is malformed, or a layout that needs an IMpb has none.
+    #[error("tracking barcode: {0}")]
+    BadBarcode(String),
+    /// The content does not fit the layout, or the layout, format and page count do not go
+    /// together.
+    #[error("does not fit: {0}")]
+    DoesNotFit(String),
     /// Producing the output failed (an encoder error, or a self-check that did not hold).
     #[error("rendering failed: {0}")]
     Render(String),

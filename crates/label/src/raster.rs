@@ -18,6 +18,7 @@ use image::{ExtendedColorType, ImageEncoder, codecs::png::PngEncoder};
 use crate::{
     CAP_HEIGHT_TARGET_UM, LabelError, LabelSpec, MAX_DPI, MIN_DPI, MODULE_TARGET_UM,
     QUIET_ZONE_MODULES, Symbol, datamatrix,
+    page::{Anchor, Mark, Page, TEXT_EM_BUDGET},
     text::{GLYPH_CAP_ROWS, GLYPH_CELL, glyph, validate_lines},
 };
 
@@ -71,10 +72,11 @@ impl PixelMetrics {
 }
 
 /// A grayscale pixel buffer, white to start with.
-struct Canvas {
-    width: usize,
-    height: usize,
-    luma: Vec<u8>,
+pub(crate) struct Canvas {
+    pub(crate) width: usize,
+    pub(crate) height: usize,
+    /// Row-major, one byte per pixel, 0 = black, 255 = white.
+    pub(crate) luma: Vec<u8>,
 }
 
 impl Canvas {
@@ -169,7 +171,106 @@ pub fn render_png(spec: &LabelSpec) -> Result<Vec<u8>, LabelError> {
     encode_png(&canvas, spec.dpi)
 }
 
-fn encode_png(canvas: &Canvas, dpi: u32) -> Result<Vec<u8>, LabelError> {
+/// Most pixels a page raster may have: US Letter at [`MAX_DPI`] (10200 × 13200).
+const MAX_PAGE_PIXELS: usize = 10_200 * 13_200;
+
+/// Pixels per IMpb bar module at `dpi`: the fewest that make at least 13 mil (3 at 203 dpi,
+/// 4 at 300, 8 at 600).
+pub(crate) fn bar_module_px(dpi: u32) -> usize {
+    (dpi as usize * 13).div_ceil(1000).max(1)
+}
+
+/// Pixels per font8x8 pixel for text of `size_pt`: the largest whole scale whose 8-pixel advance
+/// stays within [`TEXT_EM_BUDGET`] em, at least 1.
+pub(crate) fn text_scale(size_pt: f32, dpi: u32) -> usize {
+    let em_px = size_pt * dpi as f32 / 72.0;
+    // Non-negative and small (a few hundred at most): the cast cannot truncate.
+    ((TEXT_EM_BUDGET * em_px / GLYPH_CELL as f32).floor() as usize).max(1)
+}
+
+/// Draws a laid-out page at `dpi`: every module and bar a whole number of pixels, positions
+/// rounded to the nearest pixel.
+pub(crate) fn rasterize(page: &Page, dpi: u32) -> Result<Canvas, LabelError> {
+    let metrics = PixelMetrics::for_dpi(dpi)?;
+    let scale = dpi as f32 / 72.0;
+    // Page coordinates are small and non-negative: the casts cannot truncate.
+    let px = |pt: f32| (pt.max(0.0) * scale).round() as usize;
+    let (width, height) = (px(page.width), px(page.height));
+    if width * height > MAX_PAGE_PIXELS {
+        return Err(LabelError::Render(format!(
+            "page of {width}x{height} pixels is over the limit"
+        )));
+    }
+    let mut canvas = Canvas::new(width, height);
+    for mark in &page.marks {
+        match mark {
+            Mark::DataMatrix { x, y, symbol } => {
+                let quiet = QUIET_ZONE_MODULES as usize * metrics.module_px;
+                canvas.draw_symbol(symbol, px(*x) + quiet, px(*y) + quiet, metrics.module_px);
+            }
+            Mark::Bars {
+                center_x,
+                y,
+                height,
+                modules,
+            } => {
+                let module = bar_module_px(dpi);
+                let bars = modules.len() * module;
+                let quiet = crate::page::BAR_QUIET_MODULES * module;
+                let left = px(*center_x)
+                    .checked_sub(bars / 2)
+                    .filter(|left| *left >= quiet);
+                let Some(left) = left.filter(|left| left + bars + quiet <= width) else {
+                    return Err(LabelError::Render(format!(
+                        "a {}-module barcode does not fit {width} pixels at {dpi} dpi",
+                        modules.len()
+                    )));
+                };
+                let (top, bar_height) = (px(*y), px(*y + *height) - px(*y));
+                let mut i = 0;
+                while i < modules.len() {
+                    if modules.get(i) == Some(&true) {
+                        let start = i;
+                        while modules.get(i) == Some(&true) {
+                            i += 1;
+                        }
+                        canvas.fill(left + start * module, top, (i - start) * module, bar_height);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            Mark::Rect { x, y, w, h } => {
+                let (left, top) = (px(*x), px(*y));
+                let w = (px(*x + *w) - left).max(1);
+                let h = (px(*y + *h) - top).max(1);
+                canvas.fill(left, top, w, h);
+            }
+            Mark::Text {
+                x,
+                y,
+                size,
+                anchor,
+                text,
+            } => {
+                let scale = text_scale(*size, dpi);
+                let left = match anchor {
+                    Anchor::Left => px(*x),
+                    Anchor::Center => px(*x).saturating_sub(text.len() * GLYPH_CELL * scale / 2),
+                };
+                canvas.draw_text(text, left, px(*y), scale);
+            }
+        }
+    }
+    Ok(canvas)
+}
+
+/// A laid-out page as a PNG at `dpi`.
+pub(crate) fn page_png(page: &Page, dpi: u32) -> Result<Vec<u8>, LabelError> {
+    encode_png(&rasterize(page, dpi)?, dpi)
+}
+
+pub(crate) fn encode_png(canvas: &Canvas, dpi: u32) -> Result<Vec<u8>, LabelError> {
     let too_big = |_| LabelError::Render("label larger than a PNG can hold".to_owned());
     let width = u32::try_from(canvas.width).map_err(too_big)?;
     let height = u32::try_from(canvas.height).map_err(too_big)?;

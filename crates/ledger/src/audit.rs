@@ -58,7 +58,7 @@ struct AuditItem {
 /// What the transfers say about one user.
 #[derive(Default)]
 struct UserTotals {
-    /// Σ fund + Σ void + Σ refund credited to the customer account.
+    /// Σ fund + Σ void + Σ refund credited to the customer account − Σ payouts.
     control_mills: i128,
     /// Σ reserve: what the ascending register must hold.
     reserved_ever_mills: i128,
@@ -173,6 +173,9 @@ pub(crate) fn audit(tx: &mut dyn Tx, ctx: Ctx<'_>) -> Result<AuditReport, Ledger
             let ok = match (kind.as_str(), serial.as_deref(), payment_id.as_deref()) {
                 ("fund", None, Some(pid)) => {
                     check_fund(id, &from, &to, amount, pid, &mut payments, &mut users)
+                }
+                ("payout", None, Some(pid)) => {
+                    check_payout(id, &from, &to, amount, pid, &payments, &mut users)
                 }
                 ("reserve" | "post" | "void" | "refund", Some(serial), None) => {
                     check_item_transfer(
@@ -294,6 +297,46 @@ fn check_fund(
     match users.get_mut(&user_id) {
         Some(totals) => totals.control_mills += i128::from(amount),
         None => return Err(format!("fund transfer {id} credits unknown user {user_id}")),
+    }
+    Ok(())
+}
+
+/// A balance paid back at closure: customer:U → bank_clearing, naming one of U's payments; it
+/// lowers U's control total.
+fn check_payout(
+    id: i64,
+    from: &str,
+    to: &str,
+    amount: i64,
+    payment_id: &str,
+    payments: &HashMap<String, AuditPayment>,
+    users: &mut BTreeMap<UserId, UserTotals>,
+) -> Result<(), String> {
+    let Some(user_id) = account_user(from, "customer:") else {
+        return Err(format!(
+            "payout transfer {id} debits {from}, not a customer"
+        ));
+    };
+    if to != ACCOUNT_BANK_CLEARING {
+        return Err(format!(
+            "payout transfer {id} credits {to}, not {ACCOUNT_BANK_CLEARING}"
+        ));
+    }
+    match payments.get(payment_id) {
+        Some(p) if p.user_id == user_id => {}
+        _ => {
+            return Err(format!(
+                "payout transfer {id} names payment {payment_id}, not one of user {user_id}'s"
+            ));
+        }
+    }
+    match users.get_mut(&user_id) {
+        Some(totals) => totals.control_mills -= i128::from(amount),
+        None => {
+            return Err(format!(
+                "payout transfer {id} debits unknown user {user_id}"
+            ));
+        }
     }
     Ok(())
 }

@@ -24,6 +24,12 @@ pub enum LedgerError {
     NotPending { status: ItemStatus },
     #[error("refund window closed")]
     RefundWindowClosed,
+    /// The item was already reprinted the most times allowed.
+    #[error("reprint limit reached: the item was reprinted {reprints} times")]
+    ReprintLimit { reprints: u32 },
+    /// The item was issued too long ago to be reprinted.
+    #[error("reprint window closed")]
+    ReprintWindowClosed,
     #[error("item kind cannot be redeemed")]
     NotRedeemable,
     #[error("payment already recorded")]
@@ -71,6 +77,8 @@ impl LedgerError {
             LedgerError::UnknownItem => "unknown_item",
             LedgerError::NotPending { .. } => "not_pending",
             LedgerError::RefundWindowClosed => "refund_window_closed",
+            LedgerError::ReprintLimit { .. } => "reprint_limit",
+            LedgerError::ReprintWindowClosed => "reprint_window_closed",
             LedgerError::NotRedeemable => "not_redeemable",
             LedgerError::DuplicatePayment => "duplicate_payment",
             LedgerError::InvalidInput(_) => "invalid_input",

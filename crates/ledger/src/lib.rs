@@ -234,6 +234,55 @@ pub struct FundInput<'a> {
     pub last4: Option<&'a str>,
 }
 
+/// A bank refund of (part of) one payment, paid out at account closure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payout {
+    pub payment_id: String,
+    pub refund_id: String,
+    pub amount_mills: u64,
+}
+
+/// The stored and returned result of a closure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseOutcome {
+    pub refunded_mills: u64,
+    pub payouts: Vec<Payout>,
+    pub balance_mills: u64,
+}
+
+/// A standing authorisation to refill the balance from a saved card.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoRefill {
+    /// The processor's token (never the card number) and the card's last four digits.
+    pub token: String,
+    pub last4: String,
+    /// Refill when the spendable balance falls below this.
+    pub threshold_mills: u64,
+    /// Each refill charges this much.
+    pub amount_mills: u64,
+    /// The refills under this authorisation never total more than this.
+    pub cap_mills: u64,
+    pub used_mills: u64,
+    /// How many refills so far (the next one's number).
+    pub refills: u64,
+}
+
+/// A payment as our ledger records it (reconciliation, settlement checks).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRow {
+    pub payment_id: String,
+    pub user_id: UserId,
+    pub method: String,
+    pub amount_mills: u64,
+    pub at_ms: i64,
+    /// When the bank returned it (ACH), if it did.
+    pub returned_at_ms: Option<i64>,
+    /// The bank payment that paid a returned debit's debt.
+    pub paid_by: Option<String>,
+    /// Paid back to the customer from this payment (account closure).
+    pub refunded_mills: u64,
+}
+
 /// The stored and returned result of a fund request.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FundOutcome {
@@ -285,6 +334,29 @@ pub struct StatusOutcome {
     pub serial: String,
     pub status: ItemStatus,
     pub balance_mills: u64,
+}
+
+/// How often, and for how long after issue, an item may be printed again (`Store::reprint`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReprintLimits {
+    /// Reprints allowed per item, in its whole life.
+    pub max_reprints: u32,
+    /// How long after issue a reprint is allowed.
+    pub window_ms: i64,
+}
+
+/// The stored and returned result of a reprint request. `item` is serialised as lowercase hex.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReprintOutcome {
+    pub serial: String,
+    /// `issued` (not confirmed yet: the caller confirms after printing) or `printed`.
+    pub status: ItemStatus,
+    #[serde(with = "hex_bytes")]
+    pub item: Vec<u8>,
+    /// Reprints of this item so far, this one included.
+    pub reprints: u32,
+    /// Reprints still allowed after this one.
+    pub reprints_left: u32,
 }
 
 /// An item's life: issued → printed (→ refunded | redeemed), or issued → voided.
@@ -442,6 +514,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now_ms: i64,
     ) -> Result<StatusOutcome, LedgerError>;
 
+    /// Hands the user's item bytes out again to print, counting and logging it: allowed for an
+    /// `issued` item (its confirmation still pending) or a `printed` one, at most
+    /// `limits.max_reprints` times and within `limits.window_ms` of issue (`ReprintLimit`,
+    /// `ReprintWindowClosed`); audit "reprint". An issued item whose confirmation window has closed
+    /// is voided as expired (that void commits) and the answer is `NotPending { status: Voided }`;
+    /// other states are `NotPending`. A repeated request id answers the first outcome and counts
+    /// once. Stores that do not implement it yet answer `InvalidInput`.
+    fn reprint(
+        &self,
+        key: &RequestKey,
+        serial: &str,
+        limits: ReprintLimits,
+        now_ms: i64,
+    ) -> Result<ReprintOutcome, LedgerError> {
+        let _ = (key, serial, limits, now_ms);
+        Err(LedgerError::InvalidInput(
+            "reprint is not offered by this store".into(),
+        ))
+    }
+
     /// Redeems a printed non-postage item (ticket, coupon, certificate, ...) once: printed →
     /// redeemed. No money moves. `NotRedeemable` for postage, `NotPending` in any other state.
     /// Audit "redeem" by `actor`.
@@ -488,6 +580,75 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// transfer; each transfer is logged once; the audit log's seq is contiguous and its hash chain
     /// intact. Deleting the newest audit entries is only caught when they logged a transfer.
     fn audit(&self) -> Result<AuditReport, LedgerError>;
+
+    /// Every payment we credited (and debts paid), oldest first, with any ACH return.
+    fn payments(&self) -> Result<Vec<PaymentRow>, LedgerError>;
+
+    /// The bank returned this ACH debit: record it, which locks its user until the debt is paid.
+    /// Returns the user when the return is new; `None` when it was already recorded.
+    /// `UnknownItem`-free: an unknown payment id is `InvalidInput`.
+    fn record_payment_return(
+        &self,
+        payment_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<UserId>, LedgerError>;
+
+    /// The user's returned debits not yet paid (non-empty = the account is locked).
+    fn open_returns(&self, user_id: UserId) -> Result<Vec<PaymentRow>, LedgerError>;
+
+    /// Records `paid_by` (a bank payment of exactly the returned amount) as paying the returned
+    /// debit; the request's outcome is stored with it. No ledger transfer: the balance stays.
+    /// Audit "return_paid".
+    fn pay_return(
+        &self,
+        key: &RequestKey,
+        returned_payment_id: &str,
+        paid_by: &str,
+        now_ms: i64,
+    ) -> Result<FundOutcome, LedgerError>;
+
+    /// Every meter, by user id.
+    fn meters(&self) -> Result<Vec<MeterState>, LedgerError>;
+
+    /// Sets (or with `None` removes) the user's standing authorisation for auto-refill. A new
+    /// authorisation starts with nothing used. Audit "auto_refill_set".
+    /// `key` is the request's idempotency key: a repeat changes nothing more.
+    fn set_auto_refill(
+        &self,
+        key: &RequestKey,
+        auth: Option<&AutoRefill>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// The user's standing authorisation, if any.
+    fn auto_refill(&self, user_id: UserId) -> Result<Option<AutoRefill>, LedgerError>;
+
+    /// Counts refill number `refill` (of `amount_mills`) against the cap, once: only when the
+    /// stored count is still `refill`. Returns whether it counted.
+    fn count_auto_refill(
+        &self,
+        user_id: UserId,
+        refill: u64,
+        amount_mills: u64,
+    ) -> Result<bool, LedgerError>;
+
+    /// Closes the account: each payout (a bank refund already made) moves its amount
+    /// customer:U → bank_clearing (kind `payout`, naming the refunded payment), the descending
+    /// register falls by it, and the payouts must sum to the whole balance; nothing may be
+    /// awaiting confirmation. A repeated request answers the first outcome. Audit "payout" per
+    /// transfer and "close".
+    fn close_account(
+        &self,
+        key: &RequestKey,
+        payouts: &[Payout],
+        now_ms: i64,
+    ) -> Result<CloseOutcome, LedgerError>;
+
+    /// When the user's account was closed, if it was.
+    fn closed_at(&self, user_id: UserId) -> Result<Option<i64>, LedgerError>;
+
+    /// The amount of one of the user's items (`None`: no such item of this user).
+    fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError>;
 }
 
 /// Serde helper: bytes as lowercase hex.

@@ -12,6 +12,8 @@
 //! Amounts are integer mills; all arithmetic is done in Rust with checked operations and the
 //! absolute results are written back.
 
+pub(crate) mod payments;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use stampline_money::Amount;
@@ -23,8 +25,8 @@ use crate::{
     IssueOutcome, ItemStatus, ItemSummary, LedgerError, MAX_AUDIT_FIELD_LEN, MAX_HISTORY_LIMIT,
     MAX_ITEM_BYTES, MAX_KIND_LEN, MAX_REGISTER_MILLS, MAX_REQUEST_ID_LEN, MAX_SERIAL_LEN,
     MAX_TEXT_LEN, MAX_VOID_BATCH, MAX_WRAPPED_KEY_LEN, MeterSealer, MeterState, NewUser,
-    PieceState, RequestKey, Role, SignedItem, StatusOutcome, UserId, UserRecord, customer_account,
-    reserved_account,
+    PieceState, ReprintLimits, ReprintOutcome, RequestKey, Role, SignedItem, StatusOutcome, UserId,
+    UserRecord, customer_account, reserved_account,
 };
 
 use Param::{Blob, Int, OptInt, OptText, Text};
@@ -562,6 +564,89 @@ pub(crate) fn refund(
     Ok(outcome)
 }
 
+/// Hands an item's bytes out again to print (issue 6), counting and logging it. The inner result
+/// lets an expired item's void commit and still fail, as in [`confirm`]. No money moves.
+pub(crate) fn reprint(
+    tx: &mut dyn Tx,
+    ctx: Ctx<'_>,
+    key: &RequestKey,
+    serial: &str,
+    limits: ReprintLimits,
+    now_ms: i64,
+) -> Result<Result<ReprintOutcome, LedgerError>, LedgerError> {
+    let user_id = key.user_id;
+    lock_meter(tx, ctx, user_id)?;
+    if let Some(json) = find_outcome(tx, key, OP_REPRINT)? {
+        return Ok(replay(&json));
+    }
+    let item = load_item_locked(tx, serial)?
+        .filter(|item| item.user_id == user_id)
+        .ok_or(LedgerError::UnknownItem)?;
+    match item.status {
+        ItemStatus::Issued
+            if item
+                .confirm_by_ms
+                .is_some_and(|deadline| deadline <= now_ms) =>
+        {
+            void_item(tx, ctx, &item, now_ms, ACTOR_SYSTEM, "void_expired")?;
+            check_user_invariants(tx, ctx, user_id)?;
+            return Ok(Err(LedgerError::NotPending {
+                status: ItemStatus::Voided,
+            }));
+        }
+        ItemStatus::Issued | ItemStatus::Printed => {}
+        status => return Ok(Err(LedgerError::NotPending { status })),
+    }
+    if now_ms.saturating_sub(item.issued_at_ms) > limits.window_ms {
+        return Ok(Err(LedgerError::ReprintWindowClosed));
+    }
+    let r = tx
+        .row(
+            "SELECT reprints, bytes FROM items WHERE serial = ?1",
+            &[Text(serial)],
+        )?
+        .ok_or(LedgerError::UnknownItem)?;
+    let done = r.int(0)?;
+    let bytes = r.blob(1)?;
+    let done = u32::try_from(done)
+        .map_err(|_| LedgerError::Corrupt(format!("reprints of {serial}: {done}")))?;
+    if done >= limits.max_reprints {
+        return Ok(Err(LedgerError::ReprintLimit { reprints: done }));
+    }
+    let reprints = done + 1;
+    let changed = tx.exec(
+        "UPDATE items SET reprints = ?1 WHERE serial = ?2 AND reprints = ?3",
+        &[Int(i64::from(reprints)), Text(serial), Int(i64::from(done))],
+    )?;
+    if changed != 1 {
+        return Err(LedgerError::Invariant(format!(
+            "item {serial} reprinted during the transaction"
+        )));
+    }
+    let detail = serde_json::json!({
+        "serial": item.serial,
+        "user": user_id,
+        "status": item.status,
+        "reprint": reprints,
+    });
+    append_audit_entry(
+        tx,
+        now_ms,
+        &user_actor(user_id),
+        "reprint",
+        &detail.to_string(),
+    )?;
+    let outcome = ReprintOutcome {
+        serial: item.serial.clone(),
+        status: item.status,
+        item: bytes,
+        reprints,
+        reprints_left: limits.max_reprints - reprints,
+    };
+    store_outcome(tx, key, OP_REPRINT, &outcome, now_ms)?;
+    Ok(Ok(outcome))
+}
+
 pub(crate) fn redeem(
     tx: &mut dyn Tx,
     serial: &str,
@@ -752,18 +837,27 @@ const OP_FUND: &str = "fund";
 const OP_ISSUE: &str = "issue";
 const OP_CONFIRM: &str = "confirm";
 const OP_REFUND: &str = "refund";
+const OP_REPRINT: &str = "reprint";
 
 const KIND_FUND: &str = "fund";
 const KIND_RESERVE: &str = "reserve";
 const KIND_POST: &str = "post";
 const KIND_VOID: &str = "void";
 const KIND_REFUND: &str = "refund";
+const KIND_PAYOUT: &str = "payout";
 
 const KIND_POSTAGE: &str = "postage";
 
 /// Audit actions that log exactly one transfer, whose id is the detail's `"transfer"` field.
-pub(crate) const TRANSFER_ACTIONS: [&str; 6] =
-    ["fund", "issue", "confirm", "void", "void_expired", "refund"];
+pub(crate) const TRANSFER_ACTIONS: [&str; 7] = [
+    "fund",
+    "issue",
+    "confirm",
+    "void",
+    "void_expired",
+    "refund",
+    "payout",
+];
 
 fn user_actor(user_id: UserId) -> String {
     format!("user:{user_id}")

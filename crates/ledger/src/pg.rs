@@ -23,18 +23,19 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use postgres::types::{ToSql, Type};
 use postgres::{Client, IsolationLevel, NoTls, Statement};
 
-use crate::logic::{self, Ctx};
+use crate::logic::{self, Ctx, payments};
 use crate::sql::{Param, Row, Tx, Value, dollar_placeholders};
 use crate::{
     ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, AuditReport, BalanceView, FundInput, FundOutcome,
     IssueInput, IssueOutcome, ItemStatus, ItemSummary, LedgerError, MeterSealer, MeterState,
     NewUser, PieceState, RequestKey, SignedItem, StatusOutcome, Store, UserId, UserRecord,
 };
+use crate::{AutoRefill, CloseOutcome, PaymentRow, Payout, ReprintLimits, ReprintOutcome};
 
 /// Connections one store keeps open at most (each in-flight store call holds one).
 pub const PG_POOL_SIZE: usize = 16;
 /// The schema version this build writes (the same tables as SQLite's, in PostgreSQL types).
-pub const PG_SCHEMA_VERSION: i64 = 1;
+pub const PG_SCHEMA_VERSION: i64 = 2;
 /// Advisory lock key serialising appends to the audit log's hash chain ("STMPLN" + 1).
 const AUDIT_CHAIN_LOCK: i64 = 0x5354_4D50_4C4E_0001;
 /// Advisory lock key serialising schema migrations of servers starting together.
@@ -148,6 +149,55 @@ CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
 "#;
+
+/// Version 2: SQLite's versions 2 (issue 6: `items.reprints`) and 3 (issue 7: ACH returns,
+/// auto-refill authorisations, the `payout` transfer kind, payouts and closures) in one step.
+const PG_V2: &str = r#"
+ALTER TABLE items ADD COLUMN reprints BIGINT NOT NULL DEFAULT 0 CHECK (reprints >= 0);
+
+CREATE TABLE payment_returns (
+    payment_id     TEXT PRIMARY KEY REFERENCES payments (payment_id),
+    user_id        BIGINT NOT NULL REFERENCES users (id),
+    amount_mills   BIGINT NOT NULL CHECK (amount_mills > 0),
+    returned_at_ms BIGINT NOT NULL,
+    paid_by        TEXT UNIQUE,
+    paid_at_ms     BIGINT
+);
+
+CREATE TABLE auto_refills (
+    user_id         BIGINT PRIMARY KEY REFERENCES users (id),
+    token           TEXT NOT NULL,
+    last4           TEXT NOT NULL,
+    threshold_mills BIGINT NOT NULL CHECK (threshold_mills >= 0),
+    amount_mills    BIGINT NOT NULL CHECK (amount_mills > 0),
+    cap_mills       BIGINT NOT NULL CHECK (cap_mills > 0),
+    used_mills      BIGINT NOT NULL CHECK (used_mills >= 0 AND used_mills <= cap_mills),
+    refills         BIGINT NOT NULL CHECK (refills >= 0),
+    set_at_ms       BIGINT NOT NULL
+);
+
+ALTER TABLE transfers DROP CONSTRAINT transfers_kind_check;
+ALTER TABLE transfers ADD CONSTRAINT transfers_kind_check
+    CHECK (kind IN ('fund', 'reserve', 'post', 'void', 'refund', 'payout'));
+
+CREATE TABLE payouts (
+    refund_id    TEXT PRIMARY KEY,
+    payment_id   TEXT NOT NULL REFERENCES payments (payment_id),
+    user_id      BIGINT NOT NULL REFERENCES users (id),
+    amount_mills BIGINT NOT NULL CHECK (amount_mills > 0),
+    transfer_id  BIGINT NOT NULL UNIQUE REFERENCES transfers (id),
+    at_ms        BIGINT NOT NULL
+);
+
+CREATE TABLE closures (
+    user_id        BIGINT PRIMARY KEY REFERENCES users (id),
+    closed_at_ms   BIGINT NOT NULL,
+    refunded_mills BIGINT NOT NULL CHECK (refunded_mills >= 0)
+);
+"#;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+const PG_MIGRATIONS: [&str; 2] = [PG_V1, PG_V2];
 
 /// A pooled connection and its prepared statements (keyed by the ledger's `?N` SQL).
 struct Conn {
@@ -349,8 +399,14 @@ fn migrate(client: &mut Client) -> Result<(), LedgerError> {
             "database schema version {version} is newer than this build ({PG_SCHEMA_VERSION})"
         )));
     }
+    // `version` is within 0..=PG_SCHEMA_VERSION here: skip the migrations already applied.
+    let start = usize::try_from(version).map_err(|_| {
+        LedgerError::Corrupt(format!("database schema version {version} is negative"))
+    })?;
+    for migration in PG_MIGRATIONS.iter().skip(start) {
+        tx.batch_execute(migration)?;
+    }
     if version == 0 {
-        tx.batch_execute(PG_V1)?;
         for account in [ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD] {
             tx.execute(
                 "INSERT INTO accounts (id, balance) VALUES ($1, 0)",
@@ -359,6 +415,11 @@ fn migrate(client: &mut Client) -> Result<(), LedgerError> {
         }
         tx.execute(
             "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&PG_SCHEMA_VERSION],
+        )?;
+    } else if version < PG_SCHEMA_VERSION {
+        tx.execute(
+            "UPDATE schema_version SET version = $1",
             &[&PG_SCHEMA_VERSION],
         )?;
     }
@@ -546,6 +607,87 @@ impl Store for PgStore {
         now_ms: i64,
     ) -> Result<StatusOutcome, LedgerError> {
         self.write(|tx, ctx| logic::refund(tx, ctx, key, serial, refund_window_ms, now_ms))
+    }
+
+    fn reprint(
+        &self,
+        key: &RequestKey,
+        serial: &str,
+        limits: ReprintLimits,
+        now_ms: i64,
+    ) -> Result<ReprintOutcome, LedgerError> {
+        self.write(|tx, ctx| logic::reprint(tx, ctx, key, serial, limits, now_ms))?
+    }
+
+    fn payments(&self) -> Result<Vec<PaymentRow>, LedgerError> {
+        self.read(|tx, _| payments::list(tx))
+    }
+
+    fn record_payment_return(
+        &self,
+        payment_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<UserId>, LedgerError> {
+        self.write(|tx, _| payments::record_return(tx, payment_id, now_ms))
+    }
+
+    fn open_returns(&self, user_id: UserId) -> Result<Vec<PaymentRow>, LedgerError> {
+        self.read(|tx, _| payments::open_returns(tx, user_id))
+    }
+
+    fn pay_return(
+        &self,
+        key: &RequestKey,
+        returned_payment_id: &str,
+        paid_by: &str,
+        now_ms: i64,
+    ) -> Result<FundOutcome, LedgerError> {
+        self.write(|tx, ctx| {
+            payments::pay_return(tx, ctx, key, returned_payment_id, paid_by, now_ms)
+        })
+    }
+
+    fn meters(&self) -> Result<Vec<MeterState>, LedgerError> {
+        self.read(|tx, _| payments::meters(tx))
+    }
+
+    fn set_auto_refill(
+        &self,
+        key: &RequestKey,
+        auth: Option<&AutoRefill>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.write(|tx, ctx| payments::set_auto_refill(tx, ctx, key, auth, now_ms))
+    }
+
+    fn auto_refill(&self, user_id: UserId) -> Result<Option<AutoRefill>, LedgerError> {
+        self.read(|tx, _| payments::auto_refill(tx, user_id))
+    }
+
+    fn count_auto_refill(
+        &self,
+        user_id: UserId,
+        refill: u64,
+        amount_mills: u64,
+    ) -> Result<bool, LedgerError> {
+        self.write(|tx, _| payments::count_auto_refill(tx, user_id, refill, amount_mills))
+    }
+
+    fn close_account(
+        &self,
+        key: &RequestKey,
+        payouts: &[Payout],
+        now_ms: i64,
+    ) -> Result<CloseOutcome, LedgerError> {
+        self.write(|tx, ctx| payments::close_account(tx, ctx, key, payouts, now_ms))
+    }
+
+    fn closed_at(&self, user_id: UserId) -> Result<Option<i64>, LedgerError> {
+        self.read(|tx, _| payments::closed_at(tx, user_id))
+    }
+
+    fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError> {
+        self.read(|tx, _| payments::item_amount(tx, user_id, serial))
     }
 
     fn redeem(&self, serial: &str, actor: &str, now_ms: i64) -> Result<ItemStatus, LedgerError> {

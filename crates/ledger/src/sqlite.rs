@@ -18,11 +18,12 @@ use std::time::Duration;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
-use crate::logic::{self, Ctx};
+use crate::logic::{self, Ctx, payments};
 use crate::sql::{Param, Row, Tx, Value};
 use crate::{
-    AuditReport, BalanceView, FundInput, FundOutcome, IssueInput, IssueOutcome, ItemStatus,
-    ItemSummary, LedgerError, MeterSealer, MeterState, NewUser, PieceState, RequestKey, SignedItem,
+    AuditReport, AutoRefill, BalanceView, CloseOutcome, FundInput, FundOutcome, IssueInput,
+    IssueOutcome, ItemStatus, ItemSummary, LedgerError, MeterSealer, MeterState, NewUser,
+    PaymentRow, Payout, PieceState, ReprintLimits, ReprintOutcome, RequestKey, SignedItem,
     StatusOutcome, Store, UserId, UserRecord,
 };
 
@@ -340,6 +341,77 @@ impl Tx for SqliteTx<'_> {
 }
 
 impl Store for SqliteStore {
+    fn payments(&self) -> Result<Vec<PaymentRow>, LedgerError> {
+        self.read(|tx, _| payments::list(tx))
+    }
+
+    fn record_payment_return(
+        &self,
+        payment_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<UserId>, LedgerError> {
+        self.write(|tx, _| payments::record_return(tx, payment_id, now_ms))
+    }
+
+    fn open_returns(&self, user_id: UserId) -> Result<Vec<PaymentRow>, LedgerError> {
+        self.read(|tx, _| payments::open_returns(tx, user_id))
+    }
+
+    fn pay_return(
+        &self,
+        key: &RequestKey,
+        returned_payment_id: &str,
+        paid_by: &str,
+        now_ms: i64,
+    ) -> Result<FundOutcome, LedgerError> {
+        self.write(|tx, ctx| {
+            payments::pay_return(tx, ctx, key, returned_payment_id, paid_by, now_ms)
+        })
+    }
+
+    fn meters(&self) -> Result<Vec<MeterState>, LedgerError> {
+        self.read(|tx, _| payments::meters(tx))
+    }
+
+    fn set_auto_refill(
+        &self,
+        key: &RequestKey,
+        auth: Option<&AutoRefill>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.write(|tx, ctx| payments::set_auto_refill(tx, ctx, key, auth, now_ms))
+    }
+
+    fn auto_refill(&self, user_id: UserId) -> Result<Option<AutoRefill>, LedgerError> {
+        self.read(|tx, _| payments::auto_refill(tx, user_id))
+    }
+
+    fn count_auto_refill(
+        &self,
+        user_id: UserId,
+        refill: u64,
+        amount_mills: u64,
+    ) -> Result<bool, LedgerError> {
+        self.write(|tx, _| payments::count_auto_refill(tx, user_id, refill, amount_mills))
+    }
+
+    fn close_account(
+        &self,
+        key: &RequestKey,
+        payouts: &[Payout],
+        now_ms: i64,
+    ) -> Result<CloseOutcome, LedgerError> {
+        self.write(|tx, ctx| payments::close_account(tx, ctx, key, payouts, now_ms))
+    }
+
+    fn closed_at(&self, user_id: UserId) -> Result<Option<i64>, LedgerError> {
+        self.read(|tx, _| payments::closed_at(tx, user_id))
+    }
+
+    fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError> {
+        self.read(|tx, _| payments::item_amount(tx, user_id, serial))
+    }
+
     fn create_user(&self, u: &NewUser, now_ms: i64) -> Result<UserId, LedgerError> {
         logic::validate_new_user(u)?;
         self.write(|tx, ctx| logic::create_user(tx, ctx, u, now_ms))
@@ -418,6 +490,16 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> Result<StatusOutcome, LedgerError> {
         self.write(|tx, ctx| logic::refund(tx, ctx, key, serial, refund_window_ms, now_ms))
+    }
+
+    fn reprint(
+        &self,
+        key: &RequestKey,
+        serial: &str,
+        limits: ReprintLimits,
+        now_ms: i64,
+    ) -> Result<ReprintOutcome, LedgerError> {
+        self.write(|tx, ctx| logic::reprint(tx, ctx, key, serial, limits, now_ms))?
     }
 
     fn redeem(&self, serial: &str, actor: &str, now_ms: i64) -> Result<ItemStatus, LedgerError> {

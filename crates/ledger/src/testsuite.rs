@@ -6,14 +6,16 @@
 //! behaviour is broken, and it is never called by production code. Tests that need to edit the
 //! database behind the ledger's back take a [`Tamper`], which each implementation provides.
 
+pub mod payments;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use stampline_money::Amount;
 
 use crate::{
     BalanceView, Fingerprint, FundInput, FundOutcome, IssueInput, IssueOutcome, ItemStatus,
-    ItemSummary, LedgerError, MeterState, NewUser, PieceState, RequestKey, Role, SignedItem, Store,
-    UserId, customer_account,
+    ItemSummary, LedgerError, MeterState, NewUser, PieceState, ReprintLimits, RequestKey, Role,
+    SignedItem, Store, UserId, customer_account,
 };
 
 /// The clock every test starts at (2025-10-09, in Unix ms).
@@ -116,11 +118,15 @@ pub const BEHAVIOURS: &[(&str, Behaviour)] = &[
         "concurrent_issues_never_overdraw",
         concurrent_issues_never_overdraw,
     ),
+    (
+        "reprints_are_limited_counted_and_logged",
+        reprints_are_limited_counted_and_logged,
+    ),
 ];
 
 /// Runs every behaviour of [`BEHAVIOURS`], each on a store from `make`.
 pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
-    for (name, behaviour) in BEHAVIOURS {
+    for (name, behaviour) in BEHAVIOURS.iter().chain(payments::BEHAVIOURS) {
         eprintln!("ledger testsuite: {name}");
         let store = make();
         behaviour(&*store);
@@ -1508,4 +1514,93 @@ pub fn audit_detects_deleted_audit_entry(store: &dyn Store, tamper: &dyn Tamper)
     assert_clean(store);
     tamper.delete_audit_entry(3);
     assert_dirty(store);
+}
+
+/// Reprints hand out the stored bytes, count against the limit, are logged, answer a repeated
+/// request id without counting twice, and are refused after the limit, after the window, and for
+/// voided items; no money moves.
+pub fn reprints_are_limited_counted_and_logged(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", FUND_MILLS);
+    let printed = issue(store, u, "i1", PRICE_MILLS);
+    ok(
+        try_confirm(store, u, "c1", &printed.serial, true, T0_MS),
+        "print",
+    );
+    let pending = issue(store, u, "i2", PRICE_MILLS);
+    let voided = issue(store, u, "i3", PRICE_MILLS);
+    ok(
+        try_confirm(store, u, "c2", &voided.serial, false, T0_MS),
+        "void",
+    );
+    let limits = ReprintLimits {
+        max_reprints: 2,
+        window_ms: 1000,
+    };
+    let before = snapshot(store, u);
+
+    let first = ok(
+        store.reprint(&req(u, "p1", "a"), &printed.serial, limits, T0_MS + 10),
+        "reprint",
+    );
+    assert_eq!(first.item, printed.item);
+    assert_eq!(
+        (first.status, first.reprints, first.reprints_left),
+        (ItemStatus::Printed, 1, 1)
+    );
+    let again = ok(
+        store.reprint(&req(u, "p1", "a"), &printed.serial, limits, T0_MS + 20),
+        "repeat",
+    );
+    assert_eq!(
+        again, first,
+        "a repeated request id answers the first outcome"
+    );
+    let second = ok(
+        store.reprint(&req(u, "p2", "b"), &printed.serial, limits, T0_MS + 30),
+        "reprint",
+    );
+    assert_eq!((second.reprints, second.reprints_left), (2, 0));
+    let third = store.reprint(&req(u, "p3", "c"), &printed.serial, limits, T0_MS + 40);
+    assert!(
+        matches!(third, Err(LedgerError::ReprintLimit { reprints: 2 })),
+        "{third:?}"
+    );
+
+    let unconfirmed = ok(
+        store.reprint(&req(u, "p4", "d"), &pending.serial, limits, T0_MS + 50),
+        "reprint of an unconfirmed item",
+    );
+    assert_eq!(unconfirmed.status, ItemStatus::Issued);
+    let late = store.reprint(&req(u, "p5", "e"), &pending.serial, limits, T0_MS + 1001);
+    assert!(
+        matches!(late, Err(LedgerError::ReprintWindowClosed)),
+        "{late:?}"
+    );
+    let gone = store.reprint(&req(u, "p6", "f"), &voided.serial, limits, T0_MS);
+    assert!(
+        matches!(
+            gone,
+            Err(LedgerError::NotPending {
+                status: ItemStatus::Voided
+            })
+        ),
+        "{gone:?}"
+    );
+    let other = add_user(store, 2);
+    let foreign = store.reprint(&req(other, "p7", "g"), &printed.serial, limits, T0_MS);
+    assert!(
+        matches!(foreign, Err(LedgerError::UnknownItem)),
+        "{foreign:?}"
+    );
+
+    let after = snapshot(store, u);
+    assert_eq!(after.balance, before.balance, "reprints move no money");
+    assert_eq!(after.transfers, before.transfers);
+    assert_eq!(
+        after.audit_entries,
+        before.audit_entries + 3 + 1,
+        "each counted reprint is logged (and the second user's registration)"
+    );
+    assert_clean(store);
 }

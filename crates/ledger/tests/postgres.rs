@@ -379,3 +379,35 @@ fn the_audit_log_refuses_updates_and_deletes() {
     assert!(client.execute("TRUNCATE audit_log", &[]).is_err());
     testsuite::assert_clean(&store);
 }
+
+#[test]
+fn reprints_are_limited_counted_and_logged() {
+    on_pg(
+        "reprints_are_limited_counted_and_logged",
+        testsuite::reprints_are_limited_counted_and_logged,
+    );
+}
+
+#[test]
+fn a_returned_debit_stays_open_until_paid_once() {
+    on_pg(
+        "a_returned_debit_stays_open_until_paid_once",
+        testsuite::payments::a_returned_debit_stays_open_until_paid_once,
+    );
+}
+
+#[test]
+fn closure_pays_out_the_whole_balance_and_keeps_the_audit_clean() {
+    on_pg(
+        "closure_pays_out_the_whole_balance_and_keeps_the_audit_clean",
+        testsuite::payments::closure_pays_out_the_whole_balance_and_keeps_the_audit_clean,
+    );
+}
+
+#[test]
+fn auto_refills_are_counted_once_and_within_the_cap() {
+    on_pg(
+        "auto_refills_are_counted_once_and_within_the_cap",
+        testsuite::payments::auto_refills_are_counted_once_and_within_the_cap,
+    );
+}

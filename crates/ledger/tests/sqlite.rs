@@ -205,6 +205,11 @@ fn concurrent_issues_never_overdraw() {
 }
 
 #[test]
+fn reprints_are_limited_counted_and_logged() {
+    on_file(testsuite::reprints_are_limited_counted_and_logged);
+}
+
+#[test]
 fn audit_detects_edited_balance() {
     on_file_with_tamper(testsuite::audit_detects_edited_balance);
 }
@@ -427,4 +432,19 @@ fn two_stores_on_one_file_never_overdraw() {
     });
     assert_eq!(issued, 4);
     testsuite::assert_clean(&other);
+}
+
+#[test]
+fn a_returned_debit_stays_open_until_paid_once() {
+    on_file(testsuite::payments::a_returned_debit_stays_open_until_paid_once);
+}
+
+#[test]
+fn closure_pays_out_the_whole_balance_and_keeps_the_audit_clean() {
+    on_file(testsuite::payments::closure_pays_out_the_whole_balance_and_keeps_the_audit_clean);
+}
+
+#[test]
+fn auto_refills_are_counted_once_and_within_the_cap() {
+    on_file(testsuite::payments::auto_refills_are_counted_once_and_within_the_cap);
 }

@@ -1,23 +1,46 @@
 //! The postal security device (PSD): the only holder of private keys.
 //!
 //! It signs printed items and the link's auth challenge (ECDSA P-256 / SHA-256, 64-byte r||s),
-//! wraps and unwraps users' link keys (AES-256-GCM) and seals meter registers (HMAC-SHA256).
-//! Callers get signatures, wrapped blobs and public keys — never a private key. [`Psd`] is the seam:
-//! [`SoftwarePsd`] keeps its keys in files in the data dir; a PKCS#11 device comes later.
+//! wraps and unwraps users' link keys and other secrets (AES-256-GCM) and seals meter registers
+//! (HMAC-SHA256). Callers get signatures, wrapped blobs and public keys — never a private key.
+//!
+//! [`Psd`] is the seam; two devices implement it:
+//! - [`SoftwarePsd`] keeps its keys in one file in the data dir, encrypted under a key derived
+//!   from a passphrase with argon2id ([`Passphrase`]); without a passphrase it runs in a clearly
+//!   labelled development mode.
+//! - [`Pkcs11Psd`] keeps every key inside a PKCS#11 token (an HSM; SoftHSM2 in tests): generated
+//!   there, sensitive and never extractable.
+//!
+//! Both keep the public record of their item-signing keys ([`keyring`]: validity, retirement,
+//! revocation) in `DIR/psd/signing-keys.json`, MACed by the device. Both run a known-answer
+//! self-test when opened and refuse to open when it fails. This crate never logs a secret and
+//! never writes a private key in the clear.
 
-use std::fs;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+pub mod keyring;
+mod keystore;
+mod pkcs11;
+mod software;
+mod spec;
 
-use aws_lc_rs::encoding::AsDer as _;
-use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _};
-use aws_lc_rs::{aead, hmac, rand};
+use aws_lc_rs::signature;
 use stampline_items::KeyId;
 use zeroize::Zeroizing;
 
+pub use keyring::{KeyRecord, RETIRED_KEY_VALIDITY_SECS};
+pub use keystore::{
+    DEV_PASSPHRASE_NOTICE, KEYSTORE_FILE, MIN_PASSPHRASE_CHARS, PASSPHRASE_ENV,
+    PASSPHRASE_FILE_ENV, Passphrase,
+};
+pub use pkcs11::{KeyAttributes, PKCS11_SESSIONS, Pkcs11Config, Pkcs11Psd};
+pub use software::SoftwarePsd;
+pub use spec::{OpenedDevice, PsdSpec, open_device};
+
 /// Length of a wrapped user key: 12-byte nonce, 32-byte key, 16-byte tag.
 pub const WRAPPED_KEY_LEN: usize = 12 + 32 + 16;
+/// Largest secret [`Psd::wrap_secret`] takes (a TLS private key is ≈ 140 bytes).
+pub const MAX_WRAPPED_SECRET_BYTES: usize = 4096;
+/// Longest revocation reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 200;
 
 /// Errors of the crypto device.
 #[derive(Debug, thiserror::Error)]
@@ -30,12 +53,40 @@ pub enum PsdError {
     UnknownKey(String),
     #[error("signing key {0} is no longer valid for signing")]
     KeyRetired(String),
+    #[error("signing key {0} is the current key; rotate first, then revoke it")]
+    KeyIsCurrent(String),
     #[error("wrapped key does not open (wrong device or tampered)")]
     Unwrap,
     #[error("crypto device self-test failed: {0}")]
     SelfTest(String),
     #[error("crypto operation failed")]
     Crypto,
+    /// The software device's passphrase is missing, too short or does not open the key store.
+    #[error("{0}")]
+    Passphrase(String),
+    /// A bad `--psd` value or a device that cannot be reached (module, token, PIN).
+    #[error("{0}")]
+    Config(String),
+    /// The PKCS#11 token refused an operation.
+    #[error("PKCS#11 token: {0}")]
+    Token(String),
+    #[error("{0}")]
+    BadInput(String),
+}
+
+impl PsdError {
+    /// A snake_case code for callers that report errors on the wire or the CLI.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PsdError::UnknownKey(_) => "unknown_key",
+            PsdError::KeyIsCurrent(_) => "key_current",
+            PsdError::KeyRetired(_) => "key_retired",
+            PsdError::BadInput(_) => "bad_request",
+            PsdError::Passphrase(_) => "psd_passphrase",
+            PsdError::Config(_) => "psd_config",
+            _ => "psd_failed",
+        }
+    }
 }
 
 /// A public signing key as published at `GET /v1/keys`.
@@ -43,8 +94,35 @@ pub enum PsdError {
 pub struct PublishedKey {
     pub key_id: KeyId,
     pub spki_der: Vec<u8>,
+    /// When the key began signing.
     pub valid_from_unix: i64,
+    /// Until when items it signed are accepted; `None` while it is the current key.
     pub valid_until_unix: Option<i64>,
+    /// When it stopped signing (a rotation); `None` while current.
+    pub retired_at_unix: Option<i64>,
+    /// When it was revoked; items it signed are invalid from then on.
+    pub revoked_at_unix: Option<i64>,
+    pub revocation_reason: Option<String>,
+}
+
+impl PublishedKey {
+    /// `current`, `retired` or `revoked`.
+    pub fn status(&self) -> &'static str {
+        if self.revoked_at_unix.is_some() {
+            "revoked"
+        } else if self.retired_at_unix.is_some() {
+            "retired"
+        } else {
+            "current"
+        }
+    }
+}
+
+/// The outcome of a rotation: the new current key and the one it replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    pub new_key: PublishedKey,
+    pub old_key: PublishedKey,
 }
 
 /// What every crypto device can do.
@@ -57,20 +135,51 @@ pub trait Psd: Send + Sync + std::fmt::Debug {
     fn sign_auth(&self, transcript: &[u8]) -> Result<[u8; 64], PsdError>;
     /// The key new items are signed with.
     fn current_signing_key(&self) -> KeyId;
-    /// Sign an item's payload with the named signing key.
+    /// Sign an item's payload with the named signing key, which must be the current one.
     fn sign_item(&self, key_id: KeyId, payload: &[u8]) -> Result<[u8; 64], PsdError>;
     /// Every item-signing key, for verifiers (the auth key is not listed).
     fn published_keys(&self) -> Vec<PublishedKey>;
+    /// Make a new signing key inside the device; it becomes current, and the previous current key
+    /// stops signing (its items stay valid for [`RETIRED_KEY_VALIDITY_SECS`]).
+    fn rotate_signing_key(&self, now_unix: i64) -> Result<Rotation, PsdError>;
+    /// Revoke a signing key that is not the current one: items it signed are invalid from now on.
+    /// Revoking a revoked key changes nothing and returns its record.
+    fn revoke_signing_key(
+        &self,
+        key_id: KeyId,
+        now_unix: i64,
+        reason: &str,
+    ) -> Result<PublishedKey, PsdError>;
+    /// Encrypt a secret (up to [`MAX_WRAPPED_SECRET_BYTES`]) under the device's wrapping key;
+    /// `context` binds it to its use. Output: 12-byte nonce || ciphertext || 16-byte tag.
+    fn wrap_secret(&self, secret: &[u8], context: &[u8]) -> Result<Vec<u8>, PsdError>;
+    /// Undo [`Psd::wrap_secret`] with the same context.
+    fn unwrap_secret(&self, wrapped: &[u8], context: &[u8])
+    -> Result<Zeroizing<Vec<u8>>, PsdError>;
+    /// A MAC over meter register state, so edits behind the server's back show.
+    fn seal(&self, data: &[u8]) -> Result<[u8; 32], PsdError>;
+
     /// Wrap a user's 32-byte link key; `context` binds it to its owner.
-    fn wrap_user_key(&self, key: &[u8; 32], context: &[u8]) -> Result<Vec<u8>, PsdError>;
+    fn wrap_user_key(&self, key: &[u8; 32], context: &[u8]) -> Result<Vec<u8>, PsdError> {
+        self.wrap_secret(key, context)
+    }
     /// Unwrap what [`Psd::wrap_user_key`] made, with the same context.
     fn unwrap_user_key(
         &self,
         wrapped: &[u8],
         context: &[u8],
-    ) -> Result<Zeroizing<[u8; 32]>, PsdError>;
-    /// A MAC over meter register state, so edits behind the server's back show.
-    fn seal(&self, data: &[u8]) -> Result<[u8; 32], PsdError>;
+    ) -> Result<Zeroizing<[u8; 32]>, PsdError> {
+        if wrapped.len() != WRAPPED_KEY_LEN {
+            return Err(PsdError::Unwrap);
+        }
+        let plain = self.unwrap_secret(wrapped, context)?;
+        let mut out = Zeroizing::new([0u8; 32]);
+        if plain.len() != 32 {
+            return Err(PsdError::Unwrap);
+        }
+        out.copy_from_slice(&plain);
+        Ok(out)
+    }
 }
 
 /// Verify an ECDSA P-256/SHA-256 64-byte signature with an SPKI DER public key.
@@ -80,38 +189,83 @@ pub fn verify_signature(spki_der: &[u8], message: &[u8], sig: &[u8; 64]) -> bool
         .is_ok()
 }
 
-struct SigningKey {
-    key_id: KeyId,
-    pair: EcdsaKeyPair,
-    spki_der: Vec<u8>,
-    valid_from_unix: i64,
-    valid_until_unix: Option<i64>,
-}
-
-/// The software crypto device: keys in `DIR/psd/`, files readable by the owner only.
-///
-/// Its keys are as safe as the data dir; production installations use a PKCS#11 HSM.
-pub struct SoftwarePsd {
-    dir: PathBuf,
-    auth: EcdsaKeyPair,
-    auth_spki: Vec<u8>,
-    signing: RwLock<Vec<SigningKey>>,
-    wrap: aead::LessSafeKey,
-    seal: hmac::Key,
-}
-
-impl std::fmt::Debug for SoftwarePsd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SoftwarePsd")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
+/// The known-answer self-test both devices run when opened: the auth key and every signing key
+/// sign a fixed message and the signature verifies with the public key; a secret wraps, unwraps,
+/// and does not unwrap under another context; the seal of a fixed message is stable and differs
+/// for another message.
+pub fn self_test(psd: &dyn Psd) -> Result<(), PsdError> {
+    let msg = b"stampline/psd/self-test";
+    let sig = psd.sign_auth(msg)?;
+    if !verify_signature(&psd.auth_public_key(), msg, &sig) {
+        return Err(PsdError::SelfTest("auth signature does not verify".into()));
     }
+    let current = psd.current_signing_key();
+    let mut saw_current = false;
+    for key in psd.published_keys() {
+        if key.key_id == current {
+            saw_current = true;
+            let sig = psd.sign_item(key.key_id, msg)?;
+            if !verify_signature(&key.spki_der, msg, &sig) {
+                return Err(PsdError::SelfTest(format!(
+                    "key {} does not verify",
+                    key.key_id
+                )));
+            }
+        }
+        if KeyId::of_spki(&key.spki_der) != key.key_id {
+            return Err(PsdError::SelfTest(format!(
+                "key {} does not match its public key",
+                key.key_id
+            )));
+        }
+    }
+    if !saw_current {
+        return Err(PsdError::SelfTest("no current signing key".into()));
+    }
+    let k = [0x5au8; 32];
+    let w = psd.wrap_user_key(&k, b"self-test")?;
+    if *psd.unwrap_user_key(&w, b"self-test")? != k || psd.unwrap_user_key(&w, b"other").is_ok() {
+        return Err(PsdError::SelfTest("key wrapping".into()));
+    }
+    let a = psd.seal(msg)?;
+    if a != psd.seal(msg)? || a == psd.seal(b"stampline/psd/self-test!")? {
+        return Err(PsdError::SelfTest("register seal".into()));
+    }
+    Ok(())
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PsdError> {
+/// The fixed DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, a BIT STRING
+/// of 66 bytes); the 65-byte uncompressed point follows.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// SPKI DER of a P-256 public key from its 65-byte uncompressed point.
+pub(crate) fn p256_spki(point: &[u8]) -> Result<Vec<u8>, PsdError> {
+    if point.len() != 65 || point[0] != 0x04 {
+        return Err(PsdError::BadKey(
+            "EC point is not an uncompressed P-256 point".into(),
+        ));
+    }
+    let mut out = P256_SPKI_PREFIX.to_vec();
+    out.extend_from_slice(point);
+    Ok(out)
+}
+
+/// Random bytes from the system's generator.
+pub(crate) fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, PsdError> {
+    let mut out = Zeroizing::new([0u8; N]);
+    aws_lc_rs::rand::fill(&mut out[..]).map_err(|_| PsdError::Crypto)?;
+    Ok(out)
+}
+
+/// Write a file readable by the owner only: temp file, fsync, rename, fsync the directory.
+pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), PsdError> {
+    use std::io::Write as _;
     let tmp = path.with_extension("tmp");
     {
-        let mut opts = fs::OpenOptions::new();
+        let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
         #[cfg(unix)]
         {
@@ -122,322 +276,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PsdError> {
         f.write_all(bytes)?;
         f.sync_all()?;
     }
-    fs::rename(&tmp, path)?;
+    std::fs::rename(&tmp, path)?;
     if let Some(parent) = path.parent() {
-        fs::File::open(parent)?.sync_all()?;
+        std::fs::File::open(parent)?.sync_all()?;
     }
     Ok(())
 }
 
-fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, PsdError> {
-    let mut out = Zeroizing::new([0u8; N]);
-    rand::fill(&mut out[..]).map_err(|_| PsdError::Crypto)?;
-    Ok(out)
-}
-
-fn load_or_make(
-    path: &Path,
-    make: impl FnOnce() -> Result<Vec<u8>, PsdError>,
-) -> Result<Zeroizing<Vec<u8>>, PsdError> {
-    if path.exists() {
-        return Ok(Zeroizing::new(fs::read(path)?));
+/// Create `DIR/psd` with mode 0700.
+pub(crate) fn psd_dir(data_dir: &std::path::Path) -> Result<std::path::PathBuf, PsdError> {
+    let dir = data_dir.join("psd");
+    std::fs::create_dir_all(&dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    let bytes = Zeroizing::new(make()?);
-    write_private(path, &bytes)?;
-    Ok(bytes)
-}
-
-fn new_ecdsa_pkcs8() -> Result<Vec<u8>, PsdError> {
-    let doc = EcdsaKeyPair::generate_pkcs8(
-        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-        &rand::SystemRandom::new(),
-    )
-    .map_err(|_| PsdError::Crypto)?;
-    Ok(doc.as_ref().to_vec())
-}
-
-fn ecdsa_from_pkcs8(pkcs8: &[u8]) -> Result<(EcdsaKeyPair, Vec<u8>), PsdError> {
-    let pair = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
-        .map_err(|e| PsdError::BadKey(e.to_string()))?;
-    let spki = pair
-        .public_key()
-        .as_der()
-        .map_err(|_| PsdError::BadKey("public key encoding".into()))?
-        .as_ref()
-        .to_vec();
-    Ok((pair, spki))
-}
-
-fn sign_with(pair: &EcdsaKeyPair, message: &[u8]) -> Result<[u8; 64], PsdError> {
-    let sig = pair
-        .sign(&rand::SystemRandom::new(), message)
-        .map_err(|_| PsdError::Crypto)?;
-    sig.as_ref().try_into().map_err(|_| PsdError::Crypto)
-}
-
-const SIGNING_INDEX: &str = "signing-keys.txt";
-
-impl SoftwarePsd {
-    /// Open the device in `data_dir/psd`, creating its keys on first use, then run the
-    /// known-answer self-test (sign, verify, wrap, unwrap); refuses to open if it fails.
-    pub fn open(data_dir: &Path, now_unix: i64) -> Result<SoftwarePsd, PsdError> {
-        let dir = data_dir.join("psd");
-        fs::create_dir_all(&dir)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
-        }
-        let auth_pkcs8 = load_or_make(&dir.join("auth-key.p8"), new_ecdsa_pkcs8)?;
-        let (auth, auth_spki) = ecdsa_from_pkcs8(&auth_pkcs8)?;
-        let wrap_key = load_or_make(&dir.join("wrap.key"), || Ok(random::<32>()?.to_vec()))?;
-        let seal_key = load_or_make(&dir.join("seal.key"), || Ok(random::<32>()?.to_vec()))?;
-        let wrap = aead::LessSafeKey::new(
-            aead::UnboundKey::new(&aead::AES_256_GCM, &wrap_key)
-                .map_err(|_| PsdError::BadKey("wrap key".into()))?,
-        );
-        let seal = hmac::Key::new(hmac::HMAC_SHA256, &seal_key);
-
-        // Index lines: "KEYID VALID_FROM VALID_UNTIL|-"; the last line is the current key.
-        let index_path = dir.join(SIGNING_INDEX);
-        if !index_path.exists() {
-            let pkcs8 = Zeroizing::new(new_ecdsa_pkcs8()?);
-            let (_, spki) = ecdsa_from_pkcs8(&pkcs8)?;
-            let key_id = KeyId::of_spki(&spki);
-            write_private(&dir.join(format!("sign-{key_id}.p8")), &pkcs8)?;
-            write_private(&index_path, format!("{key_id} {now_unix} -\n").as_bytes())?;
-        }
-        let mut signing = Vec::new();
-        for line in fs::read_to_string(&index_path)?.lines() {
-            let parts: Vec<&str> = line.split_whitespace().collect();
-            let [id, from, until] = parts[..] else {
-                return Err(PsdError::BadKey(format!("bad index line {line:?}")));
-            };
-            let pkcs8 = Zeroizing::new(fs::read(dir.join(format!("sign-{id}.p8")))?);
-            let (pair, spki_der) = ecdsa_from_pkcs8(&pkcs8)?;
-            let key_id = KeyId::of_spki(&spki_der);
-            if key_id.to_string() != id {
-                return Err(PsdError::BadKey(format!(
-                    "key file for {id} holds {key_id}"
-                )));
-            }
-            let parse = |t: &str| {
-                t.parse::<i64>()
-                    .map_err(|_| PsdError::BadKey(format!("bad time {t:?}")))
-            };
-            signing.push(SigningKey {
-                key_id,
-                pair,
-                spki_der,
-                valid_from_unix: parse(from)?,
-                valid_until_unix: if until == "-" {
-                    None
-                } else {
-                    Some(parse(until)?)
-                },
-            });
-        }
-        if signing.is_empty() {
-            return Err(PsdError::BadKey("no signing key".into()));
-        }
-        let psd = SoftwarePsd {
-            dir,
-            auth,
-            auth_spki,
-            signing: RwLock::new(signing),
-            wrap,
-            seal,
-        };
-        psd.self_test()?;
-        Ok(psd)
-    }
-
-    /// Known-answer self-test: every key signs and its signature verifies; a wrapped key unwraps;
-    /// a wrong context does not.
-    fn self_test(&self) -> Result<(), PsdError> {
-        let msg = b"stampline/psd/self-test";
-        let sig = self.sign_auth(msg)?;
-        if !verify_signature(&self.auth_spki, msg, &sig) {
-            return Err(PsdError::SelfTest("auth signature does not verify".into()));
-        }
-        for key in self.published_keys() {
-            let sig = self.sign_any(key.key_id, msg)?;
-            if !verify_signature(&key.spki_der, msg, &sig) {
-                return Err(PsdError::SelfTest(format!(
-                    "key {} does not verify",
-                    key.key_id
-                )));
-            }
-        }
-        let k = [0x5au8; 32];
-        let w = self.wrap_user_key(&k, b"self-test")?;
-        if *self.unwrap_user_key(&w, b"self-test")? != k
-            || self.unwrap_user_key(&w, b"other").is_ok()
-        {
-            return Err(PsdError::SelfTest("key wrapping".into()));
-        }
-        Ok(())
-    }
-
-    fn sign_any(&self, key_id: KeyId, payload: &[u8]) -> Result<[u8; 64], PsdError> {
-        let keys = self.signing.read().map_err(|_| PsdError::Crypto)?;
-        let key = keys
-            .iter()
-            .find(|k| k.key_id == key_id)
-            .ok_or_else(|| PsdError::UnknownKey(key_id.to_string()))?;
-        sign_with(&key.pair, payload)
-    }
-}
-
-impl Psd for SoftwarePsd {
-    fn describe(&self) -> String {
-        format!("software crypto device in {}", self.dir.display())
-    }
-
-    fn auth_public_key(&self) -> Vec<u8> {
-        self.auth_spki.clone()
-    }
-
-    fn sign_auth(&self, transcript: &[u8]) -> Result<[u8; 64], PsdError> {
-        sign_with(&self.auth, transcript)
-    }
-
-    fn current_signing_key(&self) -> KeyId {
-        // `open` refuses an empty key list, and keys are never removed.
-        let keys = self.signing.read().unwrap_or_else(|e| e.into_inner());
-        keys.last().map(|k| k.key_id).unwrap_or(KeyId([0; 4]))
-    }
-
-    fn sign_item(&self, key_id: KeyId, payload: &[u8]) -> Result<[u8; 64], PsdError> {
-        {
-            let keys = self.signing.read().map_err(|_| PsdError::Crypto)?;
-            let key = keys
-                .iter()
-                .find(|k| k.key_id == key_id)
-                .ok_or_else(|| PsdError::UnknownKey(key_id.to_string()))?;
-            if key.valid_until_unix.is_some() {
-                return Err(PsdError::KeyRetired(key_id.to_string()));
-            }
-        }
-        self.sign_any(key_id, payload)
-    }
-
-    fn published_keys(&self) -> Vec<PublishedKey> {
-        let keys = self.signing.read().unwrap_or_else(|e| e.into_inner());
-        keys.iter()
-            .map(|k| PublishedKey {
-                key_id: k.key_id,
-                spki_der: k.spki_der.clone(),
-                valid_from_unix: k.valid_from_unix,
-                valid_until_unix: k.valid_until_unix,
-            })
-            .collect()
-    }
-
-    fn wrap_user_key(&self, key: &[u8; 32], context: &[u8]) -> Result<Vec<u8>, PsdError> {
-        let nonce = random::<12>()?;
-        let mut buf = key.to_vec();
-        self.wrap
-            .seal_in_place_append_tag(
-                aead::Nonce::assume_unique_for_key(*nonce),
-                aead::Aad::from(context),
-                &mut buf,
-            )
-            .map_err(|_| PsdError::Crypto)?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&buf);
-        Ok(out)
-    }
-
-    fn unwrap_user_key(
-        &self,
-        wrapped: &[u8],
-        context: &[u8],
-    ) -> Result<Zeroizing<[u8; 32]>, PsdError> {
-        if wrapped.len() != WRAPPED_KEY_LEN {
-            return Err(PsdError::Unwrap);
-        }
-        let mut nonce = [0u8; 12];
-        nonce.copy_from_slice(&wrapped[..12]);
-        let mut buf = Zeroizing::new(wrapped[12..].to_vec());
-        let plain = self
-            .wrap
-            .open_in_place(
-                aead::Nonce::assume_unique_for_key(nonce),
-                aead::Aad::from(context),
-                &mut buf,
-            )
-            .map_err(|_| PsdError::Unwrap)?;
-        let mut out = Zeroizing::new([0u8; 32]);
-        if plain.len() != 32 {
-            return Err(PsdError::Unwrap);
-        }
-        out.copy_from_slice(plain);
-        Ok(out)
-    }
-
-    fn seal(&self, data: &[u8]) -> Result<[u8; 32], PsdError> {
-        let tag = hmac::sign(&self.seal, data);
-        tag.as_ref().try_into().map_err(|_| PsdError::Crypto)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_persist_across_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = SoftwarePsd::open(dir.path(), 1).unwrap();
-        let b = SoftwarePsd::open(dir.path(), 2).unwrap();
-        assert_eq!(a.auth_public_key(), b.auth_public_key());
-        assert_eq!(a.current_signing_key(), b.current_signing_key());
-        let w = a.wrap_user_key(&[1; 32], b"ann").unwrap();
-        assert_eq!(*b.unwrap_user_key(&w, b"ann").unwrap(), [1; 32]);
-    }
-
-    #[test]
-    fn item_signatures_verify_with_the_published_key_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let psd = SoftwarePsd::open(dir.path(), 1).unwrap();
-        let key = psd.current_signing_key();
-        let sig = psd.sign_item(key, b"payload").unwrap();
-        let published = psd.published_keys();
-        assert_eq!(published.len(), 1);
-        assert_eq!(published[0].key_id, key);
-        assert_eq!(KeyId::of_spki(&published[0].spki_der), key);
-        assert!(verify_signature(&published[0].spki_der, b"payload", &sig));
-        assert!(!verify_signature(&published[0].spki_der, b"payloaD", &sig));
-        assert!(!verify_signature(&psd.auth_public_key(), b"payload", &sig));
-    }
-
-    #[test]
-    fn a_wrapped_key_does_not_open_under_another_context_or_when_tampered() {
-        let dir = tempfile::tempdir().unwrap();
-        let psd = SoftwarePsd::open(dir.path(), 1).unwrap();
-        let mut w = psd.wrap_user_key(&[9; 32], b"ann").unwrap();
-        assert!(psd.unwrap_user_key(&w, b"bob").is_err());
-        w[20] ^= 1;
-        assert!(psd.unwrap_user_key(&w, b"ann").is_err());
-        assert!(psd.unwrap_user_key(&w[..10], b"ann").is_err());
-    }
-
-    #[test]
-    fn a_corrupted_key_file_makes_the_device_refuse_to_open() {
-        let dir = tempfile::tempdir().unwrap();
-        SoftwarePsd::open(dir.path(), 1).unwrap();
-        fs::write(dir.path().join("psd/auth-key.p8"), b"garbage").unwrap();
-        assert!(SoftwarePsd::open(dir.path(), 1).is_err());
-    }
-
-    #[test]
-    fn unknown_signing_keys_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let psd = SoftwarePsd::open(dir.path(), 1).unwrap();
-        assert!(matches!(
-            psd.sign_item(KeyId([1, 2, 3, 4]), b"x"),
-            Err(PsdError::UnknownKey(_))
-        ));
-    }
+    Ok(dir)
 }

@@ -30,6 +30,10 @@ use zeroize::Zeroizing;
 
 use crate::clock::now_ms;
 
+pub mod admin;
+mod funding;
+pub use funding::{Difference, ReconcileReport, SettlementReport};
+
 /// The largest single funding, in mills ($5,000).
 pub const MAX_FUND_MILLS: u64 = 5_000_000;
 /// The largest postage the indicium's 3-byte field holds, in mills ($16,777.215).
@@ -46,6 +50,11 @@ pub const PRINT_POLICY: PrintPolicy = PrintPolicy {
     spool: false,
     copies: 1,
 };
+
+/// Reprints allowed per item (extension op `reprint`, docs/PROTOCOL.md).
+pub const MAX_REPRINTS: u32 = 3;
+/// How long after issue an item may be reprinted: 24 hours.
+pub const REPRINT_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// Settings of the private tier.
 #[derive(Clone, Debug)]
@@ -245,7 +254,10 @@ fn check_password(password: &str, user: &str) -> Result<(), CoreError> {
         ));
     }
     let lower = password.to_lowercase();
-    if COMMON_PASSWORDS.contains(&lower.as_str()) || lower.contains(&normalize_user(user)) {
+    let name = normalize_user(user);
+    // Short names ("al") would refuse half of all passwords; the check is for "ann2024ann2024".
+    let has_name = name.chars().count() >= 4 && lower.contains(&name);
+    if COMMON_PASSWORDS.contains(&lower.as_str()) || has_name {
         return Err(CoreError::refused(
             "weak_password",
             "password is too common or contains the user name",
@@ -339,21 +351,20 @@ impl Core {
                 .psd
                 .wrap_user_key(&k_user, &link_key_context(&user_key_str))
                 .map_err(|e| CoreError::Internal(e.to_string()))?;
+            let application = LicenseApplication {
+                name: form.name.clone(),
+                address: form.address.clone(),
+                city: form.city.clone(),
+                state: form.state.clone(),
+                zip: form.zip.clone(),
+            };
             let license = core
                 .cmls
-                .license_customer(&LicenseApplication {
-                    name: form.name.clone(),
-                    address: form.address.clone(),
-                    city: form.city.clone(),
-                    state: form.state.clone(),
-                    zip: form.zip.clone(),
-                })
-                .map_err(|e| match e {
-                    CmlsError::Refused(m) => CoreError::refused("license_refused", m),
-                    CmlsError::Unavailable(m) => {
-                        CoreError::Unavailable(format!("licensing system unavailable: {m}"))
-                    }
-                })?;
+                .license_customer(
+                    &application,
+                    Some(&funding::license_key(&user_key_str, &application)),
+                )
+                .map_err(cmls_error)?;
             let model = DEVICE_MODEL.as_bytes();
             let device_id = DeviceId::new(
                 [model[0], model[1], model[2], model[3]],
@@ -361,6 +372,7 @@ impl Core {
             )
             .map_err(|e| CoreError::Internal(e.to_string()))?
             .to_string();
+            core.register_device(&license.license_id, &device_id)?;
             core.store.create_user(
                 &NewUser {
                     user: form.user.clone(),
@@ -530,10 +542,20 @@ impl Core {
                     "reserved_mills": b.reserved_mills,
                 }))
             }
-            Op::Quote { .. } => Err(CoreError::refused(
-                codes::UNSUPPORTED,
-                "rate quotes are not offered by this server version",
-            )),
+            Op::Quote {
+                class,
+                weight_oz,
+                from_zip,
+                to_zip,
+            } => {
+                let q = crate::rating::quote(
+                    &class,
+                    &weight_oz.to_string(),
+                    from_zip.as_deref(),
+                    to_zip.as_deref(),
+                )?;
+                Ok(crate::rating::quote_json(&q))
+            }
             Op::History { limit } => {
                 if limit == 0 || limit > MAX_HISTORY {
                     return Err(CoreError::refused(
@@ -545,6 +567,28 @@ impl Core {
                 Ok(json!({ "items": items }))
             }
             Op::Bye {} => Ok(json!({})),
+            op @ (Op::AdminKeys {} | Op::AdminRotateKey {} | Op::AdminRevokeKey { .. }) => {
+                self.admin_op(user_id, op).await
+            }
+            Op::PaymentOptions {} => self.payment_options(user_id).await,
+            Op::Close {} => self.close_account(user_id, request_id, fingerprint).await,
+            Op::AutoRefill {
+                threshold_mills,
+                amount_mills,
+                cap_mills,
+                card,
+                off,
+            } => {
+                let order = funding::AutoRefillOrder {
+                    threshold_mills,
+                    amount_mills,
+                    cap_mills,
+                    card,
+                    off,
+                };
+                self.set_auto_refill(user_id, request_id, fingerprint, order)
+                    .await
+            }
             Op::Issue {
                 kind,
                 postage_mills,
@@ -552,7 +596,10 @@ impl Core {
                 to_zip,
                 mail_date,
                 class,
+                weight_oz,
             } => {
+                let weight = weight_oz.map(|w| w.to_string());
+                self.refuse_if_locked(user_id).await?;
                 let order = PostageOrder::check(
                     &kind,
                     postage_mills,
@@ -561,8 +608,12 @@ impl Core {
                     &mail_date,
                     &class,
                 )?;
-                self.issue_postage(user_id, request_id, fingerprint, order, session)
-                    .await
+                order.check_rate(weight.as_deref())?;
+                let out = self
+                    .issue_postage(user_id, request_id, fingerprint, order, session)
+                    .await?;
+                self.spawn_refill_check(user_id);
+                Ok(out)
             }
             Op::Confirm { serial, printed } => {
                 check_serial(&serial)?;
@@ -581,6 +632,31 @@ impl Core {
                     "balance_mills": out.balance_mills,
                 }))
             }
+            Op::Reprint { serial } => {
+                check_serial(&serial)?;
+                let out = blocking(move || {
+                    let key = RequestKey {
+                        user_id,
+                        request_id: &request_id,
+                        fingerprint,
+                    };
+                    let limits = stampline_ledger::ReprintLimits {
+                        max_reprints: MAX_REPRINTS,
+                        window_ms: REPRINT_WINDOW_MS,
+                    };
+                    Ok(core.store.reprint(&key, &serial, limits, now_ms())?)
+                })
+                .await?;
+                tracing::info!(serial = %out.serial, reprint = out.reprints, "item reprinted");
+                Ok(json!({
+                    "serial": out.serial,
+                    "status": out.status,
+                    "item": base64::engine::general_purpose::STANDARD.encode(&out.item),
+                    "reprints": out.reprints,
+                    "reprints_left": out.reprints_left,
+                    "print": PRINT_POLICY,
+                }))
+            }
             Op::Refund { serial } => {
                 check_serial(&serial)?;
                 let window = self.cfg.refund_window_ms;
@@ -590,7 +666,11 @@ impl Core {
                         request_id: &request_id,
                         fingerprint,
                     };
-                    Ok(core.store.refund(&key, &serial, window, now_ms())?)
+                    let out = core.store.refund(&key, &serial, window, now_ms())?;
+                    if out.status == ItemStatus::Refunded {
+                        core.report_refund(user_id, &serial);
+                    }
+                    Ok(out)
                 })
                 .await?;
                 Ok(json!({
@@ -667,11 +747,33 @@ impl Core {
         let amount = Amount::from_mills(amount_mills)
             .ok_or_else(|| CoreError::refused(codes::BAD_AMOUNT, "amount too large"))?;
         let idem = format!("{user_id}:{request_id}");
+        if self.store.closed_at(user_id)?.is_some() {
+            return Err(CoreError::refused(
+                codes::ACCOUNT_CLOSED,
+                "the account is closed",
+            ));
+        }
+        let open_returns = self.store.open_returns(user_id)?;
+        if let Some(returned) = open_returns.first() {
+            return self.pay_returned_debit(
+                user_id,
+                request_id,
+                fingerprint,
+                returned,
+                amount_mills,
+                payment,
+            );
+        }
         let (method, token, last4, paid) = match &payment {
             Payment::Card(card) => {
                 let t = self
                     .bank
-                    .tokenize_card(&card.number.0, &card.exp, &card.cvc.0)
+                    .tokenize_card(
+                        &card.number.0,
+                        &card.exp,
+                        &card.cvc.0,
+                        &format!("{idem}:token"),
+                    )
                     .map_err(bank_error)?;
                 let paid = self
                     .bank
@@ -717,6 +819,7 @@ impl Core {
             && let Ok(b) = self.store.balance(user_id)
             && let Err(e) = self.cmls.report_reset(
                 &user.device_id,
+                &out.payment_id,
                 amount_mills,
                 b.ascending_mills,
                 b.descending_mills,
@@ -746,28 +849,40 @@ impl Core {
             };
             let psd = Arc::clone(&core.psd);
             let mut sign = |state: &PieceState| -> Result<SignedItem, String> {
-                let device_id: DeviceId = state
-                    .device_id
-                    .parse()
-                    .map_err(|e| format!("device id: {e}"))?;
-                let key_id = psd.current_signing_key();
-                let body = stampline_items::Body::Postage(PostageIndicium {
-                    device_id,
-                    key_id,
-                    piece: state.piece,
-                    ascending: Amount::from_mills(state.ascending_mills)
-                        .ok_or("ascending register overflow")?,
-                    descending: Amount::from_mills(state.descending_mills)
-                        .ok_or("descending register overflow")?,
-                    postage: order.postage,
-                    mail_date: order.mail_date,
-                    from_zip: order.from_zip,
-                    to: order.to.clone(),
-                    rate: order.rate,
-                    software_id: SOFTWARE_ID,
-                });
-                let payload = body.signed_payload().map_err(|e| e.to_string())?;
-                let signature = psd.sign_item(key_id, &payload).map_err(|e| e.to_string())?;
+                let device_id: DeviceId = state.device_id.parse().map_err(|_| {
+                    "this account has no postage meter (admin accounts cannot buy postage)"
+                        .to_string()
+                })?;
+                let body_for = |key_id| -> Result<stampline_items::Body, String> {
+                    Ok(stampline_items::Body::Postage(PostageIndicium {
+                        device_id,
+                        key_id,
+                        piece: state.piece,
+                        ascending: Amount::from_mills(state.ascending_mills)
+                            .ok_or("ascending register overflow")?,
+                        descending: Amount::from_mills(state.descending_mills)
+                            .ok_or("descending register overflow")?,
+                        postage: order.postage,
+                        mail_date: order.mail_date,
+                        from_zip: order.from_zip,
+                        to: order.to.clone(),
+                        rate: order.rate,
+                        software_id: SOFTWARE_ID,
+                    }))
+                };
+                // A rotation between reading the current key and signing retires that key:
+                // read the current key once more rather than fail the purchase.
+                let mut retried = false;
+                let (key_id, body, signature) = loop {
+                    let key_id = psd.current_signing_key();
+                    let body = body_for(key_id)?;
+                    let payload = body.signed_payload().map_err(|e| e.to_string())?;
+                    match psd.sign_item(key_id, &payload) {
+                        Ok(signature) => break (key_id, body, signature),
+                        Err(stampline_psd::PsdError::KeyRetired(_)) if !retried => retried = true,
+                        Err(e) => return Err(e.to_string()),
+                    }
+                };
                 let item = Item { body, signature };
                 // Check the fresh signature with the key verifiers will use.
                 let spki = psd
@@ -801,6 +916,16 @@ impl Core {
     }
 }
 
+fn cmls_error(e: CmlsError) -> CoreError {
+    match e {
+        CmlsError::Refused(m) => CoreError::refused("license_refused", m),
+        CmlsError::Unknown(m) => CoreError::Internal(format!("CMLS does not know {m}")),
+        CmlsError::Unavailable(m) => CoreError::Unavailable(format!(
+            "licensing system unavailable: {m}; nothing was registered, try again"
+        )),
+    }
+}
+
 enum Payment {
     Card(stampline_wire::Card),
     Eft(stampline_wire::Eft),
@@ -815,9 +940,17 @@ fn bank_error(e: BankError) -> CoreError {
         BankError::Declined | BankError::InsufficientFunds => codes::CARD_DECLINED,
         BankError::BadAmount => codes::BAD_AMOUNT,
         BankError::KeyReused => codes::ID_REUSED,
-        BankError::Unavailable(_) => codes::PAYMENT_FAILED,
+        BankError::Unavailable(_)
+        | BankError::BadKey
+        | BankError::UnknownPayment
+        | BankError::BadState(_) => codes::PAYMENT_FAILED,
     };
-    CoreError::refused(code, e.to_string())
+    let message = if code == codes::PAYMENT_FAILED {
+        format!("{e}; nothing was credited; retry with the same request id")
+    } else {
+        e.to_string()
+    };
+    CoreError::refused(code, message)
 }
 
 fn check_serial(serial: &str) -> Result<(), CoreError> {
@@ -886,6 +1019,33 @@ impl PostageOrder {
     }
 }
 
+impl PostageOrder {
+    /// Refuse underpaid postage: at least the rate for the declared weight, or without a weight
+    /// the class's lowest rate; and a weight the class does not take.
+    fn check_rate(&self, weight_oz: Option<&str>) -> Result<(), CoreError> {
+        let needed = match weight_oz {
+            Some(w) => {
+                let from = self.from_zip.to_string();
+                let to = self.to.as_str().get(..5).unwrap_or("").to_owned();
+                crate::rating::quote(self.rate.class_name(), w, Some(&from), Some(&to))?.postage
+            }
+            None => stampline_rates::table()
+                .and_then(|t| t.minimum(self.rate))
+                .map_err(|e| CoreError::Internal(e.to_string()))?,
+        };
+        if self.postage < needed {
+            return Err(CoreError::refused(
+                "underpaid",
+                format!(
+                    "postage {} is below the rate {} for this piece",
+                    self.postage, needed
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A date of mailing may be yesterday (time zones west of UTC) up to 30 days ahead.
 fn check_mail_date(date: ItemDate) -> Result<(), CoreError> {
     let today = time::OffsetDateTime::now_utc().date();
@@ -912,8 +1072,9 @@ mod tests {
     fn weak_passwords_are_refused() {
         assert!(check_password("short", "ann").is_err());
         assert!(check_password("password1234", "ann").is_err());
-        assert!(check_password("ann-is-my-name-ok", "Ann").is_err());
         assert!(check_password("correct horse battery", "ann").is_ok());
+        assert!(check_password("annabelle-lee-poem", "Annabelle").is_err());
+        assert!(check_password("a banana for scale", "a").is_ok());
     }
 
     #[test]

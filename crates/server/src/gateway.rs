@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State, WebSocketUpgrade};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Path, Query, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine as _;
 use serde_json::json;
 
 use crate::core::{Core, CoreError, RegisterForm};
@@ -81,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(home))
         .route("/v1/register", post(register))
         .route("/v1/keys", get(keys))
+        .route("/v1/quote", get(quote))
         .route("/v1/items/{serial}/status", get(item_status))
         .route("/v1/link", get(link_upgrade))
         .with_state(state)
@@ -159,30 +160,39 @@ async fn register(
     }
 }
 
-fn rfc3339(unix: i64) -> serde_json::Value {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map_or(serde_json::Value::Null, serde_json::Value::String)
+/// `GET /v1/quote?class=C&weight_oz=W&from_zip=Z&to_zip=Z`: prices are public, no login.
+#[derive(Debug, serde::Deserialize)]
+struct QuoteQuery {
+    class: String,
+    weight_oz: String,
+    from_zip: Option<String>,
+    to_zip: Option<String>,
+}
+
+async fn quote(query: Result<Query<QuoteQuery>, QueryRejection>) -> Response {
+    let Ok(Query(q)) = query else {
+        return error_response(&CoreError::Refused {
+            code: "bad_request",
+            message: "give class, weight_oz, and for zoned classes from_zip and to_zip".into(),
+        });
+    };
+    match crate::rating::quote(
+        &q.class,
+        &q.weight_oz,
+        q.from_zip.as_deref(),
+        q.to_zip.as_deref(),
+    ) {
+        Ok(quote) => axum::Json(crate::rating::quote_json(&quote)).into_response(),
+        Err(e) => error_response(&e),
+    }
 }
 
 async fn keys(State(state): State<AppState>) -> Response {
     let keys: Vec<serde_json::Value> = state
         .core
         .keys()
-        .into_iter()
-        .map(|k| {
-            json!({
-                "key_id": k.key_id.to_string(),
-                "algorithm": "ecdsa-p256-sha256",
-                "public_key_spki_der_base64": base64::engine::general_purpose::STANDARD.encode(&k.spki_der),
-                "valid_from": rfc3339(k.valid_from_unix),
-                "valid_until": k.valid_until_unix.map_or(serde_json::Value::Null, rfc3339),
-            })
-        })
+        .iter()
+        .map(crate::core::admin::key_json)
         .collect();
     axum::Json(keys).into_response()
 }

@@ -6,11 +6,13 @@
 //! server. The public tier reaches the private tier only through `Core`'s methods.
 //! This crate never holds card numbers beyond one request, and never logs secrets.
 
+pub mod adapters;
 pub mod clock;
 pub mod core;
 pub mod database;
 pub mod gateway;
 pub mod link;
+pub mod rating;
 pub mod tls;
 
 use std::future::Future;
@@ -19,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use stampline_psd::SoftwarePsd;
-use stampline_sandbox::{SandboxBank, SandboxCmls};
+use stampline_psd::PsdSpec;
+use stampline_sandbox::{Bank, Cmls, SandboxBank, SandboxCmls};
 use tokio::net::TcpListener;
 
 use crate::core::{Core, CoreConfig};
@@ -42,7 +44,40 @@ pub struct ServerConfig {
     pub core: CoreConfig,
     /// Where the ledger lives (default: SQLite in the data dir).
     pub database: database::Database,
+    /// The crypto device (`--psd`); the software device by default.
+    pub psd: PsdSpec,
+    /// CMLS and bank services (issue 7); `None` = the built-in in-process sandboxes.
+    pub external: ExternalConfig,
 }
+
+/// Where the licensing system and the bank are, when they are network services.
+#[derive(Clone, Debug)]
+pub struct ExternalConfig {
+    /// (URL, trust file with the service's pinned certificate).
+    pub cmls: Option<(String, PathBuf)>,
+    pub bank: Option<(String, PathBuf)>,
+    /// One attempt's time limit.
+    pub timeout: Duration,
+    /// How often EFT debits are checked for returns.
+    pub settlement_poll: Duration,
+    /// How often the daily usage report goes to CMLS (zero: never on its own).
+    pub usage_report: Duration,
+}
+
+impl Default for ExternalConfig {
+    fn default() -> Self {
+        ExternalConfig {
+            cmls: None,
+            bank: None,
+            timeout: adapters::DEFAULT_TIMEOUT,
+            settlement_poll: DEFAULT_SETTLEMENT_POLL,
+            usage_report: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// How often EFT debits are checked for returns by default.
+pub const DEFAULT_SETTLEMENT_POLL: Duration = Duration::from_secs(15 * 60);
 
 impl ServerConfig {
     pub fn new(data_dir: PathBuf) -> ServerConfig {
@@ -53,6 +88,8 @@ impl ServerConfig {
             beat_timeout_ms: 5_000,
             core: CoreConfig::default(),
             database: database::Database::Sqlite,
+            psd: PsdSpec::Software,
+            external: ExternalConfig::default(),
         }
     }
 }
@@ -63,35 +100,36 @@ pub struct Server {
     state: AppState,
     tls: Arc<rustls::ServerConfig>,
     trust_path: PathBuf,
+    psd_dev_mode: bool,
+    settlement_poll: Duration,
+    usage_report: Duration,
 }
 
 impl Server {
-    /// Create or open the data dir: software crypto device, TLS identity and `trust.pem`, the
-    /// ledger (SQLite in the data dir, or PostgreSQL), the built-in CMLS and bank sandboxes.
+    /// Create or open the data dir: the crypto device (`cfg.psd`, self-tested; a failing device
+    /// stops here), TLS identity and `trust.pem`, the ledger (SQLite in the data dir, or
+    /// PostgreSQL, sealing its registers with the device), the CMLS and bank (built-in sandboxes or
+    /// services); then register the signing keys with CMLS.
     /// With PostgreSQL it connects with a blocking client: call it off the async runtime's
     /// worker threads (`spawn_blocking`), as `stampline server` does.
     pub fn open(cfg: ServerConfig) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let now_unix = clock::now_ms() / 1000;
-        let psd = Arc::new(SoftwarePsd::open(&cfg.data_dir, now_unix)?);
-        let identity = tls::TlsIdentity::load_or_create(
-            &cfg.data_dir,
-            &cfg.hostnames,
-            &stampline_psd::Psd::auth_public_key(psd.as_ref()),
-        )?;
-        let store = database::open_store(
-            &cfg.database,
-            &cfg.data_dir,
-            Some(Arc::clone(&psd) as Arc<dyn stampline_psd::Psd>),
-        )?;
-        let cmls = Arc::new(SandboxCmls::open(Some(
-            &cfg.data_dir.join("sandbox-cmls.json"),
-        ))?);
-        let bank = Arc::new(SandboxBank::open(Some(
-            &cfg.data_dir.join("sandbox-bank.json"),
-        ))?);
+        // The device self-tests as it opens; a failing device refuses to serve.
+        let device = stampline_psd::open_device(&cfg.psd, &cfg.data_dir, now_unix)
+            .map_err(|e| anyhow::anyhow!("crypto device: {e}"))?;
+        if device.dev_mode {
+            tracing::warn!("{}", stampline_psd::DEV_PASSPHRASE_NOTICE);
+        }
+        let psd = device.psd;
+        let identity =
+            tls::TlsIdentity::load_or_create(&cfg.data_dir, &cfg.hostnames, psd.as_ref())?;
+        let store = database::open_store(&cfg.database, &cfg.data_dir, Some(Arc::clone(&psd)))?;
+        let (cmls, bank) = external_links(&cfg)?;
+        let sandbox = cmls.is_sandbox() || bank.is_sandbox();
         let core = Core::new(store, psd, cmls, bank, cfg.core.clone())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        core.register_keys_with_cmls();
         let state = AppState {
             core: Arc::new(core),
             sessions: Arc::new(Sessions::default()),
@@ -101,18 +139,26 @@ impl Server {
             },
             registrations: Arc::new(RateLimit::new(REGISTRATIONS_PER_MINUTE)),
             logins: Arc::new(RateLimit::new(LOGINS_PER_MINUTE)),
-            sandbox: true,
+            sandbox,
         };
         Ok(Server {
+            settlement_poll: cfg.external.settlement_poll,
+            usage_report: cfg.external.usage_report,
             state,
             tls: identity.server_config()?,
             trust_path: identity.trust_path,
+            psd_dev_mode: device.dev_mode,
         })
     }
 
     /// `DIR/trust.pem`: the certificate and the auth public key clients pin.
     pub fn trust_path(&self) -> &std::path::Path {
         &self.trust_path
+    }
+
+    /// Whether the software crypto device runs on the public development passphrase.
+    pub fn psd_dev_mode(&self) -> bool {
+        self.psd_dev_mode
     }
 
     /// Whether CMLS and the bank are the built-in stand-ins.
@@ -149,6 +195,16 @@ impl Server {
             );
         }
         let sweeper = tokio::spawn(sweep_loop(Arc::clone(&self.state.core)));
+        let settlements = tokio::spawn(settlement_loop(
+            Arc::clone(&self.state.core),
+            self.settlement_poll,
+        ));
+        let reports = (!self.usage_report.is_zero()).then(|| {
+            tokio::spawn(usage_report_loop(
+                Arc::clone(&self.state.core),
+                self.usage_report,
+            ))
+        });
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls);
         let router = gateway::router(self.state);
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -196,7 +252,61 @@ impl Server {
             });
         }
         sweeper.abort();
+        settlements.abort();
+        if let Some(r) = reports {
+            r.abort();
+        }
         Ok(())
+    }
+}
+
+/// The CMLS and bank links: network adapters where configured, else the built-in sandboxes.
+fn external_links(cfg: &ServerConfig) -> anyhow::Result<(Arc<dyn Cmls>, Arc<dyn Bank>)> {
+    let ext = &cfg.external;
+    let cmls: Arc<dyn Cmls> = match &ext.cmls {
+        Some((url, trust)) => Arc::new(adapters::HttpCmls::open(url, trust, ext.timeout)?),
+        None => Arc::new(SandboxCmls::open(Some(
+            &cfg.data_dir.join("sandbox-cmls.json"),
+        ))?),
+    };
+    let bank: Arc<dyn Bank> = match &ext.bank {
+        Some((url, trust)) => Arc::new(adapters::HttpBank::open(url, trust, ext.timeout)?),
+        None => Arc::new(SandboxBank::open(Some(
+            &cfg.data_dir.join("sandbox-bank.json"),
+        ))?),
+    };
+    Ok((cmls, bank))
+}
+
+/// Check EFT debits for returns every `every`.
+async fn settlement_loop(core: Arc<Core>, every: Duration) {
+    let every = every.max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        match core.check_settlements().await {
+            Ok(r) if !r.returned.is_empty() => {
+                tracing::warn!(returned = ?r.returned, "EFT debits returned; accounts locked")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "settlement check failed"),
+        }
+    }
+}
+
+/// Send CMLS the usage report of every device every `every` (daily by default).
+async fn usage_report_loop(core: Arc<Core>, every: Duration) {
+    let every = every.max(Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(every).await;
+        let date = time::OffsetDateTime::now_utc().date().to_string();
+        match core.send_usage_reports(date).await {
+            Ok(sent) => {
+                for (device, flags) in sent.iter().filter(|(_, f)| !f.is_empty()) {
+                    tracing::warn!(%device, ?flags, "CMLS flagged a usage report");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "usage report failed"),
+        }
     }
 }
 

@@ -102,6 +102,7 @@ fn issue(postage_mills: u64, from_zip: &str, to_zip: &str) -> Op {
         to_zip: to_zip.into(),
         mail_date: today(),
         class: "first-class-letter".into(),
+        weight_oz: None,
     }
 }
 
@@ -351,7 +352,7 @@ async fn a_retried_issue_returns_the_same_item_and_charges_once() {
     assert_eq!(first.fields, third.fields);
     // A different request under a used id is refused and changes nothing.
     let other = link
-        .request_with_id(id, issue(500, "02134", "94105"))
+        .request_with_id(id, issue(900, "02134", "94105"))
         .await
         .unwrap();
     assert!(!other.ok);
@@ -492,4 +493,55 @@ async fn bad_requests_get_clear_codes_and_the_link_and_balance_stay() {
     assert_eq!(balance(&other).await, 1_000);
     let again = Link::connect(&w.endpoint, "ann", PASSWORD).await.unwrap();
     assert_eq!(balance(&again).await, 1_000);
+}
+
+#[tokio::test]
+async fn quotes_price_pieces_and_underpaid_or_overweight_issues_are_refused() {
+    let w = world(500, 2_000, 60_000).await;
+    let link = w.user("ann", 5_000).await;
+    let q = link
+        .request(Op::Quote {
+            class: "first-class-letter".into(),
+            weight_oz: serde_json::Number::from(2),
+            from_zip: None,
+            to_zip: None,
+        })
+        .await
+        .unwrap();
+    assert!(q.ok, "{q:?}");
+    assert_eq!(q.u64_field("postage_mills"), Some(1_030));
+    let rated = |postage_mills: u64, weight: &str| Op::Issue {
+        kind: "postage".into(),
+        postage_mills,
+        from_zip: "02134".into(),
+        to_zip: "94105".into(),
+        mail_date: today(),
+        class: "first-class-letter".into(),
+        weight_oz: Some(weight.parse().unwrap()),
+    };
+    for (op, code) in [
+        (rated(1_029, "2"), "underpaid"),
+        (rated(2_000, "4"), "too_heavy"),
+        (rated(1_030, "0"), "bad_weight"),
+        (issue(700, "02134", "94105"), "underpaid"),
+    ] {
+        let r = link.request(op).await.unwrap();
+        assert_eq!(r.code(), Some(code), "{r:?}");
+        assert_eq!(balance(&link).await, 5_000);
+    }
+    let r = link.request(rated(1_030, "2")).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(balance(&link).await, 3_970);
+    // Prices are public: no login needed.
+    let (_, v) = w
+        .endpoint
+        .call(
+            "GET",
+            "/v1/quote?class=priority-mail&weight_oz=16&from_zip=02134&to_zip=94105",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(v["zone"], 8);
+    assert!(v["postage_mills"].as_u64().unwrap() > 9_000);
 }

@@ -40,7 +40,18 @@ pub mod codes {
     pub const NOT_PENDING: &str = "not_pending";
     pub const REFUND_WINDOW_CLOSED: &str = "refund_window_closed";
     pub const UNSUPPORTED: &str = "unsupported";
+    // Extension `reprint` (issue 6).
+    pub const REPRINT_LIMIT: &str = "reprint_limit";
+    pub const REPRINT_WINDOW_CLOSED: &str = "reprint_window_closed";
+    pub const ACCOUNT_LOCKED: &str = "account_locked";
+    pub const ACCOUNT_CLOSED: &str = "account_closed";
+    pub const ACCOUNT_BUSY: &str = "account_busy";
+    pub const REFUND_UNAVAILABLE: &str = "refund_unavailable";
     pub const INTERNAL: &str = "internal";
+    // Admin ops (extension of v1).
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const UNKNOWN_KEY: &str = "unknown_key";
+    pub const KEY_CURRENT: &str = "key_current";
 }
 
 /// Card data: travels only sealed; `Debug` never shows it.
@@ -75,6 +86,10 @@ pub enum Op {
     Quote {
         class: String,
         weight_oz: serde_json::Number,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_zip: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_zip: Option<String>,
     },
     Issue {
         kind: String,
@@ -83,6 +98,9 @@ pub enum Op {
         to_zip: String,
         mail_date: String,
         class: String,
+        /// The piece's weight; when given, the postage must be at least the rate for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weight_oz: Option<serde_json::Number>,
     },
     Confirm {
         serial: String,
@@ -104,6 +122,39 @@ pub enum Op {
         limit: u32,
     },
     Bye {},
+    /// Admin role only: every signing key with its status.
+    AdminKeys {},
+    /// Admin role only: make a new signing key; the current one retires.
+    AdminRotateKey {},
+    /// Admin role only: revoke a retired signing key.
+    AdminRevokeKey {
+        key_id: String,
+        reason: String,
+    },
+    /// Extension of v1 (docs/PROTOCOL.md): the item's bytes again, to print, counted and limited.
+    Reprint {
+        serial: String,
+    },
+    /// Extension (issue 7): the payment methods offered, the standing authorisation, any lock.
+    PaymentOptions {},
+    /// Extension (issue 7): set a standing authorisation to refill from a card when the balance
+    /// falls below `threshold_mills` (`amount_mills` each time, at most `cap_mills` in all), or
+    /// remove it with `off: true`.
+    AutoRefill {
+        #[serde(default)]
+        threshold_mills: u64,
+        #[serde(default)]
+        amount_mills: u64,
+        #[serde(default)]
+        cap_mills: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        card: Option<Card>,
+        #[serde(default)]
+        off: bool,
+    },
+    /// Extension (issue 7): close the account; the balance is refunded to the payments it came
+    /// from and the device is withdrawn at CMLS.
+    Close {},
 }
 
 impl Op {
@@ -117,6 +168,13 @@ impl Op {
             Op::Refund { .. } => "refund",
             Op::History { .. } => "history",
             Op::Bye {} => "bye",
+            Op::AdminKeys {} => "admin_keys",
+            Op::AdminRotateKey {} => "admin_rotate_key",
+            Op::AdminRevokeKey { .. } => "admin_revoke_key",
+            Op::Reprint { .. } => "reprint",
+            Op::PaymentOptions {} => "payment_options",
+            Op::AutoRefill { .. } => "auto_refill",
+            Op::Close {} => "close",
         }
     }
 
@@ -124,13 +182,33 @@ impl Op {
     pub fn is_mutating(&self) -> bool {
         matches!(
             self,
-            Op::Issue { .. } | Op::Confirm { .. } | Op::Fund { .. } | Op::Refund { .. }
+            Op::Issue { .. }
+                | Op::Confirm { .. }
+                | Op::Fund { .. }
+                | Op::Refund { .. }
+                | Op::Reprint { .. }
+                | Op::AutoRefill { .. }
+                | Op::Close {}
         )
     }
 }
 
-const OPS: [&str; 8] = [
-    "balance", "quote", "issue", "confirm", "fund", "refund", "history", "bye",
+const OPS: [&str; 15] = [
+    "balance",
+    "quote",
+    "issue",
+    "confirm",
+    "fund",
+    "refund",
+    "history",
+    "bye",
+    "admin_keys",
+    "admin_rotate_key",
+    "admin_revoke_key",
+    "reprint",
+    "payment_options",
+    "auto_refill",
+    "close",
 ];
 
 /// A request: its id (also its idempotency key) and its op.
@@ -311,12 +389,34 @@ mod tests {
     }
 
     #[test]
+    fn admin_ops_parse_by_name() {
+        let (req, _) = parse_request(
+            br#"{"op":"admin_revoke_key","id":"6f1c2b1e-6f4f-4d55-9a57-2b8f9b8f2a10","key_id":"0a0b0c0d","reason":"lost"}"#,
+        )
+        .unwrap();
+        assert_eq!(req.op.name(), "admin_revoke_key");
+        let (req, _) = parse_request(
+            br#"{"op":"admin_rotate_key","id":"6f1c2b1e-6f4f-4d55-9a57-2b8f9b8f2a10"}"#,
+        )
+        .unwrap();
+        assert_eq!(req.op, Op::AdminRotateKey {});
+    }
+
+    #[test]
     fn negative_amounts_do_not_parse() {
         let e = parse_request(
             br#"{"op":"fund","id":"6f1c2b1e-6f4f-4d55-9a57-2b8f9b8f2a10","amount_mills":-5}"#,
         )
         .unwrap_err();
         assert_eq!(e.code, codes::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_reprint_request_parses_and_is_mutating() {
+        let text = r#"{"op":"reprint","id":"6f1c2b1e-6f4f-4d55-9a57-2b8f9b8f2a10","serial":"SL0100000001-1"}"#;
+        let (req, _) = parse_request(text.as_bytes()).unwrap();
+        assert_eq!(req.op.name(), "reprint");
+        assert!(req.op.is_mutating());
     }
 
     #[test]

@@ -6,10 +6,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [V1];
+const MIGRATIONS: [&str; 3] = [V1, V2, V3];
 
 /// Version 1. Tables are STRICT so that a wrong type is an error, never a silent conversion.
 /// Amounts are integer mills. The audit log refuses updates and deletes (a direct edit must drop
@@ -120,6 +120,75 @@ BEGIN
 END;
 ";
 
+/// Version 2 (issue 6): how many times each item's bytes were fetched again to print
+/// (`reprint`); every reprint is also in the audit log.
+const V2: &str = "
+ALTER TABLE items ADD COLUMN reprints INTEGER NOT NULL DEFAULT 0 CHECK (reprints >= 0);
+";
+
+/// Version 3 (issue 7): standing authorisations for auto-refill (the processor's token and the
+/// last four digits, a threshold, an amount per refill and a cap on their total; `refills` numbers
+/// them, so one need is charged once); ACH debits the bank returned; and account closure: the
+/// `payout` transfer kind (customer:U → bank_clearing, naming the payment refunded), the bank
+/// refunds it paid (`payouts`) and the closed accounts. An open row (`paid_by` NULL) locks the user
+/// until the debt is paid; `paid_by` is the bank payment that paid it (no ledger transfer: the
+/// value credited by the returned debit stays, now backed by that payment).
+const V3: &str = "
+CREATE TABLE payment_returns (
+    payment_id     TEXT PRIMARY KEY REFERENCES payments (payment_id),
+    user_id        INTEGER NOT NULL REFERENCES users (id),
+    amount_mills   INTEGER NOT NULL CHECK (amount_mills > 0),
+    returned_at_ms INTEGER NOT NULL,
+    paid_by        TEXT UNIQUE,
+    paid_at_ms     INTEGER
+) STRICT;
+
+CREATE TABLE auto_refills (
+    user_id         INTEGER PRIMARY KEY REFERENCES users (id),
+    token           TEXT NOT NULL,
+    last4           TEXT NOT NULL,
+    threshold_mills INTEGER NOT NULL CHECK (threshold_mills >= 0),
+    amount_mills    INTEGER NOT NULL CHECK (amount_mills > 0),
+    cap_mills       INTEGER NOT NULL CHECK (cap_mills > 0),
+    used_mills      INTEGER NOT NULL CHECK (used_mills >= 0 AND used_mills <= cap_mills),
+    refills         INTEGER NOT NULL CHECK (refills >= 0),
+    set_at_ms       INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE transfers_v2 (
+    id           INTEGER PRIMARY KEY,
+    at_ms        INTEGER NOT NULL,
+    from_account TEXT NOT NULL REFERENCES accounts (id),
+    to_account   TEXT NOT NULL REFERENCES accounts (id),
+    amount_mills INTEGER NOT NULL CHECK (amount_mills > 0),
+    kind         TEXT NOT NULL
+                 CHECK (kind IN ('fund', 'reserve', 'post', 'void', 'refund', 'payout')),
+    item_serial  TEXT REFERENCES items (serial),
+    payment_id   TEXT REFERENCES payments (payment_id),
+    CHECK (from_account <> to_account)
+) STRICT;
+INSERT INTO transfers_v2 SELECT id, at_ms, from_account, to_account, amount_mills, kind,
+    item_serial, payment_id FROM transfers;
+DROP TABLE transfers;
+ALTER TABLE transfers_v2 RENAME TO transfers;
+CREATE INDEX transfers_item ON transfers (item_serial) WHERE item_serial IS NOT NULL;
+
+CREATE TABLE payouts (
+    refund_id    TEXT PRIMARY KEY,
+    payment_id   TEXT NOT NULL REFERENCES payments (payment_id),
+    user_id      INTEGER NOT NULL REFERENCES users (id),
+    amount_mills INTEGER NOT NULL CHECK (amount_mills > 0),
+    transfer_id  INTEGER NOT NULL UNIQUE REFERENCES transfers (id),
+    at_ms        INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE closures (
+    user_id        INTEGER PRIMARY KEY REFERENCES users (id),
+    closed_at_ms   INTEGER NOT NULL,
+    refunded_mills INTEGER NOT NULL CHECK (refunded_mills >= 0)
+) STRICT;
+";
+
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a database written by a newer build.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -169,4 +238,51 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
     }
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_version_1_database_keeps_its_transfers_and_learns_payouts() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL) STRICT;
+             INSERT INTO schema_version VALUES (1);
+             INSERT INTO accounts VALUES ('bank_clearing', -5), ('customer:1', 5);
+             INSERT INTO transfers (at_ms, from_account, to_account, amount_mills, kind)
+                 VALUES (1, 'bank_clearing', 'customer:1', 5, 'fund');",
+        )
+        .unwrap();
+        let payout = "INSERT INTO transfers (at_ms, from_account, to_account, amount_mills, kind)
+                      VALUES (2, 'customer:1', 'bank_clearing', 5, 'payout')";
+        assert!(
+            conn.execute(payout, []).is_err(),
+            "version 1 refuses payouts"
+        );
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let kept: (i64, String) = conn
+            .query_row("SELECT amount_mills, kind FROM transfers", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(kept, (5, "fund".to_owned()));
+        conn.execute(payout, []).unwrap();
+        assert!(
+            conn.execute(
+                "INSERT INTO transfers (at_ms, from_account, to_account, amount_mills, kind)
+                 VALUES (3, 'customer:1', 'bank_clearing', 5, 'gift')",
+                []
+            )
+            .is_err()
+        );
+    }
 }

@@ -1,0 +1,126 @@
+//! `stampline admin …`: `create` works on the server's machine (data dir and crypto device);
+//! the others log in over the link as a user with the admin role.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use stampline_psd::PsdSpec;
+use stampline_sandbox::{SandboxBank, SandboxCmls};
+use stampline_server::core::{Core, CoreConfig};
+use stampline_server::database::{Database, open_store};
+use stampline_wire::Op;
+
+use crate::args::{AdminArgs, AdminCommand, Global};
+use crate::client_cmds::{connect, ok_fields, password, user};
+use crate::output::{CliError, Out};
+
+/// Longest revocation reason (the device's limit).
+pub const MAX_REASON_BYTES: usize = stampline_psd::MAX_REASON_BYTES;
+
+pub async fn admin(global: &Global, a: AdminArgs, out: Out) -> Result<(), CliError> {
+    match a.command {
+        AdminCommand::Reconcile(ext) => crate::external::reconcile(ext, out).await,
+        AdminCommand::ReportUsage(r) => crate::external::report_usage(r, out).await,
+        AdminCommand::Create { data_dir, psd } => {
+            let user = user(global)?;
+            let password = password()?;
+            let spec: PsdSpec = psd
+                .as_deref()
+                .unwrap_or("software")
+                .parse()
+                .map_err(|e: stampline_psd::PsdError| CliError::new(e.code(), e.to_string()))?;
+            let u = user.clone();
+            tokio::task::spawn_blocking(move || create(&data_dir, &spec, &u, &password))
+                .await
+                .map_err(|e| CliError::new("internal", e.to_string()))??;
+            out.done(
+                &json!({"user": user, "role": "admin"}),
+                &format!("admin {user} created"),
+            );
+            Ok(())
+        }
+        AdminCommand::Keys => {
+            let v = request(global, Op::AdminKeys {}).await?;
+            let mut human = String::new();
+            for k in v["keys"].as_array().into_iter().flatten() {
+                human.push_str(&format!(
+                    "{}  {:8}  from {}  until {}{}\n",
+                    k["key_id"].as_str().unwrap_or(""),
+                    k["status"].as_str().unwrap_or(""),
+                    k["valid_from"].as_str().unwrap_or(""),
+                    k["valid_until"].as_str().unwrap_or("-"),
+                    k["revocation_reason"]
+                        .as_str()
+                        .map(|r| format!("  ({r})"))
+                        .unwrap_or_default()
+                ));
+            }
+            out.done(&v, human.trim_end());
+            Ok(())
+        }
+        AdminCommand::RotateKey => {
+            let v = request(global, Op::AdminRotateKey {}).await?;
+            let human = format!(
+                "new signing key {}; key {} retired, its items stay valid until {}",
+                v["key_id"].as_str().unwrap_or(""),
+                v["old_key"]["key_id"].as_str().unwrap_or(""),
+                v["old_key"]["valid_until"].as_str().unwrap_or("")
+            );
+            out.done(&v, &human);
+            Ok(())
+        }
+        AdminCommand::RevokeKey { key_id, reason } => {
+            if reason.len() > MAX_REASON_BYTES {
+                return Err(CliError::new(
+                    "bad_request",
+                    format!("--reason is over {MAX_REASON_BYTES} bytes"),
+                ));
+            }
+            let v = request(global, Op::AdminRevokeKey { key_id, reason }).await?;
+            let human = format!(
+                "signing key {} revoked at {}: {}",
+                v["key_id"].as_str().unwrap_or(""),
+                v["key"]["revoked_at"].as_str().unwrap_or(""),
+                v["key"]["revocation_reason"].as_str().unwrap_or("")
+            );
+            out.done(&v, &human);
+            Ok(())
+        }
+    }
+}
+
+async fn request(global: &Global, op: Op) -> Result<serde_json::Value, CliError> {
+    let (_, link) = connect(global).await?;
+    let result = ok_fields(link.request(op).await?);
+    let _ = link.bye().await;
+    result
+}
+
+fn create(
+    data_dir: &std::path::Path,
+    spec: &PsdSpec,
+    user: &str,
+    password: &str,
+) -> Result<(), CliError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| CliError::new("bad_data_dir", format!("{}: {e}", data_dir.display())))?;
+    let now_unix = time::OffsetDateTime::now_utc().unix_timestamp();
+    let device = stampline_psd::open_device(spec, data_dir, now_unix)
+        .map_err(|e| CliError::new(e.code(), format!("crypto device: {e}")))?;
+    // Sealed by the same device as the server's store, so the admin's meter seal holds there.
+    let store = open_store(&Database::Sqlite, data_dir, Some(Arc::clone(&device.psd)))
+        .map_err(|e| CliError::new("ledger", format!("{e:#}")))?;
+    // Admin creation touches neither CMLS nor the bank: in-memory stand-ins fill the seats.
+    let cmls = SandboxCmls::open(None).map_err(|e| CliError::new("internal", e.to_string()))?;
+    let bank = SandboxBank::open(None).map_err(|e| CliError::new("internal", e.to_string()))?;
+    let core = Core::new(
+        store,
+        device.psd,
+        Arc::new(cmls),
+        Arc::new(bank),
+        CoreConfig::default(),
+    )
+    .map_err(|e| CliError::new(e.code(), e.public_message()))?;
+    core.create_admin(user, password)
+        .map_err(|e| CliError::new(e.code(), e.public_message()))
+}

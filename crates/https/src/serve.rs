@@ -1,0 +1,157 @@
+//! The serving half: a self-signed TLS identity kept in a data dir, the `trust.pem` callers pin,
+//! and an accept loop that does each TLS handshake in its connection's own task.
+
+use std::fs;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+
+use crate::pinned::pem;
+
+/// How long a caller may take to finish the TLS handshake and send its headers.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections served at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 1_000;
+
+/// A certificate and its key, read from or written to `DIR/tls/`.
+#[derive(Debug)]
+pub struct Identity {
+    pub cert_der: Vec<u8>,
+    key_der: Vec<u8>,
+    pub trust_path: PathBuf,
+}
+
+fn write_file(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(tmp, path)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("TLS identity in {dir}: {detail}")]
+    Failed { dir: String, detail: String },
+}
+
+impl Identity {
+    /// Load `DIR/tls/`, or make a self-signed certificate for 127.0.0.1 and localhost named
+    /// `common_name`. Always (re)writes `DIR/trust.pem` with the certificate.
+    pub fn load_or_create(data_dir: &Path, common_name: &str) -> Result<Identity, IdentityError> {
+        let fail = |detail: String| IdentityError::Failed {
+            dir: data_dir.display().to_string(),
+            detail,
+        };
+        let dir = data_dir.join("tls");
+        fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
+        let cert_path = dir.join("cert.der");
+        let key_path = dir.join("key.p8");
+        if !cert_path.exists() || !key_path.exists() {
+            let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+                .map_err(|e| fail(e.to_string()))?;
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, common_name);
+            let key = rcgen::KeyPair::generate().map_err(|e| fail(e.to_string()))?;
+            let cert = params.self_signed(&key).map_err(|e| fail(e.to_string()))?;
+            write_file(&key_path, &key.serialize_der(), true).map_err(|e| fail(e.to_string()))?;
+            write_file(&cert_path, cert.der(), false).map_err(|e| fail(e.to_string()))?;
+        }
+        let cert_der = fs::read(&cert_path).map_err(|e| fail(e.to_string()))?;
+        let key_der = fs::read(&key_path).map_err(|e| fail(e.to_string()))?;
+        let trust_path = data_dir.join("trust.pem");
+        write_file(&trust_path, pem("CERTIFICATE", &cert_der).as_bytes(), false)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Identity {
+            cert_der,
+            key_der,
+            trust_path,
+        })
+    }
+
+    /// TLS 1.3 only, aws-lc-rs, ALPN http/1.1.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(self.cert_der.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone())),
+            )?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+}
+
+/// Serve `router` over TLS on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = Arc::clone(&permits).acquire_owned() => p.map_err(std::io::Error::other)?,
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let service = router.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .serve_connection(TokioIo::new(tls), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    Ok(())
+}

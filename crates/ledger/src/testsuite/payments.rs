@@ -1,0 +1,130 @@
+//! Behaviours of issue 7's store methods: ACH returns, auto-refill bookkeeping, closure payouts.
+
+use super::{T0_MS, add_user, assert_clean, fund, issue, ok, req, try_confirm};
+use crate::{AutoRefill, FundInput, LedgerError, Payout, Store, UserId};
+
+/// The behaviours of this module, by name.
+pub const BEHAVIOURS: &[(&str, super::Behaviour)] = &[
+    (
+        "a_returned_debit_stays_open_until_paid_once",
+        a_returned_debit_stays_open_until_paid_once,
+    ),
+    (
+        "closure_pays_out_the_whole_balance_and_keeps_the_audit_clean",
+        closure_pays_out_the_whole_balance_and_keeps_the_audit_clean,
+    ),
+    (
+        "auto_refills_are_counted_once_and_within_the_cap",
+        auto_refills_are_counted_once_and_within_the_cap,
+    ),
+];
+
+fn fund_eft(store: &dyn Store, user_id: UserId, id: &str, mills: u64) -> String {
+    let payment_id = format!("eft-{user_id}-{id}");
+    let input = FundInput {
+        amount: super::amount(mills),
+        payment_id: &payment_id,
+        method: "eft",
+        token: None,
+        last4: Some("6789"),
+    };
+    ok(
+        store.fund(&req(user_id, id, "eft"), &input, T0_MS),
+        "fund eft",
+    );
+    payment_id
+}
+
+pub fn a_returned_debit_stays_open_until_paid_once(store: &dyn Store) {
+    let u = add_user(store, 1);
+    let card = fund(store, u, "f1", 2_000).payment_id;
+    let eft = fund_eft(store, u, "f2", 3_000);
+    assert!(matches!(
+        store.record_payment_return(&card, T0_MS),
+        Err(LedgerError::InvalidInput(_))
+    ));
+    assert_eq!(
+        ok(store.record_payment_return(&eft, T0_MS), "return"),
+        Some(u)
+    );
+    assert_eq!(ok(store.record_payment_return(&eft, T0_MS), "again"), None);
+    let open = ok(store.open_returns(u), "open");
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].amount_mills, 3_000);
+    let key = req(u, "pay-debt", "debt");
+    let out = ok(store.pay_return(&key, &eft, "pay-card-9", T0_MS), "pay");
+    assert_eq!(out.balance_mills, 5_000, "paying the debt credits nothing");
+    assert_eq!(
+        ok(store.pay_return(&key, &eft, "pay-card-9", T0_MS), "replay"),
+        out
+    );
+    assert!(ok(store.open_returns(u), "open").is_empty());
+    let rows = ok(store.payments(), "payments");
+    let row = rows
+        .iter()
+        .find(|p| p.payment_id == eft)
+        .map(|p| p.paid_by.clone());
+    assert_eq!(row, Some(Some("pay-card-9".to_owned())));
+    assert_clean(store);
+}
+
+pub fn closure_pays_out_the_whole_balance_and_keeps_the_audit_clean(store: &dyn Store) {
+    let u = add_user(store, 1);
+    let p = fund(store, u, "f1", 10_000).payment_id;
+    let item = issue(store, u, "i1", 780);
+    ok(
+        try_confirm(store, u, "c1", &item.serial, true, T0_MS),
+        "confirm",
+    );
+    let payout = |amount_mills| Payout {
+        payment_id: p.clone(),
+        refund_id: "ref-1".into(),
+        amount_mills,
+    };
+    let key = req(u, "close", "close");
+    assert!(matches!(
+        store.close_account(&key, &[payout(9_000)], T0_MS),
+        Err(LedgerError::InvalidInput(_))
+    ));
+    let out = ok(store.close_account(&key, &[payout(9_220)], T0_MS), "close");
+    assert_eq!((out.refunded_mills, out.balance_mills), (9_220, 0));
+    assert_eq!(
+        ok(store.close_account(&key, &[payout(9_220)], T0_MS), "replay"),
+        out
+    );
+    assert!(ok(store.closed_at(u), "closed").is_some());
+    let b = ok(store.balance(u), "balance");
+    assert_eq!((b.ascending_mills, b.descending_mills), (780, 0));
+    let rows = ok(store.payments(), "payments");
+    assert_eq!(rows[0].refunded_mills, 9_220);
+    assert_clean(store);
+}
+
+pub fn auto_refills_are_counted_once_and_within_the_cap(store: &dyn Store) {
+    let u = add_user(store, 1);
+    let auth = AutoRefill {
+        token: "tok_1".into(),
+        last4: "4242".into(),
+        threshold_mills: 1_000,
+        amount_mills: 2_000,
+        cap_mills: 4_000,
+        used_mills: 0,
+        refills: 0,
+    };
+    ok(
+        store.set_auto_refill(&req(u, "set", "set"), Some(&auth), T0_MS),
+        "set",
+    );
+    assert!(ok(store.count_auto_refill(u, 0, 2_000), "count 0"));
+    assert!(!ok(store.count_auto_refill(u, 0, 2_000), "count 0 again"));
+    assert!(ok(store.count_auto_refill(u, 1, 2_000), "count 1"));
+    assert!(!ok(store.count_auto_refill(u, 2, 2_000), "over the cap"));
+    let now = ok(store.auto_refill(u), "read").map(|a| (a.used_mills, a.refills));
+    assert_eq!(now, Some((4_000, 2)));
+    ok(
+        store.set_auto_refill(&req(u, "off", "off"), None, T0_MS),
+        "off",
+    );
+    assert_eq!(ok(store.auto_refill(u), "read"), None);
+    assert_clean(store);
+}

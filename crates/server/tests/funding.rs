@@ -1,0 +1,195 @@
+//! Issue 7 in process: auto-refill charges once per need, and the reconciliation rules.
+
+#![allow(clippy::unwrap_used)]
+
+use stampline_ledger::{AutoRefill, RequestKey};
+use stampline_server::core::RegisterForm;
+use stampline_server::{Server, ServerConfig};
+use stampline_wire::Secret;
+
+async fn server_with_user(dir: &tempfile::TempDir) -> (Server, i64) {
+    let mut cfg = ServerConfig::new(dir.path().join("data"));
+    cfg.core.argon2_memory_kib = 19 * 1024;
+    let server = Server::open(cfg).unwrap();
+    server
+        .core()
+        .register(RegisterForm {
+            user: "ann".into(),
+            password: Secret("correct horse battery staple".into()),
+            name: "Ann Example".into(),
+            address: "1 Main St".into(),
+            city: "Boston".into(),
+            state: "MA".into(),
+            zip: "02134".into(),
+        })
+        .await
+        .unwrap();
+    let uid = server
+        .core()
+        .store()
+        .user_by_key("ann")
+        .unwrap()
+        .unwrap()
+        .id;
+    (server, uid)
+}
+
+#[tokio::test]
+async fn an_auto_refill_already_charged_before_a_crash_is_booked_once_and_not_charged_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, uid) = server_with_user(&dir).await;
+    let core = server.core();
+    let token = core
+        .bank()
+        .tokenize_card("4242424242424242", "12/30", "123", "t1")
+        .unwrap();
+    let key = RequestKey {
+        user_id: uid,
+        request_id: "set-1",
+        fingerprint: [1; 32],
+    };
+    let auth = AutoRefill {
+        token: token.token.clone(),
+        last4: token.last4,
+        threshold_mills: 5_000,
+        amount_mills: 10_000,
+        cap_mills: 15_000,
+        used_mills: 0,
+        refills: 0,
+    };
+    core.store().set_auto_refill(&key, Some(&auth), 0).unwrap();
+    // A previous check charged refill 0 and stopped before booking it.
+    let first = core
+        .bank()
+        .charge(&token.token, 10_000, &format!("{uid}:auto-refill-0"))
+        .unwrap();
+    let out = core.refill_if_needed(uid).unwrap().unwrap();
+    assert_eq!(out.payment_id, first.payment_id);
+    assert_eq!(out.balance_mills, 10_000);
+    // The need is met: another check does nothing.
+    assert!(core.refill_if_needed(uid).unwrap().is_none());
+    assert_eq!(core.bank().payments().unwrap().len(), 1);
+    let auth = core.store().auto_refill(uid).unwrap().unwrap();
+    assert_eq!((auth.used_mills, auth.refills), (10_000, 1));
+    // Reconciliation agrees with the in-process bank and CMLS.
+    let report = core.reconcile().await.unwrap();
+    assert!(report.clean, "{:?}", report.differences);
+}
+
+#[tokio::test]
+async fn setting_a_standing_authorisation_again_with_the_same_request_id_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, uid) = server_with_user(&dir).await;
+    let store = server.core().store();
+    let key = RequestKey {
+        user_id: uid,
+        request_id: "set-1",
+        fingerprint: [1; 32],
+    };
+    let auth = AutoRefill {
+        token: "tok_1".into(),
+        last4: "4242".into(),
+        threshold_mills: 1,
+        amount_mills: 2,
+        cap_mills: 4,
+        used_mills: 0,
+        refills: 0,
+    };
+    store.set_auto_refill(&key, Some(&auth), 0).unwrap();
+    assert!(store.count_auto_refill(uid, 0, 2).unwrap());
+    assert!(!store.count_auto_refill(uid, 0, 2).unwrap(), "counted once");
+    store.set_auto_refill(&key, Some(&auth), 0).unwrap();
+    assert_eq!(store.auto_refill(uid).unwrap().unwrap().used_mills, 2);
+    assert!(store.count_auto_refill(uid, 1, 2).unwrap());
+    assert!(!store.count_auto_refill(uid, 2, 2).unwrap(), "over the cap");
+}
+
+/// One request through the private tier, as the link would send it.
+async fn handle(server: &Server, uid: i64, op: stampline_wire::Op) -> stampline_wire::Response {
+    let request = stampline_wire::Request {
+        id: uuid::Uuid::new_v4(),
+        op,
+    };
+    let canonical = request.to_json();
+    server
+        .core()
+        .handle(
+            uid,
+            std::sync::Arc::new(zeroize::Zeroizing::new([7; 32])),
+            request,
+            canonical,
+            uuid::Uuid::new_v4(),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn resets_and_refunds_are_reported_to_cmls_with_the_registers() {
+    use stampline_wire::{Card, Op};
+    let dir = tempfile::tempdir().unwrap();
+    let (server, uid) = server_with_user(&dir).await;
+    let fund = handle(
+        &server,
+        uid,
+        Op::Fund {
+            amount_mills: 5_000,
+            card: Some(Card {
+                number: Secret("4242424242424242".into()),
+                exp: "12/30".into(),
+                cvc: Secret("123".into()),
+            }),
+            card_token: None,
+            eft: None,
+        },
+    )
+    .await;
+    assert!(fund.ok, "{fund:?}");
+    let issued = handle(
+        &server,
+        uid,
+        Op::Issue {
+            kind: "postage".into(),
+            postage_mills: 780,
+            from_zip: "02134".into(),
+            to_zip: "94105".into(),
+            mail_date: time::OffsetDateTime::now_utc().date().to_string(),
+            class: "first-class-letter".into(),
+            weight_oz: None,
+        },
+    )
+    .await;
+    assert!(issued.ok, "{issued:?}");
+    let serial = issued.str_field("serial").unwrap().to_owned();
+    let confirmed = handle(
+        &server,
+        uid,
+        Op::Confirm {
+            serial: serial.clone(),
+            printed: true,
+        },
+    )
+    .await;
+    assert!(confirmed.ok, "{confirmed:?}");
+    let refunded = handle(&server, uid, Op::Refund { serial }).await;
+    assert!(refunded.ok, "{refunded:?}");
+    let device = server.core().store().meter(uid).unwrap().unwrap().device_id;
+    let status = server.core().cmls().device_status(&device).unwrap();
+    assert_eq!((status.resets, status.reset_total_mills), (1, 5_000));
+    assert_eq!(status.last_reset_registers, Some((0, 5_000)));
+    assert_eq!((status.refunds, status.refund_total_mills), (1, 780));
+    // The daily report continues from nothing: one piece, 780 printed.
+    let date = time::OffsetDateTime::now_utc().date().to_string();
+    let sent = server.core().send_usage_reports(date).await.unwrap();
+    assert_eq!(sent, vec![(device.clone(), Vec::<String>::new())]);
+    let report = server
+        .core()
+        .cmls()
+        .device_status(&device)
+        .unwrap()
+        .last_report
+        .unwrap();
+    assert_eq!(
+        (report.pieces, report.postage_mills, report.ascending_mills),
+        (1, 780, 780)
+    );
+}
