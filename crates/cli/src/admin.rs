@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use stampline_ledger::SqliteStore;
 use stampline_psd::PsdSpec;
 use stampline_sandbox::{SandboxBank, SandboxCmls};
 use stampline_server::core::{Core, CoreConfig};
+use stampline_server::database::{Database, open_store};
 use stampline_wire::Op;
 
 use crate::args::{AdminArgs, AdminCommand, Global};
@@ -107,13 +107,14 @@ fn create(
     let now_unix = time::OffsetDateTime::now_utc().unix_timestamp();
     let device = stampline_psd::open_device(spec, data_dir, now_unix)
         .map_err(|e| CliError::new(e.code(), format!("crypto device: {e}")))?;
-    let store = SqliteStore::open(&data_dir.join("ledger.sqlite"))
-        .map_err(|e| CliError::new("ledger", e.to_string()))?;
+    // Sealed by the same device as the server's store, so the admin's meter seal holds there.
+    let store = open_store(&Database::Sqlite, data_dir, Some(Arc::clone(&device.psd)))
+        .map_err(|e| CliError::new("ledger", format!("{e:#}")))?;
     // Admin creation touches neither CMLS nor the bank: in-memory stand-ins fill the seats.
     let cmls = SandboxCmls::open(None).map_err(|e| CliError::new("internal", e.to_string()))?;
     let bank = SandboxBank::open(None).map_err(|e| CliError::new("internal", e.to_string()))?;
     let core = Core::new(
-        Arc::new(store),
+        store,
         device.psd,
         Arc::new(cmls),
         Arc::new(bank),

@@ -60,6 +60,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Check the ledger, registers and audit log of a data dir.
     Audit(AuditArgs),
+    /// Load generator: N live links issue and confirm M items against a running server.
+    Bench(BenchArgs),
     /// Administration: admin accounts and signing keys.
     Admin(AdminArgs),
     /// Show the payment methods offered, the standing authorisation and any lock.
@@ -137,8 +139,8 @@ pub struct SandboxServiceArgs {
 pub struct ExternalArgs {
     #[arg(long, default_value = "./stampline-data")]
     pub data_dir: PathBuf,
-    /// sqlite (default, in the data dir).
-    #[arg(long)]
+    /// sqlite (default, DIR/ledger.sqlite) or postgres://USER@HOST:PORT/DB (as the server's).
+    #[arg(long, env = "STAMPLINE_DATABASE")]
     pub database: Option<String>,
     #[arg(long, requires = "cmls_trust")]
     pub cmls: Option<String>,
@@ -165,8 +167,9 @@ pub struct ServerArgs {
     pub data_dir: PathBuf,
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: String,
-    /// sqlite (default, in the data dir); postgres://… comes with a later version.
-    #[arg(long)]
+    /// sqlite (default, DIR/ledger.sqlite) or postgres://USER@HOST:PORT/DB (several servers may
+    /// share one; each needs the same crypto device keys in its data dir).
+    #[arg(long, env = "STAMPLINE_DATABASE")]
     pub database: Option<String>,
     /// Crypto device: "software" (default; passphrase from STAMPLINE_PSD_PASSPHRASE or
     /// STAMPLINE_PSD_PASSPHRASE_FILE) or "pkcs11:module=PATH;token=LABEL;pin-env=VAR".
@@ -368,8 +371,29 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    #[arg(long, default_value = "./stampline-data")]
-    pub data_dir: PathBuf,
+    /// The server's data dir: its SQLite ledger (unless --database) and its crypto device, which
+    /// checks the register seals (default ./stampline-data without --database).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A postgres:// URL to audit instead of DIR/ledger.sqlite.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// The server's crypto device (as `stampline server --psd`), to check the register seals.
+    #[arg(long)]
+    pub psd: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Live links (each with a real login, heartbeats and sealing).
+    #[arg(long, default_value_t = 16)]
+    pub links: usize,
+    /// Items to issue and confirm in total.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: u64,
+    /// Requests in flight per link.
+    #[arg(long, default_value_t = 8)]
+    pub depth: usize,
 }
 
 #[derive(Debug, Args)]

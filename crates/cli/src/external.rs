@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use stampline_sandbox::service::{Kind, Service};
+use stampline_server::database::{Database, SQLITE_FILE};
 use stampline_server::{ExternalConfig, Server, ServerConfig};
 
 use crate::args::{ExternalArgs, ReportUsageArgs, SandboxArgs, SandboxService};
@@ -75,26 +76,23 @@ pub async fn sandbox(a: SandboxArgs, out: Out) -> Result<(), CliError> {
 }
 
 fn open_server(a: &ExternalArgs) -> Result<Server, CliError> {
-    if let Some(db) = &a.database
-        && db != "sqlite"
-    {
-        return Err(CliError::new(
-            "unsupported",
-            "--database: this version stores the ledger in SQLite in the data dir",
-        ));
-    }
-    if !a.data_dir.join("ledger.sqlite").exists() {
+    let database = Database::parse(a.database.as_deref())
+        .map_err(|why| CliError::new("bad_flag", format!("--database: {why}")))?;
+    if database == Database::Sqlite && !a.data_dir.join(SQLITE_FILE).exists() {
         return Err(CliError::new(
             "no_ledger",
             format!("no ledger in {}", a.data_dir.display()),
         ));
     }
     let mut cfg = ServerConfig::new(a.data_dir.clone());
+    cfg.database = database;
     cfg.external = external_config(
         a.cmls.as_ref().zip(a.cmls_trust.as_ref()),
         a.bank.as_ref().zip(a.bank_trust.as_ref()),
     );
-    Server::open(cfg).map_err(|e| CliError::new("open", format!("{e:#}")))
+    // The PostgreSQL client blocks: open off the runtime's async workers.
+    tokio::task::block_in_place(|| Server::open(cfg))
+        .map_err(|e| CliError::new("open", format!("{e:#}")))
 }
 
 /// `stampline admin reconcile`: exit 1 on any difference.

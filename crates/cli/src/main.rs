@@ -5,6 +5,7 @@
 mod admin;
 mod args;
 mod batch;
+mod bench;
 mod buy;
 mod client_cmds;
 mod demo;
@@ -65,7 +66,8 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
         Command::Print(a) => print_cmd::print(global, a, out).await,
         Command::Printers(a) => print_cmd::printers(a, out).await,
         Command::Verify(a) => verify::verify_cmd(global, a, out).await,
-        Command::Audit(a) => server_cmd::audit(a, out),
+        Command::Audit(a) => server_cmd::audit(a, out).await,
+        Command::Bench(a) => bench::bench(global, a, out).await,
         Command::PaymentOptions => funding_cmds::payment_options(global, out).await,
         Command::AutoRefill(a) => funding_cmds::auto_refill(global, a, out).await,
         Command::CloseAccount(a) => funding_cmds::close_account(global, a, out).await,

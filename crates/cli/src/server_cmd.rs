@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use stampline_ledger::{SqliteStore, Store as _};
+use stampline_psd::Psd;
+use stampline_server::database::{Database, SQLITE_FILE, open_store};
 use stampline_server::{Server, ServerConfig};
 
 use crate::args::{AuditArgs, ServerArgs};
@@ -14,14 +15,8 @@ fn unsupported(flag: &str, why: &str) -> CliError {
 }
 
 pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
-    if let Some(db) = &a.database
-        && db != "sqlite"
-    {
-        return Err(unsupported(
-            "--database",
-            "this version stores the ledger in SQLite in the data dir",
-        ));
-    }
+    let database = Database::parse(a.database.as_deref())
+        .map_err(|why| CliError::new("bad_flag", format!("--database: {why}")))?;
     let psd: stampline_psd::PsdSpec = a
         .psd
         .as_deref()
@@ -41,6 +36,7 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
         ));
     }
     let mut cfg = ServerConfig::new(a.data_dir.clone());
+    cfg.database = database;
     cfg.external = crate::external::external_config(
         a.cmls.as_ref().zip(a.cmls_trust.as_ref()),
         a.bank.as_ref().zip(a.bank_trust.as_ref()),
@@ -59,7 +55,12 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
 
 pub async fn server(a: ServerArgs, out: Out) -> Result<(), CliError> {
     let cfg = config(&a)?;
-    let server = Server::open(cfg).map_err(|e| CliError::new("server_start", format!("{e:#}")))?;
+    // Opening may connect to PostgreSQL with its blocking client, which must not run on the
+    // async runtime's threads.
+    let server = tokio::task::spawn_blocking(move || Server::open(cfg))
+        .await
+        .map_err(|e| CliError::new("internal", format!("server start: {e}")))?
+        .map_err(|e| CliError::new("server_start", format!("{e:#}")))?;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .map_err(|e| CliError::new("listen", format!("cannot listen on {}: {e}", a.listen)))?;
@@ -86,22 +87,69 @@ pub async fn server(a: ServerArgs, out: Out) -> Result<(), CliError> {
         .map_err(|e| CliError::new("server", format!("{e:#}")))
 }
 
-pub fn audit(a: AuditArgs, out: Out) -> Result<(), CliError> {
-    let path = a.data_dir.join("ledger.sqlite");
-    if !path.exists() {
-        return Err(CliError::new(
-            "no_ledger",
-            format!("no ledger at {}", path.display()),
-        ));
+/// `stampline audit`, off the async runtime (the PostgreSQL client blocks).
+pub async fn audit(a: AuditArgs, out: Out) -> Result<(), CliError> {
+    tokio::task::spawn_blocking(move || audit_blocking(a, out))
+        .await
+        .map_err(|e| CliError::new("internal", format!("audit: {e}")))?
+}
+
+fn audit_blocking(a: AuditArgs, out: Out) -> Result<(), CliError> {
+    let database = Database::parse(a.database.as_deref())
+        .map_err(|why| CliError::new("bad_flag", format!("--database: {why}")))?;
+    let data_dir = match (&a.data_dir, &database) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Database::Sqlite) => Some(std::path::PathBuf::from("./stampline-data")),
+        (None, Database::Postgres(_)) => None,
+    };
+    if database == Database::Sqlite {
+        let path = data_dir
+            .as_deref()
+            .unwrap_or(std::path::Path::new("."))
+            .join(SQLITE_FILE);
+        if !path.exists() {
+            return Err(CliError::new(
+                "no_ledger",
+                format!("no ledger at {}", path.display()),
+            ));
+        }
     }
-    let store =
-        Arc::new(SqliteStore::open(&path).map_err(|e| CliError::new("audit", e.to_string()))?);
+    // The crypto device checks the register seals; it is only opened where it already exists,
+    // never created (new keys would make every seal look broken). A device that cannot be opened
+    // here (no passphrase, another device's keys) leaves the seals unchecked, and says so.
+    let spec: stampline_psd::PsdSpec = a
+        .psd
+        .as_deref()
+        .unwrap_or("software")
+        .parse()
+        .map_err(|e: stampline_psd::PsdError| CliError::new("bad_flag", e.to_string()))?;
+    let psd: Option<Arc<dyn Psd>> = match &data_dir {
+        Some(dir) if dir.join("psd").is_dir() => {
+            let now_unix = stampline_server::clock::now_ms() / 1000;
+            match stampline_psd::open_device(&spec, dir, now_unix) {
+                Ok(device) => Some(device.psd),
+                Err(e) => {
+                    eprintln!("audit: register seals not checked: crypto device: {e}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let seals_checked = psd.is_some();
+    let store = open_store(
+        &database,
+        data_dir.as_deref().unwrap_or(std::path::Path::new(".")),
+        psd,
+    )
+    .map_err(|e| CliError::new("audit", format!("{e:#}")))?;
     let report = store
         .audit()
         .map_err(|e| CliError::new("audit", e.to_string()))?;
     let clean = report.problems.is_empty();
     let value = json!({"clean": clean, "problems": report.problems, "accounts": report.accounts,
-        "transfers": report.transfers, "items": report.items, "audit_entries": report.audit_entries});
+        "transfers": report.transfers, "items": report.items, "audit_entries": report.audit_entries,
+        "seals_checked": seals_checked});
     if !clean {
         if out.json {
             println!("{value}");
@@ -112,10 +160,15 @@ pub fn audit(a: AuditArgs, out: Out) -> Result<(), CliError> {
         }
         std::process::exit(1);
     }
+    let seals = if seals_checked {
+        "register seals checked"
+    } else {
+        "register seals NOT checked (no crypto device: pass --data-dir)"
+    };
     out.done(
         &value,
         &format!(
-            "audit clean: {} accounts, {} transfers, {} items, {} audit entries",
+            "audit clean: {} accounts, {} transfers, {} items, {} audit entries; {seals}",
             report.accounts, report.transfers, report.items, report.audit_entries
         ),
     );

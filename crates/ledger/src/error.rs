@@ -43,11 +43,23 @@ pub enum LedgerError {
     /// The signing callback failed; nothing was issued.
     #[error("signing failed: {0}")]
     Signing(String),
+    /// The meter was changed behind the ledger's back (its seal, or its descending register
+    /// against the balance, does not hold); it is refused until an operator repairs it.
+    #[error("meter {device_id} is frozen: {reason}")]
+    MeterFrozen { device_id: String, reason: String },
+    /// The crypto device could not seal a meter state; nothing changed.
+    #[error("sealing failed: {0}")]
+    Sealing(String),
+    /// The commit shared by this operation's group failed; nothing of the operation was kept.
+    #[error("group commit failed: {0}")]
+    GroupCommit(String),
     /// An invariant check before commit failed; the transaction was rolled back.
     #[error("ledger invariant broken: {0}")]
     Invariant(String),
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(#[from] postgres::Error),
     /// Stored data cannot be read back (bad enum name, negative amount, unreadable outcome).
     #[error("corrupt ledger data: {0}")]
     Corrupt(String),
@@ -72,7 +84,13 @@ impl LedgerError {
             LedgerError::InvalidInput(_) => "invalid_input",
             LedgerError::Overflow => "overflow",
             LedgerError::Signing(_) => "signing_failed",
-            LedgerError::Invariant(_) | LedgerError::Db(_) | LedgerError::Corrupt(_) => "internal",
+            LedgerError::MeterFrozen { .. } => "meter_frozen",
+            LedgerError::Sealing(_)
+            | LedgerError::GroupCommit(_)
+            | LedgerError::Invariant(_)
+            | LedgerError::Db(_)
+            | LedgerError::Postgres(_)
+            | LedgerError::Corrupt(_) => "internal",
         }
     }
 }

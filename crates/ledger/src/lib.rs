@@ -12,7 +12,11 @@
 //! - this file: the API types, the [`Store`] trait (the seam between the server and a database) and
 //!   the named limits;
 //! - [`error`]: [`LedgerError`] and its snake_case wire codes;
+//! - `logic` (private): the rules, written once against a small SQL seam (`sql::Tx`) that both
+//!   backends implement; `audit` (private): the audit, likewise;
 //! - [`sqlite`]: [`SqliteStore`], the embedded default (one connection behind a mutex, WAL);
+//! - [`pg`]: [`PgStore`], PostgreSQL for several servers on one database (a connection
+//!   pool, READ COMMITTED with row locks);
 //! - [`chain`]: the audit log's hash chain;
 //! - [`testsuite`]: behaviour tests written against `&dyn Store`, run by every implementation.
 //!
@@ -24,8 +28,13 @@
 //! Refund: postage_sold → customer:U. Per meter, ascending + descending = Σ funding + Σ voids and
 //! refunds (the control total), and descending = the customer balance.
 
+mod audit;
 pub mod chain;
 pub mod error;
+mod logic;
+pub mod pg;
+pub mod pgtest;
+mod sql;
 pub mod sqlite;
 pub mod testsuite;
 
@@ -33,6 +42,8 @@ use serde::{Deserialize, Serialize};
 use stampline_money::Amount;
 
 pub use error::LedgerError;
+pub use logic::meter_seal_message;
+pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 
 /// A user's row id; also the `U` of the account names `customer:U` and `reserved:U`.
@@ -165,8 +176,17 @@ pub struct MeterState {
     pub descending_mills: u64,
     /// The last piece number issued (0 before the first).
     pub piece: u32,
-    /// Register seal by the crypto device (not yet written by this version).
+    /// Register seal by the crypto device ([`MeterSealer`]); `None` when the store has no sealer.
     pub seal: Option<Vec<u8>>,
+}
+
+/// Seals meter register states: the crypto device MACs the bytes of [`meter_seal_message`] and
+/// the ledger stores and compares the 32-byte answer, so it never holds the key. A store given a
+/// sealer seals every meter state it writes and refuses to use a meter whose seal does not match
+/// (`LedgerError::MeterFrozen`); its audit reports such meters.
+pub trait MeterSealer: Send + Sync + std::fmt::Debug {
+    /// The seal of `message`; an error when the device fails.
+    fn seal(&self, message: &[u8]) -> Result<[u8; 32], String>;
 }
 
 /// A request fingerprint: SHA-256 over the request's meaningful fields, so that a different request

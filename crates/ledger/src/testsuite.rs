@@ -156,6 +156,18 @@ pub type TamperBehaviour = fn(&dyn Store, &dyn Tamper);
 
 /// Every tamper behaviour, by name.
 pub const TAMPER_BEHAVIOURS: &[(&str, TamperBehaviour)] = &[
+    (
+        "raised_register_freezes_the_meter_and_fails_the_seal_audit",
+        raised_register_freezes_the_meter_and_fails_the_seal_audit,
+    ),
+    (
+        "edited_balance_freezes_the_meter_on_next_use",
+        edited_balance_freezes_the_meter_on_next_use,
+    ),
+    (
+        "a_frozen_meter_does_not_stop_expiry_voids_of_others",
+        a_frozen_meter_does_not_stop_expiry_voids_of_others,
+    ),
     ("audit_detects_edited_balance", audit_detects_edited_balance),
     (
         "audit_detects_edited_register",
@@ -167,8 +179,21 @@ pub const TAMPER_BEHAVIOURS: &[(&str, TamperBehaviour)] = &[
     ),
 ];
 
-/// Runs every behaviour of [`TAMPER_BEHAVIOURS`], each on a store (and its tamper hook) from
-/// `make`.
+/// A register sealer for tests: HMAC-SHA256 under a fixed key (the real one is the crypto
+/// device's). Stores given to [`TAMPER_BEHAVIOURS`] must seal with it.
+#[derive(Debug)]
+pub struct TestSealer;
+
+impl crate::MeterSealer for TestSealer {
+    fn seal(&self, message: &[u8]) -> Result<[u8; 32], String> {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"stampline test sealer");
+        let tag = aws_lc_rs::hmac::sign(&key, message);
+        <[u8; 32]>::try_from(tag.as_ref()).map_err(|_| "HMAC-SHA256 is 32 bytes".to_owned())
+    }
+}
+
+/// Runs every behaviour of [`TAMPER_BEHAVIOURS`], each on a store (sealing with [`TestSealer`])
+/// and its tamper hook from `make`.
 pub fn run_all_tamper(make: &dyn Fn() -> (Box<dyn Store>, Box<dyn Tamper>)) {
     for (name, behaviour) in TAMPER_BEHAVIOURS {
         eprintln!("ledger testsuite: {name}");
@@ -1409,6 +1434,79 @@ pub fn audit_detects_edited_register(store: &dyn Store, tamper: &dyn Tamper) {
     assert_clean(store);
     tamper.shift_register(users[0], Register::Descending, 5000);
     assert_dirty(store);
+}
+
+/// The store must seal with [`TestSealer`].
+pub fn raised_register_freezes_the_meter_and_fails_the_seal_audit(
+    store: &dyn Store,
+    tamper: &dyn Tamper,
+) {
+    let users = mixed_workload(store);
+    assert_clean(store);
+    let u = users[0];
+    // Raise the register and the balance together: the money still adds up per user, so only
+    // the seal (and the ledger-wide sum) can tell.
+    tamper.shift_register(u, Register::Descending, 5000);
+    tamper.shift_balance(&customer_account(u), 5000);
+    match try_issue(store, u, "after-tamper", PRICE_MILLS, T0_MS) {
+        Err(e @ LedgerError::MeterFrozen { .. }) => assert_eq!(e.code(), "meter_frozen"),
+        other => panic!("issue on a tampered meter: {other:?}"),
+    }
+    match store.fund(
+        &req(u, "fund-after-tamper", "fund"),
+        &FundInput {
+            amount: amount(1000),
+            payment_id: "pay-after-tamper",
+            method: "card",
+            token: None,
+            last4: None,
+        },
+        T0_MS,
+    ) {
+        Err(LedgerError::MeterFrozen { .. }) => {}
+        other => panic!("fund on a tampered meter: {other:?}"),
+    }
+    let report = ok(store.audit(), "audit");
+    assert!(
+        report.problems.iter().any(|p| p.contains("seal")),
+        "audit does not name the seal: {:?}",
+        report.problems
+    );
+    // Other meters keep working.
+    fund(store, users[1], "f-other", 1000);
+}
+
+/// The store must seal with [`TestSealer`].
+pub fn edited_balance_freezes_the_meter_on_next_use(store: &dyn Store, tamper: &dyn Tamper) {
+    let users = mixed_workload(store);
+    let u = users[1];
+    tamper.shift_balance(&customer_account(u), 100_000);
+    match try_issue(store, u, "after-tamper", PRICE_MILLS, T0_MS) {
+        Err(LedgerError::MeterFrozen { reason, .. }) => assert!(reason.contains("balance")),
+        other => panic!("issue after a balance edit: {other:?}"),
+    }
+    assert_dirty(store);
+}
+
+/// The store must seal with [`TestSealer`].
+pub fn a_frozen_meter_does_not_stop_expiry_voids_of_others(store: &dyn Store, tamper: &dyn Tamper) {
+    let (a, b) = (add_user(store, 1), add_user(store, 2));
+    fund(store, a, "f1", FUND_MILLS);
+    fund(store, b, "f1", FUND_MILLS);
+    let item_a = issue(store, a, "i1", PRICE_MILLS);
+    let item_b = issue(store, b, "i1", PRICE_MILLS);
+    ok(store.start_confirm_window(None, T0_MS + 10), "start window");
+    tamper.shift_register(a, Register::Ascending, 1);
+    let voided = ok(store.void_expired(T0_MS + 10), "void_expired");
+    assert_eq!(voided, vec![item_b.serial.clone()]);
+    assert_eq!(
+        ok(store.item_status(&item_a.serial), "status"),
+        Some(ItemStatus::Issued)
+    );
+    assert_eq!(
+        ok(store.item_status(&item_b.serial), "status"),
+        Some(ItemStatus::Voided)
+    );
 }
 
 pub fn audit_detects_deleted_audit_entry(store: &dyn Store, tamper: &dyn Tamper) {

@@ -22,6 +22,13 @@ impl Fixture {
         Fixture { dir, store }
     }
 
+    /// A store that seals its meters with the testsuite's sealer.
+    fn sealed() -> Fixture {
+        let Fixture { dir, store } = Fixture::new();
+        let store = store.with_sealer(std::sync::Arc::new(testsuite::TestSealer));
+        Fixture { dir, store }
+    }
+
     fn path(&self) -> PathBuf {
         self.dir.path().join("ledger.db")
     }
@@ -82,7 +89,7 @@ fn on_file(behaviour: Behaviour) {
 }
 
 fn on_file_with_tamper(behaviour: TamperBehaviour) {
-    let fixture = Fixture::new();
+    let fixture = Fixture::sealed();
     let tamper = fixture.tamper();
     behaviour(&fixture.store, &tamper);
 }
@@ -213,6 +220,21 @@ fn audit_detects_edited_register() {
 }
 
 #[test]
+fn raised_register_freezes_the_meter_and_fails_the_seal_audit() {
+    on_file_with_tamper(testsuite::raised_register_freezes_the_meter_and_fails_the_seal_audit);
+}
+
+#[test]
+fn edited_balance_freezes_the_meter_on_next_use() {
+    on_file_with_tamper(testsuite::edited_balance_freezes_the_meter_on_next_use);
+}
+
+#[test]
+fn a_frozen_meter_does_not_stop_expiry_voids_of_others() {
+    on_file_with_tamper(testsuite::a_frozen_meter_does_not_stop_expiry_voids_of_others);
+}
+
+#[test]
 fn audit_detects_deleted_audit_entry() {
     on_file_with_tamper(testsuite::audit_detects_deleted_audit_entry);
 }
@@ -226,7 +248,7 @@ fn whole_suite_runs_on_in_memory_stores() {
 fn whole_tamper_suite_runs_through_run_all_tamper() {
     let dirs = std::cell::RefCell::new(Vec::new());
     testsuite::run_all_tamper(&|| {
-        let fixture = Fixture::new();
+        let fixture = Fixture::sealed();
         let tamper = fixture.tamper();
         // Keep the directory alive while the store is in use; the store itself moves out.
         let Fixture { dir, store } = fixture;

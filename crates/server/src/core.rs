@@ -128,6 +128,9 @@ impl CoreError {
 
 impl From<LedgerError> for CoreError {
     fn from(e: LedgerError) -> Self {
+        if let LedgerError::MeterFrozen { device_id, reason } = &e {
+            tracing::error!(%device_id, %reason, "meter frozen: changed behind the server's back");
+        }
         match e.code() {
             codes::INTERNAL => CoreError::Internal(e.to_string()),
             code => CoreError::Refused {

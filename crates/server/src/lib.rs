@@ -9,6 +9,7 @@
 pub mod adapters;
 pub mod clock;
 pub mod core;
+pub mod database;
 pub mod gateway;
 pub mod link;
 pub mod rating;
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use stampline_ledger::SqliteStore;
 use stampline_psd::PsdSpec;
 use stampline_sandbox::{Bank, Cmls, SandboxBank, SandboxCmls};
 use tokio::net::TcpListener;
@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub beat_interval_ms: u64,
     pub beat_timeout_ms: u64,
     pub core: CoreConfig,
+    /// Where the ledger lives (default: SQLite in the data dir).
+    pub database: database::Database,
     /// The crypto device (`--psd`); the software device by default.
     pub psd: PsdSpec,
     /// CMLS and bank services (issue 7); `None` = the built-in in-process sandboxes.
@@ -85,6 +87,7 @@ impl ServerConfig {
             beat_interval_ms: 5_000,
             beat_timeout_ms: 5_000,
             core: CoreConfig::default(),
+            database: database::Database::Sqlite,
             psd: PsdSpec::Software,
             external: ExternalConfig::default(),
         }
@@ -104,8 +107,11 @@ pub struct Server {
 
 impl Server {
     /// Create or open the data dir: the crypto device (`cfg.psd`, self-tested; a failing device
-    /// stops here), TLS identity and `trust.pem`, the SQLite ledger, the built-in CMLS and bank
-    /// sandboxes; then register the signing keys with CMLS.
+    /// stops here), TLS identity and `trust.pem`, the ledger (SQLite in the data dir, or
+    /// PostgreSQL, sealing its registers with the device), the CMLS and bank (built-in sandboxes or
+    /// services); then register the signing keys with CMLS.
+    /// With PostgreSQL it connects with a blocking client: call it off the async runtime's
+    /// worker threads (`spawn_blocking`), as `stampline server` does.
     pub fn open(cfg: ServerConfig) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let now_unix = clock::now_ms() / 1000;
@@ -118,7 +124,7 @@ impl Server {
         let psd = device.psd;
         let identity =
             tls::TlsIdentity::load_or_create(&cfg.data_dir, &cfg.hostnames, psd.as_ref())?;
-        let store = Arc::new(SqliteStore::open(&cfg.data_dir.join("ledger.sqlite"))?);
+        let store = database::open_store(&cfg.database, &cfg.data_dir, Some(Arc::clone(&psd)))?;
         let (cmls, bank) = external_links(&cfg)?;
         let sandbox = cmls.is_sandbox() || bank.is_sandbox();
         let core = Core::new(store, psd, cmls, bank, cfg.core.clone())

@@ -1,13 +1,12 @@
-//! [`Store::audit`](crate::Store::audit) for SQLite: recompute every balance, register and status
+//! [`Store::audit`](crate::Store::audit) for every backend: recompute every balance, register and status
 //! from the transfers, items and payments, and walk the audit log's hash chain. Nothing here trusts
 //! a stored total; each check compares two independent records of the same fact.
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::Connection;
-
-use super::{TRANSFER_ACTIONS, hash32, parse_status};
 use crate::chain;
+use crate::logic::{Ctx, Meter, TRANSFER_ACTIONS, hash32, parse_status, seal_holds};
+use crate::sql::Tx;
 use crate::{
     ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, AuditReport, ItemStatus, LedgerError,
     MAX_AUDIT_PROBLEMS, MAX_REGISTER_MILLS, UserId, customer_account, reserved_account,
@@ -74,17 +73,13 @@ struct AuditPayment {
     funds: u32,
 }
 
-pub(super) fn audit(conn: &Connection) -> Result<AuditReport, LedgerError> {
+pub(crate) fn audit(tx: &mut dyn Tx, ctx: Ctx<'_>) -> Result<AuditReport, LedgerError> {
     let mut problems = Problems::default();
 
     // Accounts, with the balance the transfers imply.
     let mut accounts: BTreeMap<String, (i64, i128)> = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare("SELECT id, balance FROM accounts")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            accounts.insert(row.get(0)?, (row.get(1)?, 0));
-        }
+    for row in tx.rows("SELECT id, balance FROM accounts", &[])? {
+        accounts.insert(row.text(0)?, (row.int(1)?, 0));
     }
     let total: i128 = accounts
         .values()
@@ -100,13 +95,13 @@ pub(super) fn audit(conn: &Connection) -> Result<AuditReport, LedgerError> {
     }
 
     let mut items: HashMap<String, AuditItem> = HashMap::new();
-    {
-        let mut stmt =
-            conn.prepare("SELECT serial, user_id, kind, amount_mills, status, piece FROM items")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let serial: String = row.get(0)?;
-            let status: String = row.get(4)?;
+    for row in tx.rows(
+        "SELECT serial, user_id, kind, amount_mills, status, piece FROM items",
+        &[],
+    )? {
+        {
+            let serial: String = row.text(0)?;
+            let status: String = row.text(4)?;
             let status = match parse_status(&status) {
                 Ok(status) => status,
                 Err(e) => {
@@ -117,11 +112,11 @@ pub(super) fn audit(conn: &Connection) -> Result<AuditReport, LedgerError> {
             items.insert(
                 serial,
                 AuditItem {
-                    user_id: row.get(1)?,
-                    kind: row.get(2)?,
-                    amount_mills: row.get(3)?,
+                    user_id: row.int(1)?,
+                    kind: row.text(2)?,
+                    amount_mills: row.int(3)?,
                     status,
-                    piece: row.get(5)?,
+                    piece: row.int(5)?,
                     seen: ItemTransfers::default(),
                 },
             );
@@ -129,46 +124,40 @@ pub(super) fn audit(conn: &Connection) -> Result<AuditReport, LedgerError> {
     }
 
     let mut payments: HashMap<String, AuditPayment> = HashMap::new();
-    {
-        let mut stmt = conn.prepare("SELECT payment_id, user_id, amount_mills FROM payments")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            payments.insert(
-                row.get(0)?,
-                AuditPayment {
-                    user_id: row.get(1)?,
-                    amount_mills: row.get(2)?,
-                    funds: 0,
-                },
-            );
-        }
+    for row in tx.rows(
+        "SELECT payment_id, user_id, amount_mills FROM payments",
+        &[],
+    )? {
+        payments.insert(
+            row.text(0)?,
+            AuditPayment {
+                user_id: row.int(1)?,
+                amount_mills: row.int(2)?,
+                funds: 0,
+            },
+        );
     }
 
     let mut users: BTreeMap<UserId, UserTotals> = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare("SELECT id FROM users")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            users.insert(row.get(0)?, UserTotals::default());
-        }
+    for row in tx.rows("SELECT id FROM users", &[])? {
+        users.insert(row.int(0)?, UserTotals::default());
     }
 
     // Transfers: each must have the shape its kind implies.
     let mut transfer_ids: Vec<i64> = Vec::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT id, from_account, to_account, amount_mills, kind, item_serial, payment_id
-             FROM transfers ORDER BY id",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let id: i64 = row.get(0)?;
-            let from: String = row.get(1)?;
-            let to: String = row.get(2)?;
-            let amount: i64 = row.get(3)?;
-            let kind: String = row.get(4)?;
-            let serial: Option<String> = row.get(5)?;
-            let payment_id: Option<String> = row.get(6)?;
+    for row in tx.rows(
+        "SELECT id, from_account, to_account, amount_mills, kind, item_serial, payment_id
+         FROM transfers ORDER BY id",
+        &[],
+    )? {
+        {
+            let id: i64 = row.int(0)?;
+            let from: String = row.text(1)?;
+            let to: String = row.text(2)?;
+            let amount: i64 = row.int(3)?;
+            let kind: String = row.text(4)?;
+            let serial: Option<String> = row.opt_text(5)?;
+            let payment_id: Option<String> = row.opt_text(6)?;
             transfer_ids.push(id);
             if amount <= 0 {
                 problems.push(format!(
@@ -254,8 +243,8 @@ pub(super) fn audit(conn: &Connection) -> Result<AuditReport, LedgerError> {
         }
     }
 
-    check_meters(conn, &accounts, &mut users, &mut problems)?;
-    let audit_entries = check_audit_log(conn, &transfer_ids, &mut problems)?;
+    check_meters(tx, ctx, &accounts, &mut users, &mut problems)?;
+    let audit_entries = check_audit_log(tx, &transfer_ids, &mut problems)?;
 
     Ok(AuditReport {
         problems: problems.finish(),
@@ -401,24 +390,46 @@ fn check_item_transfer(
 }
 
 fn check_meters(
-    conn: &Connection,
+    tx: &mut dyn Tx,
+    ctx: Ctx<'_>,
     accounts: &BTreeMap<String, (i64, i128)>,
     users: &mut BTreeMap<UserId, UserTotals>,
     problems: &mut Problems,
 ) -> Result<(), LedgerError> {
     let mut with_meter = std::collections::BTreeSet::new();
-    let mut stmt = conn.prepare(
-        "SELECT user_id, device_id, ascending_mills, descending_mills, piece FROM meters",
+    let rows = tx.rows(
+        "SELECT user_id, device_id, license_id, ascending_mills, descending_mills, piece, seal
+         FROM meters",
+        &[],
     )?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let user_id: UserId = row.get(0)?;
-        let device_id: String = row.get(1)?;
-        let ascending: i64 = row.get(2)?;
-        let descending: i64 = row.get(3)?;
-        let piece: i64 = row.get(4)?;
+    for row in rows {
+        let user_id: UserId = row.int(0)?;
+        let device_id: String = row.text(1)?;
+        let ascending: i64 = row.int(3)?;
+        let descending: i64 = row.int(4)?;
+        let piece: i64 = row.int(5)?;
         with_meter.insert(user_id);
         let who = format!("meter {device_id} (user {user_id})");
+        let sealed = match u32::try_from(piece) {
+            Ok(piece_u32) => seal_holds(
+                ctx,
+                &Meter {
+                    user_id,
+                    device_id: device_id.clone(),
+                    license_id: row.text(2)?,
+                    ascending_mills: ascending,
+                    descending_mills: descending,
+                    piece: piece_u32,
+                    seal: row.opt_blob(6)?,
+                },
+            )?,
+            Err(_) => false,
+        };
+        if !sealed {
+            problems.push(format!(
+                "{who}: register seal does not match the registers (edited behind the ledger)"
+            ));
+        }
         let Some(totals) = users.get_mut(&user_id) else {
             problems.push(format!("{who} has no user"));
             continue;
@@ -487,27 +498,27 @@ fn check_meters(
 /// Walks the hash chain and checks that every transfer is logged exactly once. Returns the number
 /// of entries.
 fn check_audit_log(
-    conn: &Connection,
+    tx: &mut dyn Tx,
     transfer_ids: &[i64],
     problems: &mut Problems,
 ) -> Result<u64, LedgerError> {
     let mut logged: HashMap<i64, u32> = HashMap::new();
-    let mut stmt = conn.prepare(
+    let rows = tx.rows(
         "SELECT seq, at_ms, actor, action, detail, prev_hash, hash FROM audit_log ORDER BY seq",
+        &[],
     )?;
-    let mut rows = stmt.query([])?;
     let mut prev_seq = 0i64;
     let mut prev_hash = chain::GENESIS_HASH;
     let mut entries = 0u64;
-    while let Some(row) = rows.next()? {
+    for row in rows {
         entries = entries.saturating_add(1);
-        let seq: i64 = row.get(0)?;
-        let at_ms: i64 = row.get(1)?;
-        let actor: String = row.get(2)?;
-        let action: String = row.get(3)?;
-        let detail: String = row.get(4)?;
-        let stored_prev: Vec<u8> = row.get(5)?;
-        let stored_hash: Vec<u8> = row.get(6)?;
+        let seq: i64 = row.int(0)?;
+        let at_ms: i64 = row.int(1)?;
+        let actor: String = row.text(2)?;
+        let action: String = row.text(3)?;
+        let detail: String = row.text(4)?;
+        let stored_prev: Vec<u8> = row.blob(5)?;
+        let stored_hash: Vec<u8> = row.blob(6)?;
         if Some(seq) != prev_seq.checked_add(1) {
             problems.push(format!(
                 "audit log jumps from entry {prev_seq} to {seq} (entries missing)"

@@ -1,0 +1,243 @@
+//! `stampline bench`: a load generator against a running server (STAMPLINE_SERVER,
+//! STAMPLINE_TRUST). It registers one user per link, logs each in on its own live link (real
+//! logins, heartbeats and sealed frames) and funds it over that link through the sandbox bank,
+//! then issues `--count` items in total — `--depth` requests in flight per link — and confirms
+//! each as printed. It reports the issue rate and the latency of each issue request (send →
+//! signed indicium back); confirmations run in the same workers and count in the time. Set-up is
+//! paced to the server's firewall (registrations and logins per minute per address): a
+//! `rate_limited` answer is retried after [`RATE_LIMIT_PAUSE`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use stampline_client::{Endpoint, Link};
+use stampline_wire::{Card, Op, Secret};
+use uuid::Uuid;
+
+use crate::args::{BenchArgs, Global};
+use crate::client_cmds::{endpoint, ok_fields};
+use crate::output::{CliError, Out};
+
+/// How long set-up waits before retrying a `rate_limited` registration or login.
+pub const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(5);
+/// Most retries of one rate-limited set-up step (about two minutes).
+pub const MAX_RATE_LIMIT_RETRIES: u32 = 25;
+/// Most requests in flight per link the server allows.
+pub const MAX_DEPTH: usize = 32;
+/// Most links (and users) one bench opens; beyond the firewall's per-minute allowance (20
+/// registrations, 120 logins per address) set-up waits.
+pub const MAX_LINKS: usize = 100;
+/// Most items one bench issues.
+pub const MAX_COUNT: u64 = 10_000_000;
+/// The postage each bench item carries (a First-Class letter).
+pub const BENCH_POSTAGE_MILLS: u64 = 780;
+/// The largest single funding the server accepts ($5,000).
+const MAX_FUND_MILLS: u64 = 5_000_000;
+
+const PASSWORD: &str = "bench password not for production";
+
+fn today() -> String {
+    time::OffsetDateTime::now_utc().date().to_string()
+}
+
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    // Nearest rank: the smallest value with at least p of the samples at or below it.
+    let rank = (p * sorted_us.len() as f64).ceil() as usize;
+    let i = rank.clamp(1, sorted_us.len()) - 1;
+    sorted_us[i] as f64 / 1000.0
+}
+
+/// Retries `step` while the server answers `rate_limited`.
+async fn paced<T, F, Fut>(what: &str, mut step: F) -> Result<T, CliError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CliError>>,
+{
+    let mut tries = 0;
+    loop {
+        match step().await {
+            Err(e) if e.code == "rate_limited" && tries < MAX_RATE_LIMIT_RETRIES => {
+                tries += 1;
+                tracing::info!("{what}: rate limited by the server; waiting");
+                tokio::time::sleep(RATE_LIMIT_PAUSE).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Registers `user`, logs in its link and funds it for `items` purchases over that link.
+async fn user_link(ep: &Endpoint, user: &str, items: u64) -> Result<Link, CliError> {
+    let form = json!({"user": user, "password": PASSWORD, "name": "Bench User",
+        "address": "1 Main St", "city": "Boston", "state": "MA", "zip": "02134"});
+    paced("register", || async { Ok(ep.register(&form).await?) }).await?;
+    let link = paced("login", || async {
+        Ok(Link::connect(ep, user, PASSWORD).await?)
+    })
+    .await?;
+    let mut needed = items.saturating_mul(BENCH_POSTAGE_MILLS);
+    while needed > 0 {
+        let amount_mills = needed.min(MAX_FUND_MILLS);
+        ok_fields(
+            link.request(Op::Fund {
+                amount_mills,
+                card: Some(Card {
+                    number: Secret("4242424242424242".into()),
+                    exp: "12/30".into(),
+                    cvc: Secret("123".into()),
+                }),
+                card_token: None,
+                eft: None,
+            })
+            .await?,
+        )?;
+        needed -= amount_mills;
+    }
+    Ok(link)
+}
+
+/// Issues and confirms `count` items on `link`; returns the issue latencies in µs and the number
+/// of failed requests.
+async fn worker(link: Arc<Link>, count: u64) -> (Vec<u64>, u64) {
+    let mut latencies = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut errors = 0u64;
+    for _ in 0..count {
+        let started = Instant::now();
+        let issued = link
+            .request_with_id(
+                Uuid::new_v4(),
+                Op::Issue {
+                    kind: "postage".into(),
+                    postage_mills: BENCH_POSTAGE_MILLS,
+                    from_zip: "02134".into(),
+                    to_zip: "94105".into(),
+                    mail_date: today(),
+                    class: "first-class-letter".into(),
+                    weight_oz: None,
+                },
+            )
+            .await;
+        let serial = match issued.map_err(CliError::from).and_then(ok_fields) {
+            Ok(v) => v["serial"].as_str().unwrap_or_default().to_owned(),
+            Err(e) => {
+                errors += 1;
+                tracing::warn!(code = %e.code, "bench issue failed");
+                continue;
+            }
+        };
+        latencies.push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        let confirmed = link
+            .request(Op::Confirm {
+                serial,
+                printed: true,
+            })
+            .await;
+        if !matches!(confirmed, Ok(ref r) if r.ok) {
+            errors += 1;
+        }
+    }
+    (latencies, errors)
+}
+
+pub async fn bench(global: &Global, a: BenchArgs, out: Out) -> Result<(), CliError> {
+    if a.links == 0 || a.links > MAX_LINKS {
+        return Err(CliError::new(
+            "bad_flag",
+            format!("--links must be 1 to {MAX_LINKS}"),
+        ));
+    }
+    if a.depth == 0 || a.depth > MAX_DEPTH {
+        return Err(CliError::new(
+            "bad_flag",
+            format!("--depth must be 1 to {MAX_DEPTH}"),
+        ));
+    }
+    if a.count == 0 || a.count > MAX_COUNT {
+        return Err(CliError::new(
+            "bad_flag",
+            format!("--count must be 1 to {MAX_COUNT}"),
+        ));
+    }
+    let ep = endpoint(global)?;
+    let run = &Uuid::new_v4().simple().to_string()[..8];
+    let count = a.count;
+    let per_link =
+        |l: usize| count / a.links as u64 + u64::from((l as u64) < count % a.links as u64);
+
+    // Set-up: one user per link, registered, logged in and funded.
+    let setup_started = Instant::now();
+    let mut links = Vec::with_capacity(a.links);
+    for l in 0..a.links {
+        let link = user_link(&ep, &format!("bench-{run}-{l}"), per_link(l)).await?;
+        links.push(Arc::new(link));
+    }
+    let setup_s = setup_started.elapsed().as_secs_f64();
+
+    // The measured run.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (l, link) in links.iter().enumerate() {
+        let mine = per_link(l);
+        for d in 0..a.depth {
+            let share = mine / a.depth as u64 + u64::from((d as u64) < mine % a.depth as u64);
+            if share > 0 {
+                tasks.push(tokio::spawn(worker(Arc::clone(link), share)));
+            }
+        }
+    }
+    let mut latencies = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut errors = 0u64;
+    for t in tasks {
+        let (lat, err) = t
+            .await
+            .map_err(|e| CliError::new("internal", format!("bench worker: {e}")))?;
+        latencies.extend(lat);
+        errors += err;
+    }
+    let elapsed = started.elapsed().max(Duration::from_micros(1));
+    for link in links {
+        if let Ok(link) = Arc::try_unwrap(link) {
+            let _ = link.bye().await;
+        }
+    }
+    latencies.sort_unstable();
+    let issued = latencies.len() as u64;
+    let per_s = issued as f64 / elapsed.as_secs_f64();
+    let v: Value = json!({
+        "links": a.links,
+        "depth": a.depth,
+        "count": count,
+        "issued": issued,
+        "errors": errors,
+        "elapsed_s": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        "setup_s": (setup_s * 1000.0).round() / 1000.0,
+        "indicia_per_s": per_s.round(),
+        "p50_ms": percentile_ms(&latencies, 0.50),
+        "p99_ms": percentile_ms(&latencies, 0.99),
+        "p999_ms": percentile_ms(&latencies, 0.999),
+        "max_ms": percentile_ms(&latencies, 1.0),
+    });
+    let human = format!(
+        "issued and confirmed {issued} indicia over {} links (depth {}) in {:.2} s: {:.0} indicia/s; \
+         issue latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; {errors} errors",
+        a.links,
+        a.depth,
+        elapsed.as_secs_f64(),
+        per_s,
+        v["p50_ms"].as_f64().unwrap_or(0.0),
+        v["p99_ms"].as_f64().unwrap_or(0.0),
+        v["p999_ms"].as_f64().unwrap_or(0.0),
+    );
+    out.done(&v, &human);
+    if errors > 0 {
+        return Err(CliError::new(
+            "bench_errors",
+            format!("{errors} requests failed (see the log)"),
+        ));
+    }
+    Ok(())
+}

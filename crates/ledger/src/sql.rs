@@ -1,0 +1,155 @@
+//! The seam between the ledger's logic ([`crate::logic`], [`crate::audit`]) and a database: one
+//! open transaction that runs SQL with positional parameters (`?1`, `?2`, … — each backend
+//! translates them) and returns rows of plain values. SQLite and PostgreSQL implement it, so the
+//! money rules are written once.
+//!
+//! The SQL the logic sends is the common subset of both dialects (`RETURNING`, partial indexes,
+//! `LIMIT`); where they differ the transaction says how ([`Tx::for_update`],
+//! [`Tx::lock_audit_chain`]).
+
+use crate::LedgerError;
+
+/// A statement parameter.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Param<'a> {
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Blob(&'a [u8]),
+    OptBlob(Option<&'a [u8]>),
+}
+
+/// A value read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// One result row.
+#[derive(Clone, Debug)]
+pub(crate) struct Row(pub(crate) Vec<Value>);
+
+impl Row {
+    fn at(&self, i: usize) -> Result<&Value, LedgerError> {
+        self.0
+            .get(i)
+            .ok_or_else(|| LedgerError::Corrupt(format!("result row has no column {i}")))
+    }
+
+    pub(crate) fn int(&self, i: usize) -> Result<i64, LedgerError> {
+        match self.at(i)? {
+            Value::Int(v) => Ok(*v),
+            other => Err(wrong_type(i, "an integer", other)),
+        }
+    }
+
+    pub(crate) fn opt_int(&self, i: usize) -> Result<Option<i64>, LedgerError> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            Value::Int(v) => Ok(Some(*v)),
+            other => Err(wrong_type(i, "an integer or NULL", other)),
+        }
+    }
+
+    pub(crate) fn text(&self, i: usize) -> Result<String, LedgerError> {
+        match self.at(i)? {
+            Value::Text(v) => Ok(v.clone()),
+            other => Err(wrong_type(i, "text", other)),
+        }
+    }
+
+    pub(crate) fn opt_text(&self, i: usize) -> Result<Option<String>, LedgerError> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            Value::Text(v) => Ok(Some(v.clone())),
+            other => Err(wrong_type(i, "text or NULL", other)),
+        }
+    }
+
+    pub(crate) fn blob(&self, i: usize) -> Result<Vec<u8>, LedgerError> {
+        match self.at(i)? {
+            Value::Blob(v) => Ok(v.clone()),
+            other => Err(wrong_type(i, "bytes", other)),
+        }
+    }
+
+    pub(crate) fn opt_blob(&self, i: usize) -> Result<Option<Vec<u8>>, LedgerError> {
+        match self.at(i)? {
+            Value::Null => Ok(None),
+            Value::Blob(v) => Ok(Some(v.clone())),
+            other => Err(wrong_type(i, "bytes or NULL", other)),
+        }
+    }
+}
+
+fn wrong_type(i: usize, expected: &str, got: &Value) -> LedgerError {
+    let got = match got {
+        Value::Null => "NULL",
+        Value::Int(_) => "an integer",
+        Value::Text(_) => "text",
+        Value::Blob(_) => "bytes",
+    };
+    LedgerError::Corrupt(format!("column {i} is {got}, expected {expected}"))
+}
+
+/// One open database transaction.
+pub(crate) trait Tx {
+    /// Runs a statement; returns the number of rows it changed.
+    fn exec(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, LedgerError>;
+
+    /// Runs a query; returns every row.
+    fn rows(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, LedgerError>;
+
+    /// The first row of a query, if any.
+    fn row(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, LedgerError> {
+        Ok(self.rows(sql, params)?.into_iter().next())
+    }
+
+    /// The suffix that makes a `SELECT` lock the rows it reads until the transaction ends
+    /// (`" FOR UPDATE"` on PostgreSQL in a write transaction; empty where the whole database is
+    /// already locked for writing, as in SQLite's `BEGIN IMMEDIATE`, or in a read transaction).
+    fn for_update(&self) -> &'static str;
+
+    /// Serialises appends to the audit log's hash chain with every other writer of this
+    /// database, until the transaction ends. A no-op where writers are serialised anyway.
+    fn lock_audit_chain(&mut self) -> Result<(), LedgerError>;
+}
+
+/// Rewrites `?N` placeholders as PostgreSQL's `$N`. The ledger's SQL has no `?` in literals.
+pub(crate) fn dollar_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_dollar_numbers() {
+        assert_eq!(
+            dollar_placeholders("SELECT a FROM t WHERE b = ?1 AND c = ?12"),
+            "SELECT a FROM t WHERE b = $1 AND c = $12"
+        );
+    }
+
+    #[test]
+    fn reading_a_column_of_the_wrong_type_is_corrupt_data() {
+        let row = Row(vec![Value::Text("x".into()), Value::Null]);
+        assert!(matches!(row.int(0), Err(LedgerError::Corrupt(_))));
+        assert_eq!(row.opt_int(1).ok(), Some(None));
+        assert!(matches!(row.int(7), Err(LedgerError::Corrupt(_))));
+    }
+}
