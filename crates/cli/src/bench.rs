@@ -75,7 +75,10 @@ async fn user_link(ep: &Endpoint, user: &str, items: u64) -> Result<Link, CliErr
     let form = json!({"user": user, "password": PASSWORD, "name": "Bench User",
         "address": "1 Main St", "city": "Boston", "state": "MA", "zip": "02134"});
     paced("register", || async { Ok(ep.register(&form).await?) }).await?;
-    let link = paced("login", || async { Ok(Link::connect(ep, user, PASSWORD).await?) }).await?;
+    let link = paced("login", || async {
+        Ok(Link::connect(ep, user, PASSWORD).await?)
+    })
+    .await?;
     let mut needed = items.saturating_mul(BENCH_POSTAGE_MILLS);
     while needed > 0 {
         let amount_mills = needed.min(MAX_FUND_MILLS);
@@ -161,7 +164,8 @@ pub async fn bench(global: &Global, a: BenchArgs, out: Out) -> Result<(), CliErr
     let ep = endpoint(global)?;
     let run = &Uuid::new_v4().simple().to_string()[..8];
     let count = a.count;
-    let per_link = |l: usize| count / a.links as u64 + u64::from((l as u64) < count % a.links as u64);
+    let per_link =
+        |l: usize| count / a.links as u64 + u64::from((l as u64) < count % a.links as u64);
 
     // Set-up: one user per link, registered, logged in and funded.
     let setup_started = Instant::now();
