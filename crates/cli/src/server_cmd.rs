@@ -74,11 +74,20 @@ pub async fn server(a: ServerArgs, out: Out) -> Result<(), CliError> {
             "stampline: SANDBOX MODE — the licensing system and the bank are built-in stand-ins; no real postage or money moves."
         );
     }
+    // Install the interrupt handler before announcing the address, so that an interrupt sent
+    // as soon as "listening" appears shuts the server down instead of killing it.
+    #[cfg(unix)]
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| CliError::new("server_start", format!("signal handler: {e}")))?;
     out.done(
         &json!({"event": "listening", "url": url, "trust": trust}),
         &format!("listening on {url}\ntrust file: {trust}"),
     );
-    let shutdown = async {
+    let shutdown = async move {
+        #[cfg(unix)]
+        interrupt.recv().await;
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     };
     server

@@ -351,6 +351,18 @@ impl PgStore {
     }
 }
 
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.lock_pool().idle);
+        if idle.is_empty() {
+            return;
+        }
+        // Closing a blocking client runs a small runtime of its own, which must not start on an
+        // async runtime's thread (the server drops its store there at shutdown).
+        let _ = std::thread::spawn(move || drop(idle)).join();
+    }
+}
+
 /// A connection on loan; returned to the pool on drop unless it broke.
 struct Checkout<'a> {
     store: &'a PgStore,
