@@ -3,124 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{BIN, TestServer, s};
 use serde_json::Value;
 use stampline_items::{Body, Item};
-
-const BIN: &str = env!("CARGO_BIN_EXE_stampline");
-const PASSWORD: &str = "correct horse battery staple";
-
-struct TestServer {
-    child: Child,
-    url: String,
-    trust: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl TestServer {
-    fn start() -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let mut child = Command::new(BIN)
-            .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: Value = serde_json::from_str(&line).expect("listening line is JSON");
-        assert_eq!(v["event"], "listening");
-        let trust = PathBuf::from(v["trust"].as_str().unwrap());
-        assert_eq!(trust, data.join("trust.pem"));
-        TestServer {
-            child,
-            url: v["url"].as_str().unwrap().to_owned(),
-            trust,
-            _dir: dir,
-        }
-    }
-
-    /// Run a client command as `user` with --json; returns (exit success, last JSON line).
-    fn run(&self, user: &str, args: &[&str]) -> (bool, Value) {
-        let out = Command::new(BIN)
-            .arg("--json")
-            .args(args)
-            .env("STAMPLINE_SERVER", &self.url)
-            .env("STAMPLINE_TRUST", &self.trust)
-            .env("STAMPLINE_USER", user)
-            .env("STAMPLINE_PASSWORD", PASSWORD)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let last = stdout.lines().last().unwrap_or("null");
-        let v: Value = serde_json::from_str(last).unwrap_or_else(|_| {
-            panic!(
-                "not JSON: {stdout} / {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (out.status.success(), v)
-    }
-
-    fn ok(&self, user: &str, args: &[&str]) -> Value {
-        let (ok, v) = self.run(user, args);
-        assert!(ok, "{args:?} failed: {v}");
-        v
-    }
-
-    fn fails_with(&self, user: &str, args: &[&str], code: &str) -> Value {
-        let (ok, v) = self.run(user, args);
-        assert!(!ok, "{args:?} should fail with {code}: {v}");
-        assert_eq!(v["error"], code, "{args:?}: {v}");
-        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
-        v
-    }
-
-    fn register(&self, user: &str) -> Value {
-        self.ok(
-            user,
-            &[
-                "register",
-                "--name",
-                "Ann Example",
-                "--address",
-                "1 Main St",
-                "--city",
-                "Boston",
-                "--state",
-                "MA",
-                "--zip",
-                "02134",
-            ],
-        )
-    }
-
-    fn balance_mills(&self, user: &str) -> u64 {
-        self.ok(user, &["balance"])["balance_mills"]
-            .as_u64()
-            .unwrap()
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn pdftoppm_available() -> bool {
     let found = Command::new("pdftoppm").arg("-v").output().is_ok();
     if !found {
