@@ -29,6 +29,7 @@
 //! refunds (the control total), and descending = the customer balance.
 
 mod audit;
+mod backend;
 pub mod chain;
 pub mod error;
 mod logic;
