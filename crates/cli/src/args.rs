@@ -204,6 +204,10 @@ pub struct ServerArgs {
     pub beat_timeout_ms: u64,
     #[arg(long, default_value_t = 600_000)]
     pub confirm_window_ms: u64,
+    /// Verify one fresh item signature in N with the published key before returning it (1 = every
+    /// one; clients verify every item before printing; docs/DECISIONS.md).
+    #[arg(long, default_value_t = stampline_server::core::DEFAULT_VERIFY_EVERY)]
+    pub verify_signatures_every: u64,
     /// Extra DNS names for the certificate (repeatable).
     #[arg(long)]
     pub hostname: Vec<String>,

@@ -29,10 +29,14 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
             "this version runs both tiers in one process (--role all)",
         ));
     }
-    if a.beat_interval_ms == 0 || a.beat_timeout_ms == 0 || a.confirm_window_ms == 0 {
+    if a.beat_interval_ms == 0
+        || a.beat_timeout_ms == 0
+        || a.confirm_window_ms == 0
+        || a.verify_signatures_every == 0
+    {
         return Err(CliError::new(
             "bad_flag",
-            "intervals and windows must be positive",
+            "intervals, windows and --verify-signatures-every must be positive",
         ));
     }
     let mut cfg = ServerConfig::new(a.data_dir.clone());
@@ -50,6 +54,7 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
     cfg.beat_timeout_ms = a.beat_timeout_ms;
     cfg.core.confirm_window_ms = i64::try_from(a.confirm_window_ms)
         .map_err(|_| CliError::new("bad_flag", "--confirm-window-ms too large"))?;
+    cfg.core.verify_every = a.verify_signatures_every;
     Ok(cfg)
 }
 

@@ -336,8 +336,20 @@ async fn write_loop(
     shared: Arc<Shared>,
 ) {
     while let Some(msg) = rx.recv().await {
-        let closing = matches!(msg, Message::Close(_));
-        if let Err(e) = sink.send(msg).await {
+        // Frames queued at the same time leave in one write (one TLS record, one system call).
+        let mut next = Some(msg);
+        let mut closing = false;
+        while let Some(msg) = next.take() {
+            closing = matches!(msg, Message::Close(_));
+            if let Err(e) = sink.feed(msg).await {
+                shared.lose(format!("connection lost: {e}"));
+                return;
+            }
+            if !closing {
+                next = rx.try_recv().ok();
+            }
+        }
+        if let Err(e) = sink.flush().await {
             shared.lose(format!("connection lost: {e}"));
             break;
         }

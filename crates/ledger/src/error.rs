@@ -34,6 +34,19 @@ pub enum LedgerError {
     NotRedeemable,
     #[error("payment already recorded")]
     DuplicatePayment,
+    /// The account was closed; it issues nothing more.
+    #[error("the account is closed")]
+    AccountClosed,
+    /// An ACH debit of this user was returned by the bank and not yet paid: the account is locked
+    /// until it is.
+    #[error(
+        "account locked: the EFT debit {payment_id} of {amount} was returned by the bank; pay exactly {amount} by card to unlock it",
+        amount = money(*amount_mills)
+    )]
+    AccountLocked {
+        payment_id: String,
+        amount_mills: u64,
+    },
     /// A malformed argument (empty or too long id, zero amount, unknown payment method, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -65,6 +78,12 @@ pub enum LedgerError {
     Corrupt(String),
 }
 
+/// Dollars for messages ("$12.345"), or mills when out of range.
+fn money(mills: u64) -> String {
+    stampline_money::Amount::from_mills(mills)
+        .map_or_else(|| format!("{mills} mills"), |a| a.to_string())
+}
+
 impl LedgerError {
     /// The snake_case wire code. Internal faults all map to "internal", so that their details stay
     /// in the server's log.
@@ -81,6 +100,8 @@ impl LedgerError {
             LedgerError::ReprintWindowClosed => "reprint_window_closed",
             LedgerError::NotRedeemable => "not_redeemable",
             LedgerError::DuplicatePayment => "duplicate_payment",
+            LedgerError::AccountClosed => "account_closed",
+            LedgerError::AccountLocked { .. } => "account_locked",
             LedgerError::InvalidInput(_) => "invalid_input",
             LedgerError::Overflow => "overflow",
             LedgerError::Signing(_) => "signing_failed",

@@ -327,6 +327,10 @@ pub struct IssueOutcome {
     pub balance_mills: u64,
     /// The amount reserved for the item (its postage for postage items).
     pub postage_mills: u64,
+    /// The user's auto-refill authorisation asks for a refill at the balance after this issue
+    /// (never stored: a replayed outcome says `false`).
+    #[serde(skip)]
+    pub refill_due: bool,
 }
 
 /// The stored and returned result of a confirm or refund request.
@@ -677,6 +681,7 @@ mod tests {
             item: vec![0x53, 0x4c, 0x01, 0xff],
             balance_mills: 9220,
             postage_mills: 780,
+            refill_due: false,
         };
         let json = serde_json::to_string(&outcome).expect("serialise");
         assert_eq!(

@@ -341,7 +341,7 @@ pub(crate) fn issue(
     now_ms: i64,
 ) -> Result<IssueOutcome, LedgerError> {
     let user_id = key.user_id;
-    let meter = lock_meter(tx, ctx, user_id)?;
+    let (meter, balance) = lock_meter_with_balance(tx, ctx, user_id)?;
     if let Some(json) = find_outcome(tx, key, OP_ISSUE)? {
         return replay(&json);
     }
@@ -350,8 +350,8 @@ pub(crate) fn issue(
     if let Some(session) = &input.session {
         check_text("session", session, 1, MAX_TEXT_LEN)?;
     }
+    payments::refuse_if_locked(tx, user_id)?;
     let customer = customer_account(user_id);
-    let balance = balance_of(tx, &customer)?;
     if balance < amount {
         return Err(LedgerError::InsufficientFunds {
             balance_mills: to_u64(balance, "customer balance")?,
@@ -385,16 +385,11 @@ pub(crate) fn issue(
             signed.bytes.len()
         )));
     }
-    if load_item(tx, &signed.serial)?.is_some() {
-        return Err(LedgerError::Invariant(format!(
-            "serial {} was already issued",
-            signed.serial
-        )));
-    }
-    tx.exec(
+    let inserted = tx.exec(
         "INSERT INTO items (serial, user_id, kind, amount_mills, piece, status, bytes,
              issued_at_ms, confirm_by_ms, settled_at_ms, session)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'issued', ?6, ?7, NULL, NULL, ?8)",
+         VALUES (?1, ?2, ?3, ?4, ?5, 'issued', ?6, ?7, NULL, NULL, ?8)
+         ON CONFLICT (serial) DO NOTHING",
         &[
             Text(&signed.serial),
             Int(user_id),
@@ -406,7 +401,13 @@ pub(crate) fn issue(
             OptText(input.session.as_deref()),
         ],
     )?;
-    let transfer_id = transfer(
+    if inserted != 1 {
+        return Err(LedgerError::Invariant(format!(
+            "serial {} was already issued",
+            signed.serial
+        )));
+    }
+    let moved = transfer_with_balances(
         tx,
         &Transfer {
             at_ms: now_ms,
@@ -418,13 +419,15 @@ pub(crate) fn issue(
             payment_id: None,
         },
     )?;
-    check_user_invariants(tx, ctx, user_id)?;
+    user_invariants(user_id, &new_meter, moved.from_after, moved.to_after)?;
     let outcome = IssueOutcome {
         serial: signed.serial.clone(),
         item: signed.bytes,
-        balance_mills: to_u64(balance_of(tx, &customer)?, "customer balance")?,
+        balance_mills: to_u64(moved.from_after, "customer balance")?,
         postage_mills: to_u64(amount, "amount")?,
+        refill_due: payments::refill_due(tx, user_id, moved.from_after)?,
     };
+    let transfer_id = moved.id;
     store_outcome(tx, key, OP_ISSUE, &outcome, now_ms)?;
     let detail = serde_json::json!({
         "serial": signed.serial,
@@ -453,7 +456,7 @@ pub(crate) fn confirm(
     now_ms: i64,
 ) -> Result<Result<StatusOutcome, LedgerError>, LedgerError> {
     let user_id = key.user_id;
-    lock_meter(tx, ctx, user_id)?;
+    let (meter, customer) = lock_meter_with_balance(tx, ctx, user_id)?;
     if let Some(json) = find_outcome(tx, key, OP_CONFIRM)? {
         return Ok(replay(&json));
     }
@@ -473,8 +476,17 @@ pub(crate) fn confirm(
             }));
         }
         (ItemStatus::Issued, true) => {
-            post_item(tx, &item, now_ms)?;
-            ItemStatus::Printed
+            // Posting moves reserved:U → postage_sold: the meter and the spendable balance stay
+            // as locked above, so the invariants are checked here without reading them again.
+            let reserved = post_item(tx, &item, now_ms)?;
+            user_invariants(user_id, &meter, customer, reserved)?;
+            let outcome = StatusOutcome {
+                serial: item.serial.clone(),
+                status: ItemStatus::Printed,
+                balance_mills: to_u64(customer, "customer balance")?,
+            };
+            store_outcome(tx, key, OP_CONFIRM, &outcome, now_ms)?;
+            return Ok(Ok(outcome));
         }
         (ItemStatus::Issued, false) => {
             void_item(tx, ctx, &item, now_ms, &user_actor(user_id), "void")?;
@@ -1053,6 +1065,15 @@ fn require_meter(tx: &mut dyn Tx, ctx: Ctx<'_>, user_id: UserId) -> Result<Meter
 /// register equals the spendable balance. Either break freezes the meter (`MeterFrozen`) until an
 /// operator repairs it.
 fn lock_meter(tx: &mut dyn Tx, ctx: Ctx<'_>, user_id: UserId) -> Result<Meter, LedgerError> {
+    lock_meter_with_balance(tx, ctx, user_id).map(|(meter, _)| meter)
+}
+
+/// [`lock_meter`], also returning the spendable balance it checked the meter against.
+fn lock_meter_with_balance(
+    tx: &mut dyn Tx,
+    ctx: Ctx<'_>,
+    user_id: UserId,
+) -> Result<(Meter, i64), LedgerError> {
     let meter = require_meter(tx, ctx, user_id)?;
     let customer = balance_of(tx, &customer_account(user_id))?;
     if customer != meter.descending_mills {
@@ -1064,7 +1085,7 @@ fn lock_meter(tx: &mut dyn Tx, ctx: Ctx<'_>, user_id: UserId) -> Result<Meter, L
             ),
         });
     }
-    Ok(meter)
+    Ok((meter, customer))
 }
 
 /// Writes `new` over `old`, asserting the register rules: ascending and the piece number never
@@ -1118,6 +1139,17 @@ fn check_user_invariants(
     let meter = require_meter(tx, ctx, user_id)?;
     let customer = balance_of(tx, &customer_account(user_id))?;
     let reserved = balance_of(tx, &reserved_account(user_id))?;
+    user_invariants(user_id, &meter, customer, reserved)
+}
+
+/// [`check_user_invariants`] over values the operation already holds: the meter state it wrote
+/// (or locked) and the two balances its conditional updates set (or read).
+fn user_invariants(
+    user_id: UserId,
+    meter: &Meter,
+    customer: i64,
+    reserved: i64,
+) -> Result<(), LedgerError> {
     if customer < 0 || reserved < 0 {
         return Err(LedgerError::Invariant(format!(
             "user {user_id} would have a negative balance ({customer} spendable, {reserved} reserved)"
@@ -1164,6 +1196,19 @@ struct Transfer<'a> {
 /// Locks both account rows first, in id order, so that concurrent transfers through a shared
 /// account (`bank_clearing`, `postage_sold`) queue instead of deadlocking. Returns the transfer id.
 fn transfer(tx: &mut dyn Tx, t: &Transfer<'_>) -> Result<i64, LedgerError> {
+    transfer_with_balances(tx, t).map(|moved| moved.id)
+}
+
+/// A recorded transfer and the two balances after it.
+struct Moved {
+    id: i64,
+    from_after: i64,
+    to_after: i64,
+}
+
+/// [`transfer`], returning the balances it wrote. Each update is conditional on the balance read
+/// under the lock, so a balance written is exactly the one returned (no read-back needed).
+fn transfer_with_balances(tx: &mut dyn Tx, t: &Transfer<'_>) -> Result<Moved, LedgerError> {
     if t.amount_mills <= 0 || t.from == t.to {
         return Err(LedgerError::Invariant(format!(
             "malformed {} transfer of {} from {} to {}",
@@ -1227,19 +1272,11 @@ fn transfer(tx: &mut dyn Tx, t: &Transfer<'_>) -> Result<i64, LedgerError> {
         )?
         .ok_or_else(|| LedgerError::Invariant("transfer insert returned no id".into()))?
         .int(0)?;
-    // Read back: the transfer must balance.
-    let from_read = balance_of(tx, t.from)?;
-    let to_read = balance_of(tx, t.to)?;
-    if from_read != from_after
-        || to_read != to_after
-        || i128::from(from_read) + i128::from(to_read)
-            != i128::from(from_before) + i128::from(to_before)
-    {
-        return Err(LedgerError::Invariant(format!(
-            "transfer {id} does not balance"
-        )));
-    }
-    Ok(id)
+    Ok(Moved {
+        id,
+        from_after,
+        to_after,
+    })
 }
 
 // ---- Items ----
@@ -1315,9 +1352,9 @@ fn set_status(
     Ok(())
 }
 
-/// Issued → printed: reserved:U → postage_sold.
-fn post_item(tx: &mut dyn Tx, item: &Item, now_ms: i64) -> Result<(), LedgerError> {
-    let transfer_id = transfer(
+/// Issued → printed: reserved:U → postage_sold. Returns the reserved balance after it.
+fn post_item(tx: &mut dyn Tx, item: &Item, now_ms: i64) -> Result<i64, LedgerError> {
+    let moved = transfer_with_balances(
         tx,
         &Transfer {
             at_ms: now_ms,
@@ -1334,7 +1371,7 @@ fn post_item(tx: &mut dyn Tx, item: &Item, now_ms: i64) -> Result<(), LedgerErro
         "serial": item.serial,
         "printed": true,
         "amount_mills": item.amount_mills,
-        "transfer": transfer_id,
+        "transfer": moved.id,
     });
     append_audit_entry(
         tx,
@@ -1342,7 +1379,8 @@ fn post_item(tx: &mut dyn Tx, item: &Item, now_ms: i64) -> Result<(), LedgerErro
         &user_actor(item.user_id),
         "confirm",
         &detail.to_string(),
-    )
+    )?;
+    Ok(moved.from_after)
 }
 
 /// Issued → voided: reserved:U → customer:U and the descending register credited again.

@@ -292,6 +292,52 @@ pub(crate) fn count_auto_refill(
     Ok(changed == 1)
 }
 
+/// Refuses an operation on a closed account (`AccountClosed`) or on one locked by a returned
+/// ACH debit not yet paid (`AccountLocked`, naming the oldest), in one statement.
+pub(crate) fn refuse_if_locked(tx: &mut dyn Tx, user_id: UserId) -> Result<(), LedgerError> {
+    let open = "FROM payment_returns WHERE user_id = ?1 AND paid_by IS NULL
+                ORDER BY returned_at_ms, payment_id LIMIT 1";
+    let Some(r) = tx.row(
+        &format!(
+            "SELECT (SELECT closed_at_ms FROM closures WHERE user_id = ?1),
+                    (SELECT payment_id {open}), (SELECT amount_mills {open})"
+        ),
+        &[Int(user_id)],
+    )?
+    else {
+        return Ok(());
+    };
+    if r.opt_int(0)?.is_some() {
+        return Err(LedgerError::AccountClosed);
+    }
+    match (r.opt_text(1)?, r.opt_int(2)?) {
+        (Some(payment_id), Some(amount)) => Err(LedgerError::AccountLocked {
+            payment_id,
+            amount_mills: to_u64(amount, "returned amount")?,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the user's standing auto-refill authorisation asks for a refill at this balance (below
+/// its threshold, and the cap still allows one). The refill itself re-checks everything.
+pub(crate) fn refill_due(
+    tx: &mut dyn Tx,
+    user_id: UserId,
+    balance_mills: i64,
+) -> Result<bool, LedgerError> {
+    let Some(r) = tx.row(
+        "SELECT threshold_mills, amount_mills, cap_mills, used_mills
+         FROM auto_refills WHERE user_id = ?1",
+        &[Int(user_id)],
+    )?
+    else {
+        return Ok(false);
+    };
+    let (threshold, amount, cap, used) = (r.int(0)?, r.int(1)?, r.int(2)?, r.int(3)?);
+    Ok(balance_mills < threshold && used.checked_add(amount).is_some_and(|total| total <= cap))
+}
+
 pub(crate) fn closed_at(tx: &mut dyn Tx, user_id: UserId) -> Result<Option<i64>, LedgerError> {
     tx.row(
         "SELECT closed_at_ms FROM closures WHERE user_id = ?1",

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use stampline_ledger::{FundOutcome, PaymentRow, RequestKey, UserId};
+use stampline_ledger::{FundOutcome, LedgerError, PaymentRow, RequestKey, UserId};
 use stampline_money::Amount;
 use stampline_sandbox::{PaymentStatus, RETURN_WINDOW_MS, UsageReport};
 
@@ -69,12 +69,11 @@ fn money(mills: u64) -> String {
 }
 
 fn locked_message(r: &PaymentRow) -> String {
-    format!(
-        "account locked: the EFT debit {} of {} was returned by the bank; pay exactly {} by card to unlock it",
-        r.payment_id,
-        money(r.amount_mills),
-        money(r.amount_mills)
-    )
+    LedgerError::AccountLocked {
+        payment_id: r.payment_id.clone(),
+        amount_mills: r.amount_mills,
+    }
+    .to_string()
 }
 
 impl Core {

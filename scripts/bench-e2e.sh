@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# End-to-end throughput of the issue → confirm path (docs/BENCHMARKS.md, issue 4).
+# Starts a release `stampline server` on a fresh data dir (SQLite by default, or the PostgreSQL
+# database given in DATABASE, which is dropped and made again), runs `stampline bench` against it
+# and prints the bench's JSON with the CPU seconds the server and the load generator used.
+#
+#   scripts/bench-e2e.sh LINKS COUNT DEPTH            # e.g. 16 20000 8
+#   DATABASE=postgres://postgres@127.0.0.1:5432/stampline_bench scripts/bench-e2e.sh 16 4000 8
+#   BIN=/path/to/stampline SERVER_ARGS="--verify-signatures-every 1" scripts/bench-e2e.sh …
+set -euo pipefail
+LINKS=${1:-16}; COUNT=${2:-20000}; DEPTH=${3:-8}
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/stampline}
+[ -x "$BIN" ] || { echo "build first: cargo build --release ($BIN not found)" >&2; exit 2; }
+DIR=$(mktemp -d /var/tmp/stampline-bench.XXXXXX)
+trap 'kill "$SERVER" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"' EXIT
+DB_ARGS=()
+if [ -n "${DATABASE:-}" ]; then
+  name=${DATABASE##*/}; admin=${DATABASE%/*}/postgres
+  psql "$admin" -qc "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null
+  DB_ARGS=(--database "$DATABASE")
+fi
+# shellcheck disable=SC2086
+"$BIN" server --data-dir "$DIR" --listen 127.0.0.1:0 --json "${DB_ARGS[@]}" ${SERVER_ARGS:-} \
+  >"$DIR/server.out" 2>"$DIR/server.log" &
+SERVER=$!
+for _ in $(seq 1 300); do grep -q '"listening"\|https://' "$DIR/server.out" 2>/dev/null && break; sleep 0.1; done
+URL=$(grep -o 'https://[0-9.:]*' "$DIR/server.out" | head -1)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICKS=$(getconf CLK_TCK)
+# Sample the server's CPU every 100 ms, so that the measured run (the bench's last elapsed_s)
+# can be told apart from the set-up (argon2id logins).
+( while kill -0 "$SERVER" 2>/dev/null; do echo "$(date +%s.%N) $(cpu "$SERVER")"; sleep 0.1; done ) \
+  >"$DIR/cpu.samples" 2>/dev/null &
+SAMPLER=$!
+before=$(cpu "$SERVER")
+/usr/bin/time -f '%U %S' -o "$DIR/bench.time" env STAMPLINE_SERVER="$URL" STAMPLINE_TRUST="$DIR/trust.pem" \
+  "$BIN" bench --links "$LINKS" --count "$COUNT" --depth "$DEPTH" --json >"$DIR/bench.json"
+end=$(date +%s.%N)
+after=$(cpu "$SERVER")
+kill "$SAMPLER" 2>/dev/null || true
+read -r bu bs <"$DIR/bench.time"
+python3 - "$DIR/bench.json" "$before" "$after" "$TICKS" "$bu" "$bs" "$end" "$DIR/cpu.samples" <<'PY'
+import json, sys
+b = json.load(open(sys.argv[1]))
+before, after, ticks = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+end = float(sys.argv[7])
+start = end - b["elapsed_s"]
+samples = [tuple(map(float, l.split())) for l in open(sys.argv[8]) if len(l.split()) == 2]
+at_start = [c for t, c in samples if t <= start]
+run_ticks = after - (at_start[-1] if at_start else before)
+b["server_cpu_s_total"] = round((after - before) / ticks, 2)
+b["server_cpu_s_run"] = round(run_ticks / ticks, 2)
+b["server_cores_run"] = round(run_ticks / ticks / b["elapsed_s"], 2)
+b["server_cpu_us_per_indicium"] = round(run_ticks / ticks / max(b["issued"], 1) * 1e6)
+b["bench_cpu_s_total"] = round(float(sys.argv[5]) + float(sys.argv[6]), 2)
+print(json.dumps(b))
+PY
