@@ -7,21 +7,49 @@ use crate::sql::Tx;
 use crate::*;
 
 /// How a database runs the ledger's transactions.
+///
+/// Transactions are `'static` closures that own what they use, so that a backend may run them on
+/// another thread (SQLite's writer runs every write on its own thread, back to back).
 pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
-    fn read<T>(
+    fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError>,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError>;
 
-    fn write<T>(
+    fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError>,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError>;
 
     /// Turn this database's report of a user name taken by a concurrent registration into
     /// [`LedgerError::UserExists`].
     fn map_create_user_error(&self, e: LedgerError) -> LedgerError {
         e
+    }
+}
+
+/// A [`RequestKey`] that owns its request id (for transactions that run on another thread).
+struct OwnedKey {
+    user_id: UserId,
+    request_id: String,
+    fingerprint: [u8; 32],
+}
+
+impl OwnedKey {
+    fn of(key: &RequestKey<'_>) -> OwnedKey {
+        OwnedKey {
+            user_id: key.user_id,
+            request_id: key.request_id.to_owned(),
+            fingerprint: key.fingerprint,
+        }
+    }
+
+    fn key(&self) -> RequestKey<'_> {
+        RequestKey {
+            user_id: self.user_id,
+            request_id: &self.request_id,
+            fingerprint: self.fingerprint,
+        }
     }
 }
 
@@ -35,11 +63,12 @@ impl<B: Backend> Store for B {
         payment_id: &str,
         now_ms: i64,
     ) -> Result<Option<UserId>, LedgerError> {
-        self.write(|tx, _| payments::record_return(tx, payment_id, now_ms))
+        let payment_id = payment_id.to_owned();
+        self.write(move |tx, _| payments::record_return(tx, &payment_id, now_ms))
     }
 
     fn open_returns(&self, user_id: UserId) -> Result<Vec<PaymentRow>, LedgerError> {
-        self.read(|tx, _| payments::open_returns(tx, user_id))
+        self.read(move |tx, _| payments::open_returns(tx, user_id))
     }
 
     fn pay_return(
@@ -49,8 +78,13 @@ impl<B: Backend> Store for B {
         paid_by: &str,
         now_ms: i64,
     ) -> Result<FundOutcome, LedgerError> {
-        self.write(|tx, ctx| {
-            payments::pay_return(tx, ctx, key, returned_payment_id, paid_by, now_ms)
+        let (key, returned, paid_by) = (
+            OwnedKey::of(key),
+            returned_payment_id.to_owned(),
+            paid_by.to_owned(),
+        );
+        self.write(move |tx, ctx| {
+            payments::pay_return(tx, ctx, &key.key(), &returned, &paid_by, now_ms)
         })
     }
 
@@ -64,11 +98,14 @@ impl<B: Backend> Store for B {
         auth: Option<&AutoRefill>,
         now_ms: i64,
     ) -> Result<(), LedgerError> {
-        self.write(|tx, ctx| payments::set_auto_refill(tx, ctx, key, auth, now_ms))
+        let (key, auth) = (OwnedKey::of(key), auth.cloned());
+        self.write(move |tx, ctx| {
+            payments::set_auto_refill(tx, ctx, &key.key(), auth.as_ref(), now_ms)
+        })
     }
 
     fn auto_refill(&self, user_id: UserId) -> Result<Option<AutoRefill>, LedgerError> {
-        self.read(|tx, _| payments::auto_refill(tx, user_id))
+        self.read(move |tx, _| payments::auto_refill(tx, user_id))
     }
 
     fn count_auto_refill(
@@ -77,7 +114,7 @@ impl<B: Backend> Store for B {
         refill: u64,
         amount_mills: u64,
     ) -> Result<bool, LedgerError> {
-        self.write(|tx, _| payments::count_auto_refill(tx, user_id, refill, amount_mills))
+        self.write(move |tx, _| payments::count_auto_refill(tx, user_id, refill, amount_mills))
     }
 
     fn close_account(
@@ -86,29 +123,33 @@ impl<B: Backend> Store for B {
         payouts: &[Payout],
         now_ms: i64,
     ) -> Result<CloseOutcome, LedgerError> {
-        self.write(|tx, ctx| payments::close_account(tx, ctx, key, payouts, now_ms))
+        let (key, payouts) = (OwnedKey::of(key), payouts.to_vec());
+        self.write(move |tx, ctx| payments::close_account(tx, ctx, &key.key(), &payouts, now_ms))
     }
 
     fn closed_at(&self, user_id: UserId) -> Result<Option<i64>, LedgerError> {
-        self.read(|tx, _| payments::closed_at(tx, user_id))
+        self.read(move |tx, _| payments::closed_at(tx, user_id))
     }
 
     fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError> {
-        self.read(|tx, _| payments::item_amount(tx, user_id, serial))
+        let serial = serial.to_owned();
+        self.read(move |tx, _| payments::item_amount(tx, user_id, &serial))
     }
 
     fn create_user(&self, u: &NewUser, now_ms: i64) -> Result<UserId, LedgerError> {
         logic::validate_new_user(u)?;
-        self.write(|tx, ctx| logic::create_user(tx, ctx, u, now_ms))
+        let u = u.clone();
+        self.write(move |tx, ctx| logic::create_user(tx, ctx, &u, now_ms))
             .map_err(|e| self.map_create_user_error(e))
     }
 
     fn user_by_key(&self, user_key: &str) -> Result<Option<UserRecord>, LedgerError> {
-        self.read(|tx, _| logic::user_by_key(tx, user_key))
+        let user_key = user_key.to_owned();
+        self.read(move |tx, _| logic::user_by_key(tx, &user_key))
     }
 
     fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, LedgerError> {
-        self.read(|tx, _| logic::user_by_id(tx, id))
+        self.read(move |tx, _| logic::user_by_id(tx, id))
     }
 
     fn record_login_failure(
@@ -118,7 +159,9 @@ impl<B: Backend> Store for B {
         max_failures: u32,
         lockout_ms: i64,
     ) -> Result<Option<i64>, LedgerError> {
-        self.write(|tx, _| logic::record_login_failure(tx, id, now_ms, max_failures, lockout_ms))
+        self.write(move |tx, _| {
+            logic::record_login_failure(tx, id, now_ms, max_failures, lockout_ms)
+        })
     }
 
     fn record_login_success(
@@ -128,7 +171,8 @@ impl<B: Backend> Store for B {
         detail: &str,
     ) -> Result<(), LedgerError> {
         logic::check_text("detail", detail, 0, crate::MAX_AUDIT_FIELD_LEN)?;
-        self.write(|tx, _| logic::record_login_success(tx, id, now_ms, detail))
+        let detail = detail.to_owned();
+        self.write(move |tx, _| logic::record_login_success(tx, id, now_ms, &detail))
     }
 
     fn find_request(
@@ -136,7 +180,8 @@ impl<B: Backend> Store for B {
         user_id: UserId,
         request_id: &str,
     ) -> Result<Option<([u8; 32], String, String)>, LedgerError> {
-        self.read(|tx, _| logic::find_request(tx, user_id, request_id))
+        let request_id = request_id.to_owned();
+        self.read(move |tx, _| logic::find_request(tx, user_id, &request_id))
     }
 
     fn fund(
@@ -145,17 +190,34 @@ impl<B: Backend> Store for B {
         input: &FundInput,
         now_ms: i64,
     ) -> Result<FundOutcome, LedgerError> {
-        self.write(|tx, ctx| logic::fund(tx, ctx, key, input, now_ms))
+        let key = OwnedKey::of(key);
+        let (payment_id, method) = (input.payment_id.to_owned(), input.method.to_owned());
+        let (token, last4) = (
+            input.token.map(str::to_owned),
+            input.last4.map(str::to_owned),
+        );
+        let amount = input.amount;
+        self.write(move |tx, ctx| {
+            let input = FundInput {
+                amount,
+                payment_id: &payment_id,
+                method: &method,
+                token: token.as_deref(),
+                last4: last4.as_deref(),
+            };
+            logic::fund(tx, ctx, &key.key(), &input, now_ms)
+        })
     }
 
     fn issue(
         &self,
         key: &RequestKey,
         input: &IssueInput,
-        sign: &mut dyn FnMut(&PieceState) -> Result<SignedItem, String>,
+        mut sign: Signer,
         now_ms: i64,
     ) -> Result<IssueOutcome, LedgerError> {
-        self.write(|tx, ctx| logic::issue(tx, ctx, key, input, sign, now_ms))
+        let (key, input) = (OwnedKey::of(key), input.clone());
+        self.write(move |tx, ctx| logic::issue(tx, ctx, &key.key(), &input, &mut *sign, now_ms))
     }
 
     fn confirm(
@@ -165,7 +227,8 @@ impl<B: Backend> Store for B {
         printed: bool,
         now_ms: i64,
     ) -> Result<StatusOutcome, LedgerError> {
-        self.write(|tx, ctx| logic::confirm(tx, ctx, key, serial, printed, now_ms))?
+        let (key, serial) = (OwnedKey::of(key), serial.to_owned());
+        self.write(move |tx, ctx| logic::confirm(tx, ctx, &key.key(), &serial, printed, now_ms))?
     }
 
     fn refund(
@@ -175,7 +238,10 @@ impl<B: Backend> Store for B {
         refund_window_ms: i64,
         now_ms: i64,
     ) -> Result<StatusOutcome, LedgerError> {
-        self.write(|tx, ctx| logic::refund(tx, ctx, key, serial, refund_window_ms, now_ms))
+        let (key, serial) = (OwnedKey::of(key), serial.to_owned());
+        self.write(move |tx, ctx| {
+            logic::refund(tx, ctx, &key.key(), &serial, refund_window_ms, now_ms)
+        })
     }
 
     fn reprint(
@@ -185,12 +251,14 @@ impl<B: Backend> Store for B {
         limits: ReprintLimits,
         now_ms: i64,
     ) -> Result<ReprintOutcome, LedgerError> {
-        self.write(|tx, ctx| logic::reprint(tx, ctx, key, serial, limits, now_ms))?
+        let (key, serial) = (OwnedKey::of(key), serial.to_owned());
+        self.write(move |tx, ctx| logic::reprint(tx, ctx, &key.key(), &serial, limits, now_ms))?
     }
 
     fn redeem(&self, serial: &str, actor: &str, now_ms: i64) -> Result<ItemStatus, LedgerError> {
         logic::check_text("actor", actor, 1, crate::MAX_AUDIT_FIELD_LEN)?;
-        self.write(|tx, _| logic::redeem(tx, serial, actor, now_ms))
+        let (serial, actor) = (serial.to_owned(), actor.to_owned());
+        self.write(move |tx, _| logic::redeem(tx, &serial, &actor, now_ms))
     }
 
     fn start_confirm_window(
@@ -198,27 +266,28 @@ impl<B: Backend> Store for B {
         user_id: Option<UserId>,
         deadline_ms: i64,
     ) -> Result<u64, LedgerError> {
-        self.write(|tx, _| logic::start_confirm_window(tx, user_id, deadline_ms))
+        self.write(move |tx, _| logic::start_confirm_window(tx, user_id, deadline_ms))
     }
 
     fn void_expired(&self, now_ms: i64) -> Result<Vec<String>, LedgerError> {
-        self.write(|tx, ctx| logic::void_expired(tx, ctx, now_ms))
+        self.write(move |tx, ctx| logic::void_expired(tx, ctx, now_ms))
     }
 
     fn balance(&self, user_id: UserId) -> Result<BalanceView, LedgerError> {
-        self.read(|tx, ctx| logic::balance(tx, ctx, user_id))
+        self.read(move |tx, ctx| logic::balance(tx, ctx, user_id))
     }
 
     fn meter(&self, user_id: UserId) -> Result<Option<MeterState>, LedgerError> {
-        self.read(|tx, _| logic::meter(tx, user_id))
+        self.read(move |tx, _| logic::meter(tx, user_id))
     }
 
     fn history(&self, user_id: UserId, limit: u32) -> Result<Vec<ItemSummary>, LedgerError> {
-        self.read(|tx, _| logic::history(tx, user_id, limit))
+        self.read(move |tx, _| logic::history(tx, user_id, limit))
     }
 
     fn item_status(&self, serial: &str) -> Result<Option<ItemStatus>, LedgerError> {
-        self.read(|tx, _| logic::item_status(tx, serial))
+        let serial = serial.to_owned();
+        self.read(move |tx, _| logic::item_status(tx, &serial))
     }
 
     fn append_audit(
@@ -229,7 +298,8 @@ impl<B: Backend> Store for B {
         now_ms: i64,
     ) -> Result<(), LedgerError> {
         logic::validate_audit_fields(actor, action, detail)?;
-        self.write(|tx, _| logic::append_audit_entry(tx, now_ms, actor, action, detail))
+        let (actor, action, detail) = (actor.to_owned(), action.to_owned(), detail.to_owned());
+        self.write(move |tx, _| logic::append_audit_entry(tx, now_ms, &actor, &action, &detail))
     }
 
     fn audit(&self) -> Result<AuditReport, LedgerError> {

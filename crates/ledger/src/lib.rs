@@ -308,6 +308,10 @@ pub struct SignedItem {
     pub bytes: Vec<u8>,
 }
 
+/// What `Store::issue` calls, inside the transaction, to sign the item of a piece: it owns what
+/// it uses, because a backend may run the transaction on its own thread.
+pub type Signer = Box<dyn FnMut(&PieceState) -> Result<SignedItem, String> + Send>;
+
 /// An item to issue.
 #[derive(Clone, Debug)]
 pub struct IssueInput {
@@ -491,7 +495,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         key: &RequestKey,
         input: &IssueInput,
-        sign: &mut dyn FnMut(&PieceState) -> Result<SignedItem, String>,
+        sign: Signer,
         now_ms: i64,
     ) -> Result<IssueOutcome, LedgerError>;
 

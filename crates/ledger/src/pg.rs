@@ -527,16 +527,16 @@ impl Tx for PgTx<'_, '_> {
 }
 
 impl crate::backend::Backend for PgStore {
-    fn read<T>(
+    fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError>,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         PgStore::read(self, f)
     }
 
-    fn write<T>(
+    fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError>,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         PgStore::write(self, f)
     }

@@ -8,6 +8,7 @@
 
 pub mod payments;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use stampline_money::Amount;
@@ -15,7 +16,7 @@ use stampline_money::Amount;
 use crate::{
     BalanceView, Fingerprint, FundInput, FundOutcome, IssueInput, IssueOutcome, ItemStatus,
     ItemSummary, LedgerError, MeterState, NewUser, PieceState, ReprintLimits, RequestKey, Role,
-    SignedItem, Store, UserId, customer_account,
+    SignedItem, Signer, Store, UserId, customer_account,
 };
 
 /// The clock every test starts at (2025-10-09, in Unix ms).
@@ -303,7 +304,7 @@ pub fn try_issue(
     store.issue(
         &req(user_id, id, &format!("issue {mills}")),
         &input,
-        &mut sign_ok,
+        Box::new(sign_ok),
         now_ms,
     )
 }
@@ -467,10 +468,13 @@ pub fn repeated_request_returns_first_outcome_and_charges_once(store: &dyn Store
     assert_eq!(first, again);
     assert_eq!(ok(store.balance(u), "balance").balance_mills, FUND_MILLS);
 
-    let signed = AtomicU32::new(0);
-    let mut counting = |p: &PieceState| {
-        signed.fetch_add(1, Ordering::SeqCst);
-        sign_ok(p)
+    let signed = Arc::new(AtomicU32::new(0));
+    let counting = || -> Signer {
+        let signed = Arc::clone(&signed);
+        Box::new(move |p: &PieceState| {
+            signed.fetch_add(1, Ordering::SeqCst);
+            sign_ok(p)
+        })
     };
     let input = IssueInput {
         kind: "postage",
@@ -478,9 +482,9 @@ pub fn repeated_request_returns_first_outcome_and_charges_once(store: &dyn Store
         session: None,
     };
     let key = req(u, "i1", "issue");
-    let first = ok(store.issue(&key, &input, &mut counting, T0_MS), "issue");
+    let first = ok(store.issue(&key, &input, counting(), T0_MS), "issue");
     let again = ok(
-        store.issue(&key, &input, &mut counting, T0_MS + 9),
+        store.issue(&key, &input, counting(), T0_MS + 9),
         "issue again",
     );
     assert_eq!(first, again);
@@ -547,7 +551,7 @@ pub fn reused_request_id_is_refused_and_changes_nothing(store: &dyn Store) {
     let crossed = store.issue(
         &req(u, "f1", &format!("fund {FUND_MILLS}")),
         &issue_input,
-        &mut sign_ok,
+        Box::new(sign_ok),
         T0_MS,
     );
     assert!(matches!(crossed, Err(LedgerError::IdReused)), "{crossed:?}");
@@ -576,7 +580,7 @@ pub fn issue_beyond_balance_is_refused_and_changes_nothing(store: &dyn Store) {
     fund(store, u, "f1", 1000);
     let before = snapshot(store, u);
 
-    let mut called = false;
+    let called = Arc::new(AtomicU32::new(0));
     let input = IssueInput {
         kind: "postage",
         amount: amount(1001),
@@ -585,10 +589,13 @@ pub fn issue_beyond_balance_is_refused_and_changes_nothing(store: &dyn Store) {
     let refused = store.issue(
         &req(u, "i1", "issue 1001"),
         &input,
-        &mut |p: &PieceState| {
-            called = true;
-            sign_ok(p)
-        },
+        Box::new({
+            let called = Arc::clone(&called);
+            move |p: &PieceState| {
+                called.fetch_add(1, Ordering::SeqCst);
+                sign_ok(p)
+            }
+        }),
         T0_MS,
     );
     assert!(
@@ -601,7 +608,11 @@ pub fn issue_beyond_balance_is_refused_and_changes_nothing(store: &dyn Store) {
         ),
         "{refused:?}"
     );
-    assert!(!called, "nothing is signed without funds");
+    assert_eq!(
+        called.load(Ordering::SeqCst),
+        0,
+        "nothing is signed without funds"
+    );
     assert_eq!(snapshot(store, u), before);
     assert!(
         ok(store.find_request(u, "i1"), "find_request").is_none(),
@@ -955,19 +966,19 @@ pub fn signing_failure_changes_nothing(store: &dyn Store) {
     let failed = store.issue(
         &req(u, "i1", "issue"),
         &input,
-        &mut |_: &PieceState| Err("device unplugged".to_string()),
+        Box::new(|_: &PieceState| Err("device unplugged".to_string())),
         T0_MS,
     );
     assert!(matches!(failed, Err(LedgerError::Signing(_))), "{failed:?}");
     let empty = store.issue(
         &req(u, "i1", "issue"),
         &input,
-        &mut |p: &PieceState| {
+        Box::new(|p: &PieceState| {
             Ok(SignedItem {
                 serial: format!("{}-{}", p.device_id, p.piece),
                 bytes: Vec::new(),
             })
-        },
+        }),
         T0_MS,
     );
     assert!(matches!(empty, Err(LedgerError::Signing(_))), "{empty:?}");
@@ -1003,22 +1014,29 @@ pub fn piece_numbers_run_without_gaps(store: &dyn Store) {
             amount: amount(mills),
             ..input
         };
-        let mut seen = None;
+        let seen = Arc::new(std::sync::Mutex::new(None));
         let result = store.issue(
             &req(u, &id, "issue"),
             &input,
-            &mut |p: &PieceState| {
-                seen = Some(p.clone());
-                if attempt % 3 == 0 {
-                    Err("busy".into())
-                } else {
-                    sign_ok(p)
+            Box::new({
+                let seen = Arc::clone(&seen);
+                move |p: &PieceState| {
+                    *seen.lock().unwrap() = Some(p.clone());
+                    if attempt % 3 == 0 {
+                        Err("busy".into())
+                    } else {
+                        sign_ok(p)
+                    }
                 }
-            },
+            }),
             T0_MS + attempt,
         );
         if let Ok(item) = result {
-            let p = seen.expect("the signer saw the piece");
+            let p = seen
+                .lock()
+                .unwrap()
+                .take()
+                .expect("the signer saw the piece");
             assert_eq!(item.serial, format!("{}-{}", p.device_id, p.piece));
             pieces.push(p.piece);
             // The piece and the registers after it: ascending counts every issue.
@@ -1224,7 +1242,12 @@ pub fn redeem_marks_printed_tickets_once(store: &dyn Store) {
         session: None,
     };
     let ticket = ok(
-        store.issue(&req(u, "t1", "ticket"), &ticket_input, &mut sign_ok, T0_MS),
+        store.issue(
+            &req(u, "t1", "ticket"),
+            &ticket_input,
+            Box::new(sign_ok),
+            T0_MS,
+        ),
         "issue ticket",
     );
     let early = store.redeem(&ticket.serial, "verifier", T0_MS);

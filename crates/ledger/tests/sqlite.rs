@@ -384,7 +384,7 @@ fn panicking_signer_leaves_the_store_usable_and_unchanged() {
         let _ = store.issue(
             &testsuite::req(u, "i1", "issue"),
             &input,
-            &mut |_: &stampline_ledger::PieceState| panic!("device driver bug"),
+            Box::new(|_: &stampline_ledger::PieceState| panic!("device driver bug")),
             testsuite::T0_MS,
         );
     }));

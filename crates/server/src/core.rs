@@ -866,7 +866,9 @@ impl Core {
                 fingerprint,
             };
             let psd = Arc::clone(&core.psd);
-            let mut sign = |state: &PieceState| -> Result<SignedItem, String> {
+            let signer = Arc::clone(&core);
+            let sign = move |state: &PieceState| -> Result<SignedItem, String> {
+                let core = &signer;
                 let device_id: DeviceId = state.device_id.parse().map_err(|_| {
                     "this account has no postage meter (admin accounts cannot buy postage)"
                         .to_string()
@@ -927,7 +929,7 @@ impl Core {
                 amount: order.postage,
                 session: Some(session.to_string()),
             };
-            Ok(core.store.issue(&key, &input, &mut sign, now_ms())?)
+            Ok(core.store.issue(&key, &input, Box::new(sign), now_ms())?)
         })
         .await
     }
