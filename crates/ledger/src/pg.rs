@@ -507,6 +507,12 @@ impl Tx for PgTx<'_, '_> {
         Ok(out)
     }
 
+    fn insert_id(&mut self, sql: &str, params: &[Param<'_>]) -> Result<i64, LedgerError> {
+        self.row(&format!("{sql} RETURNING id"), params)?
+            .ok_or_else(|| LedgerError::Invariant("an insert returned no id".into()))?
+            .int(0)
+    }
+
     fn for_update(&self) -> &'static str {
         // NO KEY UPDATE: the ledger never changes a key, and this lock does not conflict with the
         // KEY SHARE locks that foreign-key checks of other inserts take.

@@ -3,7 +3,7 @@
 //! translates them) and returns rows of plain values. SQLite and PostgreSQL implement it, so the
 //! money rules are written once.
 //!
-//! The SQL the logic sends is the common subset of both dialects (`RETURNING`, partial indexes,
+//! The SQL the logic sends is the common subset of both dialects (partial indexes,
 //! `LIMIT`); where they differ the transaction says how ([`Tx::for_update`],
 //! [`Tx::lock_audit_chain`]).
 
@@ -103,6 +103,11 @@ pub(crate) trait Tx {
 
     /// Runs a query; returns every row.
     fn rows(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, LedgerError>;
+
+    /// Runs an `INSERT` of one row into a table whose key is an integer `id` and returns that
+    /// id. (SQLite reads it back from the connection: its `RETURNING` builds a temporary table at
+    /// every run; PostgreSQL appends `RETURNING id`.)
+    fn insert_id(&mut self, sql: &str, params: &[Param<'_>]) -> Result<i64, LedgerError>;
 
     /// The first row of a query, if any.
     fn row(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, LedgerError> {

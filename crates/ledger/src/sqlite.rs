@@ -243,15 +243,18 @@ fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&mut dyn Tx) -> Result<T, LedgerError>,
 ) -> (Ran<T>, bool) {
-    if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+    // Prepared once and cached: these run twice per operation.
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    if let Err(e) = run("SAVEPOINT op") {
         return (Ok(Err(e.into())), true);
     }
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut SqliteTx { conn })));
     let end = if matches!(ran, Ok(Ok(_))) {
-        conn.execute_batch("RELEASE op")
+        run("RELEASE op")
     } else {
-        conn.execute_batch("ROLLBACK TO op; RELEASE op")
-    };
+        run("ROLLBACK TO op").and_then(|_| run("RELEASE op"))
+    }
+    .map(|_| ());
     let broke = end.is_err() || conn.is_autocommit();
     match end {
         Ok(()) => (ran, broke),
@@ -370,6 +373,13 @@ impl Tx for SqliteTx<'_> {
             out.push(Row(values));
         }
         Ok(out)
+    }
+
+    fn insert_id(&mut self, sql: &str, params: &[Param<'_>]) -> Result<i64, LedgerError> {
+        if self.exec(sql, params)? != 1 {
+            return Err(LedgerError::Invariant("an insert added no row".into()));
+        }
+        Ok(self.conn.last_insert_rowid())
     }
 
     fn for_update(&self) -> &'static str {

@@ -1021,7 +1021,7 @@ pub fn piece_numbers_run_without_gaps(store: &dyn Store) {
             Box::new({
                 let seen = Arc::clone(&seen);
                 move |p: &PieceState| {
-                    *seen.lock().unwrap() = Some(p.clone());
+                    *seen.lock().expect("signer record") = Some(p.clone());
                     if attempt % 3 == 0 {
                         Err("busy".into())
                     } else {
@@ -1034,7 +1034,7 @@ pub fn piece_numbers_run_without_gaps(store: &dyn Store) {
         if let Ok(item) = result {
             let p = seen
                 .lock()
-                .unwrap()
+                .expect("signer record")
                 .take()
                 .expect("the signer saw the piece");
             assert_eq!(item.serial, format!("{}-{}", p.device_id, p.piece));

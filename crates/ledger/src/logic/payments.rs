@@ -293,29 +293,34 @@ pub(crate) fn count_auto_refill(
 }
 
 /// Refuses an operation on a closed account (`AccountClosed`) or on one locked by a returned
-/// ACH debit not yet paid (`AccountLocked`, naming the oldest), in one statement.
+/// ACH debit not yet paid (`AccountLocked`, naming the oldest).
 pub(crate) fn refuse_if_locked(tx: &mut dyn Tx, user_id: UserId) -> Result<(), LedgerError> {
-    let open = "FROM payment_returns WHERE user_id = ?1 AND paid_by IS NULL
-                ORDER BY returned_at_ms, payment_id LIMIT 1";
-    let Some(r) = tx.row(
-        &format!(
-            "SELECT (SELECT closed_at_ms FROM closures WHERE user_id = ?1),
-                    (SELECT payment_id {open}), (SELECT amount_mills {open})"
-        ),
-        &[Int(user_id)],
-    )?
-    else {
-        return Ok(());
-    };
-    if r.opt_int(0)?.is_some() {
+    if closed_at(tx, user_id)?.is_some() {
         return Err(LedgerError::AccountClosed);
     }
-    match (r.opt_text(1)?, r.opt_int(2)?) {
-        (Some(payment_id), Some(amount)) => Err(LedgerError::AccountLocked {
+    // No ORDER BY … LIMIT here: SQLite re-prepares that statement at every run (measured), and
+    // open returns are few; the oldest is picked below.
+    let open = tx.rows(
+        "SELECT returned_at_ms, payment_id, amount_mills FROM payment_returns
+         WHERE user_id = ?1 AND paid_by IS NULL",
+        &[Int(user_id)],
+    )?;
+    let mut oldest: Option<(i64, String, i64)> = None;
+    for r in &open {
+        let row = (r.int(0)?, r.text(1)?, r.int(2)?);
+        if oldest
+            .as_ref()
+            .is_none_or(|o| (row.0, &row.1) < (o.0, &o.1))
+        {
+            oldest = Some(row);
+        }
+    }
+    match oldest {
+        Some((_, payment_id, amount)) => Err(LedgerError::AccountLocked {
             payment_id,
             amount_mills: to_u64(amount, "returned amount")?,
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
