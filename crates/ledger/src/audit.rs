@@ -503,37 +503,52 @@ fn check_audit_log(
     problems: &mut Problems,
 ) -> Result<u64, LedgerError> {
     let mut logged: HashMap<i64, u32> = HashMap::new();
+    // Every chain is walked from its genesis (SQLite has chain 0 only; PostgreSQL one per
+    // connection that appended).
     let rows = tx.rows(
-        "SELECT seq, at_ms, actor, action, detail, prev_hash, hash FROM audit_log ORDER BY seq",
+        "SELECT chain, seq, at_ms, actor, action, detail, prev_hash, hash FROM audit_log
+         ORDER BY chain, seq",
         &[],
     )?;
+    let mut current_chain = None;
     let mut prev_seq = 0i64;
     let mut prev_hash = chain::GENESIS_HASH;
     let mut entries = 0u64;
     for row in rows {
         entries = entries.saturating_add(1);
-        let seq: i64 = row.int(0)?;
-        let at_ms: i64 = row.int(1)?;
-        let actor: String = row.text(2)?;
-        let action: String = row.text(3)?;
-        let detail: String = row.text(4)?;
-        let stored_prev: Vec<u8> = row.blob(5)?;
-        let stored_hash: Vec<u8> = row.blob(6)?;
+        let chain_id: i64 = row.int(0)?;
+        if current_chain != Some(chain_id) {
+            current_chain = Some(chain_id);
+            prev_seq = 0;
+            prev_hash = chain::GENESIS_HASH;
+        }
+        let seq: i64 = row.int(1)?;
+        let at_ms: i64 = row.int(2)?;
+        let actor: String = row.text(3)?;
+        let action: String = row.text(4)?;
+        let detail: String = row.text(5)?;
+        let stored_prev: Vec<u8> = row.blob(6)?;
+        let stored_hash: Vec<u8> = row.blob(7)?;
+        let on = if chain_id == 0 {
+            String::new()
+        } else {
+            format!(" (chain {chain_id})")
+        };
         if Some(seq) != prev_seq.checked_add(1) {
             problems.push(format!(
-                "audit log jumps from entry {prev_seq} to {seq} (entries missing)"
+                "audit log{on} jumps from entry {prev_seq} to {seq} (entries missing)"
             ));
         }
         if stored_prev.as_slice() != prev_hash.as_slice() {
             problems.push(format!(
-                "audit entry {seq}: previous hash does not match entry {prev_seq}"
+                "audit entry {seq}{on}: previous hash does not match entry {prev_seq}"
             ));
         }
         let computed = chain::entry_hash(&prev_hash, seq, at_ms, &actor, &action, &detail);
         match hash32(&stored_hash, "audit hash") {
             Ok(hash) if hash == computed => {}
             _ => problems.push(format!(
-                "audit entry {seq}: hash does not match its content"
+                "audit entry {seq}{on}: hash does not match its content"
             )),
         }
         // Continue the chain from the stored hash, so that one edit is reported once.

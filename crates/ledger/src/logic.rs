@@ -1477,10 +1477,11 @@ pub(crate) fn append_audit_entry(
     action: &str,
     detail: &str,
 ) -> Result<(), LedgerError> {
-    tx.lock_audit_chain()?;
+    let chain = tx.lock_audit_chain()?;
     let last = tx.row(
-        "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-        &[],
+        "SELECT seq, hash FROM audit_log
+         WHERE chain = ?1 AND seq = (SELECT MAX(seq) FROM audit_log WHERE chain = ?1)",
+        &[Int(chain)],
     )?;
     let (seq, prev_hash) = match last {
         None => (1, chain::GENESIS_HASH),
@@ -1491,8 +1492,8 @@ pub(crate) fn append_audit_entry(
     };
     let hash = chain::entry_hash(&prev_hash, seq, at_ms, actor, action, detail);
     tx.exec(
-        "INSERT INTO audit_log (seq, at_ms, actor, action, detail, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO audit_log (chain, seq, at_ms, actor, action, detail, prev_hash, hash)
+         VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         &[
             Int(seq),
             Int(at_ms),
@@ -1501,6 +1502,7 @@ pub(crate) fn append_audit_entry(
             Text(detail),
             Blob(prev_hash.as_slice()),
             Blob(hash.as_slice()),
+            Int(chain),
         ],
     )?;
     Ok(())

@@ -30,9 +30,9 @@ use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError, MeterSeale
 /// Connections one store keeps open at most (each in-flight store call holds one).
 pub const PG_POOL_SIZE: usize = 16;
 /// The schema version this build writes (the same tables as SQLite's, in PostgreSQL types).
-pub const PG_SCHEMA_VERSION: i64 = 2;
-/// Advisory lock key serialising appends to the audit log's hash chain ("STMPLN" + 1).
-const AUDIT_CHAIN_LOCK: i64 = 0x5354_4D50_4C4E_0001;
+pub const PG_SCHEMA_VERSION: i64 = 3;
+/// High half of the advisory lock key of one audit chain (the low half is the chain): "SLN" + 1.
+const AUDIT_CHAIN_LOCK_CLASS: i64 = 0x534C_4E01;
 /// Advisory lock key serialising schema migrations of servers starting together.
 const MIGRATION_LOCK: i64 = 0x5354_4D50_4C4E_0002;
 
@@ -192,12 +192,24 @@ CREATE TABLE closures (
 "#;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const PG_MIGRATIONS: [&str; 2] = [PG_V1, PG_V2];
+/// Version 3 (issue 4, speed): the audit log holds several hash chains, one per database
+/// connection that appends (its backend process id names it), so that servers and connections
+/// no longer queue behind one chain head through each other's commits. `stampline audit` walks
+/// every chain.
+const PG_V3: &str = r#"
+ALTER TABLE audit_log ADD COLUMN chain BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE audit_log DROP CONSTRAINT audit_log_pkey;
+ALTER TABLE audit_log ADD PRIMARY KEY (chain, seq);
+"#;
+
+const PG_MIGRATIONS: [&str; 3] = [PG_V1, PG_V2, PG_V3];
 
 /// A pooled connection and its prepared statements (keyed by the ledger's `?N` SQL).
 struct Conn {
     client: Client,
     statements: HashMap<String, Statement>,
+    /// The audit chain this connection appends to (its backend process id), once asked.
+    chain: Option<i64>,
 }
 
 struct Pool {
@@ -287,6 +299,7 @@ impl PgStore {
                         conn: Some(Conn {
                             client,
                             statements: HashMap::new(),
+                            chain: None,
                         }),
                     }),
                     Err(e) => {
@@ -309,7 +322,11 @@ impl PgStore {
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
         let mut checkout = self.checkout()?;
-        let Conn { client, statements } = checkout.conn_mut();
+        let Conn {
+            client,
+            statements,
+            chain,
+        } = checkout.conn_mut();
         let mut builder = client.build_transaction();
         builder = if write {
             builder.isolation_level(IsolationLevel::ReadCommitted)
@@ -324,6 +341,7 @@ impl PgStore {
                 tx: &mut transaction,
                 statements,
                 locking: write,
+                chain,
             },
             self.ctx(),
         )?;
@@ -439,6 +457,7 @@ struct PgTx<'t, 'c> {
     tx: &'t mut postgres::Transaction<'c>,
     statements: &'t mut HashMap<String, Statement>,
     locking: bool,
+    chain: &'t mut Option<i64>,
 }
 
 impl PgTx<'_, '_> {
@@ -523,12 +542,23 @@ impl Tx for PgTx<'_, '_> {
         }
     }
 
-    fn lock_audit_chain(&mut self) -> Result<(), LedgerError> {
-        self.exec(
-            "SELECT pg_advisory_xact_lock(?1)",
-            &[Param::Int(AUDIT_CHAIN_LOCK)],
-        )?;
-        Ok(())
+    fn lock_audit_chain(&mut self) -> Result<i64, LedgerError> {
+        let chain = match *self.chain {
+            Some(chain) => chain,
+            None => {
+                let pid = self
+                    .row("SELECT CAST(pg_backend_pid() AS BIGINT)", &[])?
+                    .ok_or_else(|| LedgerError::Invariant("no backend pid".into()))?
+                    .int(0)?;
+                *self.chain = Some(pid);
+                pid
+            }
+        };
+        // Only this connection appends to its chain while it lives; the lock keeps that true
+        // should a chain ever be shared (a process id reused while a stale session lingers).
+        let key = (AUDIT_CHAIN_LOCK_CLASS << 32) | (chain & 0xFFFF_FFFF);
+        self.exec("SELECT pg_advisory_xact_lock(?1)", &[Param::Int(key)])?;
+        Ok(chain)
     }
 }
 

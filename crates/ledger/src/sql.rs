@@ -119,9 +119,10 @@ pub(crate) trait Tx {
     /// already locked for writing, as in SQLite's `BEGIN IMMEDIATE`, or in a read transaction).
     fn for_update(&self) -> &'static str;
 
-    /// Serialises appends to the audit log's hash chain with every other writer of this
-    /// database, until the transaction ends. A no-op where writers are serialised anyway.
-    fn lock_audit_chain(&mut self) -> Result<(), LedgerError>;
+    /// The audit chain this transaction appends to, locked against every other writer of that
+    /// chain until the transaction ends. SQLite has one chain (0; its writers are serialised
+    /// anyway); PostgreSQL one per connection, so that commits need not queue behind one head.
+    fn lock_audit_chain(&mut self) -> Result<i64, LedgerError>;
 }
 
 /// Rewrites `?N` placeholders as PostgreSQL's `$N`. The ledger's SQL has no `?` in literals.

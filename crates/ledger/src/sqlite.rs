@@ -387,8 +387,8 @@ impl Tx for SqliteTx<'_> {
         ""
     }
 
-    fn lock_audit_chain(&mut self) -> Result<(), LedgerError> {
-        Ok(())
+    fn lock_audit_chain(&mut self) -> Result<i64, LedgerError> {
+        Ok(0)
     }
 }
 

@@ -43,7 +43,12 @@ impl Tamper for PgTamper {
     fn delete_audit_entry(&self, seq: i64) {
         self.exec("ALTER TABLE audit_log DISABLE TRIGGER USER", &[]);
         assert_eq!(
-            self.exec("DELETE FROM audit_log WHERE seq = $1", &[&seq]),
+            // One entry: entry `seq` of the longest chain (each connection appends to its own).
+            self.exec(
+                "DELETE FROM audit_log WHERE seq = $1 AND chain = (SELECT chain FROM audit_log
+                     GROUP BY chain ORDER BY count(*) DESC, chain LIMIT 1)",
+                &[&seq]
+            ),
             1
         );
     }

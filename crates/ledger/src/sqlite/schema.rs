@@ -6,10 +6,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 4] = [V1, V2, V3, V4];
+const MIGRATIONS: [&str; 5] = [V1, V2, V3, V4, V5];
 
 /// Version 1. Tables are STRICT so that a wrong type is an error, never a silent conversion.
 /// Amounts are integer mills. The audit log refuses updates and deletes (a direct edit must drop
@@ -238,6 +238,14 @@ INSERT INTO transfers_v4 SELECT id, at_ms, from_account, to_account, amount_mill
 DROP TABLE transfers;
 ALTER TABLE transfers_v4 RENAME TO transfers;
 CREATE INDEX transfers_item ON transfers (item_serial) WHERE item_serial IS NOT NULL;
+";
+
+/// Version 5 (issue 4): the audit log names the hash chain of each entry, as PostgreSQL's does
+/// (where every connection appends to its own). SQLite's writers are serialised, so all its
+/// entries stay on chain 0 and `seq` stays unique.
+const V5: &str = "
+ALTER TABLE audit_log ADD COLUMN chain INTEGER NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX audit_chain ON audit_log (chain, seq);
 ";
 
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a database written by a newer build.
