@@ -1478,10 +1478,12 @@ pub(crate) fn append_audit_entry(
     detail: &str,
 ) -> Result<(), LedgerError> {
     let chain = tx.lock_audit_chain()?;
+    // The chain is a number of ours, written into the SQL: SQLite re-prepares this statement at
+    // every run when the chain is a bound parameter (measured), and a backend has one chain per
+    // connection, so each connection caches one statement.
     let last = tx.row(
-        "SELECT seq, hash FROM audit_log
-         WHERE chain = ?1 AND seq = (SELECT MAX(seq) FROM audit_log WHERE chain = ?1)",
-        &[Int(chain)],
+        &format!("SELECT seq, hash FROM audit_log WHERE chain = {chain} ORDER BY seq DESC LIMIT 1"),
+        &[],
     )?;
     let (seq, prev_hash) = match last {
         None => (1, chain::GENESIS_HASH),
