@@ -549,6 +549,62 @@ async fn a_register_raised_in_the_database_freezes_the_meter_and_fails_the_audit
     drop(server);
 }
 
+/// Deleting the newest audit entries leaves a chain that still verifies, so the running server
+/// keeps the head it wrote and refuses to append to another one (no money moves); deleting an
+/// entry inside the chain while the server is down stops the next start.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_entries_deleted_behind_the_servers_back_stop_it_moving_money_and_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, None, 600_000);
+    let ep = server.endpoint();
+    register(&ep, "ann").await;
+    let ann = Link::connect(&ep, "ann", PASSWORD).await.unwrap();
+    fund(&ann, 10_000).await;
+    let first = issue(&ann).await.unwrap();
+    confirm(&ann, &first.serial).await.unwrap();
+    let before = balance(&ann).await;
+
+    let db = rusqlite::Connection::open(data.join("ledger.sqlite")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER audit_log_no_delete;
+         DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log);",
+    )
+    .unwrap();
+    assert_eq!(issue(&ann).await.err().as_deref(), Some("audit_log_broken"));
+    assert_eq!(
+        issue(&ann).await.err().as_deref(),
+        Some("audit_log_broken"),
+        "the server keeps refusing"
+    );
+    assert_eq!(balance(&ann).await, before, "nothing moved");
+    drop(ann);
+    drop(server);
+
+    db.execute("DELETE FROM audit_log WHERE seq = 2", [])
+        .unwrap();
+    drop(db);
+    let mut child = Command::new(BIN)
+        .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the server started on a broken audit log: {line}"
+    );
+    assert!(line.contains("audit log was changed"), "{line}");
+}
+
 #[test]
 fn bench_issues_and_confirms_the_requested_count_and_reports_percentiles() {
     let dir = tempfile::tempdir().unwrap();

@@ -495,6 +495,13 @@ fn check_meters(
     Ok(())
 }
 
+/// Only the audit log's hash chains (what the server checks when it starts): each problem found.
+pub(crate) fn audit_chains(tx: &mut dyn Tx, _: Ctx<'_>) -> Result<Vec<String>, LedgerError> {
+    let mut problems = Problems::default();
+    walk_audit_log(tx, &mut problems)?;
+    Ok(problems.finish())
+}
+
 /// Walks the hash chain and checks that every transfer is logged exactly once. Returns the number
 /// of entries.
 fn check_audit_log(
@@ -502,6 +509,28 @@ fn check_audit_log(
     transfer_ids: &[i64],
     problems: &mut Problems,
 ) -> Result<u64, LedgerError> {
+    let (entries, mut logged) = walk_audit_log(tx, problems)?;
+    for id in transfer_ids {
+        match logged.remove(id) {
+            Some(1) => {}
+            Some(n) => problems.push(format!("transfer {id} is logged {n} times")),
+            None => problems.push(format!("transfer {id} is not in the audit log")),
+        }
+    }
+    for id in logged.keys() {
+        problems.push(format!(
+            "audit log names transfer {id}, which does not exist"
+        ));
+    }
+    Ok(entries)
+}
+
+/// Walks every hash chain of the audit log; returns the number of entries and how many times each
+/// transfer is named.
+fn walk_audit_log(
+    tx: &mut dyn Tx,
+    problems: &mut Problems,
+) -> Result<(u64, HashMap<i64, u32>), LedgerError> {
     let mut logged: HashMap<i64, u32> = HashMap::new();
     // Every chain is walked from its genesis (SQLite has chain 0 only; PostgreSQL one per
     // connection that appended).
@@ -566,17 +595,5 @@ fn check_audit_log(
             }
         }
     }
-    for id in transfer_ids {
-        match logged.remove(id) {
-            Some(1) => {}
-            Some(n) => problems.push(format!("transfer {id} is logged {n} times")),
-            None => problems.push(format!("transfer {id} is not in the audit log")),
-        }
-    }
-    for id in logged.keys() {
-        problems.push(format!(
-            "audit log names transfer {id}, which does not exist"
-        ));
-    }
-    Ok(entries)
+    Ok((entries, logged))
 }

@@ -305,4 +305,8 @@ impl<B: Backend> Store for B {
     fn audit(&self) -> Result<AuditReport, LedgerError> {
         self.read(crate::audit::audit)
     }
+
+    fn check_audit_chains(&self) -> Result<Vec<String>, LedgerError> {
+        self.read(crate::audit::audit_chains)
+    }
 }

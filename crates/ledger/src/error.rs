@@ -60,6 +60,10 @@ pub enum LedgerError {
     /// against the balance, does not hold); it is refused until an operator repairs it.
     #[error("meter {device_id} is frozen: {reason}")]
     MeterFrozen { device_id: String, reason: String },
+    /// The audit log was changed behind the server's back (its newest entries are gone, or its
+    /// chain is broken); nothing more is appended, so no money moves, until an operator repairs it.
+    #[error("the audit log was changed behind the server's back: {0}")]
+    AuditLogBroken(String),
     /// The crypto device could not seal a meter state; nothing changed.
     #[error("sealing failed: {0}")]
     Sealing(String),
@@ -106,6 +110,7 @@ impl LedgerError {
             LedgerError::Overflow => "overflow",
             LedgerError::Signing(_) => "signing_failed",
             LedgerError::MeterFrozen { .. } => "meter_frozen",
+            LedgerError::AuditLogBroken(_) => "audit_log_broken",
             LedgerError::Sealing(_)
             | LedgerError::GroupCommit(_)
             | LedgerError::Invariant(_)

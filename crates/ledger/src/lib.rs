@@ -590,6 +590,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// intact. Deleting the newest audit entries is only caught when they logged a transfer.
     fn audit(&self) -> Result<AuditReport, LedgerError>;
 
+    /// Walks only the audit log's hash chains (sequence and hashes of every chain); returns the
+    /// problems found, none when the log is whole. The server runs it when it starts.
+    fn check_audit_chains(&self) -> Result<Vec<String>, LedgerError>;
+
     /// Every payment we credited (and debts paid), oldest first, with any ACH return.
     fn payments(&self) -> Result<Vec<PaymentRow>, LedgerError>;
 

@@ -1470,6 +1470,49 @@ fn store_outcome<T: Serialize>(
 
 // ---- Audit log ----
 
+/// Checks that entry `known` of `chain` is still in the log unchanged and that every entry after
+/// it chains from it (`AuditLogBroken` otherwise).
+fn check_appended_since(
+    tx: &mut dyn Tx,
+    chain: i64,
+    known: crate::sql::AuditHead,
+) -> Result<(), LedgerError> {
+    let rows = tx.rows(
+        &format!(
+            "SELECT seq, at_ms, actor, action, detail, prev_hash, hash FROM audit_log
+             WHERE chain = {chain} AND seq >= ?1 ORDER BY seq"
+        ),
+        &[Int(known.0)],
+    )?;
+    let broken = |what: String| Err(LedgerError::AuditLogBroken(what));
+    let mut rows = rows.iter();
+    match rows.next() {
+        Some(r) if r.int(0)? == known.0 && hash32(&r.blob(6)?, "audit hash")? == known.1 => {}
+        Some(_) => return broken(format!("entry {} was changed", known.0)),
+        None => return broken(format!("entry {} and those after it are gone", known.0)),
+    }
+    let (mut seq, mut hash) = known;
+    for r in rows {
+        let next = r.int(0)?;
+        let computed = chain::entry_hash(
+            &hash,
+            next,
+            r.int(1)?,
+            &r.text(2)?,
+            &r.text(3)?,
+            &r.text(4)?,
+        );
+        if Some(next) != seq.checked_add(1)
+            || hash32(&r.blob(5)?, "audit hash")? != hash
+            || hash32(&r.blob(6)?, "audit hash")? != computed
+        {
+            return broken(format!("entry {next} does not follow entry {seq}"));
+        }
+        (seq, hash) = (next, computed);
+    }
+    Ok(())
+}
+
 pub(crate) fn append_audit_entry(
     tx: &mut dyn Tx,
     at_ms: i64,
@@ -1485,12 +1528,22 @@ pub(crate) fn append_audit_entry(
         &format!("SELECT seq, hash FROM audit_log WHERE chain = {chain} ORDER BY seq DESC LIMIT 1"),
         &[],
     )?;
-    let (seq, prev_hash) = match last {
+    let head = match last {
+        None => None,
+        Some(r) => Some((r.int(0)?, hash32(&r.blob(1)?, "audit hash")?)),
+    };
+    // The head this connection last wrote must still be there, and whatever another writer (an
+    // admin command, another process) appended since must chain from it. Deleting the newest
+    // entries behind the server's back leaves a chain that verifies on its own: this is what
+    // finds it. Refuse to append (and so to move any money) until an operator has looked.
+    if let Some(known) = tx.known_audit_head(chain)
+        && head != Some(known)
+    {
+        check_appended_since(tx, chain, known)?;
+    }
+    let (seq, prev_hash) = match head {
         None => (1, chain::GENESIS_HASH),
-        Some(r) => (
-            r.int(0)?.checked_add(1).ok_or(LedgerError::Overflow)?,
-            hash32(&r.blob(1)?, "audit hash")?,
-        ),
+        Some((seq, hash)) => (seq.checked_add(1).ok_or(LedgerError::Overflow)?, hash),
     };
     let hash = chain::entry_hash(&prev_hash, seq, at_ms, actor, action, detail);
     tx.exec(
@@ -1507,5 +1560,6 @@ pub(crate) fn append_audit_entry(
             Int(chain),
         ],
     )?;
+    tx.set_audit_head(chain, (seq, hash));
     Ok(())
 }

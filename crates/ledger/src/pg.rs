@@ -24,7 +24,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, IsolationLevel, NoTls, Statement};
 
 use crate::logic::Ctx;
-use crate::sql::{Param, Row, Tx, Value, dollar_placeholders};
+use crate::sql::{AuditHead, Param, Row, Tx, Value, dollar_placeholders};
 use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError, MeterSealer};
 
 /// Connections one store keeps open at most (each in-flight store call holds one).
@@ -210,6 +210,9 @@ struct Conn {
     statements: HashMap<String, Statement>,
     /// The audit chain this connection appends to (its backend process id), once asked.
     chain: Option<i64>,
+    /// That chain's head as this connection last committed it: only this connection appends to
+    /// its chain, so finding another head in the database means entries were deleted.
+    head: Option<AuditHead>,
 }
 
 struct Pool {
@@ -300,6 +303,7 @@ impl PgStore {
                             client,
                             statements: HashMap::new(),
                             chain: None,
+                            head: None,
                         }),
                     }),
                     Err(e) => {
@@ -326,7 +330,9 @@ impl PgStore {
             client,
             statements,
             chain,
+            head,
         } = checkout.conn_mut();
+        let mut pending_head = *head;
         let mut builder = client.build_transaction();
         builder = if write {
             builder.isolation_level(IsolationLevel::ReadCommitted)
@@ -342,10 +348,12 @@ impl PgStore {
                 statements,
                 locking: write,
                 chain,
+                head: &mut pending_head,
             },
             self.ctx(),
         )?;
         transaction.commit()?;
+        *head = pending_head;
         Ok(out)
     }
 
@@ -458,6 +466,7 @@ struct PgTx<'t, 'c> {
     statements: &'t mut HashMap<String, Statement>,
     locking: bool,
     chain: &'t mut Option<i64>,
+    head: &'t mut Option<AuditHead>,
 }
 
 impl PgTx<'_, '_> {
@@ -559,6 +568,20 @@ impl Tx for PgTx<'_, '_> {
         let key = (AUDIT_CHAIN_LOCK_CLASS << 32) | (chain & 0xFFFF_FFFF);
         self.exec("SELECT pg_advisory_xact_lock(?1)", &[Param::Int(key)])?;
         Ok(chain)
+    }
+
+    fn known_audit_head(&self, chain: i64) -> Option<AuditHead> {
+        if *self.chain == Some(chain) {
+            *self.head
+        } else {
+            None
+        }
+    }
+
+    fn set_audit_head(&mut self, chain: i64, head: AuditHead) {
+        if *self.chain == Some(chain) {
+            *self.head = Some(head);
+        }
     }
 }
 

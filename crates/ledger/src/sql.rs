@@ -123,7 +123,17 @@ pub(crate) trait Tx {
     /// chain until the transaction ends. SQLite has one chain (0; its writers are serialised
     /// anyway); PostgreSQL one per connection, so that commits need not queue behind one head.
     fn lock_audit_chain(&mut self) -> Result<i64, LedgerError>;
+
+    /// The head (sequence number, hash) this connection last appended to `chain` and committed;
+    /// `None` when it has not appended yet.
+    fn known_audit_head(&self, chain: i64) -> Option<AuditHead>;
+
+    /// Records the head this transaction appended to `chain` (kept only if it commits).
+    fn set_audit_head(&mut self, chain: i64, head: AuditHead);
 }
+
+/// The newest entry of an audit chain: its sequence number and hash.
+pub(crate) type AuditHead = (i64, [u8; 32]);
 
 /// Rewrites `?N` placeholders as PostgreSQL's `$N`. The ledger's SQL has no `?` in literals.
 pub(crate) fn dollar_placeholders(sql: &str) -> String {

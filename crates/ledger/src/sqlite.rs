@@ -24,7 +24,7 @@ use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
 use crate::logic::Ctx;
-use crate::sql::{Param, Row, Tx, Value};
+use crate::sql::{AuditHead, Param, Row, Tx, Value};
 use crate::{LedgerError, MeterSealer};
 
 pub use schema::SCHEMA_VERSION;
@@ -66,10 +66,11 @@ pub struct SqliteStore {
     max_group: Arc<AtomicUsize>,
 }
 
-/// An operation for the writer: runs on the connection (`None`: the group could not begin, with
-/// the reason given to [`Deliver`]) and says whether it broke the group's transaction; the
-/// writer calls the returned [`Deliver`] with the group's commit result.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> (Deliver, bool) + Send>;
+/// An operation for the writer: runs on the connection, with the audit head the writer knows
+/// (`None`: the group could not begin, with the reason given to [`Deliver`]), and says whether it
+/// broke the group's transaction; the writer calls the returned [`Deliver`] with the group's
+/// commit result.
+type Job = Box<dyn FnOnce(Option<(&Connection, &mut Option<AuditHead>)>) -> (Deliver, bool) + Send>;
 type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// What an operation gives back to its caller: its result, or the panic it raised.
 type Ran<T> = Result<Result<T, LedgerError>, Box<dyn Any + Send>>;
@@ -154,11 +155,11 @@ impl SqliteStore {
         let sealer = self.sealer.clone();
         let job: Job = Box::new(move |conn| match conn {
             None => (deliver_failure(answer), false),
-            Some(conn) => {
+            Some((conn, head)) => {
                 let ctx = Ctx {
                     sealer: sealer.as_deref(),
                 };
-                let (ran, broke) = in_savepoint(conn, |tx| f(tx, ctx));
+                let (ran, broke) = in_savepoint(conn, head, |tx| f(tx, ctx));
                 (deliver(answer, ran), broke)
             }
         });
@@ -197,7 +198,13 @@ impl SqliteStore {
             sealer: self.sealer.as_deref(),
         };
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            f(&mut SqliteTx { conn: &conn }, ctx)
+            f(
+                &mut SqliteTx {
+                    conn: &conn,
+                    head: &mut None,
+                },
+                ctx,
+            )
         }));
         // Nothing was written; ending the transaction only releases the snapshot.
         let ended = conn.execute_batch("ROLLBACK");
@@ -241,17 +248,25 @@ fn configure(conn: &Connection) -> Result<(), LedgerError> {
 /// whole transaction back): then the group's earlier operations are gone too.
 fn in_savepoint<T>(
     conn: &Connection,
+    head: &mut Option<AuditHead>,
     f: impl FnOnce(&mut dyn Tx) -> Result<T, LedgerError>,
 ) -> (Ran<T>, bool) {
+    let head_before = *head;
     // Prepared once and cached: these run twice per operation.
     let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
     if let Err(e) = run("SAVEPOINT op") {
         return (Ok(Err(e.into())), true);
     }
-    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut SqliteTx { conn })));
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        f(&mut SqliteTx {
+            conn,
+            head: &mut *head,
+        })
+    }));
     let end = if matches!(ran, Ok(Ok(_))) {
         run("RELEASE op")
     } else {
+        *head = head_before;
         run("ROLLBACK TO op").and_then(|_| run("RELEASE op"))
     }
     .map(|_| ());
@@ -288,19 +303,22 @@ fn deliver_failure<T: Send + 'static>(answer: SyncSender<Ran<T>>) -> Deliver {
 
 /// The writer thread: one group transaction at a time, as described at [`SqliteStore`].
 fn run_writer(conn: Connection, queue: Receiver<Job>, max_group: Arc<AtomicUsize>) {
+    // The head of the audit chain as of this writer's last commit (see `append_audit_entry`).
+    let mut head: Option<AuditHead> = None;
     while let Ok(first) = queue.recv() {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let (answer, _) = first(None);
             answer(Err(format!("cannot begin a transaction: {e}")));
             continue;
         }
+        let head_at_start = head;
         let max = max_group.load(Ordering::Relaxed).max(1);
         let mut answers = Vec::with_capacity(max.min(64));
-        let (answer, mut broke) = first(Some(&conn));
+        let (answer, mut broke) = first(Some((&conn, &mut head)));
         answers.push(answer);
         while !broke && answers.len() < max {
             let Ok(job) = queue.try_recv() else { break };
-            let (answer, b) = job(Some(&conn));
+            let (answer, b) = job(Some((&conn, &mut head)));
             answers.push(answer);
             broke = b;
         }
@@ -312,6 +330,9 @@ fn run_writer(conn: Connection, queue: Receiver<Job>, max_group: Arc<AtomicUsize
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
+        if commit.is_err() {
+            head = head_at_start;
+        }
         tracing::debug!(ops = answers.len(), ok = commit.is_ok(), "group committed");
         for answer in answers {
             answer(commit.clone());
@@ -322,6 +343,9 @@ fn run_writer(conn: Connection, queue: Receiver<Job>, max_group: Arc<AtomicUsize
 /// [`Tx`] over the connection's open transaction, with cached prepared statements.
 struct SqliteTx<'a> {
     conn: &'a Connection,
+    /// The head of chain 0 as the writer knows it (`None` on the read connection, or when
+    /// another connection may have appended).
+    head: &'a mut Option<AuditHead>,
 }
 
 impl rusqlite::ToSql for Param<'_> {
@@ -389,6 +413,16 @@ impl Tx for SqliteTx<'_> {
 
     fn lock_audit_chain(&mut self) -> Result<i64, LedgerError> {
         Ok(0)
+    }
+
+    fn known_audit_head(&self, chain: i64) -> Option<AuditHead> {
+        if chain == 0 { *self.head } else { None }
+    }
+
+    fn set_audit_head(&mut self, chain: i64, head: AuditHead) {
+        if chain == 0 {
+            *self.head = Some(head);
+        }
     }
 }
 

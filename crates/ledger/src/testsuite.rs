@@ -150,6 +150,8 @@ pub trait Tamper {
     fn shift_register(&self, user_id: UserId, register: Register, delta_mills: i64);
     /// Deletes one audit log entry (removing any protection the database has against it first).
     fn delete_audit_entry(&self, seq: i64);
+    /// Deletes the newest audit log entry (of the chain written last).
+    fn delete_newest_audit_entry(&self);
 }
 
 /// A behaviour that also edits the database directly.
@@ -170,6 +172,10 @@ pub const TAMPER_BEHAVIOURS: &[(&str, TamperBehaviour)] = &[
         a_frozen_meter_does_not_stop_expiry_voids_of_others,
     ),
     ("audit_detects_edited_balance", audit_detects_edited_balance),
+    (
+        "a_deleted_newest_audit_entry_stops_every_money_operation",
+        a_deleted_newest_audit_entry_stops_every_money_operation,
+    ),
     (
         "audit_detects_edited_register",
         audit_detects_edited_register,
@@ -1530,6 +1536,32 @@ pub fn a_frozen_meter_does_not_stop_expiry_voids_of_others(store: &dyn Store, ta
         ok(store.item_status(&item_b.serial), "status"),
         Some(ItemStatus::Voided)
     );
+}
+
+/// The newest entries deleted leave a chain that verifies on its own; the store still knows the
+/// head it wrote and refuses to append elsewhere, so nothing more moves. The audit names the
+/// transfer that lost its entry.
+pub fn a_deleted_newest_audit_entry_stops_every_money_operation(
+    store: &dyn Store,
+    tamper: &dyn Tamper,
+) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", FUND_MILLS);
+    let item = issue(store, u, "i1", PRICE_MILLS);
+    let before = ok(store.balance(u), "balance");
+    tamper.delete_newest_audit_entry();
+    let refused = try_issue(store, u, "i2", PRICE_MILLS, T0_MS);
+    assert!(
+        matches!(refused, Err(LedgerError::AuditLogBroken(_))),
+        "{refused:?}"
+    );
+    let confirm = try_confirm(store, u, "c1", &item.serial, true, T0_MS);
+    assert!(
+        matches!(confirm, Err(LedgerError::AuditLogBroken(_))),
+        "{confirm:?}"
+    );
+    assert_eq!(ok(store.balance(u), "balance"), before, "nothing moved");
+    assert_dirty(store);
 }
 
 pub fn audit_detects_deleted_audit_entry(store: &dyn Store, tamper: &dyn Tamper) {

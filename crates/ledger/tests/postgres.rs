@@ -40,6 +40,19 @@ impl Tamper for PgTamper {
         assert_eq!(self.exec(&sql, &[&delta_mills, &user_id]), 1);
     }
 
+    fn delete_newest_audit_entry(&self) {
+        self.exec("ALTER TABLE audit_log DISABLE TRIGGER USER", &[]);
+        // The newest row: the one the latest transaction wrote.
+        assert_eq!(
+            self.exec(
+                "DELETE FROM audit_log WHERE ctid = (SELECT ctid FROM audit_log
+                     ORDER BY xmin::text::bigint DESC, seq DESC LIMIT 1)",
+                &[]
+            ),
+            1
+        );
+    }
+
     fn delete_audit_entry(&self, seq: i64) {
         self.exec("ALTER TABLE audit_log DISABLE TRIGGER USER", &[]);
         assert_eq!(
@@ -296,6 +309,14 @@ fn audit_detects_deleted_audit_entry() {
     on_pg_with_tamper(
         "audit_detects_deleted_audit_entry",
         testsuite::audit_detects_deleted_audit_entry,
+    );
+}
+
+#[test]
+fn a_deleted_newest_audit_entry_stops_every_money_operation() {
+    on_pg_with_tamper(
+        "a_deleted_newest_audit_entry_stops_every_money_operation",
+        testsuite::a_deleted_newest_audit_entry_stops_every_money_operation,
     );
 }
 

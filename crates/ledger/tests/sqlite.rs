@@ -81,6 +81,15 @@ impl Tamper for SqlTamper {
             .expect("delete entry");
         assert_eq!(changed, 1);
     }
+
+    fn delete_newest_audit_entry(&self) {
+        self.conn
+            .execute_batch(
+                "DROP TRIGGER IF EXISTS audit_log_no_delete;
+                 DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log);",
+            )
+            .expect("delete newest entry");
+    }
 }
 
 fn on_file(behaviour: Behaviour) {
@@ -237,6 +246,11 @@ fn a_frozen_meter_does_not_stop_expiry_voids_of_others() {
 #[test]
 fn audit_detects_deleted_audit_entry() {
     on_file_with_tamper(testsuite::audit_detects_deleted_audit_entry);
+}
+
+#[test]
+fn a_deleted_newest_audit_entry_stops_every_money_operation() {
+    on_file_with_tamper(testsuite::a_deleted_newest_audit_entry_stops_every_money_operation);
 }
 
 #[test]

@@ -139,6 +139,9 @@ impl From<LedgerError> for CoreError {
         if let LedgerError::MeterFrozen { device_id, reason } = &e {
             tracing::error!(%device_id, %reason, "meter frozen: changed behind the server's back");
         }
+        if let LedgerError::AuditLogBroken(reason) = &e {
+            tracing::error!(%reason, "audit log changed behind the server's back: nothing more is appended");
+        }
         match e.code() {
             codes::INTERNAL => CoreError::Internal(e.to_string()),
             code => CoreError::Refused {

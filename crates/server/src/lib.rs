@@ -125,6 +125,18 @@ impl Server {
         let identity =
             tls::TlsIdentity::load_or_create(&cfg.data_dir, &cfg.hostnames, psd.as_ref())?;
         let store = database::open_store(&cfg.database, &cfg.data_dir, Some(Arc::clone(&psd)))?;
+        // An audit log edited while the server was down (an entry deleted or changed) stops it
+        // here, as a failing crypto device does; a running server finds deleted newest entries
+        // at its next append (`audit_log_broken`).
+        let broken = store.check_audit_chains()?;
+        if let Some(first) = broken.first() {
+            anyhow::bail!(
+                "the audit log was changed behind the server's back ({} problem{}; first: {first}); \
+                 run `stampline audit` for the full report",
+                broken.len(),
+                if broken.len() == 1 { "" } else { "s" }
+            );
+        }
         let (cmls, bank) = external_links(&cfg)?;
         let sandbox = cmls.is_sandbox() || bank.is_sandbox();
         let core = Core::new(store, psd, cmls, bank, cfg.core.clone())
