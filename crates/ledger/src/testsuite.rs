@@ -32,6 +32,10 @@ pub type Behaviour = fn(&dyn Store);
 /// Every behaviour that needs nothing but the store, by name.
 pub const BEHAVIOURS: &[(&str, Behaviour)] = &[
     (
+        "every_item_is_signed_for_the_meter_state_it_leaves",
+        every_item_is_signed_for_the_meter_state_it_leaves,
+    ),
+    (
         "fund_issue_and_print_move_money_and_registers",
         fund_issue_and_print_move_money_and_registers,
     ),
@@ -282,6 +286,51 @@ pub fn fund(store: &dyn Store, user_id: UserId, id: &str, mills: u64) -> FundOut
     )
 }
 
+/// Stores may sign ahead of the transaction for the state they guess it will find; whatever
+/// happens between issues (a funding, a void, a failed issue, a repeat), every item's bytes name
+/// exactly the meter state its own issue left.
+pub fn every_item_is_signed_for_the_meter_state_it_leaves(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", 10 * PRICE_MILLS);
+    let check = |item: &IssueOutcome| {
+        let meter = ok(store.meter(u), "meter").expect("meter");
+        let expected = sign_ok(&PieceState {
+            device_id: meter.device_id.clone(),
+            piece: meter.piece,
+            ascending_mills: meter.ascending_mills,
+            descending_mills: meter.descending_mills,
+        })
+        .expect("sign");
+        assert_eq!(item.serial, expected.serial);
+        assert_eq!(
+            item.item, expected.bytes,
+            "item {} names another state",
+            item.serial
+        );
+    };
+    let a = issue(store, u, "i1", PRICE_MILLS);
+    check(&a);
+    let b = issue(store, u, "i2", PRICE_MILLS);
+    check(&b);
+    fund(store, u, "f2", 3 * PRICE_MILLS);
+    let c = issue(store, u, "i3", PRICE_MILLS);
+    check(&c);
+    ok(try_confirm(store, u, "c1", &c.serial, false, T0_MS), "void");
+    let d = issue(store, u, "i4", 2 * PRICE_MILLS);
+    check(&d);
+    assert!(try_issue(store, u, "i5", 100 * PRICE_MILLS, T0_MS).is_err());
+    let e = issue(store, u, "i6", PRICE_MILLS);
+    check(&e);
+    assert_eq!(
+        issue(store, u, "i6", PRICE_MILLS),
+        e,
+        "a repeat answers the first item"
+    );
+    let f = issue(store, u, "i7", PRICE_MILLS);
+    check(&f);
+    assert_clean(store);
+}
+
 /// A signer like the crypto device's: serial "DEVICE-PIECE", bytes naming the meter state.
 pub fn sign_ok(piece: &PieceState) -> Result<SignedItem, String> {
     Ok(SignedItem {
@@ -493,11 +542,12 @@ pub fn repeated_request_returns_first_outcome_and_charges_once(store: &dyn Store
         store.issue(&key, &input, counting(), T0_MS + 9),
         "issue again",
     );
+    // The repeat answers the first item (same bytes) and issues nothing: a store may have
+    // signed a guess of the next piece ahead of the transaction, which it then drops.
     assert_eq!(first, again);
-    assert_eq!(
-        signed.load(Ordering::SeqCst),
-        1,
-        "a repeat must not sign again"
+    assert!(
+        signed.load(Ordering::SeqCst) <= 2,
+        "a repeat signs at most one guess"
     );
     let after_issue = ok(store.balance(u), "balance");
     assert_eq!(

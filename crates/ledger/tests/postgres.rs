@@ -89,6 +89,14 @@ fn on_pg_with_tamper(test: &str, behaviour: TamperBehaviour) {
 }
 
 #[test]
+fn every_item_is_signed_for_the_meter_state_it_leaves() {
+    on_pg(
+        "every_item_is_signed_for_the_meter_state_it_leaves",
+        testsuite::every_item_is_signed_for_the_meter_state_it_leaves,
+    );
+}
+
+#[test]
 fn fund_issue_and_print_move_money_and_registers() {
     on_pg(
         "fund_issue_and_print_move_money_and_registers",

@@ -104,6 +104,11 @@ fn on_file_with_tamper(behaviour: TamperBehaviour) {
 }
 
 #[test]
+fn every_item_is_signed_for_the_meter_state_it_leaves() {
+    on_file(testsuite::every_item_is_signed_for_the_meter_state_it_leaves);
+}
+
+#[test]
 fn fund_issue_and_print_move_money_and_registers() {
     on_file(testsuite::fund_issue_and_print_move_money_and_registers);
 }
