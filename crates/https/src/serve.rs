@@ -27,7 +27,9 @@ pub struct Identity {
     pub trust_path: PathBuf,
 }
 
-fn write_file(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
+/// Writes `bytes` to `path` whole or not at all: a temporary file, fsynced, then renamed over it
+/// (mode 0600 when `private`).
+pub fn write_file(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
     let mut opts = fs::OpenOptions::new();
@@ -43,6 +45,44 @@ fn write_file(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(tmp, path)
+}
+
+/// A new self-signed certificate for `localhost`, 127.0.0.1 and `hostnames`, named
+/// `common_name`: its DER and its key's PKCS#8 DER (the caller decides how the key is kept).
+pub fn self_signed(
+    common_name: &str,
+    hostnames: &[String],
+) -> Result<(Vec<u8>, Vec<u8>), rcgen::Error> {
+    let mut names = vec!["localhost".to_string()];
+    names.extend(hostnames.iter().cloned());
+    let mut params = rcgen::CertificateParams::new(names)?;
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    Ok((cert.der().to_vec(), key.serialize_der()))
+}
+
+/// A rustls server configuration for one certificate: TLS 1.3 only, aws-lc-rs (the one
+/// provider), ALPN http/1.1.
+pub fn tls13_server_config(
+    cert_der: &[u8],
+    key_der: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert_der.to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der.to_vec())),
+        )?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,18 +104,9 @@ impl Identity {
         let cert_path = dir.join("cert.der");
         let key_path = dir.join("key.p8");
         if !cert_path.exists() || !key_path.exists() {
-            let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-                .map_err(|e| fail(e.to_string()))?;
-            params
-                .subject_alt_names
-                .push(rcgen::SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, common_name);
-            let key = rcgen::KeyPair::generate().map_err(|e| fail(e.to_string()))?;
-            let cert = params.self_signed(&key).map_err(|e| fail(e.to_string()))?;
-            write_file(&key_path, &key.serialize_der(), true).map_err(|e| fail(e.to_string()))?;
-            write_file(&cert_path, cert.der(), false).map_err(|e| fail(e.to_string()))?;
+            let (cert, key) = self_signed(common_name, &[]).map_err(|e| fail(e.to_string()))?;
+            write_file(&key_path, &key, true).map_err(|e| fail(e.to_string()))?;
+            write_file(&cert_path, &cert, false).map_err(|e| fail(e.to_string()))?;
         }
         let cert_der = fs::read(&cert_path).map_err(|e| fail(e.to_string()))?;
         let key_der = fs::read(&key_path).map_err(|e| fail(e.to_string()))?;
@@ -91,16 +122,7 @@ impl Identity {
 
     /// TLS 1.3 only, aws-lc-rs, ALPN http/1.1.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(self.cert_der.clone())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone())),
-            )?;
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(cfg))
+        tls13_server_config(&self.cert_der, &self.key_der)
     }
 }
 
