@@ -4,15 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stampline");
-const PASSWORD: &str = "correct horse battery staple";
+mod common;
+use common::{BIN, PASSWORD, spawn_listening};
 const CARD: &str = "4242424242424242";
 
 /// A child process that printed a `--json` listening line; its stderr goes to a log file.
@@ -35,24 +34,17 @@ fn spawn(args: &[&str], log: &Path) -> Proc {
         .append(true)
         .open(log)
         .unwrap();
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("STAMPLINE_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|_| panic!("{args:?}: listening line is not JSON: {line:?}"));
-    assert_eq!(v["event"], "listening");
+    let started = spawn_listening(
+        Command::new(BIN)
+            .args(args)
+            .env("STAMPLINE_LOG", "info")
+            .stderr(log),
+    )
+    .unwrap_or_else(|printed| panic!("{args:?} did not start: {printed}"));
     Proc {
-        child,
-        url: v["url"].as_str().unwrap().to_owned(),
-        trust: PathBuf::from(v["trust"].as_str().unwrap()),
+        child: started.child,
+        url: started.url,
+        trust: started.trust,
     }
 }
 

@@ -19,8 +19,8 @@ use stampline_items::{Body, Item};
 use stampline_ledger::pgtest::TestDatabase;
 use stampline_wire::{Card, Op, Secret};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stampline");
-const PASSWORD: &str = "correct horse battery staple";
+mod common;
+use common::{BIN, PASSWORD, spawn_listening};
 const PRICE_MILLS: u64 = 780;
 
 /// A `stampline server` process; killed (SIGKILL) when dropped.
@@ -46,21 +46,12 @@ impl Server {
         if let Some(url) = database {
             cmd.args(["--database", url]);
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("server did not start: {line:?}"));
+        let server = spawn_listening(cmd.stderr(Stdio::null()))
+            .unwrap_or_else(|printed| panic!("server did not start: {printed}"));
         Server {
-            child,
-            url: v["url"].as_str().unwrap().to_owned(),
-            trust: PathBuf::from(v["trust"].as_str().unwrap()),
+            child: server.child,
+            url: server.url,
+            trust: server.trust,
         }
     }
 
@@ -585,24 +576,18 @@ async fn audit_entries_deleted_behind_the_servers_back_stop_it_moving_money_and_
     db.execute("DELETE FROM audit_log WHERE seq = 2", [])
         .unwrap();
     drop(db);
-    let mut child = Command::new(BIN)
-        .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _ = child.kill();
-    let status = child.wait().unwrap();
+    let refused = spawn_listening(
+        Command::new(BIN)
+            .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .stderr(Stdio::null()),
+    )
+    .err()
+    .expect("the server started on a broken audit log");
     assert!(
-        !status.success(),
-        "the server started on a broken audit log: {line}"
+        refused.to_string().contains("audit log was changed"),
+        "{refused}"
     );
-    assert!(line.contains("audit log was changed"), "{line}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::Read as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stampline");
-const PASSWORD: &str = "correct horse battery staple";
+mod common;
+use common::{BIN, PASSWORD, spawn_listening};
 /// How long a printer may take to come up.
 const PRINTER_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The slow printer's simulated print time.
@@ -220,23 +220,18 @@ impl Server {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&self.data)
-            .args(["--confirm-window-ms", &self.confirm_window_ms.to_string()])
-            .args(["--beat-interval-ms", "500", "--beat-timeout-ms", "2000"])
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: Value = serde_json::from_str(&line).expect("listening line is JSON");
-        self.url = v["url"].as_str().unwrap().to_owned();
-        self.trust = PathBuf::from(v["trust"].as_str().unwrap());
-        self.child = Some(child);
+        let started = spawn_listening(
+            Command::new(BIN)
+                .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&self.data)
+                .args(["--confirm-window-ms", &self.confirm_window_ms.to_string()])
+                .args(["--beat-interval-ms", "500", "--beat-timeout-ms", "2000"])
+                .stderr(log),
+        )
+        .unwrap_or_else(|printed| panic!("server did not start: {printed}"));
+        self.url = started.url;
+        self.trust = started.trust;
+        self.child = Some(started.child);
     }
 
     /// SIGKILL: the link ends without a word, as when a server crashes.

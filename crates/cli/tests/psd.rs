@@ -7,14 +7,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stampline");
-const PASSWORD: &str = "correct horse battery staple";
+mod common;
+use common::{BIN, PASSWORD, spawn_listening};
 const ADMIN_PASSWORD: &str = "admin horse battery staple";
 const PASSPHRASE: &str = "the device passphrase for tests";
 const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -118,30 +118,18 @@ impl Drop for TestServer {
 
 /// Start `stampline server` on `data`; Err carries the JSON error it printed.
 fn start(data: &Path, device: &Device) -> Result<TestServer, Value> {
-    let mut child = device
-        .command()
-        .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .args(device.psd_args())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-    if v["event"] != "listening" {
-        let _ = child.kill();
-        let status = child.wait().unwrap();
-        assert!(!status.success());
-        return Err(v);
-    }
+    let server = spawn_listening(
+        device
+            .command()
+            .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(device.psd_args())
+            .stderr(Stdio::null()),
+    )?;
     Ok(TestServer {
-        child,
-        url: v["url"].as_str().unwrap().to_owned(),
-        trust: PathBuf::from(v["trust"].as_str().unwrap()),
+        child: server.child,
+        url: server.url,
+        trust: server.trust,
         device: device.clone(),
     })
 }

@@ -13,6 +13,36 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_stampline");
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// A `stampline` process (server or sandbox service) that printed its listening line.
+pub struct Listening {
+    pub child: Child,
+    pub url: String,
+    pub trust: PathBuf,
+}
+
+/// Spawns `cmd` — a `stampline server` or `sandbox` command with `--json` — with its stdout
+/// piped and reads its first line: the listening event, or `Err` with the JSON it printed instead
+/// when it refused to start (the process has then exited with a failure status).
+pub fn spawn_listening(cmd: &mut Command) -> Result<Listening, Value> {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+    if v["event"] != "listening" {
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "printed {v} and went on");
+        return Err(v);
+    }
+    Ok(Listening {
+        child,
+        url: v["url"].as_str().unwrap().to_owned(),
+        trust: PathBuf::from(v["trust"].as_str().unwrap()),
+    })
+}
+
 pub struct TestServer {
     child: Child,
     pub url: String,
@@ -31,25 +61,18 @@ impl TestServer {
     pub fn start() -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let mut child = Command::new(BIN)
-            .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: Value = serde_json::from_str(&line).expect("listening line is JSON");
-        assert_eq!(v["event"], "listening");
-        let trust = PathBuf::from(v["trust"].as_str().unwrap());
-        assert_eq!(trust, data.join("trust.pem"));
+        let server = spawn_listening(
+            Command::new(BIN)
+                .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&data)
+                .stderr(Stdio::null()),
+        )
+        .expect("server starts");
+        assert_eq!(server.trust, data.join("trust.pem"));
         TestServer {
-            child,
-            url: v["url"].as_str().unwrap().to_owned(),
-            trust,
+            child: server.child,
+            url: server.url,
+            trust: server.trust,
             _dir: dir,
         }
     }
