@@ -2,9 +2,6 @@
 //! a read, a write, and how its database reports a taken user name); which rule each `Store`
 //! method runs is written once, here, and the rules themselves live in `logic` and `audit`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use crate::logic::{self, Ctx, payments};
 use crate::sql::Tx;
 use crate::*;
@@ -24,64 +21,10 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError>;
 
-    /// This store's guesses of each meter's next piece (see [`PieceHints`]).
-    fn piece_hints(&self) -> &Arc<PieceHints>;
-
     /// Turn this database's report of a user name taken by a concurrent registration into
     /// [`LedgerError::UserExists`].
     fn map_create_user_error(&self, e: LedgerError) -> LedgerError {
         e
-    }
-}
-
-/// Guesses of the meter state each user's next issue will leave, so that `issue` can have the
-/// item signed on the caller's thread, before it enters the database's serial section (SQLite's
-/// one writer), and the transaction only compares states. A guess is the last state an issue
-/// signed, advanced by each issue guessed since; a wrong guess (another operation moved the meter,
-/// an issue failed, two issues overtook each other) only means that issue signs inside the
-/// transaction as it did before, and the guess starts again from what it signed. A signature made
-/// for a guess that lost is dropped: nothing leaves the server that its transaction did not
-/// commit.
-#[derive(Debug, Default)]
-pub struct PieceHints {
-    next: Mutex<HashMap<UserId, PieceState>>,
-}
-
-/// Users whose guesses are kept; beyond it the guesses start again (one inline signature each).
-const MAX_PIECE_HINTS: usize = 100_000;
-
-impl PieceHints {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, PieceState>> {
-        self.next.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The state an issue of `amount_mills` by `user` would leave after the issues guessed so
-    /// far, taken for this caller; `None` when there is no guess.
-    fn predict(&self, user: UserId, amount_mills: u64) -> Option<PieceState> {
-        let mut next = self.lock();
-        let last = next.get(&user)?;
-        let guess = PieceState {
-            device_id: last.device_id.clone(),
-            piece: last.piece.checked_add(1)?,
-            ascending_mills: last.ascending_mills.checked_add(amount_mills)?,
-            descending_mills: last.descending_mills.checked_sub(amount_mills)?,
-        };
-        next.insert(user, guess.clone());
-        Some(guess)
-    }
-
-    /// An issue signed `state` without a right guess: the next guess starts from it.
-    fn restart(&self, user: UserId, state: &PieceState) {
-        let mut next = self.lock();
-        if next.len() >= MAX_PIECE_HINTS {
-            next.clear();
-        }
-        next.insert(user, state.clone());
-    }
-
-    /// An issue that had a guess failed: guesses taken after it are off by one piece.
-    fn forget(&self, user: UserId) {
-        self.lock().remove(&user);
     }
 }
 
@@ -273,35 +216,8 @@ impl<B: Backend> Store for B {
         mut sign: Signer,
         now_ms: i64,
     ) -> Result<IssueOutcome, LedgerError> {
-        // Sign here, on the caller's thread, for the state the transaction will most likely find
-        // (see `PieceHints`); the transaction uses the signature only if it finds exactly that.
-        let user = key.user_id;
-        let hints = Arc::clone(self.piece_hints());
-        let mut presigned = hints
-            .predict(user, input.amount.mills())
-            .and_then(|guess| sign(&guess).ok().map(|signed| (guess, signed)));
         let (key, input) = (OwnedKey::of(key), input.clone());
-        self.write(move |tx, ctx| {
-            let mut signed_state = None;
-            let mut guessed = false;
-            let mut sign_in_tx = |state: &PieceState| -> Result<SignedItem, String> {
-                signed_state = Some(state.clone());
-                if let Some((guess, signed)) = presigned.take()
-                    && guess == *state
-                {
-                    guessed = true;
-                    return Ok(signed);
-                }
-                sign(state)
-            };
-            let out = logic::issue(tx, ctx, &key.key(), &input, &mut sign_in_tx, now_ms);
-            match (&out, &signed_state) {
-                (Ok(_), Some(state)) if !guessed => hints.restart(user, state),
-                (Ok(_), _) => {}
-                (Err(_), _) => hints.forget(user),
-            }
-            out
-        })
+        self.write(move |tx, ctx| logic::issue(tx, ctx, &key.key(), &input, &mut *sign, now_ms))
     }
 
     fn confirm(

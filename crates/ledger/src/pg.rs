@@ -227,7 +227,6 @@ pub struct PgStore {
     returned: Condvar,
     size: usize,
     sealer: Option<Arc<dyn MeterSealer>>,
-    piece_hints: Arc<crate::backend::PieceHints>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -257,7 +256,6 @@ impl PgStore {
             returned: Condvar::new(),
             size: size.max(1),
             sealer: None,
-            piece_hints: Arc::default(),
         };
         let mut conn = store.checkout()?;
         migrate(&mut conn.conn_mut().client)?;
@@ -600,10 +598,6 @@ impl crate::backend::Backend for PgStore {
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         PgStore::write(self, f)
-    }
-
-    fn piece_hints(&self) -> &Arc<crate::backend::PieceHints> {
-        &self.piece_hints
     }
 
     fn map_create_user_error(&self, e: LedgerError) -> LedgerError {

@@ -62,7 +62,6 @@ pub struct SqliteStore {
     reader: Option<Mutex<Connection>>,
     path: Option<PathBuf>,
     sealer: Option<Arc<dyn MeterSealer>>,
-    piece_hints: Arc<crate::backend::PieceHints>,
     /// Most operations per group (1 turns group commit off); read by the writer.
     max_group: Arc<AtomicUsize>,
 }
@@ -141,7 +140,6 @@ impl SqliteStore {
             reader,
             path,
             sealer: None,
-            piece_hints: Arc::default(),
             max_group,
         })
     }
@@ -441,9 +439,5 @@ impl crate::backend::Backend for SqliteStore {
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         SqliteStore::write(self, f)
-    }
-
-    fn piece_hints(&self) -> &Arc<crate::backend::PieceHints> {
-        &self.piece_hints
     }
 }

@@ -286,9 +286,8 @@ pub fn fund(store: &dyn Store, user_id: UserId, id: &str, mills: u64) -> FundOut
     )
 }
 
-/// Stores may sign ahead of the transaction for the state they guess it will find; whatever
-/// happens between issues (a funding, a void, a failed issue, a repeat), every item's bytes name
-/// exactly the meter state its own issue left.
+/// Whatever happens between issues (a funding, a void, a failed issue, a repeat), every item's
+/// bytes name exactly the meter state its own issue left.
 pub fn every_item_is_signed_for_the_meter_state_it_leaves(store: &dyn Store) {
     let u = add_user(store, 1);
     fund(store, u, "f1", 10 * PRICE_MILLS);
@@ -542,12 +541,11 @@ pub fn repeated_request_returns_first_outcome_and_charges_once(store: &dyn Store
         store.issue(&key, &input, counting(), T0_MS + 9),
         "issue again",
     );
-    // The repeat answers the first item (same bytes) and issues nothing: a store may have
-    // signed a guess of the next piece ahead of the transaction, which it then drops.
     assert_eq!(first, again);
-    assert!(
-        signed.load(Ordering::SeqCst) <= 2,
-        "a repeat signs at most one guess"
+    assert_eq!(
+        signed.load(Ordering::SeqCst),
+        1,
+        "a repeat must not sign again"
     );
     let after_issue = ok(store.balance(u), "balance");
     assert_eq!(
