@@ -590,6 +590,58 @@ async fn audit_entries_deleted_behind_the_servers_back_stop_it_moving_money_and_
     );
 }
 
+/// The newest entries deleted while the server is down leave whole chains; the anchor the server
+/// wrote when it stopped (sealed by its crypto device, in the data dir) finds them at the next
+/// start.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_entries_deleted_while_the_server_is_down_are_found_by_its_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let start = || {
+        spawn_listening(
+            Command::new(BIN)
+                .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&data)
+                .stderr(Stdio::null()),
+        )
+    };
+    let mut server = start().unwrap();
+    let ep = Endpoint::new(&server.url, Trust::from_file(&server.trust).unwrap()).unwrap();
+    register(&ep, "ann").await;
+    let ann = Link::connect(&ep, "ann", PASSWORD).await.unwrap();
+    fund(&ann, 10_000).await;
+    let item = issue(&ann).await.unwrap();
+    confirm(&ann, &item.serial).await.unwrap();
+    ann.bye().await.unwrap();
+    // A clean stop writes the anchor of the log as it is.
+    let interrupted = Command::new("kill")
+        .args(["-INT", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    assert!(server.child.wait().unwrap().success());
+    assert!(data.join("audit-anchor.json").exists());
+
+    // Unchanged, it starts again (and anchors anew).
+    let mut again = start().unwrap();
+    let _ = again.child.kill();
+    let _ = again.child.wait();
+
+    let db = rusqlite::Connection::open(data.join("ledger.sqlite")).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER audit_log_no_delete;
+         DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log);",
+    )
+    .unwrap();
+    drop(db);
+    let (ok, _) = audit(&["--data-dir", data.to_str().unwrap()]);
+    assert!(!ok, "the confirm's transfer lost its entry");
+    let refused = start()
+        .err()
+        .expect("the server started on a truncated audit log");
+    assert!(refused.to_string().contains("are gone"), "{refused}");
+}
+
 #[test]
 fn bench_issues_and_confirms_the_requested_count_and_reports_percentiles() {
     let dir = tempfile::tempdir().unwrap();

@@ -309,4 +309,12 @@ impl<B: Backend> Store for B {
     fn check_audit_chains(&self) -> Result<Vec<String>, LedgerError> {
         self.read(crate::audit::audit_chains)
     }
+
+    fn audit_heads(&self) -> Result<Vec<(i64, i64, [u8; 32])>, LedgerError> {
+        self.read(|tx, _| logic::audit_heads(tx))
+    }
+
+    fn audit_entry_hash(&self, chain: i64, seq: i64) -> Result<Option<[u8; 32]>, LedgerError> {
+        self.read(move |tx, _| logic::audit_entry_hash(tx, chain, seq))
+    }
 }

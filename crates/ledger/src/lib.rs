@@ -594,6 +594,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// problems found, none when the log is whole. The server runs it when it starts.
     fn check_audit_chains(&self) -> Result<Vec<String>, LedgerError>;
 
+    /// The newest entry of every audit chain: (chain, sequence number, hash), by chain.
+    fn audit_heads(&self) -> Result<Vec<(i64, i64, [u8; 32])>, LedgerError>;
+
+    /// The hash of entry `seq` of audit chain `chain`, if that entry exists.
+    fn audit_entry_hash(&self, chain: i64, seq: i64) -> Result<Option<[u8; 32]>, LedgerError>;
+
     /// Every payment we credited (and debts paid), oldest first, with any ACH return.
     fn payments(&self) -> Result<Vec<PaymentRow>, LedgerError>;
 

@@ -1470,6 +1470,33 @@ fn store_outcome<T: Serialize>(
 
 // ---- Audit log ----
 
+/// The newest entry of every audit chain: (chain, sequence number, hash).
+pub(crate) fn audit_heads(tx: &mut dyn Tx) -> Result<Vec<(i64, i64, [u8; 32])>, LedgerError> {
+    tx.rows(
+        "SELECT a.chain, a.seq, a.hash FROM audit_log a
+         WHERE a.seq = (SELECT MAX(b.seq) FROM audit_log b WHERE b.chain = a.chain)
+         ORDER BY a.chain",
+        &[],
+    )?
+    .iter()
+    .map(|r| Ok((r.int(0)?, r.int(1)?, hash32(&r.blob(2)?, "audit hash")?)))
+    .collect()
+}
+
+/// The hash of entry `seq` of `chain`, if it exists.
+pub(crate) fn audit_entry_hash(
+    tx: &mut dyn Tx,
+    chain: i64,
+    seq: i64,
+) -> Result<Option<[u8; 32]>, LedgerError> {
+    tx.row(
+        "SELECT hash FROM audit_log WHERE chain = ?1 AND seq = ?2",
+        &[Int(chain), Int(seq)],
+    )?
+    .map(|r| hash32(&r.blob(0)?, "audit hash"))
+    .transpose()
+}
+
 /// Checks that entry `known` of `chain` is still in the log unchanged and that every entry after
 /// it chains from it (`AuditLogBroken` otherwise).
 fn check_appended_since(

@@ -7,6 +7,7 @@
 //! This crate never holds card numbers beyond one request, and never logs secrets.
 
 pub mod adapters;
+pub mod anchor;
 pub mod clock;
 pub mod core;
 pub mod database;
@@ -98,6 +99,8 @@ impl ServerConfig {
 #[derive(Debug)]
 pub struct Server {
     state: AppState,
+    /// Where the audit log's anchor is kept (the data dir).
+    data_dir: PathBuf,
     tls: Arc<rustls::ServerConfig>,
     trust_path: PathBuf,
     psd_dev_mode: bool,
@@ -137,6 +140,9 @@ impl Server {
                 if broken.len() == 1 { "" } else { "s" }
             );
         }
+        // Entries deleted while the server was down leave whole chains: the anchor finds them.
+        anchor::check(&cfg.data_dir, store.as_ref(), psd.as_ref())?;
+        anchor::write(&cfg.data_dir, store.as_ref(), psd.as_ref())?;
         let (cmls, bank) = external_links(&cfg)?;
         let sandbox = cmls.is_sandbox() || bank.is_sandbox();
         let core = Core::new(store, psd, cmls, bank, cfg.core.clone())
@@ -157,6 +163,7 @@ impl Server {
             settlement_poll: cfg.external.settlement_poll,
             usage_report: cfg.external.usage_report,
             state,
+            data_dir: cfg.data_dir.clone(),
             tls: identity.server_config()?,
             trust_path: identity.trust_path,
             psd_dev_mode: device.dev_mode,
@@ -207,6 +214,12 @@ impl Server {
             );
         }
         let sweeper = tokio::spawn(sweep_loop(Arc::clone(&self.state.core)));
+        let anchors = tokio::spawn(anchor_loop(
+            Arc::clone(&self.state.core),
+            self.data_dir.clone(),
+        ));
+        let core = Arc::clone(&self.state.core);
+        let data_dir = self.data_dir.clone();
         let settlements = tokio::spawn(settlement_loop(
             Arc::clone(&self.state.core),
             self.settlement_poll,
@@ -265,10 +278,31 @@ impl Server {
         }
         sweeper.abort();
         settlements.abort();
+        anchors.abort();
         if let Some(r) = reports {
             r.abort();
         }
+        write_anchor(core, data_dir).await;
         Ok(())
+    }
+}
+
+/// Writes the audit log's anchor (off the async threads: the store may block).
+async fn write_anchor(core: Arc<Core>, data_dir: PathBuf) {
+    let written = tokio::task::spawn_blocking(move || {
+        anchor::write(&data_dir, core.store().as_ref(), core.psd().as_ref())
+    })
+    .await;
+    if let Ok(Err(e)) | Err(e) = written.map_err(anyhow::Error::from) {
+        tracing::error!(error = %e, "could not write the audit log's anchor");
+    }
+}
+
+/// Write the audit log's anchor every [`anchor::ANCHOR_EVERY`].
+async fn anchor_loop(core: Arc<Core>, data_dir: PathBuf) {
+    loop {
+        tokio::time::sleep(anchor::ANCHOR_EVERY).await;
+        write_anchor(Arc::clone(&core), data_dir.clone()).await;
     }
 }
 
