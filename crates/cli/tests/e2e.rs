@@ -313,18 +313,7 @@ fn bad_input_gets_a_clear_code_and_changes_nothing() {
     let history = server.ok("cat", &["history", "--limit", "1"]);
     assert_eq!(history["items"][0]["status"], "voided");
     // EFT with a valid routing number works.
-    let v = server.ok(
-        "cat",
-        &[
-            "fund",
-            "--amount",
-            "2",
-            "--eft-routing",
-            "011000015",
-            "--eft-account",
-            "123456789",
-        ],
-    );
+    let v = server.ok("cat", &common::fund_eft("2"));
     assert_eq!(v["balance_mills"], 3_000);
     // Wrong password: a clear refusal.
     let out = Command::new(BIN)

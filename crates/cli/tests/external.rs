@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::{BIN, PASSWORD, spawn_listening};
-const CARD: &str = "4242424242424242";
+use common::{BIN, CARD, PASSWORD, spawn_listening};
 
 /// A child process that printed a `--json` listening line; its stderr goes to a log file.
 struct Proc {
@@ -156,31 +155,11 @@ impl World {
     }
 
     fn register(&self, user: &str) -> (bool, Value) {
-        self.run(
-            user,
-            &[
-                "register",
-                "--name",
-                "Ann Example",
-                "--address",
-                "1 Main St",
-                "--city",
-                "Boston",
-                "--state",
-                "MA",
-                "--zip",
-                "02134",
-            ],
-        )
+        self.run(user, &common::REGISTER)
     }
 
     fn fund_card(&self, user: &str, dollars: &str) -> (bool, Value) {
-        self.run(
-            user,
-            &[
-                "fund", "--amount", dollars, "--card", CARD, "--exp", "12/30", "--cvc", "123",
-            ],
-        )
+        self.run(user, &common::fund_card(dollars))
     }
 
     /// `stampline admin reconcile --json` on the server's data dir: (exit success, JSON).
@@ -275,18 +254,7 @@ fn register_and_fund_by_card_and_eft_through_separate_sandbox_processes() {
     let (ok, card) = w.fund_card("ann", "20");
     assert!(ok, "{card}");
     assert_eq!(card["balance_mills"], 20_000);
-    let eft = w.ok(
-        "ann",
-        &[
-            "fund",
-            "--amount",
-            "10",
-            "--eft-routing",
-            "011000015",
-            "--eft-account",
-            "123456789",
-        ],
-    );
+    let eft = w.ok("ann", &common::fund_eft("10"));
     assert_eq!(eft["balance_mills"], 30_000);
 
     // The bank holds both payments; CMLS holds both resets with the registers after the last.
@@ -361,13 +329,7 @@ fn a_bank_answering_5xx_gives_a_clear_error_and_credits_nothing() {
         &["--external-timeout-ms", "2000"],
     );
     assert!(w.register("ann").0);
-    let v = w.fails_with(
-        "ann",
-        &[
-            "fund", "--amount", "20", "--card", CARD, "--exp", "12/30", "--cvc", "123",
-        ],
-        "payment_failed",
-    );
+    let v = w.fails_with("ann", &common::fund_card("20"), "payment_failed");
     let message = v["message"].as_str().unwrap();
     assert!(
         message.contains("503") && message.contains("nothing was credited"),
@@ -385,18 +347,7 @@ fn a_bank_answering_5xx_gives_a_clear_error_and_credits_nothing() {
 fn a_returned_ach_debit_locks_the_account_until_it_is_paid() {
     let w = World::start(&["--settlement-poll-ms", "200"]);
     assert!(w.register("ann").0);
-    let eft = w.ok(
-        "ann",
-        &[
-            "fund",
-            "--amount",
-            "10",
-            "--eft-routing",
-            "011000015",
-            "--eft-account",
-            "123456789",
-        ],
-    );
+    let eft = w.ok("ann", &common::fund_eft("10"));
     let id = eft["payment_id"].as_str().unwrap().to_owned();
     let (status, r) = call(
         &w.bank,
@@ -436,19 +387,7 @@ fn a_returned_ach_debit_locks_the_account_until_it_is_paid() {
         "{message}"
     );
     // More EFT is refused while locked; paying the exact amount by card unlocks.
-    w.fails_with(
-        "ann",
-        &[
-            "fund",
-            "--amount",
-            "10",
-            "--eft-routing",
-            "011000015",
-            "--eft-account",
-            "123456789",
-        ],
-        "account_locked",
-    );
+    w.fails_with("ann", &common::fund_eft("10"), "account_locked");
     let (ok, paid) = w.fund_card("ann", "10");
     assert!(ok, "{paid}");
     assert_eq!(
@@ -467,23 +406,7 @@ fn registration_fails_cleanly_while_cmls_is_down_and_succeeds_when_retried() {
     let cmls = w.cmls.take().unwrap();
     let listen = cmls.url.trim_start_matches("https://").to_owned();
     drop(cmls);
-    let v = w.fails_with(
-        "ann",
-        &[
-            "register",
-            "--name",
-            "Ann Example",
-            "--address",
-            "1 Main St",
-            "--city",
-            "Boston",
-            "--state",
-            "MA",
-            "--zip",
-            "02134",
-        ],
-        "unavailable",
-    );
+    let v = w.fails_with("ann", &common::REGISTER, "unavailable");
     assert!(
         v["message"].as_str().unwrap().contains("licensing system"),
         "{v}"
@@ -611,35 +534,9 @@ fn closing_an_account_refunds_the_balance_to_the_card_and_withdraws_the_device()
     assert!(w.fund_card("ann", "20").0);
     let out = tempfile::tempdir().unwrap();
     let label = out.path().join("label").to_str().unwrap().to_owned();
-    w.ok(
-        "ann",
-        &[
-            "buy",
-            "--postage",
-            "0.78",
-            "--from",
-            "02134",
-            "--to",
-            "94105",
-            "--format",
-            "raw",
-            "--out",
-            &label,
-        ],
-    );
+    w.ok("ann", &common::buy_raw(&label));
     // A pending EFT debit cannot be paid back yet: only the card's part is refundable.
-    w.ok(
-        "ann",
-        &[
-            "fund",
-            "--amount",
-            "10",
-            "--eft-routing",
-            "011000015",
-            "--eft-account",
-            "123456789",
-        ],
-    );
+    w.ok("ann", &common::fund_eft("10"));
     let v = w.fails_with("ann", &["close-account", "--yes"], "refund_unavailable");
     assert!(
         v["message"].as_str().unwrap().contains("not settled"),
@@ -655,22 +552,7 @@ fn closing_an_account_refunds_the_balance_to_the_card_and_withdraws_the_device()
     assert!(ok, "{reg}");
     let device2 = reg["device_id"].as_str().unwrap().to_owned();
     assert!(w.fund_card("bob2", "20").0);
-    w.ok(
-        "bob2",
-        &[
-            "buy",
-            "--postage",
-            "0.78",
-            "--from",
-            "02134",
-            "--to",
-            "94105",
-            "--format",
-            "raw",
-            "--out",
-            &label,
-        ],
-    );
+    w.ok("bob2", &common::buy_raw(&label));
     let closed = w.ok("bob2", &["close-account", "--yes"]);
     assert_eq!(closed["status"], "closed");
     assert_eq!(closed["refunded_mills"], 19_220);
@@ -685,30 +567,8 @@ fn closing_an_account_refunds_the_balance_to_the_card_and_withdraws_the_device()
         None,
     );
     assert_eq!(d["status"], "withdrawn");
-    w.fails_with(
-        "bob2",
-        &[
-            "fund", "--amount", "5", "--card", CARD, "--exp", "12/30", "--cvc", "123",
-        ],
-        "account_closed",
-    );
-    w.fails_with(
-        "bob2",
-        &[
-            "buy",
-            "--postage",
-            "0.78",
-            "--from",
-            "02134",
-            "--to",
-            "94105",
-            "--format",
-            "raw",
-            "--out",
-            &label,
-        ],
-        "account_closed",
-    );
+    w.fails_with("bob2", &common::fund_card("5"), "account_closed");
+    w.fails_with("bob2", &common::buy_raw(&label), "account_closed");
     let (clean, r) = w.reconcile();
     assert!(clean, "{r}");
     // The ledger's own audit agrees: the payout lowered the control total.

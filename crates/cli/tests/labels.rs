@@ -26,20 +26,7 @@ fn pdftoppm_available() -> bool {
 
 fn funded(server: &TestServer, user: &str) {
     server.register(user);
-    server.ok(
-        user,
-        &[
-            "fund",
-            "--amount",
-            "20",
-            "--card",
-            "4242424242424242",
-            "--exp",
-            "12/30",
-            "--cvc",
-            "123",
-        ],
-    );
+    server.ok(user, &common::fund_card("20"));
 }
 
 const TO: &str = "Charles Babbage|1600 Main St Apt 4|San Francisco CA 94105-0004";
@@ -285,20 +272,7 @@ fn a_batch_charges_each_row_and_prints_them_all_into_one_pdf() {
         assert_eq!(first["amount_mills"], 9_350);
     }
     // ZPL: one ^XA…^XZ label per row.
-    server.ok(
-        "dee",
-        &[
-            "fund",
-            "--amount",
-            "20",
-            "--card",
-            "4242424242424242",
-            "--exp",
-            "12/30",
-            "--cvc",
-            "123",
-        ],
-    );
+    server.ok("dee", &common::fund_card("20"));
     let zpl_out = dir.path().join("thermal");
     let v = server.ok(
         "dee",

@@ -274,36 +274,8 @@ impl Server {
 
     /// A registered user with $20.
     fn funded_user(&self, user: &str) {
-        self.ok(
-            user,
-            &[
-                "register",
-                "--name",
-                "Ann Example",
-                "--address",
-                "1 Main St",
-                "--city",
-                "Boston",
-                "--state",
-                "MA",
-                "--zip",
-                "02134",
-            ],
-        );
-        self.ok(
-            user,
-            &[
-                "fund",
-                "--amount",
-                "20",
-                "--card",
-                "4242424242424242",
-                "--exp",
-                "12/30",
-                "--cvc",
-                "123",
-            ],
-        );
+        self.ok(user, &common::REGISTER);
+        self.ok(user, &common::fund_card("20"));
     }
 
     fn balance_mills(&self, user: &str) -> u64 {

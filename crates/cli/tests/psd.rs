@@ -274,36 +274,8 @@ fn rotation_flow(data: &Path, device: &Device) {
     assert!(ok, "{v}");
     assert_eq!(v["role"], "admin");
     let server = start(data, device).unwrap();
-    server.ok(
-        "ann",
-        &[
-            "register",
-            "--name",
-            "Ann Example",
-            "--address",
-            "1 Main St",
-            "--city",
-            "Boston",
-            "--state",
-            "MA",
-            "--zip",
-            "02134",
-        ],
-    );
-    server.ok(
-        "ann",
-        &[
-            "fund",
-            "--amount",
-            "10",
-            "--card",
-            "4242424242424242",
-            "--exp",
-            "12/30",
-            "--cvc",
-            "123",
-        ],
-    );
+    server.ok("ann", &common::REGISTER);
+    server.ok("ann", &common::fund_card("10"));
     let out = tempfile::tempdir().unwrap();
     let (a, key_a) = server.buy("ann", out.path(), "a");
 

@@ -12,6 +12,60 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_stampline");
 pub const PASSWORD: &str = "correct horse battery staple";
+/// The sandbox bank's card that always pays.
+pub const CARD: &str = "4242424242424242";
+
+/// `stampline register` with the tests' name and address.
+pub const REGISTER: [&str; 11] = [
+    "register",
+    "--name",
+    "Ann Example",
+    "--address",
+    "1 Main St",
+    "--city",
+    "Boston",
+    "--state",
+    "MA",
+    "--zip",
+    "02134",
+];
+
+/// `stampline fund` of `dollars` by [`CARD`].
+pub fn fund_card(dollars: &str) -> [&str; 9] {
+    [
+        "fund", "--amount", dollars, "--card", CARD, "--exp", "12/30", "--cvc", "123",
+    ]
+}
+
+/// `stampline fund` of `dollars` by EFT from a valid routing number.
+pub fn fund_eft(dollars: &str) -> [&str; 7] {
+    [
+        "fund",
+        "--amount",
+        dollars,
+        "--eft-routing",
+        "011000015",
+        "--eft-account",
+        "123456789",
+    ]
+}
+
+/// `stampline buy` of a $0.78 letter from 02134 to 94105, its raw bytes written to `out`.
+pub fn buy_raw(out: &str) -> [&str; 11] {
+    [
+        "buy",
+        "--postage",
+        "0.78",
+        "--from",
+        "02134",
+        "--to",
+        "94105",
+        "--format",
+        "raw",
+        "--out",
+        out,
+    ]
+}
 
 /// A `stampline` process (server or sandbox service) that printed its listening line.
 pub struct Listening {
