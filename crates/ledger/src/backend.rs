@@ -131,6 +131,10 @@ impl<B: Backend> Store for B {
         self.read(move |tx, _| payments::closed_at(tx, user_id))
     }
 
+    fn refuse_if_locked(&self, user_id: UserId) -> Result<(), LedgerError> {
+        self.read(move |tx, _| payments::refuse_if_locked(tx, user_id))
+    }
+
     fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError> {
         let serial = serial.to_owned();
         self.read(move |tx, _| payments::item_amount(tx, user_id, &serial))

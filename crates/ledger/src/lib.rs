@@ -666,6 +666,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// When the user's account was closed, if it was.
     fn closed_at(&self, user_id: UserId) -> Result<Option<i64>, LedgerError>;
 
+    /// `AccountClosed` for a closed account, `AccountLocked` (naming the oldest) while a returned
+    /// ACH debit is unpaid; the rule `issue` applies inside its own transaction.
+    fn refuse_if_locked(&self, user_id: UserId) -> Result<(), LedgerError>;
+
     /// The amount of one of the user's items (`None`: no such item of this user).
     fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError>;
 }

@@ -1,6 +1,6 @@
 //! Behaviours of issue 7's store methods: ACH returns, auto-refill bookkeeping, closure payouts.
 
-use super::{T0_MS, add_user, assert_clean, fund, issue, ok, req, try_confirm};
+use super::{T0_MS, add_user, assert_clean, fund, issue, ok, req, try_confirm, try_issue};
 use crate::{AutoRefill, FundInput, LedgerError, Payout, Store, UserId};
 
 /// The behaviours of this module, by name.
@@ -51,6 +51,18 @@ pub fn a_returned_debit_stays_open_until_paid_once(store: &dyn Store) {
     let open = ok(store.open_returns(u), "open");
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].amount_mills, 3_000);
+    assert!(
+        matches!(
+            store.refuse_if_locked(u),
+            Err(LedgerError::AccountLocked { ref payment_id, amount_mills: 3_000 }) if *payment_id == eft
+        ),
+        "a returned debit locks the account"
+    );
+    let refused = try_issue(store, u, "i-locked", 780, T0_MS);
+    assert!(
+        matches!(refused, Err(LedgerError::AccountLocked { .. })),
+        "{refused:?}"
+    );
     let key = req(u, "pay-debt", "debt");
     let out = ok(store.pay_return(&key, &eft, "pay-card-9", T0_MS), "pay");
     assert_eq!(out.balance_mills, 5_000, "paying the debt credits nothing");
@@ -59,6 +71,7 @@ pub fn a_returned_debit_stays_open_until_paid_once(store: &dyn Store) {
         out
     );
     assert!(ok(store.open_returns(u), "open").is_empty());
+    ok(store.refuse_if_locked(u), "unlocked once paid");
     let rows = ok(store.payments(), "payments");
     let row = rows
         .iter()

@@ -135,29 +135,13 @@ impl Core {
         }
     }
 
-    /// `account_locked` while a returned debit is unpaid.
+    /// `account_closed`, or `account_locked` while a returned debit is unpaid (the ledger's rule).
     pub(super) async fn refuse_if_locked(
         self: &Arc<Self>,
         user_id: UserId,
     ) -> Result<(), CoreError> {
         let core = Arc::clone(self);
-        let (closed, open) = blocking(move || {
-            Ok((
-                core.store.closed_at(user_id)?,
-                core.store.open_returns(user_id)?,
-            ))
-        })
-        .await?;
-        if closed.is_some() {
-            return Err(CoreError::refused(
-                stampline_wire::codes::ACCOUNT_CLOSED,
-                "the account is closed",
-            ));
-        }
-        match open.first() {
-            Some(r) => Err(CoreError::refused(ACCOUNT_LOCKED, locked_message(r))),
-            None => Ok(()),
-        }
+        blocking(move || Ok(core.store.refuse_if_locked(user_id)?)).await
     }
 
     /// A locked user pays the returned debit: by card, exactly its amount. Nothing is credited
