@@ -117,6 +117,11 @@ impl<B: Backend> Store for B {
         self.write(move |tx, _| payments::count_auto_refill(tx, user_id, refill, amount_mills))
     }
 
+    fn begin_close(&self, key: &RequestKey, now_ms: i64) -> Result<CloseStart, LedgerError> {
+        let key = OwnedKey::of(key);
+        self.write(move |tx, ctx| payments::begin_close(tx, ctx, &key.key(), now_ms))
+    }
+
     fn close_account(
         &self,
         key: &RequestKey,

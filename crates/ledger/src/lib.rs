@@ -251,6 +251,15 @@ pub struct CloseOutcome {
     pub balance_mills: u64,
 }
 
+/// What beginning a closure found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseStart {
+    /// The account is closing under this request; its balance, to be paid out.
+    Closing { balance_mills: u64 },
+    /// This request already closed the account.
+    Closed(CloseOutcome),
+}
+
 /// A standing authorisation to refill the balance from a saved card.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AutoRefill {
@@ -650,6 +659,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         refill: u64,
         amount_mills: u64,
     ) -> Result<bool, LedgerError>;
+
+    /// Begins closing the account under `key`'s request, before any bank refund: from here on
+    /// every operation that spends or credits is refused (`AccountClosed`), so the balance the
+    /// payouts are planned from cannot move. Refused while items await confirmation, while a
+    /// returned debit is unpaid, and once closed. A closure begun and not finished (a crash, the
+    /// bank not ready) goes on under the request that asks next (`Closing`, with the balance);
+    /// the request that finished one answers `Closed` with its outcome.
+    fn begin_close(&self, key: &RequestKey, now_ms: i64) -> Result<CloseStart, LedgerError>;
 
     /// Closes the account: each payout (a bank refund already made) moves its amount
     /// customer:U → bank_clearing (kind `payout`, naming the refunded payment), the descending

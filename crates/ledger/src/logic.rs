@@ -517,6 +517,10 @@ pub(crate) fn refund(
     if let Some(json) = find_outcome(tx, key, OP_REFUND)? {
         return replay(&json);
     }
+    // A closing or closed account is credited nothing more (its balance is being paid out).
+    if payments::closed_at(tx, user_id)?.is_some() {
+        return Err(LedgerError::AccountClosed);
+    }
     let item = load_item(tx, serial)?
         .filter(|item| item.user_id == user_id)
         .ok_or(LedgerError::UnknownItem)?;

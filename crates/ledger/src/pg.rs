@@ -30,7 +30,7 @@ use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError, MeterSeale
 /// Connections one store keeps open at most (each in-flight store call holds one).
 pub const PG_POOL_SIZE: usize = 16;
 /// The schema version this build writes (the same tables as SQLite's, in PostgreSQL types).
-pub const PG_SCHEMA_VERSION: i64 = 3;
+pub const PG_SCHEMA_VERSION: i64 = 4;
 /// High half of the advisory lock key of one audit chain (the low half is the chain): "SLN" + 1.
 const AUDIT_CHAIN_LOCK_CLASS: i64 = 0x534C_4E01;
 /// Advisory lock key serialising schema migrations of servers starting together.
@@ -202,7 +202,13 @@ ALTER TABLE audit_log DROP CONSTRAINT audit_log_pkey;
 ALTER TABLE audit_log ADD PRIMARY KEY (chain, seq);
 "#;
 
-const PG_MIGRATIONS: [&str; 3] = [PG_V1, PG_V2, PG_V3];
+/// Version 4: closures are begun before the bank refunds anything (as SQLite's version 6).
+const PG_V4: &str = r#"
+ALTER TABLE closures ADD COLUMN request_id TEXT;
+ALTER TABLE closures ADD COLUMN finished BIGINT NOT NULL DEFAULT 1 CHECK (finished = 0 OR finished = 1);
+"#;
+
+const PG_MIGRATIONS: [&str; 4] = [PG_V1, PG_V2, PG_V3, PG_V4];
 
 /// A pooled connection and its prepared statements (keyed by the ledger's `?N` SQL).
 struct Conn {

@@ -459,6 +459,11 @@ fn a_returned_debit_stays_open_until_paid_once() {
 }
 
 #[test]
+fn a_closing_account_moves_no_money_and_its_closure_resumes() {
+    on_file(testsuite::payments::a_closing_account_moves_no_money_and_its_closure_resumes);
+}
+
+#[test]
 fn closure_pays_out_the_whole_balance_and_keeps_the_audit_clean() {
     on_file(testsuite::payments::closure_pays_out_the_whole_balance_and_keeps_the_audit_clean);
 }

@@ -15,8 +15,8 @@ use super::{
 use crate::logic::Ctx;
 use crate::sql::{Param, Row, Tx};
 use crate::{
-    ACCOUNT_BANK_CLEARING, AutoRefill, CloseOutcome, FundOutcome, LedgerError, MeterState,
-    PaymentRow, Payout, RequestKey, UserId, customer_account, reserved_account,
+    ACCOUNT_BANK_CLEARING, AutoRefill, CloseOutcome, CloseStart, FundOutcome, LedgerError,
+    MeterState, PaymentRow, Payout, RequestKey, UserId, customer_account, reserved_account,
 };
 
 use Param::{Int, Text};
@@ -352,6 +352,73 @@ pub(crate) fn closed_at(tx: &mut dyn Tx, user_id: UserId) -> Result<Option<i64>,
     .transpose()
 }
 
+/// The user's closure row, if any: whether it is finished, and the request that began it.
+fn closure(
+    tx: &mut dyn Tx,
+    user_id: UserId,
+) -> Result<Option<(bool, Option<String>)>, LedgerError> {
+    tx.row(
+        "SELECT finished, request_id FROM closures WHERE user_id = ?1",
+        &[Int(user_id)],
+    )?
+    .map(|r| Ok((r.int(0)? == 1, r.opt_text(1)?)))
+    .transpose()
+}
+
+pub(crate) fn begin_close(
+    tx: &mut dyn Tx,
+    ctx: Ctx<'_>,
+    key: &RequestKey<'_>,
+    now_ms: i64,
+) -> Result<CloseStart, LedgerError> {
+    let user_id = key.user_id;
+    lock_meter(tx, ctx, user_id)?;
+    if let Some(json) = find_outcome(tx, key, OP_CLOSE)? {
+        return Ok(CloseStart::Closed(replay(&json)?));
+    }
+    match closure(tx, user_id)? {
+        Some((true, _)) => return Err(LedgerError::AccountClosed),
+        Some((false, request)) => {
+            // A closure that stopped half-way (a crash, the bank not ready): this request goes
+            // on with it. Its payouts are keyed by payment, not by request, so nothing is paid
+            // out twice.
+            if request.as_deref() != Some(key.request_id) {
+                check_text("request id", key.request_id, 1, crate::MAX_REQUEST_ID_LEN)?;
+                tx.exec(
+                    "UPDATE closures SET request_id = ?2 WHERE user_id = ?1 AND finished = 0",
+                    &[Int(user_id), Text(key.request_id)],
+                )?;
+            }
+        }
+        None => {
+            check_text("request id", key.request_id, 1, crate::MAX_REQUEST_ID_LEN)?;
+            refuse_if_locked(tx, user_id)?;
+            if balance_of(tx, &reserved_account(user_id))? != 0 {
+                return Err(LedgerError::InvalidInput(
+                    "items are still awaiting print confirmation".into(),
+                ));
+            }
+            tx.exec(
+                "INSERT INTO closures (user_id, closed_at_ms, refunded_mills, request_id, finished)
+                 VALUES (?1, ?2, 0, ?3, 0)",
+                &[Int(user_id), Int(now_ms), Text(key.request_id)],
+            )?;
+            let detail = serde_json::json!({"user_id": user_id, "request": key.request_id});
+            append_audit_entry(
+                tx,
+                now_ms,
+                &user_actor(user_id),
+                "close_begin",
+                &detail.to_string(),
+            )?;
+        }
+    }
+    let balance = balance_of(tx, &customer_account(user_id))?;
+    Ok(CloseStart::Closing {
+        balance_mills: to_u64(balance, "customer balance")?,
+    })
+}
+
 pub(crate) fn close_account(
     tx: &mut dyn Tx,
     ctx: Ctx<'_>,
@@ -364,11 +431,21 @@ pub(crate) fn close_account(
     if let Some(json) = find_outcome(tx, key, OP_CLOSE)? {
         return replay(&json);
     }
-    if closed_at(tx, user_id)?.is_some() {
-        return Err(LedgerError::InvalidInput(
-            "the account is already closed".into(),
-        ));
-    }
+    // Either this request began the closure (`begin_close`), or the account closes in one step.
+    let begun = match closure(tx, user_id)? {
+        None => false,
+        Some((false, Some(request))) if request == key.request_id => true,
+        Some((false, _)) => {
+            return Err(LedgerError::InvalidInput(
+                "the account is being closed by another request".into(),
+            ));
+        }
+        Some((true, _)) => {
+            return Err(LedgerError::InvalidInput(
+                "the account is already closed".into(),
+            ));
+        }
+    };
     if balance_of(tx, &reserved_account(user_id))? != 0 {
         return Err(LedgerError::InvalidInput(
             "items are still awaiting print confirmation".into(),
@@ -448,10 +525,24 @@ pub(crate) fn close_account(
             &detail.to_string(),
         )?;
     }
-    tx.exec(
-        "INSERT INTO closures (user_id, closed_at_ms, refunded_mills) VALUES (?1, ?2, ?3)",
-        &[Int(user_id), Int(now_ms), Int(total)],
-    )?;
+    let closed = if begun {
+        tx.exec(
+            "UPDATE closures SET closed_at_ms = ?2, refunded_mills = ?3, finished = 1
+             WHERE user_id = ?1 AND finished = 0",
+            &[Int(user_id), Int(now_ms), Int(total)],
+        )?
+    } else {
+        tx.exec(
+            "INSERT INTO closures (user_id, closed_at_ms, refunded_mills, request_id, finished)
+             VALUES (?1, ?2, ?3, ?4, 1)",
+            &[Int(user_id), Int(now_ms), Int(total), Text(key.request_id)],
+        )?
+    };
+    if closed != 1 {
+        return Err(LedgerError::Invariant(format!(
+            "the closure of user {user_id} changed during the transaction"
+        )));
+    }
     check_user_invariants(tx, ctx, user_id)?;
     let outcome = CloseOutcome {
         refunded_mills: to_u64(total, "refunded")?,

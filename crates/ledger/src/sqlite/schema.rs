@@ -6,10 +6,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 5] = [V1, V2, V3, V4, V5];
+const MIGRATIONS: [&str; 6] = [V1, V2, V3, V4, V5, V6];
 
 /// Version 1. Tables are STRICT so that a wrong type is an error, never a silent conversion.
 /// Amounts are integer mills. The audit log refuses updates and deletes (a direct edit must drop
@@ -246,6 +246,14 @@ CREATE INDEX transfers_item ON transfers (item_serial) WHERE item_serial IS NOT 
 /// last row, so no index on the chain is needed (one would cost a b-tree insert per entry).
 const V5: &str = "
 ALTER TABLE audit_log ADD COLUMN chain INTEGER NOT NULL DEFAULT 0 CHECK (chain = 0);
+";
+
+/// Version 6: a closure is begun before the bank refunds anything (`finished = 0`, naming the
+/// closing request), which stops every spending operation on the account, and finished when the
+/// payouts are booked. Earlier rows were finished in one step.
+const V6: &str = "
+ALTER TABLE closures ADD COLUMN request_id TEXT;
+ALTER TABLE closures ADD COLUMN finished INTEGER NOT NULL DEFAULT 1 CHECK (finished = 0 OR finished = 1);
 ";
 
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a database written by a newer build.

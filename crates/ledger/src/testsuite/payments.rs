@@ -1,7 +1,7 @@
 //! Behaviours of issue 7's store methods: ACH returns, auto-refill bookkeeping, closure payouts.
 
 use super::{T0_MS, add_user, assert_clean, fund, issue, ok, req, try_confirm, try_issue};
-use crate::{AutoRefill, FundInput, LedgerError, Payout, Store, UserId};
+use crate::{AutoRefill, CloseStart, FundInput, LedgerError, Payout, Store, UserId};
 
 /// The behaviours of this module, by name.
 pub const BEHAVIOURS: &[(&str, super::Behaviour)] = &[
@@ -12,6 +12,10 @@ pub const BEHAVIOURS: &[(&str, super::Behaviour)] = &[
     (
         "closure_pays_out_the_whole_balance_and_keeps_the_audit_clean",
         closure_pays_out_the_whole_balance_and_keeps_the_audit_clean,
+    ),
+    (
+        "a_closing_account_moves_no_money_and_its_closure_resumes",
+        a_closing_account_moves_no_money_and_its_closure_resumes,
     ),
     (
         "auto_refills_are_counted_once_and_within_the_cap",
@@ -110,6 +114,68 @@ pub fn closure_pays_out_the_whole_balance_and_keeps_the_audit_clean(store: &dyn 
     assert_eq!((b.ascending_mills, b.descending_mills), (780, 0));
     let rows = ok(store.payments(), "payments");
     assert_eq!(rows[0].refunded_mills, 9_220);
+    assert_clean(store);
+}
+
+/// Closing is begun before the bank refunds anything: from then on nothing is spent or credited,
+/// so the balance the refunds were planned from holds; a closure that stopped half-way goes on
+/// under the next request, and once finished it answers its outcome.
+pub fn a_closing_account_moves_no_money_and_its_closure_resumes(store: &dyn Store) {
+    let u = add_user(store, 1);
+    let p = fund(store, u, "f1", 10_000).payment_id;
+    let printed = issue(store, u, "i1", 780);
+    ok(
+        try_confirm(store, u, "c1", &printed.serial, true, T0_MS),
+        "confirm",
+    );
+    let first = req(u, "close-1", "close");
+    assert_eq!(
+        ok(store.begin_close(&first, T0_MS), "begin"),
+        CloseStart::Closing {
+            balance_mills: 9_220
+        }
+    );
+    let refused = try_issue(store, u, "i2", 780, T0_MS);
+    assert!(
+        matches!(refused, Err(LedgerError::AccountClosed)),
+        "{refused:?}"
+    );
+    let refund = store.refund(&req(u, "r1", "refund"), &printed.serial, i64::MAX, T0_MS);
+    assert!(
+        matches!(refund, Err(LedgerError::AccountClosed)),
+        "{refund:?}"
+    );
+    assert_eq!(ok(store.balance(u), "balance").balance_mills, 9_220);
+    // The process died after beginning; the client asks again under a new id.
+    let second = req(u, "close-2", "close");
+    assert_eq!(
+        ok(store.begin_close(&second, T0_MS), "resume"),
+        CloseStart::Closing {
+            balance_mills: 9_220
+        }
+    );
+    let payout = Payout {
+        payment_id: p,
+        refund_id: "ref-1".into(),
+        amount_mills: 9_220,
+    };
+    assert!(
+        matches!(
+            store.close_account(&first, std::slice::from_ref(&payout), T0_MS),
+            Err(LedgerError::InvalidInput(_))
+        ),
+        "only the request going on with the closure finishes it"
+    );
+    let out = ok(store.close_account(&second, &[payout], T0_MS), "close");
+    assert_eq!((out.refunded_mills, out.balance_mills), (9_220, 0));
+    assert_eq!(
+        ok(store.begin_close(&second, T0_MS), "again"),
+        CloseStart::Closed(out)
+    );
+    assert!(matches!(
+        store.begin_close(&req(u, "close-3", "close"), T0_MS),
+        Err(LedgerError::AccountClosed)
+    ));
     assert_clean(store);
 }
 

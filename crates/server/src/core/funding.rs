@@ -615,6 +615,53 @@ impl Core {
     /// each bank refund keyed `USER:REQUEST:payout:PAYMENT`, so a retry after a crash refunds
     /// once), book the payouts, and withdraw the device at CMLS (a failure there is logged and
     /// shows in reconciliation).
+    /// Which payments pay `balance_mills` back (newest first, only money the bank holds), or
+    /// `refund_unavailable` naming what the bank has not settled yet.
+    fn payout_plan(
+        &self,
+        user_id: UserId,
+        balance_mills: u64,
+    ) -> Result<Vec<(String, u64)>, CoreError> {
+        let mut remaining = balance_mills;
+        let mut plan = Vec::new();
+        let mut payments: Vec<PaymentRow> = self
+            .store
+            .payments()?
+            .into_iter()
+            .filter(|p| p.user_id == user_id && p.returned_at_ms.is_none())
+            .collect();
+        payments.reverse();
+        for p in payments {
+            if remaining == 0 {
+                break;
+            }
+            // Only money the bank holds can go back: skip pending or uncaptured payments
+            // before refunding anything, so a closure rarely stops half-way.
+            let at_bank = self.bank.payment(&p.payment_id).map_err(bank_error)?;
+            if !matches!(
+                at_bank.status,
+                PaymentStatus::Captured | PaymentStatus::Settled
+            ) {
+                continue;
+            }
+            let part = remaining.min(p.amount_mills.saturating_sub(p.refunded_mills));
+            if part > 0 {
+                plan.push((p.payment_id, part));
+                remaining -= part;
+            }
+        }
+        if remaining > 0 {
+            return Err(CoreError::refused(
+                stampline_wire::codes::REFUND_UNAVAILABLE,
+                format!(
+                    "{} of the balance is in payments the bank has not settled yet; try again later",
+                    money(remaining)
+                ),
+            ));
+        }
+        Ok(plan)
+    }
+
     pub(super) async fn close_account(
         self: &Arc<Self>,
         user_id: UserId,
@@ -638,59 +685,29 @@ impl Core {
                 return serde_json::from_str::<stampline_ledger::CloseOutcome>(&outcome)
                     .map_err(|e| CoreError::Internal(format!("stored outcome: {e}")));
             }
-            if core.store.closed_at(user_id)?.is_some() {
-                return Err(CoreError::refused(
-                    stampline_wire::codes::ACCOUNT_CLOSED,
-                    "the account is already closed",
-                ));
-            }
-            if let Some(r) = core.store.open_returns(user_id)?.first() {
-                return Err(CoreError::refused(ACCOUNT_LOCKED, locked_message(r)));
-            }
-            let balance = core.store.balance(user_id)?;
-            if balance.reserved_mills > 0 {
-                return Err(CoreError::refused(
-                    stampline_wire::codes::ACCOUNT_BUSY,
-                    "items are awaiting print confirmation; confirm them or wait for the window",
-                ));
-            }
-            let mut remaining = balance.balance_mills;
-            let mut plan = Vec::new();
-            let mut payments: Vec<PaymentRow> = core
-                .store
-                .payments()?
-                .into_iter()
-                .filter(|p| p.user_id == user_id && p.returned_at_ms.is_none())
-                .collect();
-            payments.reverse();
-            for p in payments {
-                if remaining == 0 {
-                    break;
+            if core.store.closed_at(user_id)?.is_none() {
+                if let Some(r) = core.store.open_returns(user_id)?.first() {
+                    return Err(CoreError::refused(ACCOUNT_LOCKED, locked_message(r)));
                 }
-                // Only money the bank holds can go back: skip pending or uncaptured payments
-                // before refunding anything, so a closure rarely stops half-way.
-                let at_bank = core.bank.payment(&p.payment_id).map_err(bank_error)?;
-                if !matches!(
-                    at_bank.status,
-                    PaymentStatus::Captured | PaymentStatus::Settled
-                ) {
-                    continue;
+                let balance = core.store.balance(user_id)?;
+                if balance.reserved_mills > 0 {
+                    return Err(CoreError::refused(
+                        stampline_wire::codes::ACCOUNT_BUSY,
+                        "items are awaiting print confirmation; confirm them or wait for the window",
+                    ));
                 }
-                let part = remaining.min(p.amount_mills.saturating_sub(p.refunded_mills));
-                if part > 0 {
-                    plan.push((p.payment_id, part));
-                    remaining -= part;
-                }
+                // Refuse now, before anything is frozen, when the bank cannot take it all back.
+                core.payout_plan(user_id, balance.balance_mills)?;
             }
-            if remaining > 0 {
-                return Err(CoreError::refused(
-                    stampline_wire::codes::REFUND_UNAVAILABLE,
-                    format!(
-                        "{} of the balance is in payments the bank has not settled yet; try again later",
-                        money(remaining)
-                    ),
-                ));
-            }
+            // Stop all spending before the bank refunds anything, so that the balance the refunds
+            // are planned from cannot move. A retry after a crash (under any request id) resumes
+            // here with the same balance, hence the same plan, and the bank answers the same
+            // refund keys with the same refunds.
+            let balance = match core.store.begin_close(&key, now_ms())? {
+                stampline_ledger::CloseStart::Closed(out) => return Ok(out),
+                stampline_ledger::CloseStart::Closing { balance_mills } => balance_mills,
+            };
+            let plan = core.payout_plan(user_id, balance)?;
             let mut payouts = Vec::new();
             for (payment_id, part) in plan {
                 let refund = core
@@ -698,7 +715,7 @@ impl Core {
                     .refund(
                         &payment_id,
                         part,
-                        &format!("{user_id}:{request_id}:payout:{payment_id}"),
+                        &format!("{user_id}:close:payout:{payment_id}"),
                     )
                     .map_err(|e| match e {
                         stampline_sandbox::BankError::BadState(m) => CoreError::refused(
