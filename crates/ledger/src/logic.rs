@@ -272,6 +272,10 @@ pub(crate) fn fund(
     if known.is_some() {
         return Err(LedgerError::DuplicatePayment);
     }
+    // A closing account's balance is being paid out as it stands: nothing more comes in.
+    if payments::closed_at(tx, user_id)?.is_some() {
+        return Err(LedgerError::AccountClosed);
+    }
     let new_meter = Meter {
         descending_mills: register_add(meter.descending_mills, amount)?,
         ..meter.clone()

@@ -145,6 +145,18 @@ pub fn a_closing_account_moves_no_money_and_its_closure_resumes(store: &dyn Stor
         matches!(refund, Err(LedgerError::AccountClosed)),
         "{refund:?}"
     );
+    let late = store.fund(
+        &req(u, "f-late", "fund"),
+        &FundInput {
+            amount: super::amount(1_000),
+            payment_id: "pay-late",
+            method: "card",
+            token: Some("tok_visa"),
+            last4: Some("4242"),
+        },
+        T0_MS,
+    );
+    assert!(matches!(late, Err(LedgerError::AccountClosed)), "{late:?}");
     assert_eq!(ok(store.balance(u), "balance").balance_mills, 9_220);
     // The process died after beginning; the client asks again under a new id.
     let second = req(u, "close-2", "close");

@@ -553,8 +553,10 @@ impl Core {
         let Some(auth) = self.store.auto_refill(user_id)? else {
             return Ok(None);
         };
-        if !self.store.open_returns(user_id)?.is_empty() {
-            return Ok(None);
+        match self.store.refuse_if_locked(user_id) {
+            // Closing or closed (the ledger would refuse the credit), or locked by a return.
+            Err(LedgerError::AccountClosed | LedgerError::AccountLocked { .. }) => return Ok(None),
+            other => other?,
         }
         let balance = self.store.balance(user_id)?;
         if balance.balance_mills >= auth.threshold_mills {
