@@ -20,11 +20,11 @@ use std::path::Path;
 
 use base64::Engine as _;
 use serde_json::json;
+use stampline_client::new_request_id;
 use stampline_items::Body;
 use stampline_label::{Format, Layout, Piece};
 use stampline_money::Amount;
 use stampline_wire::Op;
-use uuid::Uuid;
 
 use crate::args::{BuyArgs, Global};
 use crate::buy::check_item;
@@ -251,7 +251,7 @@ pub async fn buy_batch(
                 .as_deref()
                 .and_then(|w| w.parse::<serde_json::Number>().ok()),
         };
-        let issued = match link.request_with_id(Uuid::new_v4(), op).await {
+        let issued = match link.request_with_id(new_request_id(), op).await {
             Ok(r) => ok_fields(r),
             Err(e) => Err(e.into()),
         };

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stampline_client::{Endpoint, Link};
+use stampline_client::{Endpoint, Link, new_request_id};
 use stampline_wire::{Card, Op, Secret};
 use uuid::Uuid;
 
@@ -109,7 +109,7 @@ async fn worker(link: Arc<Link>, count: u64) -> (Vec<u64>, u64) {
         let started = Instant::now();
         let issued = link
             .request_with_id(
-                Uuid::new_v4(),
+                new_request_id(),
                 Op::Issue {
                     kind: "postage".into(),
                     postage_mills: BENCH_POSTAGE_MILLS,

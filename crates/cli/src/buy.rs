@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use serde_json::{Value, json};
 use stampline_client::print::DocFormat;
-use stampline_client::{Endpoint, Link, LinkError, PublishedKey};
+use stampline_client::{Endpoint, Link, LinkError, PublishedKey, new_request_id};
 use stampline_items::Item;
 use stampline_money::Amount;
 use stampline_wire::Op;
-use uuid::Uuid;
 
 use crate::args::{BuyArgs, Global};
 use crate::client_cmds::{connect, dollars, ok_fields};
@@ -135,7 +134,7 @@ pub async fn do_buy(ep: &Endpoint, link: &Link, a: &BuyArgs) -> Result<Value, Cl
     };
     let keys = ep.keys().await?;
 
-    let id = Uuid::new_v4();
+    let id = new_request_id();
     let op = Op::Issue {
         kind: "postage".into(),
         postage_mills: postage.mills(),

@@ -15,5 +15,5 @@ pub mod print;
 mod trust;
 
 pub use http::{Endpoint, HttpError, PublishedKey};
-pub use link::{CLIENT_NAME, Link, LinkError, REQUEST_TIMEOUT};
+pub use link::{CLIENT_NAME, Link, LinkError, REQUEST_TIMEOUT, new_request_id};
 pub use trust::{Trust, TrustError};
