@@ -310,11 +310,29 @@ pub struct PieceState {
     pub descending_mills: u64,
 }
 
-/// What the signing callback returns: the item's serial ("SL0100001234-42") and its signed bytes.
-#[derive(Clone, Debug)]
+/// What the signing callback returns: the item's serial ("SL0100001234-42"), its signed bytes,
+/// and a check the issue must see pass before it commits.
 pub struct SignedItem {
     pub serial: String,
     pub bytes: Vec<u8>,
+    /// The server's check of the fresh signature (`None`: not checked). The issue commits only if
+    /// it passes; a backend may run it on another thread while it goes on with other operations
+    /// (SQLite's writer has the caller's thread run it and waits for the verdict before the
+    /// group's commit), so the check must own what it uses.
+    pub check: Option<ItemCheck>,
+}
+
+/// See [`SignedItem::check`]: `Err` says why the item must not be issued.
+pub type ItemCheck = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
+impl std::fmt::Debug for SignedItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedItem")
+            .field("serial", &self.serial)
+            .field("bytes", &self.bytes.len())
+            .field("check", &self.check.is_some())
+            .finish()
+    }
 }
 
 /// What `Store::issue` calls, inside the transaction, to sign the item of a piece: it owns what
@@ -499,7 +517,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Reserves the amount and issues the next piece: customer:U → reserved:U, ascending += amount,
     /// descending −= amount, piece += 1. Inside the transaction, after the checks and the register
     /// update, calls `sign` with the meter state after this piece; it returns the signed item, which
-    /// is stored as `issued`. If `sign` fails, nothing changes (`Signing`).
+    /// is stored as `issued`. If `sign` fails, or the check it returns with the item fails,
+    /// nothing changes (`Signing`).
     fn issue(
         &self,
         key: &RequestKey,

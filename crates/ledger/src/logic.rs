@@ -376,7 +376,10 @@ pub(crate) fn issue(
         ascending_mills: to_u64(new_meter.ascending_mills, "ascending register")?,
         descending_mills: to_u64(new_meter.descending_mills, "descending register")?,
     };
-    let signed = sign(&piece_state).map_err(LedgerError::Signing)?;
+    let mut signed = sign(&piece_state).map_err(LedgerError::Signing)?;
+    if let Some(check) = signed.check.take() {
+        tx.defer_check(check)?;
+    }
     check_text("serial", &signed.serial, 1, MAX_SERIAL_LEN)
         .map_err(|e| LedgerError::Signing(format!("signer returned a bad serial: {e}")))?;
     if signed.bytes.is_empty() || signed.bytes.len() > MAX_ITEM_BYTES {

@@ -7,7 +7,7 @@
 //! `LIMIT`); where they differ the transaction says how ([`Tx::for_update`],
 //! [`Tx::lock_audit_chain`]).
 
-use crate::LedgerError;
+use crate::{ItemCheck, LedgerError};
 
 /// A statement parameter.
 #[derive(Clone, Copy, Debug)]
@@ -130,6 +130,13 @@ pub(crate) trait Tx {
 
     /// Records the head this transaction appended to `chain` (kept only if it commits).
     fn set_audit_head(&mut self, chain: i64, head: AuditHead);
+
+    /// Makes the transaction's commit depend on `check` (a fresh item's signature check). By
+    /// default it runs at once; SQLite's writer has it run on the caller's thread while it goes on
+    /// with the group, and commits the group only if every check of it passed.
+    fn defer_check(&mut self, check: ItemCheck) -> Result<(), LedgerError> {
+        check().map_err(LedgerError::Signing)
+    }
 }
 
 /// The newest entry of an audit chain: its sequence number and hash.

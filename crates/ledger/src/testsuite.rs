@@ -9,7 +9,7 @@
 pub mod payments;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use stampline_money::Amount;
 
@@ -122,6 +122,10 @@ pub const BEHAVIOURS: &[(&str, Behaviour)] = &[
     (
         "concurrent_issues_never_overdraw",
         concurrent_issues_never_overdraw,
+    ),
+    (
+        "a_failed_check_among_concurrent_issues_commits_nothing_of_it",
+        a_failed_check_among_concurrent_issues_commits_nothing_of_it,
     ),
     (
         "reprints_are_limited_counted_and_logged",
@@ -339,6 +343,7 @@ pub fn sign_ok(piece: &PieceState) -> Result<SignedItem, String> {
             piece.device_id, piece.piece, piece.ascending_mills, piece.descending_mills
         )
         .into_bytes(),
+        check: None,
     })
 }
 
@@ -1031,17 +1036,54 @@ pub fn signing_failure_changes_nothing(store: &dyn Store) {
             Ok(SignedItem {
                 serial: format!("{}-{}", p.device_id, p.piece),
                 bytes: Vec::new(),
+                check: None,
             })
         }),
         T0_MS,
     );
     assert!(matches!(empty, Err(LedgerError::Signing(_))), "{empty:?}");
+    // The server's check of the fresh signature fails (SQLite runs it on this thread while its
+    // writer goes on): nothing is committed, and the check's reason is the error.
+    let unchecked = store.issue(
+        &req(u, "i1", "issue"),
+        &input,
+        Box::new(|p: &PieceState| {
+            let mut item = sign_ok(p)?;
+            item.check = Some(Box::new(|| Err("signature does not verify".to_string())));
+            Ok(item)
+        }),
+        T0_MS,
+    );
+    assert!(
+        matches!(&unchecked, Err(LedgerError::Signing(m)) if m == "signature does not verify"),
+        "{unchecked:?}"
+    );
     assert_eq!(snapshot(store, u), before);
     assert!(ok(store.find_request(u, "i1"), "find_request").is_none());
 
-    // The next successful issue takes piece 1: the failures used no number.
-    let item = ok(try_issue(store, u, "i1", PRICE_MILLS, T0_MS), "issue");
+    // The next successful issue takes piece 1: the failures used no number. Its check passes
+    // (and runs exactly once).
+    let checked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&checked);
+    let item = ok(
+        store.issue(
+            &req(u, "i1", "issue"),
+            &input,
+            Box::new(move |p: &PieceState| {
+                let mut item = sign_ok(p)?;
+                let counter = Arc::clone(&counter);
+                item.check = Some(Box::new(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }));
+                Ok(item)
+            }),
+            T0_MS,
+        ),
+        "issue",
+    );
     assert_eq!(item.serial, format!("{}-1", device_id(1)));
+    assert_eq!(checked.load(Ordering::SeqCst), 1);
     assert_clean(store);
 }
 
@@ -1449,6 +1491,87 @@ pub fn audit_is_clean_after_mixed_workload(store: &dyn Store) {
             funded + 1350 + PRICE_MILLS + 2200
         );
     }
+}
+
+/// Users issuing at once (SQLite's writer groups them into one commit) where one item's check
+/// fails: that issue fails with the check's reason and leaves nothing, every issue answered `Ok`
+/// is in the ledger, every other failure (its group rolled back) left nothing, and the audit is
+/// clean.
+pub fn a_failed_check_among_concurrent_issues_commits_nothing_of_it(store: &dyn Store) {
+    const USERS: u32 = 8;
+    const BAD: usize = 3;
+    let users: Vec<UserId> = (1..=USERS)
+        .map(|n| {
+            let u = add_user(store, n);
+            fund(store, u, "f1", FUND_MILLS);
+            u
+        })
+        .collect();
+    // What is the user's own (the snapshot's counts are of the whole ledger).
+    let own = |u: UserId| {
+        let s = snapshot(store, u);
+        (s.balance, s.meter, s.history)
+    };
+    let before: Vec<_> = users.iter().map(|&u| own(u)).collect();
+    let results: Vec<Result<IssueOutcome, LedgerError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = users
+            .iter()
+            .enumerate()
+            .map(|(i, &u)| {
+                scope.spawn(move || {
+                    let input = IssueInput {
+                        kind: "postage",
+                        amount: amount(PRICE_MILLS),
+                        session: None,
+                    };
+                    let sign = move |p: &PieceState| {
+                        let mut item = sign_ok(p)?;
+                        item.check = Some(Box::new(move || {
+                            // Long enough for other issues to join the group meanwhile.
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                            if i == BAD {
+                                Err("signature does not verify".to_string())
+                            } else {
+                                Ok(())
+                            }
+                        }));
+                        Ok(item)
+                    };
+                    store.issue(&req(u, "i1", "issue"), &input, Box::new(sign), T0_MS)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| panic!("an issuing thread panicked"))
+            })
+            .collect()
+    });
+    for (i, result) in results.iter().enumerate() {
+        let u = users[i];
+        match result {
+            Ok(item) => {
+                assert_ne!(i, BAD, "the item whose check failed was issued");
+                assert_eq!(
+                    ok(store.item_status(&item.serial), "status"),
+                    Some(ItemStatus::Issued)
+                );
+                assert!(ok(store.find_request(u, "i1"), "find_request").is_some());
+            }
+            Err(LedgerError::Signing(reason)) if i == BAD => {
+                assert_eq!(reason, "signature does not verify");
+                assert_eq!(own(u), before[i]);
+            }
+            Err(LedgerError::GroupCommit(_)) if i != BAD => {
+                assert_eq!(own(u), before[i], "a refused issue left something");
+                assert!(ok(store.find_request(u, "i1"), "find_request").is_none());
+            }
+            Err(e) => panic!("user {u}: unexpected {e:?}"),
+        }
+    }
+    assert_clean(store);
 }
 
 pub fn concurrent_issues_never_overdraw(store: &dyn Store) {

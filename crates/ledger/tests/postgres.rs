@@ -453,3 +453,11 @@ fn auto_refills_are_counted_once_and_within_the_cap() {
         testsuite::payments::auto_refills_are_counted_once_and_within_the_cap,
     );
 }
+
+#[test]
+fn a_failed_check_among_concurrent_issues_commits_nothing_of_it() {
+    on_pg(
+        "a_failed_check_among_concurrent_issues_commits_nothing_of_it",
+        testsuite::a_failed_check_among_concurrent_issues_commits_nothing_of_it,
+    );
+}

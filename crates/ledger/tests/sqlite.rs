@@ -472,3 +472,8 @@ fn closure_pays_out_the_whole_balance_and_keeps_the_audit_clean() {
 fn auto_refills_are_counted_once_and_within_the_cap() {
     on_file(testsuite::payments::auto_refills_are_counted_once_and_within_the_cap);
 }
+
+#[test]
+fn a_failed_check_among_concurrent_issues_commits_nothing_of_it() {
+    on_file(testsuite::a_failed_check_among_concurrent_issues_commits_nothing_of_it);
+}

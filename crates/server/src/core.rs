@@ -907,24 +907,32 @@ impl Core {
                     }
                 };
                 let item = Item { body, signature };
+                let serial = item.body.serial().to_string();
+                let bytes = item.to_bytes().map_err(|e| e.to_string())?;
                 // Check the fresh signature with the key verifiers will use (one in
-                // `verify_every`, the process's first included).
+                // `verify_every`, the process's first included). The ledger commits the issue
+                // only if the check passes; SQLite's writer has this request's thread run it
+                // while it goes on with other requests.
                 let n = core.signed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n.is_multiple_of(core.cfg.verify_every.max(1)) {
-                    let spki = psd
-                    .published_keys()
-                    .into_iter()
-                    .find(|k| k.key_id == key_id)
-                    .ok_or("signing key is not published")?
-                    .spki_der;
-                    item.verify(&spki).map_err(|e| {
-                        tracing::error!(%key_id, error = %e, "a fresh item signature does not verify");
-                        format!("fresh signature does not verify: {e}")
-                    })?;
-                }
+                let check = n.is_multiple_of(core.cfg.verify_every.max(1)).then(|| {
+                    let psd = Arc::clone(&psd);
+                    Box::new(move || {
+                        let spki = psd
+                            .published_keys()
+                            .into_iter()
+                            .find(|k| k.key_id == key_id)
+                            .ok_or("signing key is not published")?
+                            .spki_der;
+                        item.verify(&spki).map_err(|e| {
+                            tracing::error!(%key_id, error = %e, "a fresh item signature does not verify");
+                            format!("fresh signature does not verify: {e}")
+                        })
+                    }) as stampline_ledger::ItemCheck
+                });
                 Ok(SignedItem {
-                    serial: item.body.serial().to_string(),
-                    bytes: item.to_bytes().map_err(|e| e.to_string())?,
+                    serial,
+                    bytes,
+                    check,
                 })
             };
             let input = IssueInput {
