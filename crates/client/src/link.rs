@@ -141,6 +141,7 @@ impl Link {
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(2 * stampline_wire::MAX_FRAME_BYTES);
         config.max_frame_size = Some(2 * stampline_wire::MAX_FRAME_BYTES);
+        config.read_buffer_size = stampline_wire::LINK_READ_BUFFER_BYTES;
         let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tls, Some(config))
             .await
             .map_err(|e| LinkError::Protocol(format!("WebSocket handshake: {e}")))?;

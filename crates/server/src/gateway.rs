@@ -216,5 +216,6 @@ async fn link_upgrade(
     // far larger ones are cut by the WebSocket layer.
     ws.max_message_size(2 * stampline_wire::MAX_FRAME_BYTES)
         .max_frame_size(2 * stampline_wire::MAX_FRAME_BYTES)
+        .read_buffer_size(stampline_wire::LINK_READ_BUFFER_BYTES)
         .on_upgrade(move |socket| link::run(socket, state, peer.0))
 }
