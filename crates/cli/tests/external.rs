@@ -391,7 +391,10 @@ fn a_returned_ach_debit_locks_the_account_until_it_is_paid() {
     // 10,000 mills less what those spent.)
     w.fails_with("ann", &common::fund_eft("10"), "account_locked");
     let before = w.ok("ann", &["balance"])["balance_mills"].as_u64().unwrap();
-    assert!(before <= 10_000 && (10_000 - before) % 780 == 0, "{before}");
+    assert!(
+        before <= 10_000 && (10_000 - before).is_multiple_of(780),
+        "{before}"
+    );
     let (ok, paid) = w.fund_card("ann", "10");
     assert!(ok, "{paid}");
     assert_eq!(

@@ -21,6 +21,21 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError>;
 
+    /// [`Backend::write`] for async callers. By default it runs at once, on this thread, and the
+    /// result is ready.
+    fn write_queued<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Queued<T> {
+        Queued::ready(self.write(f))
+    }
+
+    /// Whether [`Backend::write_queued`] only hands the operation over (see
+    /// [`Store::queues_writes`]).
+    fn queues_writes(&self) -> bool {
+        false
+    }
+
     /// Turn this database's report of a user name taken by a concurrent registration into
     /// [`LedgerError::UserExists`].
     fn map_create_user_error(&self, e: LedgerError) -> LedgerError {
@@ -51,6 +66,31 @@ impl OwnedKey {
             fingerprint: self.fingerprint,
         }
     }
+}
+
+/// The transaction of [`Store::issue`] (and [`Store::issue_queued`]).
+fn issue_op(
+    key: &RequestKey<'_>,
+    input: &IssueInput,
+    mut sign: Signer,
+    now_ms: i64,
+) -> impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<IssueOutcome, LedgerError> + Send + 'static {
+    let (key, input) = (OwnedKey::of(key), input.clone());
+    move |tx, ctx| logic::issue(tx, ctx, &key.key(), &input, &mut *sign, now_ms)
+}
+
+/// The transaction of [`Store::confirm`]: the inner result is a refusal that still commits (a
+/// late print confirmation voids the item).
+fn confirm_op(
+    key: &RequestKey<'_>,
+    serial: &str,
+    printed: bool,
+    now_ms: i64,
+) -> impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<Result<StatusOutcome, LedgerError>, LedgerError>
++ Send
++ 'static {
+    let (key, serial) = (OwnedKey::of(key), serial.to_owned());
+    move |tx, ctx| logic::confirm(tx, ctx, &key.key(), &serial, printed, now_ms)
 }
 
 impl<B: Backend> Store for B {
@@ -218,15 +258,28 @@ impl<B: Backend> Store for B {
         })
     }
 
+    fn queues_writes(&self) -> bool {
+        Backend::queues_writes(self)
+    }
+
     fn issue(
         &self,
         key: &RequestKey,
         input: &IssueInput,
-        mut sign: Signer,
+        sign: Signer,
         now_ms: i64,
     ) -> Result<IssueOutcome, LedgerError> {
-        let (key, input) = (OwnedKey::of(key), input.clone());
-        self.write(move |tx, ctx| logic::issue(tx, ctx, &key.key(), &input, &mut *sign, now_ms))
+        self.write(issue_op(key, input, sign, now_ms))
+    }
+
+    fn issue_queued(
+        &self,
+        key: &RequestKey,
+        input: &IssueInput,
+        sign: Signer,
+        now_ms: i64,
+    ) -> Queued<IssueOutcome> {
+        self.write_queued(issue_op(key, input, sign, now_ms))
     }
 
     fn confirm(
@@ -236,8 +289,17 @@ impl<B: Backend> Store for B {
         printed: bool,
         now_ms: i64,
     ) -> Result<StatusOutcome, LedgerError> {
-        let (key, serial) = (OwnedKey::of(key), serial.to_owned());
-        self.write(move |tx, ctx| logic::confirm(tx, ctx, &key.key(), &serial, printed, now_ms))?
+        self.write(confirm_op(key, serial, printed, now_ms))?
+    }
+
+    fn confirm_queued(
+        &self,
+        key: &RequestKey,
+        serial: &str,
+        printed: bool,
+        now_ms: i64,
+    ) -> Queued<Result<StatusOutcome, LedgerError>> {
+        self.write_queued(confirm_op(key, serial, printed, now_ms))
     }
 
     fn refund(

@@ -35,6 +35,7 @@ pub mod error;
 mod logic;
 pub mod pg;
 pub mod pgtest;
+mod queued;
 mod sql;
 pub mod sqlite;
 pub mod testsuite;
@@ -45,6 +46,7 @@ use stampline_money::Amount;
 pub use error::LedgerError;
 pub use logic::meter_seal_message;
 pub use pg::PgStore;
+pub use queued::Queued;
 pub use sqlite::SqliteStore;
 
 /// A user's row id; also the `U` of the account names `customer:U` and `reserved:U`.
@@ -540,6 +542,32 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         printed: bool,
         now_ms: i64,
     ) -> Result<StatusOutcome, LedgerError>;
+
+    /// Whether this store runs writes on a thread of its own (SQLite's writer), so that an async
+    /// caller may call the `*_queued` methods on its own thread and await their [`Queued`]
+    /// outcome. Where it does not (PostgreSQL), those methods run the operation at once, on the
+    /// calling thread: call them where blocking is allowed.
+    fn queues_writes(&self) -> bool;
+
+    /// [`Store::issue`], answered through a [`Queued`] (see [`Store::queues_writes`]); the item's
+    /// check runs on the task that awaits it.
+    fn issue_queued(
+        &self,
+        key: &RequestKey,
+        input: &IssueInput,
+        sign: Signer,
+        now_ms: i64,
+    ) -> Queued<IssueOutcome>;
+
+    /// [`Store::confirm`], answered through a [`Queued`] (see [`Store::queues_writes`]). The inner
+    /// error is a refusal that committed (a late print confirmation voids the item).
+    fn confirm_queued(
+        &self,
+        key: &RequestKey,
+        serial: &str,
+        printed: bool,
+        now_ms: i64,
+    ) -> Queued<Result<StatusOutcome, LedgerError>>;
 
     /// A printed item of the user → refunded (postage_sold → customer:U, descending += amount) if it
     /// was issued at most `refund_window_ms` ago. An already refunded item answers its status.

@@ -12,10 +12,9 @@
 
 mod schema;
 
-use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -24,6 +23,7 @@ use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
 use crate::logic::Ctx;
+use crate::queued::{Caller, Outcome, Queued, Reply, ToCaller, writer_stopped};
 use crate::sql::{AuditHead, Param, Row, Tx, Value};
 use crate::{ItemCheck, LedgerError, MeterSealer};
 
@@ -77,8 +77,6 @@ pub struct SqliteStore {
 /// (`None`: the group could not begin, with the reason given to [`Deliver`]).
 type Job = Box<dyn FnOnce(Option<(&Connection, &mut Option<AuditHead>)>) -> Ran + Send>;
 type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// What an operation gives back to its caller: its result, or the panic it raised.
-type Outcome<T> = Result<Result<T, LedgerError>, Box<dyn Any + Send>>;
 
 /// What the writer keeps of an operation it ran until its group commits.
 struct Ran {
@@ -89,14 +87,6 @@ struct Ran {
     /// The verdict of the checks the operation deferred ([`Tx::defer_check`]), which its caller
     /// runs; the group commits only if every one passed.
     verdict: Option<Receiver<Result<(), String>>>,
-}
-
-/// What the writer tells a caller.
-enum ToCaller<T> {
-    /// Run these checks and send the verdict (before the operation's group can commit).
-    Check(Vec<ItemCheck>, SyncSender<Result<(), String>>),
-    /// The operation's result, after its group's commit.
-    Done(Outcome<T>),
 }
 
 impl SqliteStore {
@@ -172,17 +162,47 @@ impl SqliteStore {
 
     /// Runs `f` as one operation of a group transaction on the writer thread (see
     /// [`SqliteStore`]): its changes are kept only if it returns `Ok`, and this returns only after
-    /// they are committed.
+    /// they are committed. Runs the checks `f` deferred on this thread meanwhile.
     fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         // Room for both messages (checks, then the result): the writer never waits to send.
-        let (answer, answered) = std::sync::mpsc::sync_channel::<ToCaller<T>>(2);
+        let (answer, answered) = std::sync::mpsc::sync_channel(2);
+        self.submit(f, Reply::Thread(answer))?;
+        let mut caller = Caller::default();
+        while let Ok(message) = answered.recv() {
+            if let Some(result) = caller.take(message) {
+                return result;
+            }
+        }
+        Err(writer_stopped())
+    }
+
+    /// [`SqliteStore::write`] without a thread waiting: the writer answers the returned
+    /// [`Queued`].
+    fn write_queued<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Queued<T> {
+        let (answer, answered) = tokio::sync::mpsc::unbounded_channel();
+        match self.submit(f, Reply::Task(answer)) {
+            Ok(()) => Queued::waiting(answered),
+            Err(e) => Queued::ready(Err(e)),
+        }
+    }
+
+    /// Hands `f` to the writer, which sends `reply` the checks `f` deferred (if it succeeded)
+    /// and, after the group's commit, its outcome.
+    fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
+        reply: Reply<T>,
+    ) -> Result<(), LedgerError> {
         let sealer = self.sealer.clone();
         let job: Job = Box::new(move |conn| match conn {
             None => Ran {
-                deliver: deliver_failure(answer),
+                deliver: deliver_failure(reply),
                 broke: false,
                 verdict: None,
             },
@@ -195,11 +215,11 @@ impl SqliteStore {
                 let verdict =
                     (!checks.is_empty() && !broke && matches!(outcome, Ok(Ok(_)))).then(|| {
                         let (tell, verdict) = std::sync::mpsc::sync_channel(1);
-                        let _ = answer.send(ToCaller::Check(checks, tell));
+                        reply.send(ToCaller::Check(checks, tell));
                         verdict
                     });
                 Ran {
-                    deliver: deliver(answer, outcome),
+                    deliver: deliver(reply, outcome),
                     broke,
                     verdict,
                 }
@@ -216,32 +236,7 @@ impl SqliteStore {
                 "the ledger writer has stopped".into(),
             ));
         }
-        // While the writer goes on with the group, this thread runs the operation's deferred
-        // checks; its own failed check is the reason it gives, whatever the group's fate.
-        let mut failed_check = None;
-        loop {
-            match answered.recv() {
-                Ok(ToCaller::Check(checks, tell)) => {
-                    let verdict = checks.into_iter().try_for_each(|check| check());
-                    failed_check = verdict.as_ref().err().cloned();
-                    let _ = tell.send(verdict);
-                }
-                Ok(ToCaller::Done(outcome)) => {
-                    if let Some(reason) = failed_check {
-                        return Err(LedgerError::Signing(reason));
-                    }
-                    return match outcome {
-                        Ok(result) => result,
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    };
-                }
-                Err(_) => {
-                    return Err(LedgerError::GroupCommit(
-                        "the ledger writer stopped before answering".into(),
-                    ));
-                }
-            }
-        }
+        Ok(())
     }
 
     /// A read in its own deferred transaction on the read connection (one snapshot of the last
@@ -378,9 +373,9 @@ fn in_savepoint<T>(
 }
 
 /// Answers the caller once the group has committed (or with the group's failure).
-fn deliver<T: Send + 'static>(answer: SyncSender<ToCaller<T>>, outcome: Outcome<T>) -> Deliver {
+fn deliver<T: Send + 'static>(reply: Reply<T>, outcome: Outcome<T>) -> Deliver {
     Box::new(move |commit| {
-        let _ = answer.send(ToCaller::Done(match commit {
+        reply.send(ToCaller::Done(match commit {
             Ok(()) => outcome,
             // The operation's own error says more than the group's, when it had one.
             Err(reason) => match outcome {
@@ -392,12 +387,12 @@ fn deliver<T: Send + 'static>(answer: SyncSender<ToCaller<T>>, outcome: Outcome<
 }
 
 /// Answers a caller whose operation did not run because its group could not begin.
-fn deliver_failure<T: Send + 'static>(answer: SyncSender<ToCaller<T>>) -> Deliver {
+fn deliver_failure<T: Send + 'static>(reply: Reply<T>) -> Deliver {
     Box::new(move |commit| {
         let reason = commit
             .err()
             .unwrap_or_else(|| "the group did not begin".into());
-        let _ = answer.send(ToCaller::Done(Ok(Err(LedgerError::GroupCommit(reason)))));
+        reply.send(ToCaller::Done(Ok(Err(LedgerError::GroupCommit(reason)))));
     })
 }
 
@@ -573,5 +568,16 @@ impl crate::backend::Backend for SqliteStore {
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         SqliteStore::write(self, f)
+    }
+
+    fn write_queued<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Queued<T> {
+        SqliteStore::write_queued(self, f)
+    }
+
+    fn queues_writes(&self) -> bool {
+        true
     }
 }

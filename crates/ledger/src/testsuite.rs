@@ -128,6 +128,10 @@ pub const BEHAVIOURS: &[(&str, Behaviour)] = &[
         a_failed_check_among_concurrent_issues_commits_nothing_of_it,
     ),
     (
+        "queued_operations_answer_after_their_commit",
+        queued_operations_answer_after_their_commit,
+    ),
+    (
         "reprints_are_limited_counted_and_logged",
         reprints_are_limited_counted_and_logged,
     ),
@@ -1571,6 +1575,96 @@ pub fn a_failed_check_among_concurrent_issues_commits_nothing_of_it(store: &dyn 
             Err(e) => panic!("user {u}: unexpected {e:?}"),
         }
     }
+    assert_clean(store);
+}
+
+/// The async API (`issue_queued`, `confirm_queued`, as the server calls it): the outcome is the
+/// committed one, the item's check runs on the thread of the task awaiting it, and a failing check
+/// leaves nothing.
+pub fn queued_operations_answer_after_their_commit(store: &dyn Store) {
+    let u = add_user(store, 1);
+    fund(store, u, "f1", FUND_MILLS);
+    let before = snapshot(store, u);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let input = IssueInput {
+        kind: "postage",
+        amount: amount(PRICE_MILLS),
+        session: None,
+    };
+    let this_thread = std::thread::current().id();
+    let signer = |passes: bool, ran_on: Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>| {
+        move |p: &PieceState| {
+            let mut item = sign_ok(p)?;
+            let ran_on = Arc::clone(&ran_on);
+            item.check = Some(Box::new(move || {
+                *ran_on.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(std::thread::current().id());
+                if passes {
+                    Ok(())
+                } else {
+                    Err("signature does not verify".to_string())
+                }
+            }));
+            Ok(item)
+        }
+    };
+    let ran_on = Arc::new(std::sync::Mutex::new(None));
+    let failed = runtime.block_on(
+        store
+            .issue_queued(
+                &req(u, "i1", "issue"),
+                &input,
+                Box::new(signer(false, Arc::clone(&ran_on))),
+                T0_MS,
+            )
+            .outcome(),
+    );
+    assert!(
+        matches!(&failed, Err(LedgerError::Signing(m)) if m == "signature does not verify"),
+        "{failed:?}"
+    );
+    assert_eq!(snapshot(store, u), before);
+    assert_eq!(
+        *ran_on.lock().unwrap_or_else(|e| e.into_inner()),
+        Some(this_thread)
+    );
+
+    let item = runtime
+        .block_on(
+            store
+                .issue_queued(
+                    &req(u, "i1", "issue"),
+                    &input,
+                    Box::new(signer(true, Arc::clone(&ran_on))),
+                    T0_MS,
+                )
+                .outcome(),
+        )
+        .unwrap_or_else(|e| panic!("queued issue: {e:?}"));
+    assert_eq!(item.balance_mills, FUND_MILLS - PRICE_MILLS);
+    assert_eq!(
+        ok(store.item_status(&item.serial), "status"),
+        Some(ItemStatus::Issued)
+    );
+    for _ in 0..2 {
+        // The second is a repeat: the first outcome again.
+        let printed = runtime.block_on(
+            store
+                .confirm_queued(&req(u, "c1", "print"), &item.serial, true, T0_MS + 5)
+                .outcome(),
+        );
+        assert!(
+            matches!(&printed, Ok(Ok(s)) if s.status == ItemStatus::Printed
+                && s.balance_mills == FUND_MILLS - PRICE_MILLS),
+            "{printed:?}"
+        );
+    }
+    assert_eq!(
+        ok(store.item_status(&item.serial), "status"),
+        Some(ItemStatus::Printed)
+    );
     assert_clean(store);
 }
 

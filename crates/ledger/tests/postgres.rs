@@ -461,3 +461,11 @@ fn a_failed_check_among_concurrent_issues_commits_nothing_of_it() {
         testsuite::a_failed_check_among_concurrent_issues_commits_nothing_of_it,
     );
 }
+
+#[test]
+fn queued_operations_answer_after_their_commit() {
+    on_pg(
+        "queued_operations_answer_after_their_commit",
+        testsuite::queued_operations_answer_after_their_commit,
+    );
+}

@@ -477,3 +477,8 @@ fn auto_refills_are_counted_once_and_within_the_cap() {
 fn a_failed_check_among_concurrent_issues_commits_nothing_of_it() {
     on_file(testsuite::a_failed_check_among_concurrent_issues_commits_nothing_of_it);
 }
+
+#[test]
+fn queued_operations_answer_after_their_commit() {
+    on_file(testsuite::queued_operations_answer_after_their_commit);
+}

@@ -16,7 +16,7 @@ use stampline_items::{
 };
 use stampline_ledger::{
     FundInput, FundOutcome, IssueInput, IssueOutcome, ItemStatus, LedgerError, NewUser, PieceState,
-    RequestKey, Role, SignedItem, Store, UserId,
+    Queued, RequestKey, Role, SignedItem, Store, UserId,
 };
 use stampline_money::Amount;
 use stampline_psd::{Psd, PublishedKey};
@@ -210,6 +210,22 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| CoreError::Internal(format!("worker: {e}")))?
+}
+
+/// Runs a ledger write of the hot path from async code: handed straight to a store that queues
+/// writes (SQLite's writer answers this task after the commit, and no thread is parked waiting
+/// for it), otherwise run on a blocking thread.
+async fn queued<T: Send + 'static>(
+    core: &Arc<Core>,
+    op: impl FnOnce(&dyn Store) -> Queued<T> + Send + 'static,
+) -> Result<T, CoreError> {
+    let queued = if core.store.queues_writes() {
+        op(core.store.as_ref())
+    } else {
+        let core = Arc::clone(core);
+        blocking(move || Ok(op(core.store.as_ref()))).await?
+    };
+    Ok(queued.outcome().await?)
 }
 
 fn check_text(what: &str, value: &str) -> Result<(), CoreError> {
@@ -638,15 +654,15 @@ impl Core {
             }
             Op::Confirm { serial, printed } => {
                 check_serial(&serial)?;
-                let out = blocking(move || {
+                let out = queued(&core, move |store| {
                     let key = RequestKey {
                         user_id,
                         request_id: &request_id,
                         fingerprint,
                     };
-                    Ok(core.store.confirm(&key, &serial, printed, now_ms())?)
+                    store.confirm_queued(&key, &serial, printed, now_ms())
                 })
-                .await?;
+                .await??;
                 Ok(json!({
                     "serial": out.serial,
                     "status": out.status,
@@ -862,7 +878,7 @@ impl Core {
         session: Uuid,
     ) -> Result<IssueOutcome, CoreError> {
         let core = Arc::clone(self);
-        blocking(move || {
+        queued(&Arc::clone(self), move |store| {
             let key = RequestKey {
                 user_id,
                 request_id: &request_id,
@@ -940,7 +956,7 @@ impl Core {
                 amount: order.postage,
                 session: Some(session.to_string()),
             };
-            Ok(core.store.issue(&key, &input, Box::new(sign), now_ms())?)
+            store.issue_queued(&key, &input, Box::new(sign), now_ms())
         })
         .await
     }
