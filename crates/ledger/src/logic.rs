@@ -1559,26 +1559,35 @@ pub(crate) fn append_audit_entry(
     detail: &str,
 ) -> Result<(), LedgerError> {
     let chain = tx.lock_audit_chain()?;
-    // The chain is a number of ours, written into the SQL: SQLite re-prepares this statement at
-    // every run when the chain is a bound parameter (measured), and a backend has one chain per
-    // connection, so each connection caches one statement.
-    let last = tx.row(
-        &format!("SELECT seq, hash FROM audit_log WHERE chain = {chain} ORDER BY seq DESC LIMIT 1"),
-        &[],
-    )?;
-    let head = match last {
-        None => None,
-        Some(r) => Some((r.int(0)?, hash32(&r.blob(1)?, "audit hash")?)),
+    let head = if tx.audit_head_is_current(chain) {
+        // Read and checked (below) earlier in this transaction, which no one else can append to.
+        tx.known_audit_head(chain)
+    } else {
+        // The chain is a number of ours, written into the SQL: SQLite re-prepares this statement
+        // at every run when the chain is a bound parameter (measured), and a backend has one chain
+        // per connection, so each connection caches one statement.
+        let last = tx.row(
+            &format!(
+                "SELECT seq, hash FROM audit_log WHERE chain = {chain} ORDER BY seq DESC LIMIT 1"
+            ),
+            &[],
+        )?;
+        let head = match last {
+            None => None,
+            Some(r) => Some((r.int(0)?, hash32(&r.blob(1)?, "audit hash")?)),
+        };
+        // The head this connection last wrote must still be there, and whatever another writer
+        // (an admin command, another process) appended since must chain from it. Deleting the
+        // newest entries behind the server's back leaves a chain that verifies on its own: this
+        // is what finds it. Refuse to append (and so to move any money) until an operator has
+        // looked.
+        if let Some(known) = tx.known_audit_head(chain)
+            && head != Some(known)
+        {
+            check_appended_since(tx, chain, known)?;
+        }
+        head
     };
-    // The head this connection last wrote must still be there, and whatever another writer (an
-    // admin command, another process) appended since must chain from it. Deleting the newest
-    // entries behind the server's back leaves a chain that verifies on its own: this is what
-    // finds it. Refuse to append (and so to move any money) until an operator has looked.
-    if let Some(known) = tx.known_audit_head(chain)
-        && head != Some(known)
-    {
-        check_appended_since(tx, chain, known)?;
-    }
     let (seq, prev_hash) = match head {
         None => (1, chain::GENESIS_HASH),
         Some((seq, hash)) => (seq.checked_add(1).ok_or(LedgerError::Overflow)?, hash),

@@ -131,6 +131,14 @@ pub(crate) trait Tx {
     /// Records the head this transaction appended to `chain` (kept only if it commits).
     fn set_audit_head(&mut self, chain: i64, head: AuditHead);
 
+    /// Whether [`Tx::known_audit_head`] of `chain` is the database's head now, without reading
+    /// it: this transaction already read or appended it, and no one else can append to the chain
+    /// before it ends (SQLite's writer, whose group transaction holds the database's one write
+    /// lock, appends many operations' entries in one transaction).
+    fn audit_head_is_current(&self, _chain: i64) -> bool {
+        false
+    }
+
     /// Makes the transaction's commit depend on `check` (a fresh item's signature check). By
     /// default it runs at once; SQLite's writer has it run on the caller's thread while it goes on
     /// with the group, and commits the group only if every check of it passed.
@@ -141,6 +149,16 @@ pub(crate) trait Tx {
 
 /// The newest entry of an audit chain: its sequence number and hash.
 pub(crate) type AuditHead = (i64, [u8; 32]);
+
+/// What a writer connection knows of the head of its audit chain.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct KnownHead {
+    /// The head as of the connection's last commit, or as this transaction appended it.
+    pub(crate) head: Option<AuditHead>,
+    /// `head` was read back or appended in the open transaction (see
+    /// [`Tx::audit_head_is_current`]).
+    pub(crate) current: bool,
+}
 
 /// Rewrites `?N` placeholders as PostgreSQL's `$N`. The ledger's SQL has no `?` in literals.
 pub(crate) fn dollar_placeholders(sql: &str) -> String {

@@ -24,7 +24,7 @@ use rusqlite::types::ValueRef;
 
 use crate::logic::Ctx;
 use crate::queued::{Caller, Outcome, Queued, Reply, ToCaller, writer_stopped};
-use crate::sql::{AuditHead, Param, Row, Tx, Value};
+use crate::sql::{AuditHead, KnownHead, Param, Row, Tx, Value};
 use crate::{ItemCheck, LedgerError, MeterSealer};
 
 pub use schema::SCHEMA_VERSION;
@@ -75,7 +75,7 @@ pub struct SqliteStore {
 
 /// An operation for the writer: runs on the connection, with the audit head the writer knows
 /// (`None`: the group could not begin, with the reason given to [`Deliver`]).
-type Job = Box<dyn FnOnce(Option<(&Connection, &mut Option<AuditHead>)>) -> Ran + Send>;
+type Job = Box<dyn FnOnce(Option<(&Connection, &mut KnownHead)>) -> Ran + Send>;
 type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// What the writer keeps of an operation it ran until its group commits.
@@ -257,7 +257,7 @@ impl SqliteStore {
             f(
                 &mut SqliteTx {
                     conn: &conn,
-                    head: &mut None,
+                    head: &mut KnownHead::default(),
                     checks: None,
                 },
                 ctx,
@@ -341,7 +341,7 @@ fn start_checkpointer(path: &Path) -> Result<(Sender<()>, JoinHandle<()>), Ledge
 /// whole transaction back): then the group's earlier operations are gone too.
 fn in_savepoint<T>(
     conn: &Connection,
-    head: &mut Option<AuditHead>,
+    head: &mut KnownHead,
     checks: &mut Vec<ItemCheck>,
     f: impl FnOnce(&mut dyn Tx) -> Result<T, LedgerError>,
 ) -> (Outcome<T>, bool) {
@@ -420,12 +420,14 @@ fn await_checks(ops: &mut [Ran]) -> Result<(), String> {
 /// The writer thread: one group transaction at a time, as described at [`SqliteStore`].
 fn run_writer(conn: Connection, queue: Receiver<Job>, max_group: Arc<AtomicUsize>) {
     // The head of the audit chain as of this writer's last commit (see `append_audit_entry`).
-    let mut head: Option<AuditHead> = None;
+    let mut head = KnownHead::default();
     while let Ok(first) = queue.recv() {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             (first(None).deliver)(Err(format!("cannot begin a transaction: {e}")));
             continue;
         }
+        // Another connection (an admin command) may have appended since the last commit.
+        head.current = false;
         let head_at_start = head;
         let max = max_group.load(Ordering::Relaxed).max(1);
         let mut ops = Vec::with_capacity(max.min(64));
@@ -460,9 +462,8 @@ fn run_writer(conn: Connection, queue: Receiver<Job>, max_group: Arc<AtomicUsize
 /// [`Tx`] over the connection's open transaction, with cached prepared statements.
 struct SqliteTx<'a> {
     conn: &'a Connection,
-    /// The head of chain 0 as the writer knows it (`None` on the read connection, or when
-    /// another connection may have appended).
-    head: &'a mut Option<AuditHead>,
+    /// The head of chain 0 as the writer knows it (nothing on the read connection).
+    head: &'a mut KnownHead,
     /// Where the writer collects an operation's deferred checks (`None`: run them at once).
     checks: Option<&'a mut Vec<ItemCheck>>,
 }
@@ -535,13 +536,20 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn known_audit_head(&self, chain: i64) -> Option<AuditHead> {
-        if chain == 0 { *self.head } else { None }
+        if chain == 0 { self.head.head } else { None }
     }
 
     fn set_audit_head(&mut self, chain: i64, head: AuditHead) {
         if chain == 0 {
-            *self.head = Some(head);
+            *self.head = KnownHead {
+                head: Some(head),
+                current: true,
+            };
         }
+    }
+
+    fn audit_head_is_current(&self, chain: i64) -> bool {
+        chain == 0 && self.head.current
     }
 
     fn defer_check(&mut self, check: ItemCheck) -> Result<(), LedgerError> {
