@@ -2,6 +2,10 @@
 //! It parses flags, calls the library crates and prints; nothing here is worth testing alone —
 //! the integration tests run this binary for real.
 
+/// mimalloc instead of the C library's allocator (measured: docs/BENCHMARKS.md, issue 4).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin;
 mod args;
 mod batch;
