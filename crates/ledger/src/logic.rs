@@ -369,7 +369,8 @@ pub(crate) fn issue(
         piece: meter.piece.checked_add(1).ok_or(LedgerError::Overflow)?,
         ..meter.clone()
     };
-    store_meter(tx, ctx, &meter, &new_meter)?;
+    // Everything that refuses an issue comes before its first write (the meter update below), so
+    // that SQLite's writer needs no savepoint around it (`Undo::RefusesFirst`): signing too.
     let piece_state = PieceState {
         device_id: new_meter.device_id.clone(),
         piece: new_meter.piece,
@@ -388,6 +389,7 @@ pub(crate) fn issue(
             signed.bytes.len()
         )));
     }
+    store_meter(tx, ctx, &meter, &new_meter)?;
     let inserted = tx.exec(
         "INSERT INTO items (serial, user_id, kind, amount_mills, piece, status, bytes,
              issued_at_ms, confirm_by_ms, settled_at_ms, session)

@@ -599,10 +599,12 @@ impl crate::backend::Backend for PgStore {
         PgStore::read(self, f)
     }
 
-    fn write<T: Send + 'static>(
+    fn write_with<T: Send + 'static>(
         &self,
+        _undo: crate::backend::Undo,
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
+        // Every operation is its own transaction: a failure rolls back exactly its writes.
         PgStore::write(self, f)
     }
 

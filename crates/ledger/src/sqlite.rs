@@ -22,6 +22,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
+use crate::backend::Undo;
 use crate::logic::Ctx;
 use crate::queued::{Caller, Outcome, Queued, Reply, ToCaller, writer_stopped};
 use crate::sql::{AuditHead, KnownHead, Param, Row, Tx, Value};
@@ -165,11 +166,12 @@ impl SqliteStore {
     /// they are committed. Runs the checks `f` deferred on this thread meanwhile.
     fn write<T: Send + 'static>(
         &self,
+        undo: Undo,
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         // Room for both messages (checks, then the result): the writer never waits to send.
         let (answer, answered) = std::sync::mpsc::sync_channel(2);
-        self.submit(f, Reply::Thread(answer))?;
+        self.submit(undo, f, Reply::Thread(answer))?;
         let mut caller = Caller::default();
         while let Ok(message) = answered.recv() {
             if let Some(result) = caller.take(message) {
@@ -183,10 +185,11 @@ impl SqliteStore {
     /// [`Queued`].
     fn write_queued<T: Send + 'static>(
         &self,
+        undo: Undo,
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Queued<T> {
         let (answer, answered) = tokio::sync::mpsc::unbounded_channel();
-        match self.submit(f, Reply::Task(answer)) {
+        match self.submit(undo, f, Reply::Task(answer)) {
             Ok(()) => Queued::waiting(answered),
             Err(e) => Queued::ready(Err(e)),
         }
@@ -196,6 +199,7 @@ impl SqliteStore {
     /// and, after the group's commit, its outcome.
     fn submit<T: Send + 'static>(
         &self,
+        undo: Undo,
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
         reply: Reply<T>,
     ) -> Result<(), LedgerError> {
@@ -211,7 +215,7 @@ impl SqliteStore {
                     sealer: sealer.as_deref(),
                 };
                 let mut checks = Vec::new();
-                let (outcome, broke) = in_savepoint(conn, head, &mut checks, |tx| f(tx, ctx));
+                let (outcome, broke) = run_op(conn, head, &mut checks, undo, |tx| f(tx, ctx));
                 let verdict =
                     (!checks.is_empty() && !broke && matches!(outcome, Ok(Ok(_)))).then(|| {
                         let (tell, verdict) = std::sync::mpsc::sync_channel(1);
@@ -246,7 +250,7 @@ impl SqliteStore {
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         let Some(reader) = &self.reader else {
-            return self.write(f);
+            return self.write(Undo::Savepoint, f);
         };
         let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
         conn.execute_batch("BEGIN DEFERRED")?;
@@ -259,6 +263,7 @@ impl SqliteStore {
                     conn: &conn,
                     head: &mut KnownHead::default(),
                     checks: None,
+                    wrote: false,
                 },
                 ctx,
             )
@@ -336,36 +341,46 @@ fn start_checkpointer(path: &Path) -> Result<(Sender<()>, JoinHandle<()>), Ledge
     Ok((stop, thread))
 }
 
-/// Runs `f` in a savepoint, keeping its changes only if it returns `Ok`. Also says whether the
-/// group's transaction broke (a savepoint statement failed, or an error made SQLite roll the
-/// whole transaction back): then the group's earlier operations are gone too.
-fn in_savepoint<T>(
+/// Runs one operation of the group: in a savepoint that keeps its changes only if it returns
+/// `Ok` ([`Undo::Savepoint`]), or without one ([`Undo::RefusesFirst`]: a failure after a write
+/// breaks the group). Also says whether the group's transaction broke (a savepoint statement
+/// failed, or an error made SQLite roll the whole transaction back): then the group's earlier
+/// operations are gone too.
+fn run_op<T>(
     conn: &Connection,
     head: &mut KnownHead,
     checks: &mut Vec<ItemCheck>,
+    undo: Undo,
     f: impl FnOnce(&mut dyn Tx) -> Result<T, LedgerError>,
 ) -> (Outcome<T>, bool) {
     let head_before = *head;
     // Prepared once and cached: these run twice per operation.
     let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
-    if let Err(e) = run("SAVEPOINT op") {
+    let savepoint = undo == Undo::Savepoint;
+    if savepoint && let Err(e) = run("SAVEPOINT op") {
         return (Ok(Err(e.into())), true);
     }
-    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        f(&mut SqliteTx {
-            conn,
-            head: &mut *head,
-            checks: Some(&mut *checks),
-        })
-    }));
-    let end = if matches!(ran, Ok(Ok(_))) {
-        run("RELEASE op")
-    } else {
+    let mut tx = SqliteTx {
+        conn,
+        head: &mut *head,
+        checks: Some(&mut *checks),
+        wrote: false,
+    };
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut tx)));
+    let wrote = tx.wrote;
+    let ok = matches!(ran, Ok(Ok(_)));
+    if !ok {
         *head = head_before;
-        run("ROLLBACK TO op").and_then(|_| run("RELEASE op"))
     }
-    .map(|_| ());
-    let broke = end.is_err() || conn.is_autocommit();
+    let end = match (savepoint, ok) {
+        (true, true) => run("RELEASE op").map(|_| ()),
+        (true, false) => run("ROLLBACK TO op")
+            .and_then(|_| run("RELEASE op"))
+            .map(|_| ()),
+        (false, _) => Ok(()),
+    };
+    // Without a savepoint, a failure after a write can only be undone with the whole group.
+    let broke = end.is_err() || conn.is_autocommit() || (!savepoint && !ok && wrote);
     match end {
         Ok(()) => (ran, broke),
         Err(e) => (Ok(Err(e.into())), true),
@@ -466,6 +481,8 @@ struct SqliteTx<'a> {
     head: &'a mut KnownHead,
     /// Where the writer collects an operation's deferred checks (`None`: run them at once).
     checks: Option<&'a mut Vec<ItemCheck>>,
+    /// A statement that may have changed the database ran.
+    wrote: bool,
 }
 
 impl rusqlite::ToSql for Param<'_> {
@@ -487,12 +504,14 @@ impl rusqlite::ToSql for Param<'_> {
 impl Tx for SqliteTx<'_> {
     fn exec(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, LedgerError> {
         let mut stmt = self.conn.prepare_cached(sql)?;
+        self.wrote |= !stmt.readonly();
         let changed = stmt.execute(rusqlite::params_from_iter(params))?;
         u64::try_from(changed).map_err(|_| LedgerError::Overflow)
     }
 
     fn rows(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, LedgerError> {
         let mut stmt = self.conn.prepare_cached(sql)?;
+        self.wrote |= !stmt.readonly();
         let columns = stmt.column_count();
         let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
         let mut out = Vec::new();
@@ -571,18 +590,20 @@ impl crate::backend::Backend for SqliteStore {
         SqliteStore::read(self, f)
     }
 
-    fn write<T: Send + 'static>(
+    fn write_with<T: Send + 'static>(
         &self,
+        undo: Undo,
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
-        SqliteStore::write(self, f)
+        SqliteStore::write(self, undo, f)
     }
 
     fn write_queued<T: Send + 'static>(
         &self,
+        undo: Undo,
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Queued<T> {
-        SqliteStore::write_queued(self, f)
+        SqliteStore::write_queued(self, undo, f)
     }
 
     fn queues_writes(&self) -> bool {

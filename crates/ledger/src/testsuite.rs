@@ -132,6 +132,10 @@ pub const BEHAVIOURS: &[(&str, Behaviour)] = &[
         queued_operations_answer_after_their_commit,
     ),
     (
+        "a_fault_after_the_first_write_leaves_nothing",
+        a_fault_after_the_first_write_leaves_nothing,
+    ),
+    (
         "reprints_are_limited_counted_and_logged",
         reprints_are_limited_counted_and_logged,
     ),
@@ -1665,6 +1669,39 @@ pub fn queued_operations_answer_after_their_commit(store: &dyn Store) {
         ok(store.item_status(&item.serial), "status"),
         Some(ItemStatus::Printed)
     );
+    assert_clean(store);
+}
+
+/// An issue that fails after it has written (here: the device answers with a serial already
+/// issued, found when the item row is inserted, after the meter update) leaves nothing: SQLite's
+/// writer runs issues without a savepoint and rolls the whole group back then.
+pub fn a_fault_after_the_first_write_leaves_nothing(store: &dyn Store) {
+    let (a, b) = (add_user(store, 1), add_user(store, 2));
+    fund(store, a, "f1", FUND_MILLS);
+    fund(store, b, "f1", FUND_MILLS);
+    let input = IssueInput {
+        kind: "postage",
+        amount: amount(PRICE_MILLS),
+        session: None,
+    };
+    let same_serial = |p: &PieceState| {
+        let mut item = sign_ok(p)?;
+        item.serial = "SL0100000001-1".to_owned();
+        Ok(item)
+    };
+    let first = ok(
+        store.issue(&req(a, "i1", "issue"), &input, Box::new(same_serial), T0_MS),
+        "first issue",
+    );
+    assert_eq!(first.serial, "SL0100000001-1");
+    let before = snapshot(store, b);
+    let twice = store.issue(&req(b, "i1", "issue"), &input, Box::new(same_serial), T0_MS);
+    assert!(matches!(twice, Err(LedgerError::Invariant(_))), "{twice:?}");
+    assert_eq!(snapshot(store, b), before, "the meter update was kept");
+    assert!(ok(store.find_request(b, "i1"), "find_request").is_none());
+    // The next issue of that user takes piece 1: nothing of the failed one remains.
+    let next = ok(try_issue(store, b, "i2", PRICE_MILLS, T0_MS), "next issue");
+    assert_eq!(next.serial, format!("{}-1", device_id(2)));
     assert_clean(store);
 }
 

@@ -469,3 +469,11 @@ fn queued_operations_answer_after_their_commit() {
         testsuite::queued_operations_answer_after_their_commit,
     );
 }
+
+#[test]
+fn a_fault_after_the_first_write_leaves_nothing() {
+    on_pg(
+        "a_fault_after_the_first_write_leaves_nothing",
+        testsuite::a_fault_after_the_first_write_leaves_nothing,
+    );
+}

@@ -482,3 +482,8 @@ fn a_failed_check_among_concurrent_issues_commits_nothing_of_it() {
 fn queued_operations_answer_after_their_commit() {
     on_file(testsuite::queued_operations_answer_after_their_commit);
 }
+
+#[test]
+fn a_fault_after_the_first_write_leaves_nothing() {
+    on_file(testsuite::a_fault_after_the_first_write_leaves_nothing);
+}
