@@ -4,15 +4,17 @@
 # database given in DATABASE, which is dropped and made again), runs `stampline bench` against it
 # and prints the bench's JSON with the CPU seconds the server and the load generator used.
 #
-#   scripts/bench-e2e.sh LINKS COUNT DEPTH            # e.g. 16 20000 8
+#   scripts/bench-e2e.sh LINKS COUNT DEPTH [RATE]     # e.g. 16 20000 8; RATE: indicia/s on a
+#                                                     # fixed schedule (bench --rate)
 #   DATABASE=postgres://postgres@127.0.0.1:5432/stampline_bench scripts/bench-e2e.sh 16 4000 8
 #   BIN=/path/to/stampline SERVER_ARGS="--verify-signatures-every 1" scripts/bench-e2e.sh …
+#   KEEP_LOG=/tmp/server.log scripts/bench-e2e.sh …     # keep the server's log
 set -euo pipefail
-LINKS=${1:-16}; COUNT=${2:-20000}; DEPTH=${3:-8}
+LINKS=${1:-16}; COUNT=${2:-20000}; DEPTH=${3:-8}; RATE=${4:-0}
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/stampline}
 [ -x "$BIN" ] || { echo "build first: cargo build --release ($BIN not found)" >&2; exit 2; }
 DIR=$(mktemp -d /var/tmp/stampline-bench.XXXXXX)
-trap 'kill "$SERVER" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"' EXIT
+trap 'kill "$SERVER" 2>/dev/null || true; wait 2>/dev/null || true; [ -z "${KEEP_LOG:-}" ] || cp "$DIR/server.log" "$KEEP_LOG"; rm -rf "$DIR"' EXIT
 DB_ARGS=()
 if [ -n "${DATABASE:-}" ]; then
   name=${DATABASE##*/}; admin=${DATABASE%/*}/postgres
@@ -34,7 +36,7 @@ TICKS=$(getconf CLK_TCK)
 SAMPLER=$!
 before=$(cpu "$SERVER")
 /usr/bin/time -f '%U %S' -o "$DIR/bench.time" env STAMPLINE_SERVER="$URL" STAMPLINE_TRUST="$DIR/trust.pem" \
-  "$BIN" bench --links "$LINKS" --count "$COUNT" --depth "$DEPTH" --json >"$DIR/bench.json"
+  "$BIN" bench --links "$LINKS" --count "$COUNT" --depth "$DEPTH" --rate "$RATE" --json >"$DIR/bench.json"
 end=$(date +%s.%N)
 after=$(cpu "$SERVER")
 kill "$SAMPLER" 2>/dev/null || true

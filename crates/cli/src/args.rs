@@ -398,6 +398,11 @@ pub struct BenchArgs {
     /// Requests in flight per link.
     #[arg(long, default_value_t = 8)]
     pub depth: usize,
+    /// Issue at this many indicia per second in total, on a fixed schedule (0: as fast as the
+    /// server answers). Latency is then counted from each request's scheduled time, so that a
+    /// server falling behind shows in the percentiles.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
 }
 
 #[derive(Debug, Args)]

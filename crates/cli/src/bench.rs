@@ -30,6 +30,8 @@ pub const MAX_DEPTH: usize = 32;
 pub const MAX_LINKS: usize = 100;
 /// Most items one bench issues.
 pub const MAX_COUNT: u64 = 10_000_000;
+/// Highest `--rate`, indicia per second.
+pub const MAX_RATE: u64 = 1_000_000;
 /// The postage each bench item carries (a First-Class letter).
 pub const BENCH_POSTAGE_MILLS: u64 = 780;
 /// The largest single funding the server accepts ($5,000).
@@ -100,13 +102,28 @@ async fn user_link(ep: &Endpoint, user: &str, items: u64) -> Result<Link, CliErr
     Ok(link)
 }
 
-/// Issues and confirms `count` items on `link`; returns the issue latencies in µs and the number
-/// of failed requests.
-async fn worker(link: Arc<Link>, count: u64) -> (Vec<u64>, u64) {
+/// When a worker issues under `--rate`: its first request at `first`, then one every `every`.
+#[derive(Clone, Copy)]
+struct Schedule {
+    first: tokio::time::Instant,
+    every: Duration,
+}
+
+/// Issues and confirms `count` items on `link` (on `schedule`, or back to back); returns the issue
+/// latencies in µs and the number of failed requests.
+async fn worker(link: Arc<Link>, count: u64, schedule: Option<Schedule>) -> (Vec<u64>, u64) {
     let mut latencies = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
     let mut errors = 0u64;
-    for _ in 0..count {
-        let started = Instant::now();
+    for n in 0..count {
+        // Scheduled requests count from their scheduled time, even when sent late.
+        let started = match schedule {
+            Some(s) => {
+                let at = s.first + s.every * u32::try_from(n).unwrap_or(u32::MAX);
+                tokio::time::sleep_until(at).await;
+                at.into_std()
+            }
+            None => Instant::now(),
+        };
         let issued = link
             .request_with_id(
                 new_request_id(),
@@ -162,6 +179,12 @@ pub async fn bench(global: &Global, a: BenchArgs, out: Out) -> Result<(), CliErr
             format!("--count must be 1 to {MAX_COUNT}"),
         ));
     }
+    if a.rate > MAX_RATE {
+        return Err(CliError::new(
+            "bad_flag",
+            format!("--rate must be 0 (as fast as possible) to {MAX_RATE}"),
+        ));
+    }
     let ep = endpoint(global)?;
     let run = &Uuid::new_v4().simple().to_string()[..8];
     let count = a.count;
@@ -177,15 +200,25 @@ pub async fn bench(global: &Global, a: BenchArgs, out: Out) -> Result<(), CliErr
     }
     let setup_s = setup_started.elapsed().as_secs_f64();
 
-    // The measured run.
+    // The measured run. Under `--rate`, the workers take turns: worker k of W issues at
+    // k/rate, then every W/rate.
     let started = Instant::now();
+    let workers = a.links * a.depth;
+    let schedule = |k: usize| {
+        (a.rate > 0).then(|| Schedule {
+            first: tokio::time::Instant::from_std(started)
+                + Duration::from_secs_f64(k as f64 / a.rate as f64),
+            every: Duration::from_secs_f64(workers as f64 / a.rate as f64),
+        })
+    };
     let mut tasks = Vec::new();
     for (l, link) in links.iter().enumerate() {
         let mine = per_link(l);
         for d in 0..a.depth {
             let share = mine / a.depth as u64 + u64::from((d as u64) < mine % a.depth as u64);
             if share > 0 {
-                tasks.push(tokio::spawn(worker(Arc::clone(link), share)));
+                let k = d * a.links + l;
+                tasks.push(tokio::spawn(worker(Arc::clone(link), share, schedule(k))));
             }
         }
     }
@@ -210,6 +243,7 @@ pub async fn bench(global: &Global, a: BenchArgs, out: Out) -> Result<(), CliErr
     let v: Value = json!({
         "links": a.links,
         "depth": a.depth,
+        "rate": a.rate,
         "count": count,
         "issued": issued,
         "errors": errors,

@@ -647,28 +647,41 @@ fn bench_issues_and_confirms_the_requested_count_and_reports_percentiles() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&data, None, 600_000);
-    let out = Command::new(BIN)
-        .args([
-            "bench", "--json", "--links", "3", "--count", "40", "--depth", "2",
-        ])
-        .env("STAMPLINE_SERVER", &server.url)
-        .env("STAMPLINE_TRUST", &server.trust)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} / {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let bench = |extra: &[&str]| -> Value {
+        let out = Command::new(BIN)
+            .args([
+                "bench", "--json", "--links", "3", "--count", "40", "--depth", "2",
+            ])
+            .args(extra)
+            .env("STAMPLINE_SERVER", &server.url)
+            .env("STAMPLINE_TRUST", &server.trust)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    };
+    let v = bench(&[]);
     assert_eq!(v["issued"], json!(40));
     assert_eq!(v["errors"], json!(0));
     for field in ["indicia_per_s", "p50_ms", "p99_ms", "p999_ms"] {
         assert!(v[field].as_f64().is_some_and(|x| x > 0.0), "{field}: {v}");
     }
     assert!(v["p50_ms"].as_f64() <= v["p99_ms"].as_f64());
+    // On a schedule of 100 indicia/s, 40 take at least 0.34 s (the last of the six workers'
+    // requests is due at 34/100 s) however fast the server is.
+    let paced = bench(&["--rate", "100"]);
+    assert_eq!(paced["issued"], json!(40));
+    assert_eq!(paced["rate"], json!(100));
+    assert!(
+        paced["elapsed_s"].as_f64().is_some_and(|s| s >= 0.34),
+        "{paced}"
+    );
     assert_audit_clean(&["--data-dir", data.to_str().unwrap()]);
     drop(server);
 }
