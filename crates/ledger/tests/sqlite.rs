@@ -487,3 +487,38 @@ fn queued_operations_answer_after_their_commit() {
 fn a_fault_after_the_first_write_leaves_nothing() {
     on_file(testsuite::a_fault_after_the_first_write_leaves_nothing);
 }
+
+/// An issue's stored outcome no longer repeats the item's bytes (they come from the item's row);
+/// an outcome stored the earlier way, with them, still answers its repeat.
+#[test]
+fn issue_outcomes_stored_with_or_without_the_item_bytes_replay_the_same() {
+    let f = Fixture::new();
+    let u = testsuite::add_user(&f.store, 1);
+    testsuite::fund(&f.store, u, "f1", testsuite::FUND_MILLS);
+    let first = testsuite::issue(&f.store, u, "i1", testsuite::PRICE_MILLS);
+    let conn = Connection::open(f.path()).expect("open");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    let stored: String = conn
+        .query_row(
+            "SELECT outcome_json FROM requests WHERE user_id = ?1 AND request_id = 'i1'",
+            params![u],
+            |r| r.get(0),
+        )
+        .expect("stored outcome");
+    assert!(!stored.contains("\"item\""), "{stored}");
+    let again = testsuite::issue(&f.store, u, "i1", testsuite::PRICE_MILLS);
+    assert_eq!(again, first);
+
+    // The earlier form: the whole outcome, item bytes in hex.
+    let legacy = serde_json::to_string(&first).expect("serialise");
+    assert!(legacy.contains("\"item\""), "{legacy}");
+    conn.execute(
+        "UPDATE requests SET outcome_json = ?1 WHERE user_id = ?2 AND request_id = 'i1'",
+        params![legacy, u],
+    )
+    .expect("rewrite the stored outcome");
+    drop(conn);
+    let legacy_again = testsuite::issue(&f.store, u, "i1", testsuite::PRICE_MILLS);
+    assert_eq!(legacy_again, first);
+}
