@@ -50,11 +50,16 @@ pub const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
 /// **Group commit.** One writer thread owns the write connection and runs the operations handed
 /// to it one after another, back to back: the operations waiting when it starts a transaction,
 /// and those that arrive while it runs them, join one `BEGIN IMMEDIATE` transaction, each inside
-/// its own savepoint (so a failed or panicking operation leaves no trace); when nobody is waiting
-/// any more, or after [`MAX_GROUP_OPS`], it commits them all with one WAL flush. Every caller
-/// returns only after the commit that holds its operation has succeeded, so an acknowledged
-/// operation is durable (`synchronous=FULL`); if that commit fails, every operation of the group
-/// fails. A lone operation is committed at once: grouping adds no wait.
+/// its own savepoint (so a failed or panicking operation leaves no trace) — except issue and
+/// confirm, which refuse before they write and need none (`Undo::RefusesFirst`: a fault after
+/// their first write rolls the group back). When nobody is waiting any more, or after
+/// [`MAX_GROUP_OPS`], the writer waits for the verdicts of the group's deferred checks (run by
+/// the callers meanwhile, `Tx::defer_check`) and commits them all with one WAL flush. Every
+/// caller is answered only after the commit that holds its operation has succeeded, so an
+/// acknowledged operation is durable (`synchronous=FULL`); if that commit fails, or a check
+/// failed, every operation of the group fails. A lone operation is committed at once: grouping
+/// adds no wait. A checkpointer thread copies the WAL into the file meanwhile
+/// ([`CHECKPOINT_EVERY`]).
 ///
 /// **Reads** of a file run in a separate read connection and see only committed states; an
 /// in-memory database has one connection, so its reads go to the writer like writes (and are
