@@ -169,7 +169,7 @@ impl SqliteStore {
     /// Runs `f` as one operation of a group transaction on the writer thread (see
     /// [`SqliteStore`]): its changes are kept only if it returns `Ok`, and this returns only after
     /// they are committed. Runs the checks `f` deferred on this thread meanwhile.
-    fn write<T: Send + 'static>(
+    fn write_with<T: Send + 'static>(
         &self,
         undo: Undo,
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
@@ -186,7 +186,7 @@ impl SqliteStore {
         Err(writer_stopped())
     }
 
-    /// [`SqliteStore::write`] without a thread waiting: the writer answers the returned
+    /// [`SqliteStore::write_with`] without a thread waiting: the writer answers the returned
     /// [`Queued`].
     fn write_queued<T: Send + 'static>(
         &self,
@@ -255,7 +255,7 @@ impl SqliteStore {
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         let Some(reader) = &self.reader else {
-            return self.write(Undo::Savepoint, f);
+            return self.write_with(Undo::Savepoint, f);
         };
         let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
         conn.execute_batch("BEGIN DEFERRED")?;
@@ -600,7 +600,7 @@ impl crate::backend::Backend for SqliteStore {
         undo: Undo,
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
-        SqliteStore::write(self, undo, f)
+        SqliteStore::write_with(self, undo, f)
     }
 
     fn write_queued<T: Send + 'static>(
