@@ -868,7 +868,7 @@ impl Core {
     }
 
     /// Flow 4: reserve, next piece, sign inside the ledger transaction, verify the fresh signature
-    /// with the published key before anything is returned.
+    /// with the published key before the transaction commits.
     async fn issue_postage(
         self: &Arc<Self>,
         user_id: UserId,
@@ -878,16 +878,14 @@ impl Core {
         session: Uuid,
     ) -> Result<IssueOutcome, CoreError> {
         let core = Arc::clone(self);
-        queued(&Arc::clone(self), move |store| {
+        queued(self, move |store| {
             let key = RequestKey {
                 user_id,
                 request_id: &request_id,
                 fingerprint,
             };
             let psd = Arc::clone(&core.psd);
-            let signer = Arc::clone(&core);
             let sign = move |state: &PieceState| -> Result<SignedItem, String> {
-                let core = &signer;
                 let device_id: DeviceId = state.device_id.parse().map_err(|_| {
                     "this account has no postage meter (admin accounts cannot buy postage)"
                         .to_string()
