@@ -687,10 +687,12 @@ impl Core {
                 return serde_json::from_str::<stampline_ledger::CloseOutcome>(&outcome)
                     .map_err(|e| CoreError::Internal(format!("stored outcome: {e}")));
             }
+            // An unpaid ACH return stops a closure at every attempt, a resumed one too: the
+            // refunds would otherwise pay back money the bank took back.
+            if let Some(r) = core.store.open_returns(user_id)?.first() {
+                return Err(CoreError::refused(ACCOUNT_LOCKED, locked_message(r)));
+            }
             if core.store.closed_at(user_id)?.is_none() {
-                if let Some(r) = core.store.open_returns(user_id)?.first() {
-                    return Err(CoreError::refused(ACCOUNT_LOCKED, locked_message(r)));
-                }
                 let balance = core.store.balance(user_id)?;
                 if balance.reserved_mills > 0 {
                     return Err(CoreError::refused(
