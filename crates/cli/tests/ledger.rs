@@ -620,7 +620,15 @@ async fn audit_entries_deleted_while_the_server_is_down_are_found_by_its_anchor(
         .unwrap();
     assert!(interrupted.success());
     assert!(server.child.wait().unwrap().success());
-    assert!(data.join("audit-anchor.json").exists());
+    // The anchor names the newest entry (the confirm's): written at the stop, not at the start.
+    let db = rusqlite::Connection::open(data.join("ledger.sqlite")).unwrap();
+    let newest: i64 = db
+        .query_row("SELECT MAX(seq) FROM audit_log", [], |r| r.get(0))
+        .unwrap();
+    drop(db);
+    let anchor: Value =
+        serde_json::from_slice(&std::fs::read(data.join("audit-anchor.json")).unwrap()).unwrap();
+    assert_eq!(anchor["heads"][0]["seq"], json!(newest), "{anchor}");
 
     // Unchanged, it starts again (and anchors anew).
     let mut again = start().unwrap();
@@ -743,4 +751,53 @@ fn a_server_on_postgres_shuts_down_cleanly_on_interrupt() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The newest entries deleted while the server runs are never sealed into a new anchor: the
+/// anchor written when it stops keeps naming them, and the next start is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_server_never_anchors_a_truncated_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let start = || {
+        spawn_listening(
+            Command::new(BIN)
+                .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&data)
+                .stderr(Stdio::null()),
+        )
+    };
+    let stop = |server: &mut common::Listening| {
+        let interrupted = Command::new("kill")
+            .args(["-INT", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(interrupted.success());
+        assert!(server.child.wait().unwrap().success());
+    };
+    let mut server = start().unwrap();
+    let ep = Endpoint::new(&server.url, Trust::from_file(&server.trust).unwrap()).unwrap();
+    register(&ep, "ann").await;
+    let ann = Link::connect(&ep, "ann", PASSWORD).await.unwrap();
+    fund(&ann, 10_000).await;
+    let item = issue(&ann).await.unwrap();
+    confirm(&ann, &item.serial).await.unwrap();
+    ann.bye().await.unwrap();
+    stop(&mut server);
+
+    // Running again, with the newest entry anchored; it is deleted behind the server's back.
+    let mut again = start().unwrap();
+    let db = rusqlite::Connection::open(data.join("ledger.sqlite")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER audit_log_no_delete;
+         DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log);",
+    )
+    .unwrap();
+    drop(db);
+    stop(&mut again);
+    let refused = start()
+        .err()
+        .expect("the server started on a truncated audit log");
+    assert!(refused.to_string().contains("are gone"), "{refused}");
 }

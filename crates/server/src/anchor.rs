@@ -44,8 +44,13 @@ fn mac(psd: &dyn Psd, heads: &[(i64, i64, [u8; 32])]) -> anyhow::Result<[u8; 32]
     Ok(psd.seal(&message)?)
 }
 
-/// Writes the anchor of the log as it is now.
+/// Writes the anchor of the log as it is now — only if the log still holds every entry the
+/// current anchor names (else the error says what is gone, and the old anchor stays, so that a
+/// log truncated while the server runs is not sealed as the new baseline). One write at a time.
 pub fn write(data_dir: &Path, store: &dyn Store, psd: &dyn Psd) -> anyhow::Result<()> {
+    static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+    check(data_dir, store, psd)?;
     let heads = store.audit_heads()?;
     let anchor = Anchor {
         mac: hex::encode(mac(psd, &heads)?),
