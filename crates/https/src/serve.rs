@@ -27,13 +27,18 @@ pub struct Identity {
     pub trust_path: PathBuf,
 }
 
-/// Writes `bytes` to `path` whole or not at all: a temporary file, fsynced, then renamed over it
-/// (mode 0600 when `private`).
+/// Writes `bytes` to `path` whole or not at all: a fresh temporary file, fsynced, renamed over
+/// it, then the directory fsynced (mode 0600 when `private`). A temporary file left by a crash is
+/// removed first: reopening it would keep whatever mode it had.
 pub fn write_file(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     if private {
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -44,7 +49,11 @@ pub fn write_file(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<(
     let mut f = opts.open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    fs::rename(tmp, path)
+    fs::rename(tmp, path)?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// A new self-signed certificate for `localhost`, 127.0.0.1 and `hostnames`, named
@@ -176,4 +185,27 @@ pub async fn serve(
         });
     }
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_private_file_is_0600_even_over_a_stale_world_readable_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("stampline-write-file-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key.p8");
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, b"left by a crash").unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
+        write_file(&path, b"secret", true).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read(&path).unwrap(), b"secret");
+        assert!(!tmp.exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -264,9 +264,14 @@ pub(crate) fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, PsdError> {
 pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), PsdError> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
+    // A temporary file left by a crash would keep its mode if reopened: start afresh.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
     {
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt as _;
