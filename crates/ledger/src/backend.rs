@@ -198,6 +198,20 @@ impl<B: Backend> Store for B {
         self.write(move |tx, ctx| payments::close_account(tx, ctx, &key.key(), &payouts, now_ms))
     }
 
+    fn close_plan(&self, user_id: UserId) -> Result<Option<Vec<(String, u64)>>, LedgerError> {
+        self.read(move |tx, _| payments::close_plan(tx, user_id))
+    }
+
+    fn fix_close_plan(
+        &self,
+        user_id: UserId,
+        plan: &[(String, u64)],
+        now_ms: i64,
+    ) -> Result<Vec<(String, u64)>, LedgerError> {
+        let plan = plan.to_vec();
+        self.write(move |tx, ctx| payments::fix_close_plan(tx, ctx, user_id, &plan, now_ms))
+    }
+
     fn closed_at(&self, user_id: UserId) -> Result<Option<i64>, LedgerError> {
         self.read(move |tx, _| payments::closed_at(tx, user_id))
     }

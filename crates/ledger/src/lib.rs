@@ -727,7 +727,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now_ms: i64,
     ) -> Result<CloseOutcome, LedgerError>;
 
-    /// When the user's account was closed, if it was.
+    /// The payout plan the user's closure in progress fixed ([`Store::fix_close_plan`]), if any.
+    fn close_plan(&self, user_id: UserId) -> Result<Option<Vec<(String, u64)>>, LedgerError>;
+
+    /// Fixes which payments (`(payment id, mills)`) refund the frozen balance of the user's
+    /// closure in progress, so that a resumed closure refunds exactly what the first attempt
+    /// planned — whatever the bank says of the payments meanwhile. The first plan stands: a later
+    /// call answers it. `InvalidInput` unless a closure is in progress and the plan pays out
+    /// exactly its balance, each payment once; `close_account` then books only that plan.
+    fn fix_close_plan(
+        &self,
+        user_id: UserId,
+        plan: &[(String, u64)],
+        now_ms: i64,
+    ) -> Result<Vec<(String, u64)>, LedgerError>;
+
+    /// When the user's account was closed (or its closure began), if it was.
     fn closed_at(&self, user_id: UserId) -> Result<Option<i64>, LedgerError>;
 
     /// `AccountClosed` for a closed account, `AccountLocked` (naming the oldest) while a returned

@@ -30,7 +30,7 @@ use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError, MeterSeale
 /// Connections one store keeps open at most (each in-flight store call holds one).
 pub const PG_POOL_SIZE: usize = 16;
 /// The schema version this build writes (the same tables as SQLite's, in PostgreSQL types).
-pub const PG_SCHEMA_VERSION: i64 = 4;
+pub const PG_SCHEMA_VERSION: i64 = 5;
 /// High half of the advisory lock key of one audit chain (the low half is the chain): "SLN" + 1.
 const AUDIT_CHAIN_LOCK_CLASS: i64 = 0x534C_4E01;
 /// Advisory lock key serialising schema migrations of servers starting together.
@@ -208,7 +208,12 @@ ALTER TABLE closures ADD COLUMN request_id TEXT;
 ALTER TABLE closures ADD COLUMN finished BIGINT NOT NULL DEFAULT 1 CHECK (finished = 0 OR finished = 1);
 "#;
 
-const PG_MIGRATIONS: [&str; 4] = [PG_V1, PG_V2, PG_V3, PG_V4];
+/// Version 5: a closure keeps its payout plan (as SQLite's version 7).
+const PG_V5: &str = r#"
+ALTER TABLE closures ADD COLUMN plan TEXT;
+"#;
+
+const PG_MIGRATIONS: [&str; 5] = [PG_V1, PG_V2, PG_V3, PG_V4, PG_V5];
 
 /// A pooled connection and its prepared statements (keyed by the ledger's `?N` SQL).
 struct Conn {

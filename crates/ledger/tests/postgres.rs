@@ -477,3 +477,11 @@ fn a_fault_after_the_first_write_leaves_nothing() {
         testsuite::a_fault_after_the_first_write_leaves_nothing,
     );
 }
+
+#[test]
+fn a_closure_pays_out_only_the_plan_it_fixed_first() {
+    on_pg(
+        "a_closure_pays_out_only_the_plan_it_fixed_first",
+        testsuite::payments::a_closure_pays_out_only_the_plan_it_fixed_first,
+    );
+}

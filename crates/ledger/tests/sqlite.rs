@@ -522,3 +522,8 @@ fn issue_outcomes_stored_with_or_without_the_item_bytes_replay_the_same() {
     let legacy_again = testsuite::issue(&f.store, u, "i1", testsuite::PRICE_MILLS);
     assert_eq!(legacy_again, first);
 }
+
+#[test]
+fn a_closure_pays_out_only_the_plan_it_fixed_first() {
+    on_file(testsuite::payments::a_closure_pays_out_only_the_plan_it_fixed_first);
+}

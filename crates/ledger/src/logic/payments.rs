@@ -419,6 +419,81 @@ pub(crate) fn begin_close(
     })
 }
 
+/// The payout plan the user's closure in progress fixed: `(payment id, mills)`, if any.
+pub(crate) fn close_plan(
+    tx: &mut dyn Tx,
+    user_id: UserId,
+) -> Result<Option<Vec<(String, u64)>>, LedgerError> {
+    let Some(r) = tx.row(
+        "SELECT plan FROM closures WHERE user_id = ?1 AND finished = 0",
+        &[Int(user_id)],
+    )?
+    else {
+        return Ok(None);
+    };
+    r.opt_text(0)?
+        .map(|json| {
+            serde_json::from_str(&json)
+                .map_err(|e| LedgerError::Corrupt(format!("closure plan unreadable: {e}")))
+        })
+        .transpose()
+}
+
+/// Fixes which payments refund the frozen balance of the user's closure in progress, unless a
+/// plan is fixed already: then that one is answered (the first plan stands, whatever the bank
+/// says of the payments later). The plan must pay out exactly the frozen balance, each payment
+/// once.
+pub(crate) fn fix_close_plan(
+    tx: &mut dyn Tx,
+    ctx: Ctx<'_>,
+    user_id: UserId,
+    plan: &[(String, u64)],
+    now_ms: i64,
+) -> Result<Vec<(String, u64)>, LedgerError> {
+    lock_meter(tx, ctx, user_id)?;
+    if !matches!(closure(tx, user_id)?, Some((false, _))) {
+        return Err(LedgerError::InvalidInput(
+            "no closure of this account is in progress".into(),
+        ));
+    }
+    if let Some(fixed) = close_plan(tx, user_id)? {
+        return Ok(fixed);
+    }
+    let balance = balance_of(tx, &customer_account(user_id))?;
+    let mut total: i64 = 0;
+    let mut seen = std::collections::HashSet::new();
+    for (payment_id, amount) in plan {
+        check_text("payment_id", payment_id, 1, MAX_ID_LEN)?;
+        if *amount == 0 || !seen.insert(payment_id.as_str()) {
+            return Err(LedgerError::InvalidInput(format!(
+                "payment {payment_id} is planned twice or for nothing"
+            )));
+        }
+        total = total
+            .checked_add(mills(*amount)?)
+            .ok_or(LedgerError::Overflow)?;
+    }
+    if total != balance {
+        return Err(LedgerError::InvalidInput(format!(
+            "the plan pays out {total} mills but the balance is {balance}"
+        )));
+    }
+    let json = serde_json::to_string(plan)
+        .map_err(|e| LedgerError::Invariant(format!("closure plan not serialisable: {e}")))?;
+    let changed = tx.exec(
+        "UPDATE closures SET plan = ?2 WHERE user_id = ?1 AND finished = 0 AND plan IS NULL",
+        &[Int(user_id), Text(&json)],
+    )?;
+    if changed != 1 {
+        return Err(LedgerError::Invariant(format!(
+            "the closure of user {user_id} changed during the transaction"
+        )));
+    }
+    let detail = serde_json::json!({"user_id": user_id, "plan": plan}).to_string();
+    append_audit_entry(tx, now_ms, &user_actor(user_id), "close_plan", &detail)?;
+    Ok(plan.to_vec())
+}
+
 pub(crate) fn close_account(
     tx: &mut dyn Tx,
     ctx: Ctx<'_>,
@@ -463,6 +538,21 @@ pub(crate) fn close_account(
         return Err(LedgerError::InvalidInput(format!(
             "payouts total {total} mills but the balance is {balance}"
         )));
+    }
+    // A closure that fixed its plan pays out exactly that plan (see `fix_close_plan`).
+    if begun && let Some(plan) = close_plan(tx, user_id)? {
+        let mut paid: Vec<(&str, u64)> = payouts
+            .iter()
+            .map(|p| (p.payment_id.as_str(), p.amount_mills))
+            .collect();
+        let mut planned: Vec<(&str, u64)> = plan.iter().map(|(id, m)| (id.as_str(), *m)).collect();
+        paid.sort_unstable();
+        planned.sort_unstable();
+        if paid != planned {
+            return Err(LedgerError::InvalidInput(
+                "the payouts are not the closure's plan".into(),
+            ));
+        }
     }
     let mut current = meter;
     for p in payouts {

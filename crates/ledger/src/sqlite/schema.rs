@@ -6,10 +6,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 6] = [V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: [&str; 7] = [V1, V2, V3, V4, V5, V6, V7];
 
 /// Version 1. Tables are STRICT so that a wrong type is an error, never a silent conversion.
 /// Amounts are integer mills. The audit log refuses updates and deletes (a direct edit must drop
@@ -254,6 +254,12 @@ ALTER TABLE audit_log ADD COLUMN chain INTEGER NOT NULL DEFAULT 0 CHECK (chain =
 const V6: &str = "
 ALTER TABLE closures ADD COLUMN request_id TEXT;
 ALTER TABLE closures ADD COLUMN finished INTEGER NOT NULL DEFAULT 1 CHECK (finished = 0 OR finished = 1);
+";
+
+/// Version 7: a closure keeps the payout plan it fixed (JSON `[[payment_id, mills], …]`), so that
+/// a resumed closure refunds exactly what the first attempt planned.
+const V7: &str = "
+ALTER TABLE closures ADD COLUMN plan TEXT;
 ";
 
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a database written by a newer build.

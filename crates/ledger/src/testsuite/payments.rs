@@ -18,6 +18,10 @@ pub const BEHAVIOURS: &[(&str, super::Behaviour)] = &[
         a_closing_account_moves_no_money_and_its_closure_resumes,
     ),
     (
+        "a_closure_pays_out_only_the_plan_it_fixed_first",
+        a_closure_pays_out_only_the_plan_it_fixed_first,
+    ),
+    (
         "auto_refills_are_counted_once_and_within_the_cap",
         auto_refills_are_counted_once_and_within_the_cap,
     ),
@@ -188,6 +192,61 @@ pub fn a_closing_account_moves_no_money_and_its_closure_resumes(store: &dyn Stor
         store.begin_close(&req(u, "close-3", "close"), T0_MS),
         Err(LedgerError::AccountClosed)
     ));
+    assert_clean(store);
+}
+
+/// The payout plan is fixed once per closure: a resumed closure gets the first plan back (even
+/// when it would plan otherwise now), and only that plan can be booked.
+pub fn a_closure_pays_out_only_the_plan_it_fixed_first(store: &dyn Store) {
+    let u = add_user(store, 1);
+    let card = fund(store, u, "f1", 6_000).payment_id;
+    let eft = fund(store, u, "f2", 4_000).payment_id;
+    let plan = vec![(card.clone(), 10_000)];
+    let refused = store.fix_close_plan(u, &plan, T0_MS);
+    assert!(
+        matches!(refused, Err(LedgerError::InvalidInput(_))),
+        "no closure yet: {refused:?}"
+    );
+    let key = req(u, "close-1", "close");
+    ok(store.begin_close(&key, T0_MS), "begin");
+    for bad in [
+        vec![(card.clone(), 9_000)],
+        vec![(card.clone(), 5_000), (card.clone(), 5_000)],
+        vec![(card.clone(), 10_000), (eft.clone(), 0)],
+    ] {
+        let refused = store.fix_close_plan(u, &bad, T0_MS);
+        assert!(
+            matches!(refused, Err(LedgerError::InvalidInput(_))),
+            "{bad:?}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        ok(store.close_plan(u), "plan"),
+        None,
+        "a refused plan is not kept"
+    );
+    assert_eq!(ok(store.fix_close_plan(u, &plan, T0_MS), "fix"), plan);
+    // The resumed closure would now plan the debit too: the first plan stands.
+    let later = vec![(eft.clone(), 4_000), (card.clone(), 6_000)];
+    assert_eq!(ok(store.fix_close_plan(u, &later, T0_MS), "again"), plan);
+    assert_eq!(ok(store.close_plan(u), "plan"), Some(plan));
+    let payout = |payment_id: &str, amount_mills: u64| Payout {
+        payment_id: payment_id.into(),
+        refund_id: format!("ref-{payment_id}"),
+        amount_mills,
+    };
+    let other = store.close_account(&key, &[payout(&eft, 4_000), payout(&card, 6_000)], T0_MS);
+    assert!(
+        matches!(other, Err(LedgerError::InvalidInput(_))),
+        "payouts off the plan: {other:?}"
+    );
+    assert_eq!(ok(store.balance(u), "balance").balance_mills, 10_000);
+    let out = ok(
+        store.close_account(&key, &[payout(&card, 10_000)], T0_MS),
+        "close",
+    );
+    assert_eq!((out.refunded_mills, out.balance_mills), (10_000, 0));
+    assert_eq!(ok(store.close_plan(u), "plan"), None, "finished");
     assert_clean(store);
 }
 

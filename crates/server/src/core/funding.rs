@@ -613,10 +613,6 @@ impl Core {
 }
 
 impl Core {
-    /// Close the account: refund the whole balance to the payments it came from (newest first,
-    /// each bank refund keyed `USER:REQUEST:payout:PAYMENT`, so a retry after a crash refunds
-    /// once), book the payouts, and withdraw the device at CMLS (a failure there is logged and
-    /// shows in reconciliation).
     /// Which payments pay `balance_mills` back (newest first, only money the bank holds), or
     /// `refund_unavailable` naming what the bank has not settled yet.
     fn payout_plan(
@@ -664,6 +660,10 @@ impl Core {
         Ok(plan)
     }
 
+    /// Close the account: freeze it, fix the payout plan (the whole balance back to the payments
+    /// it came from, newest first), refund each at the bank keyed `USER:close:payout:PAYMENT`
+    /// (so a retry after a crash refunds once), book the payouts, and withdraw the device at CMLS
+    /// (a failure there is logged and shows in reconciliation).
     pub(super) async fn close_account(
         self: &Arc<Self>,
         user_id: UserId,
@@ -705,13 +705,21 @@ impl Core {
             }
             // Stop all spending before the bank refunds anything, so that the balance the refunds
             // are planned from cannot move. A retry after a crash (under any request id) resumes
-            // here with the same balance, hence the same plan, and the bank answers the same
-            // refund keys with the same refunds.
+            // here with the same balance and the plan the ledger kept, and the bank answers the
+            // same refund keys with the same refunds.
             let balance = match core.store.begin_close(&key, now_ms())? {
                 stampline_ledger::CloseStart::Closed(out) => return Ok(out),
                 stampline_ledger::CloseStart::Closing { balance_mills } => balance_mills,
             };
-            let plan = core.payout_plan(user_id, balance)?;
+            // The plan is fixed in the ledger before the first refund: a resumed closure follows
+            // it even if a payment's state at the bank changed since (a pending debit settled).
+            let plan = match core.store.close_plan(user_id)? {
+                Some(plan) => plan,
+                None => {
+                    let plan = core.payout_plan(user_id, balance)?;
+                    core.store.fix_close_plan(user_id, &plan, now_ms())?
+                }
+            };
             let mut payouts = Vec::new();
             for (payment_id, part) in plan {
                 let refund = core
