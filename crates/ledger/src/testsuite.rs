@@ -1581,6 +1581,14 @@ pub fn a_failed_check_among_concurrent_issues_commits_nothing_of_it(store: &dyn 
             Err(e) => panic!("user {u}: unexpected {e:?}"),
         }
     }
+    // The writer's view of the audit log went back with the rolled-back group: every user
+    // issues again (an append on a stale head would be refused as a broken log).
+    for &u in &users {
+        ok(
+            try_issue(store, u, "i2", PRICE_MILLS, T0_MS),
+            "issue after the group",
+        );
+    }
     assert_clean(store);
 }
 
