@@ -133,22 +133,7 @@ fn a_flipped_bit_in_an_item_makes_verify_fail() {
     );
     let out = tempfile::tempdir().unwrap();
     let label = out.path().join("l");
-    server.ok(
-        "bob",
-        &[
-            "buy",
-            "--postage",
-            "0.78",
-            "--from",
-            "02134",
-            "--to",
-            "94105",
-            "--format",
-            "raw",
-            "--out",
-            s(&label),
-        ],
-    );
+    server.ok("bob", &common::buy_raw(s(&label)));
     let raw = std::fs::read(label.with_extension("raw")).unwrap();
     // Flip one bit in the postage field (offset 6 + 1 + 8 + 4 + 4 + 5 + 5 = 33).
     let mut bad = raw.clone();
@@ -284,22 +269,7 @@ fn bad_input_gets_a_clear_code_and_changes_nothing() {
     );
     assert_eq!(server.balance_mills("cat"), 1_000);
     // A failed print (unwritable output) voids and refunds at once.
-    let (ok, v) = server.run(
-        "cat",
-        &[
-            "buy",
-            "--postage",
-            "0.78",
-            "--from",
-            "02134",
-            "--to",
-            "94105",
-            "--format",
-            "raw",
-            "--out",
-            "/nonexistent/dir/x",
-        ],
-    );
+    let (ok, v) = server.run("cat", &common::buy_raw("/nonexistent/dir/x"));
     assert!(!ok);
     assert_eq!(v["error"], "print_failed", "{v}");
     assert!(

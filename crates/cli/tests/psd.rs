@@ -184,25 +184,7 @@ impl TestServer {
     /// Buy $0.78 as raw bytes into `dir/NAME.raw`; returns (path, key id).
     fn buy(&self, user: &str, dir: &Path, name: &str) -> (PathBuf, String) {
         let out = dir.join(name);
-        self.ok(
-            user,
-            &[
-                "buy",
-                "--postage",
-                "0.78",
-                "--from",
-                "02134",
-                "--to",
-                "94105",
-                "--format",
-                "raw",
-                "--out",
-            ]
-            .iter()
-            .copied()
-            .chain([out.to_str().unwrap()])
-            .collect::<Vec<_>>(),
-        );
+        self.ok(user, &common::buy_raw(out.to_str().unwrap()));
         let path = out.with_extension("raw");
         let v = self.ok(user, &["verify", path.to_str().unwrap()]);
         (path, v["key_id"].as_str().unwrap().to_owned())
