@@ -169,22 +169,7 @@ impl TestServer {
     }
 
     pub fn register(&self, user: &str) -> Value {
-        self.ok(
-            user,
-            &[
-                "register",
-                "--name",
-                "Ann Example",
-                "--address",
-                "1 Main St",
-                "--city",
-                "Boston",
-                "--state",
-                "MA",
-                "--zip",
-                "02134",
-            ],
-        )
+        self.ok(user, &REGISTER)
     }
 
     pub fn balance_mills(&self, user: &str) -> u64 {
