@@ -142,12 +142,16 @@ impl From<LedgerError> for CoreError {
         if let LedgerError::AuditLogBroken(reason) = &e {
             tracing::error!(%reason, "audit log changed behind the server's back: nothing more is appended");
         }
+        let message = match &e {
+            // Which entries were tampered with is for the operator's log, not for clients.
+            LedgerError::AuditLogBroken(_) => {
+                "the ledger's audit log awaits an operator's check; nothing was changed".into()
+            }
+            _ => e.to_string(),
+        };
         match e.code() {
-            codes::INTERNAL => CoreError::Internal(e.to_string()),
-            code => CoreError::Refused {
-                code,
-                message: e.to_string(),
-            },
+            codes::INTERNAL => CoreError::Internal(message),
+            code => CoreError::Refused { code, message },
         }
     }
 }
@@ -1111,6 +1115,17 @@ fn check_mail_date(date: ItemDate) -> Result<(), CoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_are_not_told_which_audit_entries_were_tampered_with() {
+        let e = CoreError::from(LedgerError::AuditLogBroken(
+            "entry 7 and those after it are gone".into(),
+        ));
+        assert_eq!(e.code(), "audit_log_broken");
+        let message = e.public_message();
+        assert!(!message.contains("entry 7"), "{message}");
+        assert!(message.contains("nothing was changed"), "{message}");
+    }
 
     #[test]
     fn weak_passwords_are_refused() {
