@@ -340,6 +340,102 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// Version 4 rebuilds `items` and `transfers`, which `transfers` and `payouts` name by
+    /// foreign key: a version-3 ledger with money in it keeps every row and every link.
+    #[test]
+    fn a_version_3_ledger_with_items_payouts_and_a_closure_migrates_whole() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        for migration in &MIGRATIONS[..3] {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL) STRICT;
+             INSERT INTO schema_version VALUES (3);
+             INSERT INTO users VALUES (1, 'ann', 'k1', 'Ann', '1 Main St', 'Boston', 'MA',
+                 '02134', 'hash', x'00', 'user', 0, NULL, 1);
+             INSERT INTO accounts VALUES ('bank_clearing', -9220), ('postage_sold', 780),
+                 ('customer:1', 7660), ('reserved:1', 780);
+             INSERT INTO meters VALUES (1, 'SL0100000001', 'LIC1', 1560, 7660, 2, NULL);
+             INSERT INTO payments VALUES ('pay-1', 1, 'card', 10000, 'tok', '4242', 1);
+             INSERT INTO items (serial, user_id, kind, amount_mills, piece, status, bytes,
+                     issued_at_ms, confirm_by_ms, settled_at_ms, session, reprints)
+                 VALUES ('SL0100000001-1', 1, 'postage', 780, 1, 'printed', x'0102', 2, NULL, 3,
+                         NULL, 0),
+                        ('SL0100000001-2', 1, 'postage', 780, 2, 'issued', x'0304', 4, 9, NULL,
+                         NULL, 0);
+             INSERT INTO transfers (id, at_ms, from_account, to_account, amount_mills, kind,
+                     item_serial, payment_id)
+                 VALUES (1, 1, 'bank_clearing', 'customer:1', 10000, 'fund', NULL, 'pay-1'),
+                        (2, 2, 'customer:1', 'reserved:1', 780, 'reserve', 'SL0100000001-1', NULL),
+                        (3, 3, 'reserved:1', 'postage_sold', 780, 'post', 'SL0100000001-1', NULL),
+                        (4, 4, 'customer:1', 'reserved:1', 780, 'reserve', 'SL0100000001-2', NULL),
+                        (5, 5, 'customer:1', 'bank_clearing', 780, 'payout', NULL, 'pay-1');
+             INSERT INTO payouts VALUES ('ref-0', 'pay-1', 1, 780, 5, 5);
+             INSERT INTO closures VALUES (1, 6, 0);",
+        )
+        .unwrap();
+        let count = |conn: &Connection, table: &str| -> i64 {
+            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        let tables = [
+            "users",
+            "accounts",
+            "meters",
+            "payments",
+            "items",
+            "transfers",
+            "payouts",
+        ];
+        let before: Vec<i64> = tables.iter().map(|t| count(&conn, t)).collect();
+        migrate(&mut conn).unwrap();
+        let after: Vec<i64> = tables.iter().map(|t| count(&conn, t)).collect();
+        assert_eq!(after, before);
+        let keys_on: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(keys_on, 1, "foreign keys are on again");
+        assert_eq!(count(&conn, "pragma_foreign_key_check"), 0);
+        let pending: (String, Vec<u8>, Option<i64>) = conn
+            .query_row(
+                "SELECT status, bytes, confirm_by_ms FROM items WHERE serial = 'SL0100000001-2'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(pending, ("issued".to_owned(), vec![3, 4], Some(9)));
+        let linked: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM payouts p JOIN transfers t ON t.id = p.transfer_id
+                 WHERE t.kind = 'payout' AND t.payment_id = 'pay-1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(linked, 1, "the payout still names its transfer");
+        let closure: (i64, Option<String>, Option<String>) = conn
+            .query_row(
+                "SELECT finished, request_id, plan FROM closures WHERE user_id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            closure,
+            (1, None, None),
+            "an earlier closure was finished in one step"
+        );
+        assert!(
+            conn.execute(
+                "UPDATE items SET status = 'bogus' WHERE serial = 'SL0100000001-2'",
+                []
+            )
+            .is_err(),
+            "the rebuilt status check still holds"
+        );
+    }
+
     #[test]
     fn a_version_1_database_keeps_its_transfers_and_learns_payouts() {
         let mut conn = Connection::open_in_memory().unwrap();
