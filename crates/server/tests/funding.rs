@@ -105,22 +105,24 @@ async fn setting_a_standing_authorisation_again_with_the_same_request_id_changes
 }
 
 /// One request through the private tier, as the link would send it.
-async fn handle(server: &Server, uid: i64, op: stampline_wire::Op) -> stampline_wire::Response {
+async fn handle(
+    core: &std::sync::Arc<stampline_server::core::Core>,
+    uid: i64,
+    op: stampline_wire::Op,
+) -> stampline_wire::Response {
     let request = stampline_wire::Request {
         id: uuid::Uuid::new_v4(),
         op,
     };
     let canonical = request.to_json();
-    server
-        .core()
-        .handle(
-            uid,
-            std::sync::Arc::new(zeroize::Zeroizing::new([7; 32])),
-            request,
-            canonical,
-            uuid::Uuid::new_v4(),
-        )
-        .await
+    core.handle(
+        uid,
+        std::sync::Arc::new(zeroize::Zeroizing::new([7; 32])),
+        request,
+        canonical,
+        uuid::Uuid::new_v4(),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -129,7 +131,7 @@ async fn resets_and_refunds_are_reported_to_cmls_with_the_registers() {
     let dir = tempfile::tempdir().unwrap();
     let (server, uid) = server_with_user(&dir).await;
     let fund = handle(
-        &server,
+        server.core(),
         uid,
         Op::Fund {
             amount_mills: 5_000,
@@ -145,7 +147,7 @@ async fn resets_and_refunds_are_reported_to_cmls_with_the_registers() {
     .await;
     assert!(fund.ok, "{fund:?}");
     let issued = handle(
-        &server,
+        server.core(),
         uid,
         Op::Issue {
             kind: "postage".into(),
@@ -161,7 +163,7 @@ async fn resets_and_refunds_are_reported_to_cmls_with_the_registers() {
     assert!(issued.ok, "{issued:?}");
     let serial = issued.str_field("serial").unwrap().to_owned();
     let confirmed = handle(
-        &server,
+        server.core(),
         uid,
         Op::Confirm {
             serial: serial.clone(),
@@ -170,7 +172,7 @@ async fn resets_and_refunds_are_reported_to_cmls_with_the_registers() {
     )
     .await;
     assert!(confirmed.ok, "{confirmed:?}");
-    let refunded = handle(&server, uid, Op::Refund { serial }).await;
+    let refunded = handle(server.core(), uid, Op::Refund { serial }).await;
     assert!(refunded.ok, "{refunded:?}");
     let device = server.core().store().meter(uid).unwrap().unwrap().device_id;
     let status = server.core().cmls().device_status(&device).unwrap();
@@ -192,4 +194,128 @@ async fn resets_and_refunds_are_reported_to_cmls_with_the_registers() {
         (report.pieces, report.postage_mills, report.ascending_mills),
         (1, 780, 780)
     );
+}
+
+/// The real software device, except that every item signature it makes has one bit flipped (a
+/// device fault).
+#[derive(Debug)]
+struct FlipsSignatureBits(std::sync::Arc<dyn stampline_psd::Psd>);
+
+impl stampline_psd::Psd for FlipsSignatureBits {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn auth_public_key(&self) -> Vec<u8> {
+        self.0.auth_public_key()
+    }
+    fn sign_auth(&self, transcript: &[u8]) -> Result<[u8; 64], stampline_psd::PsdError> {
+        self.0.sign_auth(transcript)
+    }
+    fn current_signing_key(&self) -> stampline_items::KeyId {
+        self.0.current_signing_key()
+    }
+    fn sign_item(
+        &self,
+        key_id: stampline_items::KeyId,
+        payload: &[u8],
+    ) -> Result<[u8; 64], stampline_psd::PsdError> {
+        let mut signature = self.0.sign_item(key_id, payload)?;
+        signature[40] ^= 0x01;
+        Ok(signature)
+    }
+    fn published_keys(&self) -> Vec<stampline_psd::PublishedKey> {
+        self.0.published_keys()
+    }
+    fn rotate_signing_key(
+        &self,
+        now_unix: i64,
+    ) -> Result<stampline_psd::Rotation, stampline_psd::PsdError> {
+        self.0.rotate_signing_key(now_unix)
+    }
+    fn revoke_signing_key(
+        &self,
+        key_id: stampline_items::KeyId,
+        now_unix: i64,
+        reason: &str,
+    ) -> Result<stampline_psd::PublishedKey, stampline_psd::PsdError> {
+        self.0.revoke_signing_key(key_id, now_unix, reason)
+    }
+    fn wrap_secret(
+        &self,
+        secret: &[u8],
+        context: &[u8],
+    ) -> Result<Vec<u8>, stampline_psd::PsdError> {
+        self.0.wrap_secret(secret, context)
+    }
+    fn unwrap_secret(
+        &self,
+        wrapped: &[u8],
+        context: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, stampline_psd::PsdError> {
+        self.0.unwrap_secret(wrapped, context)
+    }
+    fn seal(&self, data: &[u8]) -> Result<[u8; 32], stampline_psd::PsdError> {
+        self.0.seal(data)
+    }
+}
+
+/// The server checks every fresh signature before the issue commits (SQLite's writer has the
+/// request's task run the check): a faulty device's item is refused and nothing moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_item_whose_fresh_signature_does_not_verify_is_not_issued_and_costs_nothing() {
+    use stampline_wire::{Card, Op};
+    let dir = tempfile::tempdir().unwrap();
+    let (server, uid) = server_with_user(&dir).await;
+    let fund = handle(
+        server.core(),
+        uid,
+        Op::Fund {
+            amount_mills: 5_000,
+            card: Some(Card {
+                number: Secret("4242424242424242".into()),
+                exp: "12/30".into(),
+                cvc: Secret("123".into()),
+            }),
+            card_token: None,
+            eft: None,
+        },
+    )
+    .await;
+    assert!(fund.ok, "{fund:?}");
+    let real = server.core();
+    let faulty = std::sync::Arc::new(
+        stampline_server::core::Core::new(
+            std::sync::Arc::clone(real.store()),
+            std::sync::Arc::new(FlipsSignatureBits(std::sync::Arc::clone(real.psd()))),
+            std::sync::Arc::clone(real.cmls()),
+            std::sync::Arc::clone(real.bank()),
+            real.config().clone(),
+        )
+        .unwrap(),
+    );
+    let issue = || Op::Issue {
+        kind: "postage".into(),
+        postage_mills: 780,
+        from_zip: "02134".into(),
+        to_zip: "94105".into(),
+        mail_date: time::OffsetDateTime::now_utc().date().to_string(),
+        class: "first-class-letter".into(),
+        weight_oz: None,
+    };
+    let before = real.store().balance(uid).unwrap();
+    let refused = handle(&faulty, uid, issue()).await;
+    assert!(!refused.ok, "{refused:?}");
+    assert_eq!(refused.code(), Some("signing_failed"), "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .is_some_and(|m| m.contains("does not verify")),
+        "{refused:?}"
+    );
+    assert_eq!(real.store().balance(uid).unwrap(), before, "nothing moved");
+    assert!(real.store().history(uid, 10).unwrap().is_empty());
+    // The same ledger with the sound device issues piece 1: the refusal used no number.
+    let issued = handle(real, uid, issue()).await;
+    assert!(issued.ok, "{issued:?}");
+    assert!(issued.str_field("serial").unwrap().ends_with("-1"));
 }
