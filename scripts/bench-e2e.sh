@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end throughput of the issue → confirm path (docs/BENCHMARKS.md, issue 4).
+# End-to-end throughput of the issue → confirm path (docs/BENCHMARKS.md).
 # Starts a release `stampline server` on a fresh data dir (SQLite by default, or the PostgreSQL
 # database given in DATABASE, which is dropped and made again), runs `stampline bench` against it
 # and prints the bench's JSON with the CPU seconds the server and the load generator used.

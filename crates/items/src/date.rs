@@ -13,7 +13,7 @@ pub const MIN_YEAR: u16 = 2000;
 pub const MAX_YEAR: u16 = 2099;
 
 /// A valid calendar date from 2000-01-01 to 2099-12-31, stored in items as the integer YYYYMMDD
-/// (DESIGN.md §4) and written as `"YYYY-MM-DD"`.
+/// (docs/DESIGN.md §4) and written as `"YYYY-MM-DD"`.
 ///
 /// Why only 2000..=2099: items carry the date of mailing or issue, which is always near today;
 /// a date outside this century is a corrupted or forged field, and the narrow range keeps the

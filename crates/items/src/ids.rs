@@ -124,7 +124,7 @@ pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
 }
 
 /// Which signing key signed an item: the first 4 bytes of SHA-256 over the key's
-/// SubjectPublicKeyInfo DER (DESIGN.md §4, §7). Written as 8 lowercase hex characters.
+/// SubjectPublicKeyInfo DER (docs/DESIGN.md §4, §7). Written as 8 lowercase hex characters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KeyId(pub [u8; 4]);
 

@@ -12,7 +12,7 @@ use crate::{
 /// The largest value of a 5-byte register or amount field.
 const MAX_U40: u64 = (1 << 40) - 1;
 
-/// A postage indicium (kind 1): the IBI data elements of STANDARDS.md, 55 bytes.
+/// A postage indicium (kind 1): the IBI (Information-Based Indicia) data elements, 55 bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PostageIndicium {
     pub device_id: DeviceId,

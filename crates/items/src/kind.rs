@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// What a printed item is: the kind byte at offset 3 (DESIGN.md §4).
+/// What a printed item is: the kind byte at offset 3 (docs/DESIGN.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Kind {

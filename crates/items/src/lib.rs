@@ -1,4 +1,4 @@
-//! Printed item formats v1 for Stampline (DESIGN.md §4, normative and byte-exact): the postage
+//! Printed item formats v1 for Stampline (docs/DESIGN.md §4, normative and byte-exact): the postage
 //! indicium and the value items (ticket, check, coupon, gift certificate), their bytes, the
 //! payload a signature covers, strict parsing and signature verification.
 //!

@@ -10,7 +10,7 @@ pub const MAX_ZIP5: u32 = 99_999;
 /// Bytes of the delivery-point field in a postage indicium (ZIP+4+2, space-padded).
 pub const DELIVERY_POINT_LEN: usize = 11;
 
-/// Mail class and shape, a 2-byte code in the indicium (DESIGN.md §4).
+/// Mail class and shape, a 2-byte code in the indicium (docs/DESIGN.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum RateCategory {
@@ -59,7 +59,7 @@ impl RateCategory {
             .find(|rate| rate.class_name() == name)
     }
 
-    /// The class marking printed next to the indicium (STANDARDS.md: "FIRST-CLASS MAIL",
+    /// The class marking printed next to the indicium (USPS markings: "FIRST-CLASS MAIL",
     /// "PRIORITY MAIL", …). Letters and flats (large envelopes) both print "FIRST-CLASS MAIL":
     /// the marking names the mail class, and the shape is already in the signed rate category.
     pub fn label_text(self) -> &'static str {

@@ -2,7 +2,7 @@
 //! corner. The renderers (`raster`, `pdf`, `svg`, `zpl`) draw the same list, so every format
 //! shows the same page.
 //!
-//! Geometry (STANDARDS.md):
+//! Geometry (USPS placement rules):
 //! - `envelope10` (#10 envelope, 9.5 × 4.125 in = 684 × 297 pt): return address upper left; the
 //!   FIM D (bars 1/32 in wide on a 1/16 in pitch, 5/8 in tall, the rightmost 2 in from the right
 //!   edge, tops 1/16 in below the top edge); the indicium in the upper right below the 5/8 in FIM

@@ -432,7 +432,7 @@ fn paint_grid(bits: &[bool], size: usize) -> (u32, u32, Vec<u8>) {
     (side as u32, side as u32, luma)
 }
 
-/// Readers accept any ECC200 encodation (DESIGN.md §4). The last case is a base-256 segment
+/// Readers accept any ECC200 encodation (docs/DESIGN.md §4). The last case is a base-256 segment
 /// followed by ASCII digits and an upper-shifted 0xE9, where rxing's text result comes back empty.
 #[test]
 fn symbols_in_other_encodations_decode_to_their_exact_bytes() {

@@ -1,17 +1,17 @@
 //! Amounts of money for Stampline: [`Amount`], an integer number of mills (1/1000 US dollar), with
 //! checked arithmetic, parsing of dollar text such as `"$4.155"` and display as `"$4.155"`.
 //!
-//! This crate owns the one representation of money that every other crate uses (DESIGN.md §5).
+//! This crate owns the one representation of money that every other crate uses (docs/DESIGN.md §5).
 //! It must never use floating point, never wrap or saturate silently (every operation that could
 //! leave the range returns `None` or an error), never panic on input, and never do I/O.
 //!
 //! The range is `0..=2^40 - 1` mills, the largest value a 5-byte meter register in a printed
-//! indicium can hold (DESIGN.md §4), so any `Amount` can be written into a register field.
+//! indicium can hold (docs/DESIGN.md §4), so any `Amount` can be written into a register field.
 
 use std::fmt;
 use std::str::FromStr;
 
-/// The largest amount in mills: 2^40 − 1, the limit of a 5-byte register (DESIGN.md §4).
+/// The largest amount in mills: 2^40 − 1, the limit of a 5-byte register (docs/DESIGN.md §4).
 pub const MAX_MILLS: u64 = (1 << 40) - 1;
 
 /// Mills in one US dollar.

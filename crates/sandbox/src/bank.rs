@@ -1,7 +1,7 @@
 //! The financial system: card tokenisation, authorise/capture/refund, ACH (EFT) debits that
 //! settle later and can be returned, with an idempotency key on every call.
 //!
-//! Test cards follow common processor test modes (DESIGN.md §7): 4242424242424242 is approved,
+//! Test cards follow common processor test modes (docs/DESIGN.md §7): 4242424242424242 is approved,
 //! 4000000000000002 is declined, 4000000000009995 is declined for insufficient funds; any other
 //! number that passes the Luhn check is approved. The bank keeps tokens and last four digits only.
 
@@ -19,7 +19,7 @@ pub const MAX_CHARGE_MILLS: u64 = 10_000_000;
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
 /// How long an ACH debit stays pending before it settles, by default (2 days).
 pub const DEFAULT_SETTLE_AFTER_MS: i64 = 2 * 24 * 3600 * 1000;
-/// How long after the debit a return is still possible (STANDARDS.md: up to 60 days).
+/// How long after the debit a return is still possible (ACH rules: up to 60 days).
 pub const RETURN_WINDOW_MS: i64 = 60 * 24 * 3600 * 1000;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
