@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use crate::pinned::pem;
 
 /// How long a caller may take to finish the TLS handshake and send its headers.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most connections served at once; more wait in the kernel's backlog.
+/// Most connections served at once by default; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 1_000;
 
 /// A certificate and its key, read from or written to `DIR/tls/`.
@@ -135,15 +135,57 @@ impl Identity {
     }
 }
 
-/// Serve `router` over TLS on `listener` until `shutdown` completes.
+/// How many connections an accept loop serves at once, and how long each may take to say who it
+/// is. The server and the sandboxes differ only in these numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// How long a caller may take to finish the TLS handshake, and then to send its headers.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// Serve `router` over TLS on `listener` until `shutdown` completes, with the default [`Limits`].
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_with(
+        listener,
+        tls,
+        Limits::default(),
+        |_| router.clone(),
+        shutdown,
+    )
+    .await
+}
+
+/// The accept loop: each accepted connection gets the router `router_for(peer)` makes for it
+/// (the server tags it with the caller's address), its TLS handshake in its own task (a slow
+/// caller stalls nobody), HTTP/1.1 with upgrades (the server's WebSocket link), and at most
+/// `limits.max_connections` at once. Returns when `shutdown` completes; connections already
+/// accepted finish on their own.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    limits: Limits,
+    router_for: impl Fn(SocketAddr) -> axum::Router,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let timeout = limits.handshake_timeout;
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -155,6 +197,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -162,11 +205,11 @@ pub async fn serve(
             },
         };
         let acceptor = acceptor.clone();
-        let service = router.clone();
+        let service = router_for(peer);
         tokio::spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -177,8 +220,9 @@ pub async fn serve(
             let service = hyper_util::service::TowerToHyperService::new(service);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
-                .serve_connection(TokioIo::new(tls), service);
+                .header_read_timeout(timeout)
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades();
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -207,5 +251,80 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"secret");
         assert!(!tmp.exists());
         fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod accept_loop_tests {
+    use std::sync::Mutex;
+
+    use rustls::pki_types::ServerName;
+    use tokio::net::TcpStream;
+
+    use super::*;
+    use crate::pinned_client_config;
+
+    async fn handshake(
+        addr: SocketAddr,
+        cert: &[u8],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let connector =
+            tokio_rustls::TlsConnector::from(pinned_client_config(cert, &[b"http/1.1"]));
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+        connector.connect(name, tcp).await
+    }
+
+    #[tokio::test]
+    async fn the_loop_serves_no_more_connections_than_its_limit_and_names_each_peer() {
+        let (cert, key) = self_signed("accept-loop-test", &[]).unwrap();
+        let tls = tls13_server_config(&cert, &key).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&peers);
+        let limits = Limits {
+            max_connections: 1,
+            handshake_timeout: Duration::from_secs(5),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_with(
+            listener,
+            tls,
+            limits,
+            move |peer| {
+                seen.lock().unwrap().push(peer);
+                axum::Router::new()
+            },
+            async {
+                let _ = stopped.await;
+            },
+        ));
+
+        let first = handshake(addr, &cert).await.unwrap();
+        let first_addr = first.get_ref().0.local_addr().unwrap();
+        assert_eq!(*peers.lock().unwrap(), vec![first_addr]);
+
+        // The only permit is held by the first connection: the second is not even accepted.
+        let second = tokio::spawn({
+            let cert = cert.clone();
+            async move { handshake(addr, &cert).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!second.is_finished(), "a second connection was served");
+        assert_eq!(peers.lock().unwrap().len(), 1);
+
+        // Once the first goes, the second is served.
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the second connection is served once the first ends")
+            .unwrap()
+            .unwrap();
+        let second_addr = second.get_ref().0.local_addr().unwrap();
+        assert_eq!(*peers.lock().unwrap(), vec![first_addr, second_addr]);
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
     }
 }

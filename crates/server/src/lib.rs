@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use stampline_psd::PsdSpec;
 use stampline_sandbox::{Bank, Cmls, SandboxBank, SandboxCmls};
 use tokio::net::TcpListener;
@@ -230,52 +229,19 @@ impl Server {
                 self.usage_report,
             ))
         });
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls);
         let router = gateway::router(self.state);
-        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                _ = &mut shutdown => break,
-                p = Arc::clone(&permits).acquire_owned() => p?,
-            };
-            let (tcp, peer) = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let acceptor = acceptor.clone();
-            let service = router.clone().layer(axum::Extension(Peer(peer)));
-            // The handshake runs in the connection's own task, so a slow client stalls nobody.
-            tokio::spawn(async move {
-                let _permit = permit;
-                let _ = tcp.set_nodelay(true);
-                let tls =
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                let service = hyper_util::service::TowerToHyperService::new(service);
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(TLS_HANDSHAKE_TIMEOUT)
-                    .serve_connection(TokioIo::new(tls), service)
-                    .with_upgrades();
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
-        }
+        let limits = stampline_https::serve::Limits {
+            max_connections: MAX_CONNECTIONS,
+            handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
+        };
+        let served = stampline_https::serve::serve_with(
+            listener,
+            self.tls,
+            limits,
+            |peer| router.clone().layer(axum::Extension(Peer(peer))),
+            shutdown,
+        )
+        .await;
         sweeper.abort();
         settlements.abort();
         anchors.abort();
@@ -283,7 +249,7 @@ impl Server {
             r.abort();
         }
         write_anchor(core, data_dir).await;
-        Ok(())
+        Ok(served?)
     }
 }
 
