@@ -1,0 +1,335 @@
+//! The private tier: registration, login checks, and every op that touches money or keys.
+//!
+//! The public tier (gateway, link sessions) calls it only through [`Core`]'s methods, which take
+//! and return plain data, so the two can later run as two processes with a channel between them.
+//! It owns the ledger, the crypto device, CMLS and the bank; it never sees a TLS connection.
+//!
+//! It is cut by capability, each a module of `impl Core` blocks that do not import each other:
+//! - `accounts`: registration, login and lockout, admin accounts;
+//! - `postage`: quote, issue, confirm, reprint, the confirmation window and its voids;
+//! - `payments`: funding, the one card-charge path, item refunds, returned debits, auto-refill
+//!   and account closure;
+//! - `reports`: balance, history, usage reports to CMLS, reconciliation;
+//! - `keys`: the signing keys: publication, registration with CMLS, admin rotation and revocation.
+//!
+//! [`Core::handle`] is the one dispatcher from ops to them. Every refusal is a
+//! [`CoreError`] (crate::error); time comes from the [`Clock`] in [`CoreConfig`].
+
+use std::sync::Arc;
+
+use stampline_items::Serial;
+use stampline_ledger::{Queued, RequestKey, Store, UserId};
+use stampline_psd::Psd;
+use stampline_sandbox::{Bank, Cmls};
+use stampline_wire::replies::ByeReply;
+use stampline_wire::{Op, Request, Response, codes, request_fingerprint};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::clock::Clock;
+pub use crate::error::CoreError;
+
+mod accounts;
+mod keys;
+mod payments;
+mod postage;
+mod reports;
+
+pub use accounts::{
+    ADMIN_LICENSE_ID, LoginGrant, MAX_FIELD_CHARS, RegisterForm, Registered, check_user_name,
+};
+pub use keys::{rfc3339, signing_key};
+pub use payments::{MAX_AUTO_REFILL_CAP_MILLS, MAX_FUND_MILLS, SettlementReport};
+pub use postage::{
+    MAX_MAIL_DATE_AHEAD_DAYS, MAX_POSTAGE_MILLS, MAX_REPRINTS, PRINT_POLICY, REPRINT_WINDOW_MS,
+};
+pub use reports::{Difference, MAX_HISTORY, ReconcileReport, compare};
+
+/// By default one fresh signature in this many is verified by the server before it is returned
+/// (the first one of every process is); clients verify every item before they print it.
+pub const DEFAULT_VERIFY_EVERY: u64 = 1;
+
+/// Settings of the private tier.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub confirm_window_ms: i64,
+    pub refund_window_ms: i64,
+    pub max_login_failures: u32,
+    pub lockout_ms: i64,
+    /// argon2id memory in KiB (at least 19 MiB, the OWASP minimum for argon2id).
+    pub argon2_memory_kib: u32,
+    pub argon2_passes: u32,
+    /// Check one fresh item signature in this many with the published key before it is returned
+    /// (1 checks every one; see docs/DECISIONS.md on why the default samples).
+    pub verify_every: u64,
+    /// Where time comes from: the system clock, or a manual clock in tests.
+    pub clock: Clock,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            confirm_window_ms: 10 * 60 * 1000,
+            refund_window_ms: 30 * 24 * 3600 * 1000,
+            max_login_failures: 10,
+            lockout_ms: 30 * 60 * 1000,
+            argon2_memory_kib: 19 * 1024,
+            argon2_passes: 2,
+            verify_every: DEFAULT_VERIFY_EVERY,
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// The private tier.
+#[derive(Debug)]
+pub struct Core {
+    store: Arc<dyn Store>,
+    psd: Arc<dyn Psd>,
+    cmls: Arc<dyn Cmls>,
+    bank: Arc<dyn Bank>,
+    cfg: CoreConfig,
+    /// A hash of a random password, verified against for unknown users so that a login's timing
+    /// does not reveal whether a user exists.
+    decoy_hash: String,
+    /// Items signed by this process (drives the sampling of fresh-signature checks).
+    signed: std::sync::atomic::AtomicU64,
+}
+
+/// Who sent a request on a live link and what binds it: the user, the request id (also its
+/// idempotency key), the fingerprint of its canonical JSON, and the link it came on.
+#[derive(Clone, Debug)]
+struct Caller {
+    user_id: UserId,
+    request_id: String,
+    fingerprint: [u8; 32],
+    session: Uuid,
+}
+
+impl Caller {
+    fn key(&self) -> RequestKey<'_> {
+        RequestKey {
+            user_id: self.user_id,
+            request_id: &self.request_id,
+            fingerprint: self.fingerprint,
+        }
+    }
+
+    /// The bank's idempotency key of this request's charge: `USER:REQUEST`.
+    fn bank_key(&self) -> String {
+        format!("{}:{}", self.user_id, self.request_id)
+    }
+}
+
+/// Runs blocking work (the store, argon2, the outside systems' synchronous clients) off the async
+/// threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CoreError> + Send + 'static,
+) -> Result<T, CoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CoreError::Internal(format!("worker: {e}")))?
+}
+
+/// Runs a ledger write of the hot path from async code: handed straight to a store that queues
+/// writes (SQLite's writer answers this task after the commit, and no thread is parked waiting
+/// for it), otherwise run on a blocking thread.
+async fn queued<T: Send + 'static>(
+    core: &Arc<Core>,
+    op: impl FnOnce(&dyn Store) -> Queued<T> + Send + 'static,
+) -> Result<T, CoreError> {
+    let queued = if core.store.queues_writes() {
+        op(core.store.as_ref())
+    } else {
+        let core = Arc::clone(core);
+        blocking(move || Ok(op(core.store.as_ref()))).await?
+    };
+    Ok(queued.outcome().await?)
+}
+
+/// A serial that does not parse is no item of anyone's.
+fn check_serial(serial: &str) -> Result<(), CoreError> {
+    serial
+        .parse::<Serial>()
+        .map(|_| ())
+        .map_err(|_| CoreError::refused(codes::UNKNOWN_ITEM, "no such item"))
+}
+
+impl Core {
+    pub fn new(
+        store: Arc<dyn Store>,
+        psd: Arc<dyn Psd>,
+        cmls: Arc<dyn Cmls>,
+        bank: Arc<dyn Bank>,
+        cfg: CoreConfig,
+    ) -> Result<Core, CoreError> {
+        let mut core = Core {
+            store,
+            psd,
+            cmls,
+            bank,
+            cfg,
+            decoy_hash: String::new(),
+            signed: std::sync::atomic::AtomicU64::new(0),
+        };
+        core.decoy_hash = core.decoy_hash()?;
+        Ok(core)
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// The clock every time-bound rule of the private tier reads.
+    pub fn clock(&self) -> &Clock {
+        &self.cfg.clock
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.cfg.clock.now_ms()
+    }
+
+    pub fn psd(&self) -> &Arc<dyn Psd> {
+        &self.psd
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The financial system this core uses.
+    pub fn bank(&self) -> &Arc<dyn Bank> {
+        &self.bank
+    }
+
+    /// The licensing system this core uses.
+    pub fn cmls(&self) -> &Arc<dyn Cmls> {
+        &self.cmls
+    }
+
+    /// Handle one request from a live link. Never fails: errors become `ok:false` responses.
+    pub async fn handle(
+        self: &Arc<Self>,
+        user_id: UserId,
+        k_user: Arc<Zeroizing<[u8; 32]>>,
+        request: Request,
+        canonical: Vec<u8>,
+        session: Uuid,
+    ) -> Response {
+        let op = request.op.name();
+        let caller = Caller {
+            user_id,
+            request_id: request.id.to_string(),
+            fingerprint: request_fingerprint(&k_user, &canonical),
+            session,
+        };
+        let id = caller.request_id.clone();
+        match self.dispatch(caller, request.op).await {
+            Ok(response) => response,
+            Err(e) => Response::error(op, &id, e.code(), &e.public_message()),
+        }
+    }
+
+    /// Maps each op to the capability that answers it.
+    async fn dispatch(self: &Arc<Self>, caller: Caller, op: Op) -> Result<Response, CoreError> {
+        let name = op.name();
+        let id = caller.request_id.clone();
+        let user_id = caller.user_id;
+        Ok(match op {
+            Op::Balance {} => Response::ok_with(name, &id, &self.balance(user_id).await?),
+            Op::Quote {
+                class,
+                weight_oz,
+                from_zip,
+                to_zip,
+            } => Response::ok_with(
+                name,
+                &id,
+                &postage::quote(&class, &weight_oz, from_zip.as_deref(), to_zip.as_deref())?,
+            ),
+            Op::History { limit } => {
+                Response::ok_with(name, &id, &self.history(user_id, limit).await?)
+            }
+            Op::Bye {} => Response::ok_with(name, &id, &ByeReply {}),
+            Op::AdminKeys {} => Response::ok_with(name, &id, &self.admin_keys(user_id).await?),
+            Op::AdminRotateKey {} => {
+                Response::ok_with(name, &id, &self.admin_rotate_key(user_id).await?)
+            }
+            Op::AdminRevokeKey { key_id, reason } => Response::ok_with(
+                name,
+                &id,
+                &self.admin_revoke_key(user_id, key_id, reason).await?,
+            ),
+            Op::PaymentOptions {} => {
+                Response::ok_with(name, &id, &self.payment_options(user_id).await?)
+            }
+            Op::Close {} => Response::ok_with(name, &id, &self.close_account(caller).await?),
+            Op::AutoRefill {
+                threshold_mills,
+                amount_mills,
+                cap_mills,
+                card,
+                off,
+            } => {
+                let order = payments::AutoRefillOrder {
+                    threshold_mills,
+                    amount_mills,
+                    cap_mills,
+                    card,
+                    off,
+                };
+                Response::ok_with(name, &id, &self.set_auto_refill(caller, order).await?)
+            }
+            Op::Issue {
+                kind,
+                postage_mills,
+                from_zip,
+                to_zip,
+                mail_date,
+                class,
+                weight_oz,
+            } => {
+                let order = postage::PostageOrder::check(
+                    &kind,
+                    postage_mills,
+                    &from_zip,
+                    &to_zip,
+                    &mail_date,
+                    &class,
+                    self.clock().today_utc(),
+                )?;
+                order.check_rate(weight_oz.map(|w| w.to_string()).as_deref())?;
+                let (reply, refill_due) = self.issue_postage(caller, order).await?;
+                if refill_due {
+                    self.spawn_refill_check(user_id);
+                }
+                Response::ok_with(name, &id, &reply)
+            }
+            Op::Confirm { serial, printed } => {
+                check_serial(&serial)?;
+                Response::ok_with(name, &id, &self.confirm(caller, serial, printed).await?)
+            }
+            Op::Reprint { serial } => {
+                check_serial(&serial)?;
+                Response::ok_with(name, &id, &self.reprint(caller, serial).await?)
+            }
+            Op::Refund { serial } => {
+                check_serial(&serial)?;
+                Response::ok_with(name, &id, &self.refund_item(caller, serial).await?)
+            }
+            Op::Fund {
+                amount_mills,
+                card,
+                card_token,
+                eft,
+            } => {
+                let pay = payments::PayWith::from_request(card, card_token, eft)?;
+                Response::ok_with(
+                    name,
+                    &id,
+                    &self.fund_request(caller, amount_mills, pay).await?,
+                )
+            }
+        })
+    }
+}
