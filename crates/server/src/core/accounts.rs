@@ -206,7 +206,7 @@ impl Core {
         })
     }
 
-    /// Flow 1: check the form, license the customer with CMLS, store the user with the link key
+    /// Register: check the form, license the customer with CMLS, store the user with the link key
     /// wrapped by the crypto device.
     pub async fn register(self: &Arc<Self>, form: RegisterForm) -> Result<Registered, CoreError> {
         check_user_name(&form.user)?;

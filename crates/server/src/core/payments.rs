@@ -179,9 +179,9 @@ impl Core {
         })
     }
 
-    /// Flow 2. A repeated request id answers from the ledger without calling the bank; a new one
-    /// charges with the idempotency key `user:request`, so a retry after a crash between the
-    /// charge and the credit finds the same payment and credits it once.
+    /// Fund by card or EFT. A repeated request id answers from the ledger without calling the
+    /// bank; a new one charges with the idempotency key `user:request`, so a retry after a crash
+    /// between the charge and the credit finds the same payment and credits it once.
     fn fund(
         &self,
         caller: &Caller,

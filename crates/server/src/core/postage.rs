@@ -145,7 +145,7 @@ fn base64(item: &[u8]) -> String {
 }
 
 impl Core {
-    /// Flow 4: reserve, next piece, sign inside the ledger transaction, verify the fresh signature
+    /// Issue: reserve, next piece, sign inside the ledger transaction, verify the fresh signature
     /// with the published key before the transaction commits. Returns the answer and whether the
     /// user's standing authorisation asks for a refill now.
     pub(super) async fn issue_postage(
