@@ -2,11 +2,6 @@
 //! small home page) and the firewall's limits. One function, [`error_response`], turns every
 //! refusal into `{"error","message"}` with its status.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -14,10 +9,14 @@ use axum::extract::{Extension, Path, Query, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::json;
+use serde::Serialize;
+use stampline_wire::codes;
+use stampline_wire::replies::{HttpError, ItemStatusPublic, RegisterReply};
 
-use crate::core::{Core, CoreError, RegisterForm};
-use crate::link::{self, LinkConfig, Sessions};
+use crate::core::RegisterForm;
+use crate::error::CoreError;
+use crate::link;
+pub use crate::state::{AppState, Peer, RateLimit};
 
 /// Largest HTTP request body accepted (registration forms are < 1 KiB).
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
@@ -25,55 +24,6 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024;
 pub const REGISTRATIONS_PER_MINUTE: u32 = 20;
 /// Link logins (hello frames) allowed per client address per minute.
 pub const LOGINS_PER_MINUTE: u32 = 120;
-
-/// The peer address of a connection, added to each request by the server loop.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer(pub SocketAddr);
-
-/// A fixed-window counter per client address.
-#[derive(Debug)]
-pub struct RateLimit {
-    per_minute: u32,
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-/// How many addresses a limiter remembers before it forgets expired windows.
-const MAX_TRACKED_ADDRESSES: usize = 100_000;
-
-impl RateLimit {
-    pub fn new(per_minute: u32) -> RateLimit {
-        RateLimit {
-            per_minute,
-            windows: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Count one attempt; false when the address is over its limit.
-    pub fn allow(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut map = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_TRACKED_ADDRESSES {
-            map.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
-        }
-        let entry = map.entry(ip).or_insert((now, 0));
-        if now.duration_since(entry.0) >= Duration::from_secs(60) {
-            *entry = (now, 0);
-        }
-        entry.1 = entry.1.saturating_add(1);
-        entry.1 <= self.per_minute
-    }
-}
-
-/// Everything the handlers share.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    pub core: Arc<Core>,
-    pub sessions: Arc<Sessions>,
-    pub link: LinkConfig,
-    pub registrations: Arc<RateLimit>,
-    pub logins: Arc<RateLimit>,
-    pub sandbox: bool,
-}
 
 /// The router. Tests may drive it in memory; the server wraps it in TLS.
 pub fn router(state: AppState) -> Router {
@@ -90,19 +40,31 @@ pub fn router(state: AppState) -> Router {
 /// The one place that maps a refusal to an HTTP response.
 pub fn error_response(e: &CoreError) -> Response {
     let status = match e {
-        CoreError::Refused { code, .. } if *code == "user_exists" => StatusCode::CONFLICT,
-        CoreError::Refused { code, .. } if *code == "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
+        CoreError::Refused { code, .. } if *code == codes::USER_EXISTS => StatusCode::CONFLICT,
+        CoreError::Refused { code, .. } if *code == codes::RATE_LIMITED => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         CoreError::Refused { .. } => StatusCode::BAD_REQUEST,
         CoreError::BadCredentials => StatusCode::UNAUTHORIZED,
         CoreError::Locked { .. } => StatusCode::FORBIDDEN,
         CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    (
+    json(
         status,
-        axum::Json(json!({"error": e.code(), "message": e.public_message()})),
+        &HttpError {
+            error: e.code().into(),
+            message: e.public_message(),
+        },
     )
-        .into_response()
+}
+
+/// A JSON body, its keys in the order every answer of this server has (sorted).
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_value(body) {
+        Ok(value) => (status, axum::Json(value)).into_response(),
+        Err(e) => error_response(&CoreError::Internal(format!("answer: {e}"))),
+    }
 }
 
 async fn home(State(state): State<AppState>) -> Response {
@@ -128,34 +90,35 @@ async fn register(
     body: Bytes,
 ) -> Response {
     if !state.registrations.allow(peer.0.ip()) {
-        return error_response(&CoreError::Refused {
-            code: "rate_limited",
-            message: "too many registrations from this address; wait a minute".into(),
-        });
+        return error_response(&CoreError::refused(
+            codes::RATE_LIMITED,
+            "too many registrations from this address; wait a minute",
+        ));
     }
     if body.len() > MAX_BODY_BYTES {
-        return error_response(&CoreError::Refused {
-            code: "too_large",
-            message: format!("request body over {MAX_BODY_BYTES} bytes"),
-        });
+        return error_response(&CoreError::refused(
+            codes::TOO_LARGE,
+            format!("request body over {MAX_BODY_BYTES} bytes"),
+        ));
     }
     let form: RegisterForm = match serde_json::from_slice(&body) {
         Ok(f) => f,
         Err(e) => {
-            return error_response(&CoreError::Refused {
-                code: "bad_request",
-                message: format!("bad registration: {e}"),
-            });
+            return error_response(&CoreError::refused(
+                codes::BAD_REQUEST,
+                format!("bad registration: {e}"),
+            ));
         }
     };
     match state.core.register(form).await {
-        Ok(r) => (
+        Ok(r) => json(
             StatusCode::CREATED,
-            axum::Json(
-                json!({"user": r.user, "license_id": r.license_id, "device_id": r.device_id}),
-            ),
-        )
-            .into_response(),
+            &RegisterReply {
+                user: r.user,
+                license_id: r.license_id,
+                device_id: r.device_id,
+            },
+        ),
         Err(e) => error_response(&e),
     }
 }
@@ -171,10 +134,10 @@ struct QuoteQuery {
 
 async fn quote(query: Result<Query<QuoteQuery>, QueryRejection>) -> Response {
     let Ok(Query(q)) = query else {
-        return error_response(&CoreError::Refused {
-            code: "bad_request",
-            message: "give class, weight_oz, and for zoned classes from_zip and to_zip".into(),
-        });
+        return error_response(&CoreError::refused(
+            codes::BAD_REQUEST,
+            "give class, weight_oz, and for zoned classes from_zip and to_zip",
+        ));
     };
     match crate::rating::quote(
         &q.class,
@@ -182,26 +145,26 @@ async fn quote(query: Result<Query<QuoteQuery>, QueryRejection>) -> Response {
         q.from_zip.as_deref(),
         q.to_zip.as_deref(),
     ) {
-        Ok(quote) => axum::Json(crate::rating::quote_json(&quote)).into_response(),
+        Ok(quote) => json(StatusCode::OK, &crate::rating::quote_reply(&quote)),
         Err(e) => error_response(&e),
     }
 }
 
 async fn keys(State(state): State<AppState>) -> Response {
-    let keys: Vec<serde_json::Value> = state
+    let keys: Vec<_> = state
         .core
         .keys()
         .iter()
-        .map(crate::core::admin::key_json)
+        .map(crate::core::signing_key)
         .collect();
-    axum::Json(keys).into_response()
+    json(StatusCode::OK, &keys)
 }
 
 async fn item_status(State(state): State<AppState>, Path(serial): Path<String>) -> Response {
     match state.core.item_status(serial.clone()).await {
         Ok(status) => {
-            let status = status.map_or("unknown", |s| s.as_str());
-            axum::Json(json!({"serial": serial, "status": status})).into_response()
+            let status = status.map_or("unknown", |s| s.as_str()).to_owned();
+            json(StatusCode::OK, &ItemStatusPublic { serial, status })
         }
         Err(e) => error_response(&e),
     }

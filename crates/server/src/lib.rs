@@ -11,9 +11,11 @@ pub mod anchor;
 pub mod clock;
 pub mod core;
 pub mod database;
+pub mod error;
 pub mod gateway;
 pub mod link;
 pub mod rating;
+pub mod state;
 pub mod tls;
 
 use std::future::Future;
@@ -46,7 +48,7 @@ pub struct ServerConfig {
     pub database: database::Database,
     /// The crypto device (`--psd`); the software device by default.
     pub psd: PsdSpec,
-    /// CMLS and bank services (issue 7); `None` = the built-in in-process sandboxes.
+    /// CMLS and bank services; `None` = the built-in in-process sandboxes.
     pub external: ExternalConfig,
 }
 
@@ -116,7 +118,7 @@ impl Server {
     /// worker threads (`spawn_blocking`), as `stampline server` does.
     pub fn open(cfg: ServerConfig) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&cfg.data_dir)?;
-        let now_unix = clock::now_ms() / 1000;
+        let now_unix = cfg.core.clock.now_unix();
         // The device self-tests as it opens; a failing device refuses to serve.
         let device = stampline_psd::open_device(&cfg.psd, &cfg.data_dir, now_unix)
             .map_err(|e| anyhow::anyhow!("crypto device: {e}"))?;
@@ -310,7 +312,7 @@ async fn usage_report_loop(core: Arc<Core>, every: Duration) {
     let every = every.max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
-        let date = time::OffsetDateTime::now_utc().date().to_string();
+        let date = core.clock().today_utc().to_string();
         match core.send_usage_reports(date).await {
             Ok(sent) => {
                 for (device, flags) in sent.iter().filter(|(_, f)| !f.is_empty()) {

@@ -1,14 +1,14 @@
-//! One link (DESIGN.md §3) on the server side: hello → welcome, heartbeats and their acks,
+//! One link (docs/PROTOCOL.md) on the server side: hello → welcome, heartbeats and their acks,
 //! sealed requests handed to the private tier, and the end of the link on any fault.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt as _, StreamExt as _};
-use serde::Serialize;
+use stampline_wire::replies::ByeReply;
 use stampline_wire::{
     Channel, Direction, Frame, Hex, MAX_CLIENT_BYTES, MAX_PASSWORD_BYTES, MAX_USER_BYTES,
     PROTOCOL_VERSION, Response, WireError, auth_transcript, beat_mac, codes, decode_frame,
@@ -18,9 +18,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::clock::now_ms;
-use crate::core::CoreError;
-use crate::gateway::AppState;
+use crate::error::CoreError;
+use crate::state::AppState;
+pub use crate::state::{LinkConfig, SessionInfo, Sessions};
 
 /// How long a new link may take to send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,49 +28,6 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_IN_FLIGHT_PER_LINK: usize = 32;
 /// Live links one user may hold.
 pub const MAX_LINKS_PER_USER: usize = 16;
-
-/// Heartbeat settings.
-#[derive(Clone, Copy, Debug)]
-pub struct LinkConfig {
-    pub beat_interval_ms: u64,
-    pub beat_timeout_ms: u64,
-}
-
-/// What the admin console will show of a live link.
-#[derive(Clone, Debug, Serialize)]
-pub struct SessionInfo {
-    pub session: Uuid,
-    pub user: String,
-    pub user_id: i64,
-    pub client: String,
-    pub address: String,
-    pub connected_at_ms: i64,
-    pub last_beat_ms: Option<i64>,
-    pub round_trip_ms: Option<u64>,
-}
-
-/// The live links.
-#[derive(Debug, Default)]
-pub struct Sessions {
-    live: Mutex<HashMap<Uuid, SessionInfo>>,
-}
-
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, SessionInfo>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn list(&self) -> Vec<SessionInfo> {
-        self.lock().values().cloned().collect()
-    }
-
-    fn count_for(&self, user_id: i64) -> usize {
-        self.lock()
-            .values()
-            .filter(|s| s.user_id == user_id)
-            .count()
-    }
-}
 
 /// Why a link ended; sent as an error frame before a 1008 close (except a clean bye).
 struct Fault {
@@ -235,7 +192,7 @@ pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr) {
             user_id: grant.user_id,
             client,
             address: peer.to_string(),
-            connected_at_ms: now_ms(),
+            connected_at_ms: state.core.clock().now_ms(),
             last_beat_ms: None,
             round_trip_ms: None,
         },
@@ -344,7 +301,7 @@ async fn serve_link(
                             return Err(fault(codes::BEAT_TIMEOUT, "heartbeat acknowledged late"));
                         }
                         if let Some(info) = state.sessions.lock().get_mut(&session) {
-                            info.last_beat_ms = Some(now_ms());
+                            info.last_beat_ms = Some(state.core.clock().now_ms());
                             info.round_trip_ms = Some(u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX));
                         }
                     }
@@ -362,7 +319,7 @@ async fn serve_link(
                             }
                         };
                         if matches!(request.op, stampline_wire::Op::Bye {}) {
-                            let resp = Response::ok("bye", &request.id.to_string(), serde_json::json!({}));
+                            let resp = Response::ok_with("bye", &request.id.to_string(), &ByeReply {});
                             let frame = channel.seal(&resp.to_json())?;
                             let _ = send_frame(ws, &frame).await;
                             return Ok(());

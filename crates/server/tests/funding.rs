@@ -1,4 +1,5 @@
-//! Issue 7 in process: auto-refill charges once per need, and the reconciliation rules.
+//! The private tier in process: auto-refill charges once per need, the reconciliation rules, and
+//! every op's answer as its typed reply.
 
 #![allow(clippy::unwrap_used)]
 
@@ -318,4 +319,149 @@ async fn an_item_whose_fresh_signature_does_not_verify_is_not_issued_and_costs_n
     let issued = handle(real, uid, issue()).await;
     assert!(issued.ok, "{issued:?}");
     assert!(issued.str_field("serial").unwrap().ends_with("-1"));
+}
+
+/// The answer to `op`, which must succeed, as its typed reply (unknown fields refused).
+async fn reply<T: serde::de::DeserializeOwned>(
+    core: &std::sync::Arc<stampline_server::core::Core>,
+    uid: i64,
+    op: stampline_wire::Op,
+) -> T {
+    let response = handle(core, uid, op).await;
+    assert!(response.ok, "{response:?}");
+    response.decode::<T>().unwrap()
+}
+
+#[tokio::test]
+async fn every_op_answers_with_the_fields_of_its_typed_reply() {
+    use stampline_wire::replies::*;
+    use stampline_wire::{Card, Op};
+    let dir = tempfile::tempdir().unwrap();
+    let (server, uid) = server_with_user(&dir).await;
+    let core = server.core();
+    let card = || Card {
+        number: Secret("4242424242424242".into()),
+        exp: "12/30".into(),
+        cvc: Secret("123".into()),
+    };
+    let funded: FundReply = reply(
+        core,
+        uid,
+        Op::Fund {
+            amount_mills: 5_000,
+            card: Some(card()),
+            card_token: None,
+            eft: None,
+        },
+    )
+    .await;
+    assert_eq!(funded.balance_mills, 5_000);
+    let quote: QuoteReply = reply(
+        core,
+        uid,
+        Op::Quote {
+            class: "first-class-letter".into(),
+            weight_oz: 1.into(),
+            from_zip: None,
+            to_zip: None,
+        },
+    )
+    .await;
+    assert_eq!(quote.zone, None);
+    let issue = || Op::Issue {
+        kind: "postage".into(),
+        postage_mills: quote.postage_mills,
+        from_zip: "02134".into(),
+        to_zip: "94105".into(),
+        mail_date: core.clock().today_utc().to_string(),
+        class: "first-class-letter".into(),
+        weight_oz: None,
+    };
+    let issued: IssueReply = reply(core, uid, issue()).await;
+    let again: ReprintReply = reply(
+        core,
+        uid,
+        Op::Reprint {
+            serial: issued.serial.clone(),
+        },
+    )
+    .await;
+    assert_eq!((again.item, again.reprints), (issued.item, 1));
+    let confirmed: ConfirmReply = reply(
+        core,
+        uid,
+        Op::Confirm {
+            serial: issued.serial.clone(),
+            printed: true,
+        },
+    )
+    .await;
+    assert_eq!(confirmed.status, "printed");
+    let refunded: RefundReply = reply(
+        core,
+        uid,
+        Op::Refund {
+            serial: issued.serial.clone(),
+        },
+    )
+    .await;
+    assert_eq!(refunded.status, "refunded");
+    let history: HistoryReply = reply(core, uid, Op::History { limit: 5 }).await;
+    assert_eq!(history.items[0].serial, issued.serial);
+    let balance: BalanceReply = reply(core, uid, Op::Balance {}).await;
+    assert_eq!(balance.balance_mills, 5_000);
+    let set: AutoRefillReply = reply(
+        core,
+        uid,
+        Op::AutoRefill {
+            threshold_mills: 1_000,
+            amount_mills: 2_000,
+            cap_mills: 4_000,
+            card: Some(card()),
+            off: false,
+        },
+    )
+    .await;
+    assert_eq!(set.auto_refill.last4.as_deref(), Some("4242"));
+    let options: PaymentOptionsReply = reply(core, uid, Op::PaymentOptions {}).await;
+    assert!(options.auto_refill.active && options.locked.is_none());
+    let off: AutoRefillReply = reply(
+        core,
+        uid,
+        Op::AutoRefill {
+            threshold_mills: 0,
+            amount_mills: 0,
+            cap_mills: 0,
+            card: None,
+            off: true,
+        },
+    )
+    .await;
+    assert_eq!(off.auto_refill, AutoRefillState::default());
+    let _: ByeReply = reply(core, uid, Op::Bye {}).await;
+
+    core.create_admin("root", "correct horse battery staple")
+        .unwrap();
+    let admin = core.store().user_by_key("root").unwrap().unwrap().id;
+    let keys: AdminKeysReply = reply(core, admin, Op::AdminKeys {}).await;
+    let rotated: AdminRotateKeyReply = reply(core, admin, Op::AdminRotateKey {}).await;
+    assert_eq!(rotated.old_key.key_id, keys.current);
+    assert_eq!(rotated.new_key.status, "current");
+    let revoked: AdminRevokeKeyReply = reply(
+        core,
+        admin,
+        Op::AdminRevokeKey {
+            key_id: keys.current.clone(),
+            reason: "test".into(),
+        },
+    )
+    .await;
+    assert_eq!(revoked.key.revocation_reason.as_deref(), Some("test"));
+
+    let closed: CloseReply = reply(core, uid, Op::Close {}).await;
+    assert_eq!(
+        (closed.status.as_str(), closed.balance_mills),
+        ("closed", 0)
+    );
+    assert_eq!(closed.refunded_mills, 5_000);
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::json;
 use stampline_client::{Endpoint, Link, LinkError, Trust};
+use stampline_server::clock::{Clock, ManualClock, now_ms};
+use stampline_server::core::Core;
 use stampline_server::link::Sessions;
 use stampline_server::{Server, ServerConfig};
 use stampline_wire::{Card, Frame, Hex, Op, Secret, decode_frame, encode_frame};
@@ -20,6 +22,7 @@ const PASSWORD: &str = "correct horse battery staple";
 struct World {
     endpoint: Endpoint,
     sessions: Arc<Sessions>,
+    core: Arc<Core>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -33,13 +36,31 @@ impl Drop for World {
 }
 
 async fn world(beat_interval_ms: u64, beat_timeout_ms: u64, confirm_window_ms: i64) -> World {
+    world_on(
+        beat_interval_ms,
+        beat_timeout_ms,
+        confirm_window_ms,
+        Clock::system(),
+    )
+    .await
+}
+
+/// A world whose private tier reads time from `clock`.
+async fn world_on(
+    beat_interval_ms: u64,
+    beat_timeout_ms: u64,
+    confirm_window_ms: i64,
+    clock: Clock,
+) -> World {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ServerConfig::new(dir.path().join("data"));
     cfg.beat_interval_ms = beat_interval_ms;
     cfg.beat_timeout_ms = beat_timeout_ms;
     cfg.core.confirm_window_ms = confirm_window_ms;
     cfg.core.max_login_failures = 3;
+    cfg.core.clock = clock;
     let server = Server::open(cfg).unwrap();
+    let core = Arc::clone(server.core());
     let trust = Trust::from_file(server.trust_path()).unwrap();
     let sessions = server.sessions();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -51,6 +72,7 @@ async fn world(beat_interval_ms: u64, beat_timeout_ms: u64, confirm_window_ms: i
     World {
         endpoint: Endpoint::new(&format!("https://{addr}"), trust).unwrap(),
         sessions,
+        core,
         stop: Some(tx),
         _dir: dir,
     }
@@ -199,6 +221,33 @@ async fn repeated_failures_lock_the_user_even_with_the_right_password() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), "locked", "{e}");
+}
+
+/// A world on a manual clock starting now, and the hand that moves it.
+async fn world_on_manual_clock(confirm_window_ms: i64) -> (World, Arc<ManualClock>) {
+    let (clock, hand) = Clock::manual(now_ms());
+    (world_on(500, 2_000, confirm_window_ms, clock).await, hand)
+}
+
+#[tokio::test]
+async fn a_lockout_ends_when_its_time_has_passed() {
+    let (w, hand) = world_on_manual_clock(60_000).await;
+    drop(w.user("ann", 0).await);
+    for _ in 0..3 {
+        let e = Link::connect(&w.endpoint, "ann", "wrong password entirely")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LinkError::Refused { .. }), "{e}");
+    }
+    let lockout_ms = w.core.config().lockout_ms;
+    hand.advance_ms(lockout_ms - 1_000);
+    let e = Link::connect(&w.endpoint, "ann", PASSWORD)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "locked", "{e}");
+    hand.advance_ms(1_001);
+    let link = Link::connect(&w.endpoint, "ann", PASSWORD).await.unwrap();
+    link.bye().await.unwrap();
 }
 
 #[tokio::test]
@@ -408,18 +457,28 @@ async fn a_failed_print_confirmation_returns_the_funds_and_voids_the_serial() {
 
 #[tokio::test]
 async fn an_unconfirmed_item_is_voided_after_the_window_once_the_link_is_gone() {
-    let w = world(100, 300, 300).await;
+    let window_ms = 10 * 60 * 1000;
+    let (w, hand) = world_on_manual_clock(window_ms).await;
     let link = w.user("ann", 2_000).await;
     let r = link.request(issue(780, "02134", "94105")).await.unwrap();
     let serial = r.str_field("serial").unwrap().to_owned();
+    // While the link is live the item has no window: however far time moves, it stays issued.
+    hand.advance_ms(2 * window_ms);
+    assert!(w.core.sweep(false).await.unwrap().is_empty());
+    assert_eq!(w.endpoint.item_status(&serial).await.unwrap(), "issued");
     drop(link);
+    // The server notices the link's end on its own; each round moves time past a window that
+    // may have started since the round before, until the sweep voids the item.
     let mut status = String::new();
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..100 {
+        hand.advance_ms(window_ms + 1);
+        w.core.sweep(false).await.unwrap();
         status = w.endpoint.item_status(&serial).await.unwrap();
         if status == "voided" {
             break;
         }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(status, "voided");
     let link = Link::connect(&w.endpoint, "ann", PASSWORD).await.unwrap();

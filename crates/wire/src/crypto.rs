@@ -1,4 +1,4 @@
-//! Key derivations, MACs, the auth transcript and the sealed channel of DESIGN.md §3.
+//! Key derivations, MACs, the auth transcript and the sealed channel of the link protocol.
 
 use std::num::NonZeroU32;
 

@@ -1,13 +1,16 @@
-//! The Stampline link protocol v1 (DESIGN.md §3): the JSON frames, the key derivations, the
+//! The Stampline link protocol v1 (docs/PROTOCOL.md): the JSON frames, the key derivations, the
 //! heartbeat MACs and the sealed (AES-256-GCM) request/response channel.
 //!
 //! This crate is pure: it does no I/O, holds no long-lived secrets of its own and never panics on
-//! bytes from the network. Both the server and the client use it, so the two sides cannot drift.
+//! bytes from the network. Both the server and the client use it, so the two sides cannot drift:
+//! requests are [`Op`]s, answers are the structs of [`replies`], refusals are the [`codes`].
 //! It never logs: secrets it handles (passwords, keys) are wrapped so `Debug` cannot print them.
 
+pub mod codes;
 mod crypto;
 mod frame;
 mod ops;
+pub mod replies;
 
 pub use crypto::{
     AUTH_CONTEXT, Channel, Direction, PBKDF2_ROUNDS, SessionKey, UserKey, auth_transcript,
@@ -15,7 +18,7 @@ pub use crypto::{
     verify_auth_signature, verify_beat_ack_mac, verify_beat_mac,
 };
 pub use frame::{Frame, Hex, Secret, decode_frame, encode_frame};
-pub use ops::{Card, Eft, Op, PrintPolicy, Request, RequestError, Response, codes, parse_request};
+pub use ops::{Card, Eft, Op, PrintPolicy, Request, RequestError, Response, parse_request};
 
 /// The only protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -30,7 +33,7 @@ pub const LINK_READ_BUFFER_BYTES: usize = 16 * 1024;
 pub const MAX_USER_BYTES: usize = 64;
 /// Longest password, in bytes of UTF-8 (argon2 and PBKDF2 take any length; this bounds the work).
 pub const MAX_PASSWORD_BYTES: usize = 256;
-/// Shortest password accepted at registration (STANDARDS.md: at least 12 characters).
+/// Shortest password accepted at registration (at least 12 characters).
 pub const MIN_PASSWORD_CHARS: usize = 12;
 /// Longest `client` identification string in hello.
 pub const MAX_CLIENT_BYTES: usize = 64;

@@ -6,53 +6,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::frame::Secret;
-
-/// Wire error codes (snake_case). docs/PROTOCOL.md explains each.
-pub mod codes {
-    // Link-level (error frames before the welcome, or before a close with 1008).
-    pub const BAD_FRAME: &str = "bad_frame";
-    pub const FRAME_TOO_LARGE: &str = "frame_too_large";
-    pub const UNSUPPORTED_VERSION: &str = "unsupported_version";
-    pub const BAD_CREDENTIALS: &str = "bad_credentials";
-    pub const LOCKED: &str = "locked";
-    pub const RATE_LIMITED: &str = "rate_limited";
-    pub const BAD_SEQUENCE: &str = "bad_sequence";
-    pub const UNOPENABLE: &str = "unopenable";
-    pub const BAD_SIGNATURE: &str = "bad_signature";
-    pub const BAD_MAC: &str = "bad_mac";
-    pub const BEAT_TIMEOUT: &str = "beat_timeout";
-    pub const UNEXPECTED_FRAME: &str = "unexpected_frame";
-    pub const SESSION_ENDED: &str = "session_ended";
-    // Request-level (sealed `ok:false`; the link stays).
-    pub const BAD_REQUEST: &str = "bad_request";
-    pub const UNKNOWN_OP: &str = "unknown_op";
-    pub const ID_REUSED: &str = "id_reused";
-    pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
-    pub const BAD_AMOUNT: &str = "bad_amount";
-    pub const BAD_ZIP: &str = "bad_zip";
-    pub const BAD_DATE: &str = "bad_date";
-    pub const BAD_CLASS: &str = "bad_class";
-    pub const BAD_CARD: &str = "bad_card";
-    pub const BAD_ACCOUNT: &str = "bad_account";
-    pub const CARD_DECLINED: &str = "card_declined";
-    pub const PAYMENT_FAILED: &str = "payment_failed";
-    pub const UNKNOWN_ITEM: &str = "unknown_item";
-    pub const NOT_PENDING: &str = "not_pending";
-    pub const REFUND_WINDOW_CLOSED: &str = "refund_window_closed";
-    pub const UNSUPPORTED: &str = "unsupported";
-    // Extension `reprint` (issue 6).
-    pub const REPRINT_LIMIT: &str = "reprint_limit";
-    pub const REPRINT_WINDOW_CLOSED: &str = "reprint_window_closed";
-    pub const ACCOUNT_LOCKED: &str = "account_locked";
-    pub const ACCOUNT_CLOSED: &str = "account_closed";
-    pub const ACCOUNT_BUSY: &str = "account_busy";
-    pub const REFUND_UNAVAILABLE: &str = "refund_unavailable";
-    pub const INTERNAL: &str = "internal";
-    // Admin ops (extension of v1).
-    pub const FORBIDDEN: &str = "forbidden";
-    pub const UNKNOWN_KEY: &str = "unknown_key";
-    pub const KEY_CURRENT: &str = "key_current";
-}
+use crate::{WireError, codes};
 
 /// Card data: travels only sealed; `Debug` never shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +27,7 @@ pub struct Eft {
 
 /// The server's print policy, sent with every issued item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PrintPolicy {
     pub spool: bool,
     pub copies: u32,
@@ -135,9 +90,9 @@ pub enum Op {
     Reprint {
         serial: String,
     },
-    /// Extension (issue 7): the payment methods offered, the standing authorisation, any lock.
+    /// Funding extension: the payment methods offered, the standing authorisation, any lock.
     PaymentOptions {},
-    /// Extension (issue 7): set a standing authorisation to refill from a card when the balance
+    /// Funding extension: set a standing authorisation to refill from a card when the balance
     /// falls below `threshold_mills` (`amount_mills` each time, at most `cap_mills` in all), or
     /// remove it with `off: true`.
     AutoRefill {
@@ -152,7 +107,7 @@ pub enum Op {
         #[serde(default)]
         off: bool,
     },
-    /// Extension (issue 7): close the account; the balance is refunded to the payments it came
+    /// Funding extension: close the account; the balance is refunded to the payments it came
     /// from and the device is withdrawn at CMLS.
     Close {},
 }
@@ -305,6 +260,27 @@ impl Response {
         }
     }
 
+    /// A successful response whose fields are those of `reply` (a struct of [`crate::replies`]).
+    /// A reply that is not a JSON object (never one of ours) gives no fields.
+    pub fn ok_with<T: Serialize>(op: &str, id: &str, reply: &T) -> Response {
+        Response::ok(op, id, serde_json::to_value(reply).unwrap_or(Value::Null))
+    }
+
+    /// The fields of a successful response as the op's typed reply; an error response, or fields
+    /// that do not fit `T` (missing, mistyped or unknown), are [`WireError::Malformed`].
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, WireError> {
+        if !self.ok {
+            return Err(WireError::Malformed(format!(
+                "{} failed: {} ({})",
+                self.op,
+                self.message().unwrap_or(""),
+                self.code().unwrap_or("")
+            )));
+        }
+        serde_json::from_value(Value::Object(self.fields.clone()))
+            .map_err(|e| WireError::Malformed(format!("bad {} response: {e}", self.op)))
+    }
+
     pub fn error(op: &str, id: &str, code: &str, message: &str) -> Response {
         let mut fields = Map::new();
         fields.insert("code".into(), Value::String(code.into()));
@@ -337,8 +313,8 @@ impl Response {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    pub fn from_json(bytes: &[u8]) -> Result<Response, crate::WireError> {
-        serde_json::from_slice(bytes).map_err(|e| crate::WireError::Malformed(e.to_string()))
+    pub fn from_json(bytes: &[u8]) -> Result<Response, WireError> {
+        serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))
     }
 }
 
@@ -445,5 +421,58 @@ mod tests {
         assert_eq!(back.u64_field("balance_mills"), Some(5));
         let e = Response::error("issue", "y", codes::INSUFFICIENT_FUNDS, "short");
         assert_eq!(e.code(), Some("insufficient_funds"));
+    }
+
+    #[test]
+    fn typed_replies_build_the_same_json_as_field_maps_and_decode_back() {
+        use crate::replies::{AutoRefillState, BalanceReply, PaymentOptionsReply};
+        let reply = BalanceReply {
+            balance_mills: 5,
+            ascending_mills: 7,
+            descending_mills: 5,
+            pieces: 1,
+            reserved_mills: 0,
+        };
+        let typed = Response::ok_with("balance", "x", &reply);
+        let by_map = Response::ok(
+            "balance",
+            "x",
+            serde_json::json!({"balance_mills": 5, "ascending_mills": 7, "descending_mills": 5,
+                "pieces": 1, "reserved_mills": 0}),
+        );
+        assert_eq!(typed.to_json(), by_map.to_json());
+        let back = Response::from_json(&typed.to_json()).unwrap();
+        assert_eq!(back.decode::<BalanceReply>().unwrap(), reply);
+        assert_eq!(back.u64_field("pieces"), Some(1));
+
+        let options = PaymentOptionsReply {
+            methods: vec!["card".into(), "eft".into()],
+            max_amount_mills: 9,
+            auto_refill: AutoRefillState::default(),
+            locked: None,
+        };
+        let text = String::from_utf8(Response::ok_with("payment_options", "y", &options).to_json())
+            .unwrap();
+        assert!(
+            text.contains(r#""auto_refill":{"active":false}"#) && text.contains(r#""locked":null"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn decoding_refuses_unknown_fields_and_error_responses() {
+        use crate::replies::FundReply;
+        let extra = Response::ok(
+            "fund",
+            "x",
+            serde_json::json!({"payment_id": "p", "amount_mills": 1, "balance_mills": 1, "x": 1}),
+        );
+        assert!(matches!(
+            extra.decode::<FundReply>(),
+            Err(WireError::Malformed(_))
+        ));
+        let refused = Response::error("fund", "x", codes::CARD_DECLINED, "declined");
+        let e = refused.decode::<FundReply>().unwrap_err().to_string();
+        assert!(e.contains("card_declined"), "{e}");
     }
 }
