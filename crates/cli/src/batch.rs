@@ -21,7 +21,6 @@ use stampline_label::{Format, Layout};
 use stampline_money::Amount;
 
 use crate::args::{BuyArgs, Global};
-use crate::buy::check_dpi;
 use crate::client_cmds::{connect, dollars};
 use crate::output::{CliError, Out};
 
@@ -190,7 +189,7 @@ pub async fn buy_batch(
         }
     };
     let layout = label::choose_layout(a.layout.as_deref(), &[])?.unwrap_or(Layout::Label4x6);
-    check_dpi(a.dpi)?;
+    stampline_client::label::check_dpi(a.dpi)?;
     let meta = std::fs::metadata(file)
         .map_err(|e| CliError::new("no_file", format!("{}: {e}", file.display())))?;
     if meta.len() > MAX_BATCH_FILE_BYTES {

@@ -16,14 +16,6 @@ use crate::print_cmd;
 /// bytes (what `verify` also accepts). Files default to PNG and PDF; printers choose theirs.
 pub const FORMATS: [&str; 5] = ["png", "pdf", "svg", "zpl", "raw"];
 
-/// Checks `--dpi`.
-pub fn check_dpi(dpi: u32) -> Result<(), CliError> {
-    if !(100..=1200).contains(&dpi) {
-        return Err(CliError::new("bad_request", "--dpi must be 100 to 1200"));
-    }
-    Ok(())
-}
-
 /// The flags of one purchase as the library's request, checked before anything is charged.
 pub fn request(a: &BuyArgs) -> Result<BuyRequest, CliError> {
     let postage = match &a.postage {
@@ -55,7 +47,7 @@ pub fn request(a: &BuyArgs) -> Result<BuyRequest, CliError> {
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    check_dpi(a.dpi)?;
+    label::check_dpi(a.dpi)?;
     if a.from.is_empty() || a.to.is_empty() {
         return Err(CliError::new(
             "bad_request",

@@ -10,7 +10,6 @@ use stampline_client::print::{DocFormat, JobEnd, JobReport, PrintOptions, Printe
 use stampline_client::{Reprint, ReprintRequest};
 
 use crate::args::{Global, PrintArgs, PrintersArgs};
-use crate::buy::check_dpi;
 use crate::client_cmds::connect;
 use crate::output::{CliError, Out};
 
@@ -81,7 +80,7 @@ pub async fn print(global: &Global, a: PrintArgs, out: Out) -> Result<(), CliErr
     let options = print_options(a.printer_cert.as_deref())?;
     let formats = parse_formats(a.format.as_ref())?;
     let targets = jobs::targets(&a.printer, &formats, &options)?;
-    check_dpi(a.dpi)?;
+    stampline_client::label::check_dpi(a.dpi)?;
     let client = connect(global).await?;
     let reprint = client
         .reprint(ReprintRequest {

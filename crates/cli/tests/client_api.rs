@@ -82,7 +82,10 @@ async fn a_buy_through_the_library_charges_once_prints_and_confirms_a_verified_i
         bought.files(),
         vec![base.with_extension("raw"), base.with_extension("png")]
     );
-    assert_eq!(std::fs::read(base.with_extension("raw")).unwrap(), bought.item);
+    assert_eq!(
+        std::fs::read(base.with_extension("raw")).unwrap(),
+        bought.item
+    );
     client.bye().await.unwrap();
 }
 
@@ -224,6 +227,9 @@ async fn a_reprint_counts_and_keeps_the_item_printed() {
     assert_eq!(reprint.status, "printed");
     assert_eq!(reprint.reprints, 1);
     assert_eq!(reprint.files(), vec![again.with_extension("raw")]);
-    assert_eq!(std::fs::read(again.with_extension("raw")).unwrap(), bought.item);
+    assert_eq!(
+        std::fs::read(again.with_extension("raw")).unwrap(),
+        bought.item
+    );
     assert_eq!(balance_mills(&client).await, 20_000 - 780);
 }

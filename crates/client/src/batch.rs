@@ -135,6 +135,7 @@ impl Client {
         request: BatchRequest,
         mut events: impl FnMut(BatchEvent<'_>),
     ) -> Result<BatchReport, ClientError> {
+        label::check_dpi(request.dpi)?;
         let keys = self.keys().await?;
         let mail_date = request.mail_date.clone().unwrap_or_else(today);
 

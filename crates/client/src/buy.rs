@@ -88,6 +88,7 @@ impl Client {
                 ));
             }
         };
+        label::check_dpi(request.dpi)?;
         label::check_before_issue(&request.label, request.dpi)?;
         let keys = self.keys().await?;
 

@@ -204,3 +204,67 @@ pub async fn calibrate(targets: Vec<Target>, dpi: u32) -> Result<Vec<JobReport>,
     )
     .await)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(end: JobEnd, link_lost: Option<&str>) -> JobReport {
+        JobReport {
+            end,
+            job_id: Some(7),
+            detail: "done".into(),
+            link_lost: link_lost.map(str::to_owned),
+            file: None,
+        }
+    }
+
+    #[test]
+    fn an_item_is_printed_only_when_every_job_completed_on_a_live_link() {
+        let done = report(JobEnd::Completed, None);
+        assert_eq!(
+            verdict(&[done.clone(), done.clone()], None),
+            Verdict::Printed
+        );
+        assert_eq!(
+            verdict(&[done.clone(), report(JobEnd::Canceled, None)], None),
+            Verdict::Failed("job 7 completed: done; job 7 canceled: done".into())
+        );
+        let Verdict::LinkLost(why) = verdict(std::slice::from_ref(&done), Some("beat late".into()))
+        else {
+            panic!("a lost link is not a print");
+        };
+        assert!(
+            why.starts_with("beat late; printer: job 7 completed"),
+            "{why}"
+        );
+        assert!(why.ends_with("do not use it"), "{why}");
+        assert!(matches!(
+            verdict(&[report(JobEnd::Canceled, Some("gone"))], None),
+            Verdict::LinkLost(w) if !w.contains("do not use it")
+        ));
+    }
+
+    #[test]
+    fn a_file_printer_gets_one_job_per_format_and_other_printers_one() {
+        let t = targets("file:/tmp/x", &[], &PrintOptions::default()).unwrap();
+        let formats: Vec<_> = t.iter().map(|t| t.format).collect();
+        assert_eq!(formats, DEFAULT_FILE_FORMATS);
+        let t = targets(
+            "file:/tmp/x",
+            &[DocFormat::Raw, DocFormat::Raw, DocFormat::Zpl],
+            &PrintOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(t.len(), 2);
+        let e = targets(
+            "socket://127.0.0.1:9100",
+            &[DocFormat::Pdf, DocFormat::Zpl],
+            &PrintOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "bad_request");
+        let t = targets("socket://127.0.0.1:9100", &[], &PrintOptions::default()).unwrap();
+        assert_eq!(t[0].format, DocFormat::Zpl);
+    }
+}

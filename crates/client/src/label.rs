@@ -48,6 +48,17 @@ pub fn parse_address(flag: &str, text: &str) -> Result<Vec<String>, ClientError>
     Ok(lines)
 }
 
+/// Label resolutions this client renders, dots per inch.
+pub const DPI_RANGE: std::ops::RangeInclusive<u32> = 100..=1200;
+
+/// Checks a label resolution against [`DPI_RANGE`].
+pub fn check_dpi(dpi: u32) -> Result<(), ClientError> {
+    if !DPI_RANGE.contains(&dpi) {
+        return Err(ClientError::BadRequest("--dpi must be 100 to 1200".into()));
+    }
+    Ok(())
+}
+
 /// The ZIP or ZIP+4 at the end of an address's last line, as digits: `"20260"` or
 /// `"202600004"`.
 pub fn address_zip(lines: &[String]) -> Option<String> {

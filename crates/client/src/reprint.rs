@@ -43,6 +43,7 @@ impl Reprint {
 impl Client {
     /// Prints an issued item again (or for the first time, when its print never completed).
     pub async fn reprint(&self, request: ReprintRequest) -> Result<Reprint, ClientError> {
+        label::check_dpi(request.dpi)?;
         let serial = request.serial;
         let keys = self.keys().await?;
         let opened = jobs::start_jobs(request.targets, &serial).await?;
