@@ -13,7 +13,7 @@
 //!   one-request helpers (balance, fund, history, quote, issue, confirm).
 //! - Labels: [`label`] turns a bought item and the buyer's layout and addresses into the
 //!   document a printer is sent (the drawing is `stampline-label`'s).
-//! - Printing: [`print`] sends documents straight to printers (IPP/IPPS, raw port 9100, file)
+//! - Printing: [`print`](mod@print) sends documents straight to printers (IPP/IPPS, raw port 9100, file)
 //!   under the server's print policy; [`jobs`] opens the jobs before the item is issued and reads
 //!   the verdict the item is confirmed from.
 //!
