@@ -11,7 +11,7 @@ use stampline_server::database::{Database, open_store};
 use stampline_wire::Op;
 
 use crate::args::{AdminArgs, AdminCommand, Global};
-use crate::client_cmds::{connect, ok_fields, password, user};
+use crate::client_cmds::{connect, password, user};
 use crate::output::{CliError, Out};
 
 /// Longest revocation reason (the device's limit).
@@ -90,10 +90,13 @@ pub async fn admin(global: &Global, a: AdminArgs, out: Out) -> Result<(), CliErr
 }
 
 async fn request(global: &Global, op: Op) -> Result<serde_json::Value, CliError> {
-    let (_, link) = connect(global).await?;
-    let result = ok_fields(link.request(op).await?);
-    let _ = link.bye().await;
-    result
+    let client = connect(global).await?;
+    let result = match client.call(op).await {
+        Err(e @ stampline_client::ClientError::Link(_)) => return Err(e.into()),
+        other => other,
+    };
+    let _ = client.bye().await;
+    Ok(result?)
 }
 
 fn create(

@@ -1,13 +1,10 @@
-//! `stampline buy --batch FILE.csv`: one row per piece, each piece its own `issue` (with its own
-//! request id, so a retried request is answered once), all printed together as one multi-page
-//! PDF or one ZPL stream, then each confirmed.
+//! `stampline buy --batch FILE.csv`: one row per piece, bought and printed together into one
+//! multi-page PDF or one ZPL stream by [`stampline_client::Client::buy_batch`] (which says what
+//! happens when an issue or the printing fails).
 //!
-//! Failure rules: every row is checked (addresses laid out, ZIPs, amounts) before anything is
-//! charged. If an `issue` fails mid-batch, the pieces charged so far are still printed and
-//! confirmed, and the rows after it are not charged. If printing fails, every charged piece is
-//! confirmed as failed (voided and refunded). The summary lists which serials were printed and
-//! which voided, and which rows were not charged; the exit status is non-zero unless every row
-//! was printed.
+//! Every row is checked (addresses laid out, ZIPs, amounts) and priced here, before anything is
+//! charged. The summary lists which serials were printed and which voided, and which rows were
+//! not charged; the exit status is non-zero unless every row was printed.
 //!
 //! CSV: a header row naming the columns, in any order — `to_address` (required, lines separated
 //! by `|`, ending in the ZIP or ZIP+4), `from_address`, `class`, `weight_oz`, `postage`. Missing
@@ -15,21 +12,16 @@
 //! else the return address's ZIP). Without `postage` (per row or `--postage`, in dollars) the rate
 //! engine prices the row's class and `weight_oz`.
 
-use std::io::Write as _;
 use std::path::Path;
 
-use base64::Engine as _;
 use serde_json::json;
-use stampline_client::new_request_id;
-use stampline_items::Body;
-use stampline_label::{Format, Layout, Piece};
+use stampline_client::label::{self, LabelChoice};
+use stampline_client::{BatchEvent, BatchPiece, BatchRequest, PieceEnd};
+use stampline_label::{Format, Layout};
 use stampline_money::Amount;
-use stampline_wire::Op;
 
 use crate::args::{BuyArgs, Global};
-use crate::buy::check_item;
-use crate::client_cmds::{connect, dollars, ok_fields};
-use crate::labels;
+use crate::client_cmds::{connect, dollars};
 use crate::output::{CliError, Out};
 
 /// Most rows a batch file may hold (the label crate's limit per render).
@@ -106,17 +98,16 @@ pub fn parse_rows(csv_bytes: &[u8], a: &BuyArgs, layout: Layout) -> Result<Vec<R
                 .map(str::to_owned)
         };
         let to_text = get(Some(to_col)).ok_or_else(|| bad(number, "to_address is empty"))?;
-        let to =
-            labels::parse_address("to_address", &to_text).map_err(|e| bad(number, e.message))?;
+        let to = label::parse_address("to_address", &to_text).map_err(|e| bad(number, e))?;
         let from = match get(from_col).or_else(|| a.from_address.clone()) {
             Some(text) => {
-                labels::parse_address("from_address", &text).map_err(|e| bad(number, e.message))?
+                label::parse_address("from_address", &text).map_err(|e| bad(number, e))?
             }
             None => Vec::new(),
         };
-        let to_zip = labels::address_zip(&to)
+        let to_zip = label::address_zip(&to)
             .ok_or_else(|| bad(number, "to_address must end with the ZIP or ZIP+4"))?;
-        let from_zip = match (a.from.is_empty(), labels::address_zip(&from)) {
+        let from_zip = match (a.from.is_empty(), label::address_zip(&from)) {
             (false, _) => a.from.clone(),
             (true, Some(zip)) => zip.chars().take(5).collect(),
             (true, None) => {
@@ -130,12 +121,12 @@ pub fn parse_rows(csv_bytes: &[u8], a: &BuyArgs, layout: Layout) -> Result<Vec<R
             Some(text) => Some(Amount::parse_dollars(&text).map_err(|e| bad(number, e))?),
             None => None,
         };
-        let choice = labels::LabelChoice {
+        let choice = LabelChoice {
             layout: Some(layout),
             from: from.clone(),
             to: to.clone(),
         };
-        labels::check_before_issue(&choice, a.dpi).map_err(|e| bad(number, e.message))?;
+        label::check_before_issue(&choice, a.dpi).map_err(|e| bad(number, e))?;
         rows.push(Row {
             number,
             to,
@@ -180,15 +171,6 @@ fn price(row: &Row) -> Result<Amount, CliError> {
         .map_err(|e| bad(row.number, e.to_string()))
 }
 
-/// A charged piece waiting to be printed.
-struct Charged {
-    row: usize,
-    serial: String,
-    bytes: Vec<u8>,
-    lines: Vec<String>,
-    tracking: stampline_label::Impb,
-}
-
 pub async fn buy_batch(
     global: &Global,
     a: &BuyArgs,
@@ -206,10 +188,8 @@ pub async fn buy_batch(
             ));
         }
     };
-    let layout = labels::choose_layout(a.layout.as_deref(), &[])?.unwrap_or(Layout::Label4x6);
-    if !(100..=1200).contains(&a.dpi) {
-        return Err(CliError::new("bad_request", "--dpi must be 100 to 1200"));
-    }
+    let layout = label::choose_layout(a.layout.as_deref(), &[])?.unwrap_or(Layout::Label4x6);
+    stampline_client::label::check_dpi(a.dpi)?;
     let meta = std::fs::metadata(file)
         .map_err(|e| CliError::new("no_file", format!("{}: {e}", file.display())))?;
     if meta.len() > MAX_BATCH_FILE_BYTES {
@@ -218,155 +198,71 @@ pub async fn buy_batch(
     let csv_bytes = std::fs::read(file)
         .map_err(|e| CliError::new("no_file", format!("{}: {e}", file.display())))?;
     let rows = parse_rows(&csv_bytes, a, layout)?;
-    let prices = rows.iter().map(price).collect::<Result<Vec<_>, _>>()?;
+    let mut pieces = Vec::with_capacity(rows.len());
+    for row in rows {
+        pieces.push(BatchPiece {
+            postage: price(&row)?,
+            row: row.number,
+            weight_oz: row
+                .weight_oz
+                .as_deref()
+                .and_then(|w| w.parse::<serde_json::Number>().ok()),
+            class: row.class,
+            from_zip: row.from_zip,
+            to_zip: row.to_zip,
+            from: row.from,
+            to: row.to,
+        });
+    }
     let ext = if format == Format::Pdf { "pdf" } else { "zpl" };
     let path = match &a.out {
         Some(base) => base.with_extension(ext),
         None => file.with_extension(ext),
     };
+    let rows = pieces.len();
 
-    let (ep, link) = connect(global).await?;
-    let keys = ep.keys().await?;
-    let mail_date = a
-        .date
-        .clone()
-        .unwrap_or_else(|| time::OffsetDateTime::now_utc().date().to_string());
-
-    // Issue, one request per row, stopping at the first failure.
-    let mut charged: Vec<Charged> = Vec::new();
-    let mut stopped: Option<(usize, CliError)> = None;
-    for (row, postage) in rows.iter().zip(&prices) {
-        if !out.json {
-            eprint!("\rissuing {}/{}", row.number, rows.len());
-        }
-        let op = Op::Issue {
-            kind: "postage".into(),
-            postage_mills: postage.mills(),
-            from_zip: row.from_zip.clone(),
-            to_zip: row.to_zip.clone(),
-            mail_date: mail_date.clone(),
-            class: row.class.clone(),
-            weight_oz: row
-                .weight_oz
-                .as_deref()
-                .and_then(|w| w.parse::<serde_json::Number>().ok()),
-        };
-        let issued = match link.request_with_id(new_request_id(), op).await {
-            Ok(r) => ok_fields(r),
-            Err(e) => Err(e.into()),
-        };
-        let piece = issued.and_then(|fields| {
-            let serial = fields["serial"].as_str().unwrap_or_default().to_owned();
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(fields["item"].as_str().unwrap_or_default())
-                .map_err(|_| CliError::new("bad_answer", "item is not base64"))?;
-            let item = check_item(&bytes, &keys).map_err(|e| CliError::new("bad_item", e))?;
-            let Body::Postage(indicium) = &item.body else {
-                return Err(CliError::new("bad_item", "not a postage item"));
-            };
-            if item.body.serial().to_string() != serial || item.body.amount() != *postage {
-                return Err(CliError::new("bad_item", "item does not match the request"));
+    let client = connect(global).await?;
+    let request = BatchRequest {
+        pieces,
+        layout,
+        format,
+        dpi: a.dpi,
+        path: path.clone(),
+        mail_date: a.date.clone(),
+    };
+    let report = client
+        .buy_batch(request, |event| {
+            if let (BatchEvent::Issuing { row, rows }, false) = (event, out.json) {
+                eprint!("\rissuing {row}/{rows}");
             }
-            Ok(Charged {
-                row: row.number,
-                serial,
-                lines: indicium.label_lines(),
-                tracking: labels::tracking(indicium),
-                bytes,
-            })
-        });
-        match piece {
-            Ok(piece) => charged.push(piece),
-            Err(e) => {
-                stopped = Some((row.number, e));
-                break;
-            }
-        }
-    }
+        })
+        .await?;
     if !out.json {
         eprintln!();
     }
+    let _ = client.bye().await;
 
-    // Print everything charged as one file; any failure voids all of it.
-    let printed: Result<(), String> = if charged.is_empty() {
-        Ok(())
-    } else {
-        let pieces: Vec<Piece> = charged
-            .iter()
-            .map(|c| {
-                let row = &rows[c.row - 1];
-                Piece {
-                    item: &c.bytes,
-                    indicium: c.lines.clone(),
-                    from: row.from.clone(),
-                    to: row.to.clone(),
-                    tracking: Some(c.tracking.clone()),
-                }
-            })
-            .collect();
-        stampline_label::render_layout(layout, format, a.dpi, &pieces)
-            .map_err(|e| e.to_string())
-            .and_then(|data| {
-                if let Some(reason) = link.lost_reason() {
-                    return Err(format!("link lost before printing: {reason}"));
-                }
-                write_synced(&path, &data)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                if let Some(reason) = link.lost_reason() {
-                    let _ = std::fs::remove_file(&path);
-                    return Err(format!("link lost before printing finished: {reason}"));
-                }
-                Ok(())
-            })
-    };
-
-    let mut printed_serials = Vec::new();
-    let mut voided_serials = Vec::new();
-    let mut unconfirmed = Vec::new();
-    for piece in &charged {
-        let confirm = link
-            .request(Op::Confirm {
-                serial: piece.serial.clone(),
-                printed: printed.is_ok(),
-            })
-            .await;
-        match (confirm, printed.is_ok()) {
-            (Ok(r), true) if r.ok => printed_serials.push(piece.serial.clone()),
-            (Ok(r), false) if r.ok => voided_serials.push(piece.serial.clone()),
-            _ => unconfirmed.push(piece.serial.clone()),
-        }
-    }
-    let balance = link
-        .request(Op::Balance {})
-        .await
-        .ok()
-        .and_then(|r| ok_fields(r).ok());
-    let _ = link.bye().await;
-
-    let first_not_charged = stopped.as_ref().map(|(row, _)| *row);
-    let printed_mills: u64 = charged
-        .iter()
-        .zip(&prices)
-        .filter(|(c, _)| printed_serials.contains(&c.serial))
-        .map(|(_, p)| p.mills())
-        .sum();
-    let complete = stopped.is_none() && printed.is_ok() && unconfirmed.is_empty();
+    let printed_serials = report.serials(PieceEnd::Printed);
+    let voided_serials = report.serials(PieceEnd::Voided);
+    let unconfirmed = report.serials(PieceEnd::Unconfirmed);
+    let printed_mills = report.printed_mills();
+    let complete = report.complete();
+    let stopped = report.stopped.as_ref();
     let summary = json!({
-        "rows": rows.len(),
+        "rows": rows,
         "printed": printed_serials,
         "voided": voided_serials,
         "unconfirmed": unconfirmed,
-        "not_charged_from_row": first_not_charged,
-        "error": stopped.as_ref().map(|(row, e)| json!({"row": row, "code": e.code, "message": e.message})),
-        "print_error": printed.as_ref().err(),
-        "file": (printed.is_ok() && !charged.is_empty()).then(|| path.display().to_string()),
+        "not_charged_from_row": stopped.map(|(row, _)| *row),
+        "error": stopped.map(|(row, e)| json!({"row": row, "code": e.code(), "message": e.to_string()})),
+        "print_error": report.print_error,
+        "file": report.file.as_ref().map(|f| f.display().to_string()),
         "postage_mills": printed_mills,
-        "balance_mills": balance.as_ref().map(|b| b["balance_mills"].clone()),
+        "balance_mills": report.balance_mills,
         "complete": complete,
     });
     let mut human = format!(
-        "batch of {}: {} printed ({}) into {}",
-        rows.len(),
+        "batch of {rows}: {} printed ({}) into {}",
         printed_serials.len(),
         dollars(printed_mills),
         path.display()
@@ -380,13 +276,13 @@ pub async fn buy_batch(
             unconfirmed.len()
         ));
     }
-    if let Some((row, e)) = &stopped {
+    if let Some((row, e)) = stopped {
         human.push_str(&format!(
-            "; stopped at row {row}: {} ({}); rows {row}.. not charged",
-            e.message, e.code
+            "; stopped at row {row}: {e} ({}); rows {row}.. not charged",
+            e.code()
         ));
     }
-    if let Err(reason) = &printed {
+    if let Some(reason) = &report.print_error {
         human.push_str(&format!("; printing failed: {reason}"));
     }
     out.done(&summary, &human);
@@ -394,10 +290,4 @@ pub async fn buy_batch(
         std::process::exit(1);
     }
     Ok(())
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }

@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stampline_client::{Endpoint, Link, new_request_id};
-use stampline_wire::{Card, Op, Secret};
+use stampline_client::{Client, Endpoint, Payment, PostageIssue, new_request_id, today};
+use stampline_money::Amount;
+use stampline_wire::{Card, Secret};
 use uuid::Uuid;
 
 use crate::args::{BenchArgs, Global};
-use crate::client_cmds::{endpoint, ok_fields};
+use crate::client_cmds::endpoint;
 use crate::output::{CliError, Out};
 
 /// How long set-up waits before retrying a `rate_limited` registration or login.
@@ -38,10 +39,6 @@ pub const BENCH_POSTAGE_MILLS: u64 = 780;
 const MAX_FUND_MILLS: u64 = 5_000_000;
 
 const PASSWORD: &str = "bench password not for production";
-
-fn today() -> String {
-    time::OffsetDateTime::now_utc().date().to_string()
-}
 
 fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
     if sorted_us.is_empty() {
@@ -73,33 +70,28 @@ where
 }
 
 /// Registers `user`, logs in its link and funds it for `items` purchases over that link.
-async fn user_link(ep: &Endpoint, user: &str, items: u64) -> Result<Link, CliError> {
+async fn user_client(ep: &Endpoint, user: &str, items: u64) -> Result<Client, CliError> {
     let form = json!({"user": user, "password": PASSWORD, "name": "Bench User",
         "address": "1 Main St", "city": "Boston", "state": "MA", "zip": "02134"});
     paced("register", || async { Ok(ep.register(&form).await?) }).await?;
-    let link = paced("login", || async {
-        Ok(Link::connect(ep, user, PASSWORD).await?)
+    let client = paced("login", || async {
+        Ok(Client::connect(ep.clone(), user, PASSWORD).await?)
     })
     .await?;
     let mut needed = items.saturating_mul(BENCH_POSTAGE_MILLS);
     while needed > 0 {
         let amount_mills = needed.min(MAX_FUND_MILLS);
-        ok_fields(
-            link.request(Op::Fund {
-                amount_mills,
-                card: Some(Card {
-                    number: Secret("4242424242424242".into()),
-                    exp: "12/30".into(),
-                    cvc: Secret("123".into()),
-                }),
-                card_token: None,
-                eft: None,
-            })
-            .await?,
-        )?;
+        let amount = Amount::from_mills(amount_mills)
+            .ok_or_else(|| CliError::new("internal", "bench funding out of range"))?;
+        let card = Card {
+            number: Secret("4242424242424242".into()),
+            exp: "12/30".into(),
+            cvc: Secret("123".into()),
+        };
+        client.fund(amount, Payment::Card(card)).await?;
         needed -= amount_mills;
     }
-    Ok(link)
+    Ok(client)
 }
 
 /// When a worker issues under `--rate`: its first request at `first`, then one every `every`.
@@ -111,7 +103,15 @@ struct Schedule {
 
 /// Issues and confirms `count` items on `link` (on `schedule`, or back to back); returns the issue
 /// latencies in µs and the number of failed requests.
-async fn worker(link: Arc<Link>, count: u64, schedule: Option<Schedule>) -> (Vec<u64>, u64) {
+async fn worker(client: Arc<Client>, count: u64, schedule: Option<Schedule>) -> (Vec<u64>, u64) {
+    let issue = PostageIssue {
+        postage: Amount::from_mills(BENCH_POSTAGE_MILLS).unwrap_or(Amount::ZERO),
+        class: "first-class-letter".into(),
+        from_zip: "02134".into(),
+        to_zip: "94105".into(),
+        mail_date: today(),
+        weight_oz: None,
+    };
     let mut latencies = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
     let mut errors = 0u64;
     for n in 0..count {
@@ -124,36 +124,16 @@ async fn worker(link: Arc<Link>, count: u64, schedule: Option<Schedule>) -> (Vec
             }
             None => Instant::now(),
         };
-        let issued = link
-            .request_with_id(
-                new_request_id(),
-                Op::Issue {
-                    kind: "postage".into(),
-                    postage_mills: BENCH_POSTAGE_MILLS,
-                    from_zip: "02134".into(),
-                    to_zip: "94105".into(),
-                    mail_date: today(),
-                    class: "first-class-letter".into(),
-                    weight_oz: None,
-                },
-            )
-            .await;
-        let serial = match issued.map_err(CliError::from).and_then(ok_fields) {
-            Ok(v) => v["serial"].as_str().unwrap_or_default().to_owned(),
+        let serial = match client.issue_postage(new_request_id(), &issue).await {
+            Ok(issued) => issued.serial,
             Err(e) => {
                 errors += 1;
-                tracing::warn!(code = %e.code, "bench issue failed");
+                tracing::warn!(code = %e.code(), "bench issue failed");
                 continue;
             }
         };
         latencies.push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-        let confirmed = link
-            .request(Op::Confirm {
-                serial,
-                printed: true,
-            })
-            .await;
-        if !matches!(confirmed, Ok(ref r) if r.ok) {
+        if client.confirm(&serial, true).await.is_err() {
             errors += 1;
         }
     }
@@ -195,8 +175,8 @@ pub async fn bench(global: &Global, a: BenchArgs, out: Out) -> Result<(), CliErr
     let setup_started = Instant::now();
     let mut links = Vec::with_capacity(a.links);
     for l in 0..a.links {
-        let link = user_link(&ep, &format!("bench-{run}-{l}"), per_link(l)).await?;
-        links.push(Arc::new(link));
+        let client = user_client(&ep, &format!("bench-{run}-{l}"), per_link(l)).await?;
+        links.push(Arc::new(client));
     }
     let setup_s = setup_started.elapsed().as_secs_f64();
 
@@ -232,9 +212,9 @@ pub async fn bench(global: &Global, a: BenchArgs, out: Out) -> Result<(), CliErr
         errors += err;
     }
     let elapsed = started.elapsed().max(Duration::from_micros(1));
-    for link in links {
-        if let Ok(link) = Arc::try_unwrap(link) {
-            let _ = link.bye().await;
+    for client in links {
+        if let Ok(client) = Arc::try_unwrap(client) {
+            let _ = client.bye().await;
         }
     }
     latencies.sort_unstable();

@@ -1,9 +1,10 @@
-//! Client commands that are one request each: register, fund, balance, history.
+//! Client commands that are one request each: register, fund, balance, history, quote; and the
+//! server, trust and login flags every client command shares.
 
 use serde_json::{Value, json};
-use stampline_client::{Endpoint, Link, Trust};
+use stampline_client::{Client, Endpoint, Payment, Trust};
 use stampline_money::Amount;
-use stampline_wire::{Card, Eft, Op, Response, Secret};
+use stampline_wire::{Card, Eft, Secret};
 
 use crate::args::{FundArgs, Global, HistoryArgs, QuoteArgs, RegisterArgs};
 use crate::output::{CliError, Out};
@@ -42,22 +43,9 @@ pub fn password() -> Result<String, CliError> {
     })
 }
 
-pub async fn connect(global: &Global) -> Result<(Endpoint, Link), CliError> {
+pub async fn connect(global: &Global) -> Result<Client, CliError> {
     let ep = endpoint(global)?;
-    let link = Link::connect(&ep, &user(global)?, &password()?).await?;
-    Ok((ep, link))
-}
-
-/// A response's fields, or its error.
-pub fn ok_fields(r: Response) -> Result<Value, CliError> {
-    if r.ok {
-        Ok(Value::Object(r.fields))
-    } else {
-        Err(CliError::new(
-            r.code().unwrap_or("error"),
-            r.message().unwrap_or("request refused").to_owned(),
-        ))
-    }
+    Ok(Client::connect(ep, &user(global)?, &password()?).await?)
 }
 
 pub fn dollars(mills: u64) -> String {
@@ -88,14 +76,15 @@ pub async fn register(global: &Global, a: RegisterArgs, out: Out) -> Result<(), 
     Ok(())
 }
 
-/// Build the fund op, refusing a card number that fails the Luhn check before it leaves.
-pub fn fund_op(a: &FundArgs) -> Result<Op, CliError> {
+/// The amount and payment of `fund`, refusing a card number that fails the Luhn check before it
+/// leaves.
+pub fn fund_request(a: &FundArgs) -> Result<(Amount, Payment), CliError> {
     let amount =
         Amount::parse_dollars(&a.amount).map_err(|e| CliError::new("bad_amount", e.to_string()))?;
     if amount.is_zero() {
         return Err(CliError::new("bad_amount", "amount must be more than zero"));
     }
-    let (card, eft) = match (&a.card, &a.eft_routing, &a.eft_account) {
+    let payment = match (&a.card, &a.eft_routing, &a.eft_account) {
         (Some(number), None, None) => {
             let number: String = number.chars().filter(|c| *c != ' ' && *c != '-').collect();
             // Refused here, before the number leaves the machine.
@@ -110,15 +99,12 @@ pub fn fund_op(a: &FundArgs) -> Result<Op, CliError> {
                 exp: a.exp.clone().unwrap_or_default(),
                 cvc: Secret(a.cvc.clone().unwrap_or_default()),
             };
-            (Some(card), None)
+            Payment::Card(card)
         }
-        (None, Some(routing), Some(account)) => (
-            None,
-            Some(Eft {
-                routing: routing.clone(),
-                account: Secret(account.clone()),
-            }),
-        ),
+        (None, Some(routing), Some(account)) => Payment::Eft(Eft {
+            routing: routing.clone(),
+            account: Secret(account.clone()),
+        }),
         _ => {
             return Err(CliError::new(
                 "bad_request",
@@ -126,19 +112,14 @@ pub fn fund_op(a: &FundArgs) -> Result<Op, CliError> {
             ));
         }
     };
-    Ok(Op::Fund {
-        amount_mills: amount.mills(),
-        card,
-        card_token: None,
-        eft,
-    })
+    Ok((amount, payment))
 }
 
 pub async fn fund(global: &Global, a: FundArgs, out: Out) -> Result<(), CliError> {
-    let op = fund_op(&a)?;
-    let (_, link) = connect(global).await?;
-    let v = ok_fields(link.request(op).await?)?;
-    let _ = link.bye().await;
+    let (amount, payment) = fund_request(&a)?;
+    let client = connect(global).await?;
+    let v = client.fund(amount, payment).await?;
+    let _ = client.bye().await;
     let human = format!(
         "funded {} (payment {}); balance {}",
         dollars(v["amount_mills"].as_u64().unwrap_or(0)),
@@ -150,9 +131,9 @@ pub async fn fund(global: &Global, a: FundArgs, out: Out) -> Result<(), CliError
 }
 
 pub async fn balance(global: &Global, out: Out) -> Result<(), CliError> {
-    let (_, link) = connect(global).await?;
-    let v = ok_fields(link.request(Op::Balance {}).await?)?;
-    let _ = link.bye().await;
+    let client = connect(global).await?;
+    let v = client.balance().await?;
+    let _ = client.bye().await;
     let human = format!(
         "balance {}  (ascending register {}, descending register {}, {} pieces)",
         dollars(v["balance_mills"].as_u64().unwrap_or(0)),
@@ -165,9 +146,9 @@ pub async fn balance(global: &Global, out: Out) -> Result<(), CliError> {
 }
 
 pub async fn history(global: &Global, a: HistoryArgs, out: Out) -> Result<(), CliError> {
-    let (_, link) = connect(global).await?;
-    let v = ok_fields(link.request(Op::History { limit: a.limit }).await?)?;
-    let _ = link.bye().await;
+    let client = connect(global).await?;
+    let v = client.history(a.limit).await?;
+    let _ = client.bye().await;
     let mut human = String::new();
     for item in v["items"].as_array().into_iter().flatten() {
         human.push_str(&format!(
@@ -186,19 +167,9 @@ pub async fn history(global: &Global, a: HistoryArgs, out: Out) -> Result<(), Cl
 }
 
 pub async fn quote(global: &Global, a: QuoteArgs, out: Out) -> Result<(), CliError> {
-    let ep = endpoint(global)?;
-    let mut query = format!(
-        "/v1/quote?class={}&weight_oz={}",
-        enc(&a.class),
-        enc(&a.weight_oz)
-    );
-    if let Some(f) = &a.from {
-        query.push_str(&format!("&from_zip={}", enc(f)));
-    }
-    if let Some(t) = &a.to {
-        query.push_str(&format!("&to_zip={}", enc(t)));
-    }
-    let (_, v) = ep.call("GET", &query, None).await?;
+    let v = endpoint(global)?
+        .quote(&a.class, &a.weight_oz, a.from.as_deref(), a.to.as_deref())
+        .await?;
     let zone = v["zone"]
         .as_u64()
         .map(|z| format!(", zone {z}"))
@@ -212,17 +183,4 @@ pub async fn quote(global: &Global, a: QuoteArgs, out: Out) -> Result<(), CliErr
     );
     out.done(&v, &human);
     Ok(())
-}
-
-/// Percent-encode a query value (everything but unreserved characters).
-fn enc(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

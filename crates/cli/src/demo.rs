@@ -2,13 +2,12 @@
 //! $20, buy $0.78 of postage as PNG and PDF labels, and verify the PNG.
 
 use serde_json::json;
-use stampline_client::{Endpoint, Link, Trust};
+use stampline_client::{Client, Endpoint, Trust};
 use stampline_server::{Server, ServerConfig};
-use stampline_wire::Op;
 
 use crate::args::{BuyArgs, DemoArgs, FundArgs, RegisterArgs};
 use crate::buy::do_buy;
-use crate::client_cmds::{do_register, dollars, fund_op, ok_fields};
+use crate::client_cmds::{do_register, dollars, fund_request};
 use crate::output::{CliError, Out};
 use crate::verify::do_verify;
 
@@ -54,9 +53,9 @@ pub async fn demo(a: DemoArgs, out: Out) -> Result<(), CliError> {
         },
     )
     .await?;
-    let link = Link::connect(&ep, "demo", &password).await?;
+    let client = Client::connect(ep, "demo", &password).await?;
     let exp_year = (time::OffsetDateTime::now_utc().year() + 3) % 100;
-    let fund = fund_op(&FundArgs {
+    let (amount, payment) = fund_request(&FundArgs {
         amount: "20".into(),
         card: Some("4242424242424242".into()),
         exp: Some(format!("12/{exp_year:02}")),
@@ -64,11 +63,10 @@ pub async fn demo(a: DemoArgs, out: Out) -> Result<(), CliError> {
         eft_routing: None,
         eft_account: None,
     })?;
-    ok_fields(link.request(fund).await?)?;
+    client.fund(amount, payment).await?;
     let label = dir.join("label");
     let bought = do_buy(
-        &ep,
-        &link,
+        &client,
         &BuyArgs {
             postage: Some("0.78".into()),
             class: "first-class-letter".into(),
@@ -88,11 +86,11 @@ pub async fn demo(a: DemoArgs, out: Out) -> Result<(), CliError> {
         },
     )
     .await?;
-    let balance = ok_fields(link.request(Op::Balance {}).await?)?;
+    let balance = client.balance().await?;
     let png = label.with_extension("png");
     let pdf = label.with_extension("pdf");
-    let verdict = do_verify(Some(&ep), None, &png).await?;
-    let _ = link.bye().await;
+    let verdict = do_verify(Some(client.endpoint()), None, &png).await?;
+    let _ = client.bye().await;
     let _ = stop_tx.send(());
     let _ = running.await;
 

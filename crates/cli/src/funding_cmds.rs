@@ -4,7 +4,7 @@ use stampline_money::Amount;
 use stampline_wire::{Card, Op, Secret};
 
 use crate::args::{AutoRefillArgs, CloseAccountArgs, Global};
-use crate::client_cmds::{connect, ok_fields};
+use crate::client_cmds::{connect, dollars};
 use crate::output::{CliError, Out};
 
 fn mills(what: &str, dollars: Option<&String>) -> Result<u64, CliError> {
@@ -14,14 +14,10 @@ fn mills(what: &str, dollars: Option<&String>) -> Result<u64, CliError> {
         .map_err(|e| CliError::new("bad_amount", format!("--{what}: {e}")))
 }
 
-fn dollars(mills: u64) -> String {
-    Amount::from_mills(mills).map_or_else(|| format!("{mills} mills"), |a| a.to_string())
-}
-
 pub async fn payment_options(global: &Global, out: Out) -> Result<(), CliError> {
-    let (_, link) = connect(global).await?;
-    let v = ok_fields(link.request(Op::PaymentOptions {}).await?)?;
-    let _ = link.bye().await;
+    let client = connect(global).await?;
+    let v = client.call(Op::PaymentOptions {}).await?;
+    let _ = client.bye().await;
     let mut human = format!(
         "pay by card (--card --exp --cvc) or EFT (--eft-routing --eft-account), up to {} at a time",
         dollars(v["max_amount_mills"].as_u64().unwrap_or(0))
@@ -81,9 +77,9 @@ pub async fn auto_refill(global: &Global, a: AutoRefillArgs, out: Out) -> Result
             off: false,
         }
     };
-    let (_, link) = connect(global).await?;
-    let v = ok_fields(link.request(op).await?)?;
-    let _ = link.bye().await;
+    let client = connect(global).await?;
+    let v = client.call(op).await?;
+    let _ = client.bye().await;
     let auto = &v["auto_refill"];
     let human = if auto["active"] == true {
         format!(
@@ -107,9 +103,9 @@ pub async fn close_account(global: &Global, a: CloseAccountArgs, out: Out) -> Re
             "closing an account cannot be undone: add --yes",
         ));
     }
-    let (_, link) = connect(global).await?;
-    let v = ok_fields(link.request(Op::Close {}).await?)?;
-    let _ = link.bye().await;
+    let client = connect(global).await?;
+    let v = client.call(Op::Close {}).await?;
+    let _ = client.bye().await;
     let human = format!(
         "account closed; {} refunded to {} payment(s)",
         dollars(v["refunded_mills"].as_u64().unwrap_or(0)),

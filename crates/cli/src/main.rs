@@ -15,7 +15,6 @@ mod client_cmds;
 mod demo;
 mod external;
 mod funding_cmds;
-mod labels;
 mod output;
 mod print_cmd;
 mod server_cmd;
@@ -66,7 +65,10 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
         Command::Balance => client_cmds::balance(global, out).await,
         Command::Quote(a) => client_cmds::quote(global, a, out).await,
         Command::History(a) => client_cmds::history(global, a, out).await,
-        Command::Buy(a) => buy::buy(global, a, out).await,
+        Command::Buy(a) => match a.batch.clone() {
+            Some(file) => batch::buy_batch(global, &a, &file, out).await,
+            None => buy::buy(global, a, out).await,
+        },
         Command::Print(a) => print_cmd::print(global, a, out).await,
         Command::Printers(a) => print_cmd::printers(a, out).await,
         Command::Verify(a) => verify::verify_cmd(global, a, out).await,

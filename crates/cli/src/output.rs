@@ -18,21 +18,34 @@ impl CliError {
     }
 }
 
+/// The one place the client's errors become the CLI's: the same code and message.
+impl From<stampline_client::ClientError> for CliError {
+    fn from(e: stampline_client::ClientError) -> Self {
+        CliError::new(e.code(), e.to_string())
+    }
+}
+
 impl From<stampline_client::LinkError> for CliError {
     fn from(e: stampline_client::LinkError) -> Self {
-        CliError::new(e.code(), e.to_string())
+        stampline_client::ClientError::from(e).into()
     }
 }
 
 impl From<stampline_client::HttpError> for CliError {
     fn from(e: stampline_client::HttpError) -> Self {
-        CliError::new(e.code(), e.to_string())
+        stampline_client::ClientError::from(e).into()
     }
 }
 
 impl From<stampline_client::TrustError> for CliError {
     fn from(e: stampline_client::TrustError) -> Self {
-        CliError::new("bad_trust", e.to_string())
+        stampline_client::ClientError::from(e).into()
+    }
+}
+
+impl From<stampline_client::print::PrintError> for CliError {
+    fn from(e: stampline_client::print::PrintError) -> Self {
+        stampline_client::ClientError::from(e).into()
     }
 }
 

@@ -1,41 +1,21 @@
-//! Printing for `buy` and `print`, and the `printers` command: which printers and formats, opening
-//! jobs before the item is issued, rendering, finishing jobs on the live link, and confirming from
-//! the printers' final job states.
+//! `stampline print` and `stampline printers`: the printer flags (`--printer-cert`, `--format`)
+//! and the output of a reprint and of a printer check. Printing is `stampline_client`'s.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use stampline_client::Link;
-use stampline_client::print::{
-    DocFormat, Job, JobEnd, JobReport, PrintOptions, Printer, PrinterUri,
-};
-use stampline_items::{Body, Item};
-use stampline_wire::Op;
-use tokio::sync::watch;
-use zeroize::Zeroizing;
+use stampline_client::jobs;
+use stampline_client::print::{DocFormat, JobEnd, JobReport, PrintOptions, Printer};
+use stampline_client::{Reprint, ReprintRequest};
 
 use crate::args::{Global, PrintArgs, PrintersArgs};
-use crate::buy::check_item;
-use crate::client_cmds::{connect, ok_fields};
+use crate::client_cmds::connect;
 use crate::output::{CliError, Out};
 
-/// Formats written when printing to files and none is named.
-const DEFAULT_FILE_FORMATS: [&str; 2] = ["png", "pdf"];
-/// What a calibration label's DataMatrix carries: plainly not an item.
-const CALIBRATION_BYTES: &[u8] = b"STAMPLINE CALIBRATION - NOT POSTAGE";
-
-impl From<stampline_client::print::PrintError> for CliError {
-    fn from(e: stampline_client::print::PrintError) -> Self {
-        CliError::new(e.code(), e.to_string())
-    }
-}
-
-/// One printer and the format it is sent.
-#[derive(Debug)]
-pub struct Target {
-    pub printer: Printer,
-    pub format: DocFormat,
+/// `--format` of `print` and `printers`: none, or one the printers take.
+fn parse_formats(format: Option<&String>) -> Result<Vec<DocFormat>, CliError> {
+    format.into_iter().map(|f| parse_format(f)).collect()
 }
 
 fn parse_format(name: &str) -> Result<DocFormat, CliError> {
@@ -83,237 +63,7 @@ pub fn print_options(cert: Option<&Path>) -> Result<PrintOptions, CliError> {
     })
 }
 
-/// The jobs a `--printer` asks for: one per format for `file:PATH` (the extension set per format,
-/// PNG and PDF by default), exactly one for IPP and the raw port.
-pub fn targets(
-    uri: &str,
-    formats: &[String],
-    options: &PrintOptions,
-) -> Result<Vec<Target>, CliError> {
-    let parsed = PrinterUri::parse(uri)?;
-    match parsed {
-        PrinterUri::File { path } => {
-            let names: Vec<String> = if formats.is_empty() {
-                DEFAULT_FILE_FORMATS
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect()
-            } else {
-                formats.to_vec()
-            };
-            let mut out = Vec::new();
-            for name in dedup(names) {
-                let format = parse_format(&name)?;
-                let file = path.with_extension(format.name());
-                out.push(Target {
-                    printer: Printer::new(&format!("file:{}", file.display()), options.clone())?,
-                    format,
-                });
-            }
-            Ok(out)
-        }
-        _ => {
-            let printer = Printer::new(uri, options.clone())?;
-            let format = match formats {
-                [] => printer.default_format(),
-                [one] => parse_format(one)?,
-                _ => {
-                    return Err(CliError::new(
-                        "bad_request",
-                        "a printer takes one --format; give one of png, pdf, raw, zpl",
-                    ));
-                }
-            };
-            Ok(vec![Target { printer, format }])
-        }
-    }
-}
-
-fn dedup(names: Vec<String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for n in names {
-        if !out.contains(&n) {
-            out.push(n);
-        }
-    }
-    out
-}
-
-/// File targets for `buy` without `--printer`: `--out` or `./SERIAL`, one file per format.
-pub fn file_targets(base: &Path, formats: &[String]) -> Result<Vec<Target>, CliError> {
-    targets(
-        &format!("file:{}", base.display()),
-        formats,
-        &PrintOptions::default(),
-    )
-}
-
-/// Opens every job (no document yet). On a failure, the jobs already open are cancelled.
-pub async fn start_jobs(
-    targets: Vec<Target>,
-    job_name: &str,
-) -> Result<Vec<(DocFormat, Job)>, CliError> {
-    let mut jobs = Vec::new();
-    for t in targets {
-        match t.printer.start_job(t.format, job_name).await {
-            Ok(job) => jobs.push((t.format, job)),
-            Err(e) => {
-                cancel_jobs(jobs, "another printer refused").await;
-                return Err(e.into());
-            }
-        }
-    }
-    Ok(jobs)
-}
-
-pub async fn cancel_jobs(jobs: Vec<(DocFormat, Job)>, why: &str) {
-    for (_, job) in jobs {
-        let r = job.cancel(why).await;
-        tracing::info!(end = r.end.as_str(), detail = %r.detail, "job cancelled");
-    }
-}
-
-/// Renders the item in one format.
-pub fn render(item: &Item, bytes: &[u8], format: DocFormat, dpi: u32) -> Result<Vec<u8>, String> {
-    let Body::Postage(indicium) = &item.body else {
-        return Err("only postage is printed by this version".into());
-    };
-    render_label(bytes, indicium.label_lines(), format, dpi)
-}
-
-fn render_label(
-    bytes: &[u8],
-    lines: Vec<String>,
-    format: DocFormat,
-    dpi: u32,
-) -> Result<Vec<u8>, String> {
-    let spec = stampline_label::LabelSpec {
-        item: bytes,
-        lines,
-        dpi,
-    };
-    match format {
-        DocFormat::Png => stampline_label::render_png(&spec).map_err(|e| e.to_string()),
-        DocFormat::Pdf => stampline_label::render_pdf(&spec).map_err(|e| e.to_string()),
-        DocFormat::Raw => Ok(bytes.to_vec()),
-        DocFormat::Svg => Err("svg needs --layout".into()),
-        DocFormat::Zpl => {
-            let png = stampline_label::render_png(&spec).map_err(|e| e.to_string())?;
-            zpl_from_png(&png)
-        }
-    }
-}
-
-/// A minimal ZPL II label: the PNG raster as one `^GFA` graphic field (1 = black dot), one copy
-/// (`^PQ1`). The raster is rendered at `--dpi`, which should be the printer's (203 or 300).
-pub fn zpl_from_png(png: &[u8]) -> Result<Vec<u8>, String> {
-    let img = image::load_from_memory_with_format(png, image::ImageFormat::Png)
-        .map_err(|e| format!("label raster: {e}"))?
-        .to_luma8();
-    let (width, height) = (img.width() as usize, img.height() as usize);
-    let row_bytes = width.div_ceil(8);
-    let total = row_bytes * height;
-    let mut out = format!("^XA^PQ1^FO0,0^GFA,{total},{total},{row_bytes},").into_bytes();
-    out.reserve(total * 2 + 8);
-    for y in 0..height {
-        for chunk in 0..row_bytes {
-            let mut byte = 0u8;
-            for bit in 0..8 {
-                let x = chunk * 8 + bit;
-                // Pixels are u32-indexed; x < width and y < height fit by construction.
-                let dark = x < width
-                    && img
-                        .get_pixel_checked(x as u32, y as u32)
-                        .is_some_and(|p| p.0[0] < 128);
-                if dark {
-                    byte |= 0x80 >> bit;
-                }
-            }
-            out.extend_from_slice(format!("{byte:02X}").as_bytes());
-        }
-    }
-    out.extend_from_slice(b"^FS^XZ\n");
-    Ok(out)
-}
-
-/// Finishes the jobs one after another with the rendered item. After the first job that does not
-/// complete, the rest are cancelled (one failed print voids the item, so none may print).
-pub async fn finish_jobs(
-    jobs: Vec<(DocFormat, Job)>,
-    mut document: impl FnMut(DocFormat) -> Result<Vec<u8>, String>,
-    lost: &watch::Receiver<Option<String>>,
-) -> Vec<JobReport> {
-    let mut reports: Vec<JobReport> = Vec::new();
-    for (format, job) in jobs {
-        if reports.iter().any(|r| r.end != JobEnd::Completed) {
-            reports.push(job.cancel("an earlier job did not print").await);
-            continue;
-        }
-        let report = match document(format) {
-            Ok(doc) => job.finish(Zeroizing::new(doc), lost.clone()).await,
-            Err(e) => {
-                let mut r = job
-                    .cancel(&format!("cannot render {}: {e}", format.name()))
-                    .await;
-                r.end = JobEnd::Aborted;
-                r
-            }
-        };
-        reports.push(report);
-    }
-    reports
-}
-
-/// How the jobs came out, for confirming.
-pub enum Verdict {
-    /// Every job completed on a live link: confirm printed.
-    Printed,
-    /// The link was lost before every job completed: nothing can be confirmed.
-    LinkLost(String),
-    /// A job was refused, aborted or cancelled at the printer: confirm failed.
-    Failed(String),
-}
-
-fn describe(r: &JobReport) -> String {
-    match r.job_id {
-        Some(id) => format!("job {id} {}: {}", r.end.as_str(), r.detail),
-        None => format!("{}: {}", r.end.as_str(), r.detail),
-    }
-}
-
-pub fn verdict(reports: &[JobReport], link: &Link) -> Verdict {
-    let lost = reports
-        .iter()
-        .find_map(|r| r.link_lost.clone())
-        .or_else(|| link.lost_reason());
-    let detail = reports.iter().map(describe).collect::<Vec<_>>().join("; ");
-    if let Some(reason) = lost {
-        let printed_anyway = reports.iter().any(|r| r.end == JobEnd::Completed);
-        let tail = if printed_anyway {
-            " — a label came out, but it will be void: do not use it"
-        } else {
-            ""
-        };
-        return Verdict::LinkLost(format!("{reason}; printer: {detail}{tail}"));
-    }
-    if reports.iter().all(|r| r.end == JobEnd::Completed) {
-        Verdict::Printed
-    } else {
-        Verdict::Failed(detail)
-    }
-}
-
-/// Files of completed file jobs, and removing them when the item is not confirmed.
-pub fn files_of(reports: &[JobReport]) -> Vec<PathBuf> {
-    reports.iter().filter_map(|r| r.file.clone()).collect()
-}
-
-pub fn remove_files(reports: &[JobReport]) {
-    for f in files_of(reports) {
-        let _ = std::fs::remove_file(f);
-    }
-}
-
+/// The jobs' ends as `--json` shows them.
 pub fn jobs_json(reports: &[JobReport]) -> Value {
     Value::Array(
         reports
@@ -323,157 +73,52 @@ pub fn jobs_json(reports: &[JobReport]) -> Value {
     )
 }
 
-/// Confirms `printed` or `failed` for an item whose confirmation is pending, from the verdict.
-/// Returns the confirm answer's fields on success; the error says what happened to the money.
-pub async fn settle(link: &Link, serial: &str, reports: &[JobReport]) -> Result<Value, CliError> {
-    match verdict(reports, link) {
-        Verdict::Printed => {
-            let r = link
-                .request(Op::Confirm {
-                    serial: serial.to_owned(),
-                    printed: true,
-                })
-                .await;
-            match r {
-                Ok(r) => ok_fields(r),
-                Err(e) => Err(CliError::new(
-                    e.code(),
-                    format!(
-                        "printed, but the confirmation did not arrive ({e}); the item will be voided when the confirmation window ends: do not use the label"
-                    ),
-                )),
-            }
-        }
-        Verdict::LinkLost(why) => {
-            remove_files(reports);
-            Err(CliError::new(
-                "link_lost",
-                format!(
-                    "link lost while printing, so the job was cancelled: {why}; the item was not confirmed and will be voided and refunded when the confirmation window ends"
-                ),
-            ))
-        }
-        Verdict::Failed(why) => {
-            remove_files(reports);
-            let confirm = link
-                .request(Op::Confirm {
-                    serial: serial.to_owned(),
-                    printed: false,
-                })
-                .await;
-            let tail = if matches!(&confirm, Ok(r) if r.ok) {
-                "the item was voided and refunded"
-            } else {
-                "the item will be voided and refunded when the confirmation window ends"
-            };
-            Err(CliError::new(
-                "print_failed",
-                format!("the printer did not print: {why}; {tail}"),
-            ))
-        }
-    }
-}
-
 /// `stampline print SERIAL --printer URI`: fetch the item again (`reprint`, counted by the
 /// server), check it, print it link-safely; an item still awaiting confirmation is confirmed from
 /// the job's end, as in `buy`.
 pub async fn print(global: &Global, a: PrintArgs, out: Out) -> Result<(), CliError> {
     let options = print_options(a.printer_cert.as_deref())?;
-    let formats: Vec<String> = a.format.iter().cloned().collect();
-    let targets = targets(&a.printer, &formats, &options)?;
-    if !(100..=1200).contains(&a.dpi) {
-        return Err(CliError::new("bad_request", "--dpi must be 100 to 1200"));
-    }
-    let (ep, link) = connect(global).await?;
-    let keys = ep.keys().await?;
-    let jobs = start_jobs(targets, &a.serial).await?;
-    let answer = match link
-        .request(Op::Reprint {
+    let formats = parse_formats(a.format.as_ref())?;
+    let targets = jobs::targets(&a.printer, &formats, &options)?;
+    stampline_client::label::check_dpi(a.dpi)?;
+    let client = connect(global).await?;
+    let reprint = client
+        .reprint(ReprintRequest {
             serial: a.serial.clone(),
+            targets,
+            dpi: a.dpi,
         })
-        .await
-    {
-        Ok(r) => ok_fields(r),
-        Err(e) => Err(e.into()),
-    };
-    let fields = match answer {
-        Ok(f) => f,
-        Err(e) => {
-            cancel_jobs(jobs, "the server did not hand out the item").await;
-            return Err(e);
-        }
-    };
-    let status = fields["status"].as_str().unwrap_or_default().to_owned();
-    let item_bytes = base64::engine::general_purpose::STANDARD
-        .decode(fields["item"].as_str().unwrap_or_default())
-        .unwrap_or_default();
-    let item = match check_item(&item_bytes, &keys) {
-        Ok(item) if item.body.serial().to_string() == a.serial => item,
-        Ok(_) => {
-            cancel_jobs(jobs, "wrong item").await;
-            return Err(CliError::new("bad_answer", "the server sent another item"));
-        }
-        Err(e) => {
-            cancel_jobs(jobs, &e).await;
-            return Err(CliError::new("bad_item", e));
-        }
-    };
-    let lost = link.watch_lost();
-    let reports = finish_jobs(
-        jobs,
-        |format| render(&item, &item_bytes, format, a.dpi),
-        &lost,
-    )
-    .await;
-    let reprints = fields["reprints"].as_u64().unwrap_or(0);
-    let left = fields["reprints_left"].as_u64().unwrap_or(0);
-    let final_status = if status == "issued" {
-        let confirmed = settle(&link, &a.serial, &reports).await?;
-        confirmed["status"].as_str().unwrap_or("printed").to_owned()
-    } else {
-        match verdict(&reports, &link) {
-            Verdict::Printed => status.clone(),
-            Verdict::LinkLost(why) | Verdict::Failed(why) => {
-                remove_files(&reports);
-                return Err(CliError::new(
-                    "print_failed",
-                    format!(
-                        "the reprint did not print: {why}; the item stays {status}, {left} reprints left"
-                    ),
-                ));
-            }
-        }
-    };
-    let _ = link.bye().await;
-    let files: Vec<String> = files_of(&reports)
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    let v = json!({
-        "serial": a.serial,
-        "status": final_status,
-        "printed": true,
-        "reprints": reprints,
-        "reprints_left": left,
-        "printer": a.printer,
-        "jobs": jobs_json(&reports),
-        "files": files,
-    });
+        .await?;
+    let _ = client.bye().await;
+    let v = reprint_json(&reprint, &a.printer);
     out.done(
         &v,
         &format!(
-            "printed {} on {} (reprint {reprints}, {left} left)",
-            a.serial, a.printer
+            "printed {} on {} (reprint {}, {} left)",
+            a.serial, a.printer, reprint.reprints, reprint.reprints_left
         ),
     );
     Ok(())
+}
+
+fn reprint_json(r: &Reprint, printer: &str) -> Value {
+    let files: Vec<String> = r.files().iter().map(|p| p.display().to_string()).collect();
+    json!({
+        "serial": r.serial,
+        "status": r.status,
+        "printed": true,
+        "reprints": r.reprints,
+        "reprints_left": r.reprints_left,
+        "printer": printer,
+        "jobs": jobs_json(&r.jobs),
+        "files": files,
+    })
 }
 
 /// `stampline printers URI…`: each printer's state and what it takes; `--calibrate` prints a
 /// calibration label (no link needed: it carries no value).
 pub async fn printers(a: PrintersArgs, out: Out) -> Result<(), CliError> {
     let mut options = print_options(a.printer_cert.as_deref())?;
-    let formats: Vec<String> = a.format.iter().cloned().collect();
     let mut list = Vec::new();
     let mut human = String::new();
     let mut fingerprint = None;
@@ -550,14 +195,18 @@ pub async fn printers(a: PrintersArgs, out: Out) -> Result<(), CliError> {
             }
         };
         if a.calibrate {
-            let report = calibrate(uri, &formats, &options, a.dpi).await;
+            let report = calibrate(uri, a.format.as_ref(), &options, a.dpi).await;
             match report {
                 Ok(reports) => {
                     let done = reports.iter().all(|r| r.end == JobEnd::Completed);
                     all_ok &= done;
                     human.push_str(&format!(
                         "  calibration: {}\n",
-                        reports.iter().map(describe).collect::<Vec<_>>().join("; ")
+                        reports
+                            .iter()
+                            .map(jobs::describe)
+                            .collect::<Vec<_>>()
+                            .join("; ")
                     ));
                     entry["calibration"] = jobs_json(&reports);
                 }
@@ -591,22 +240,10 @@ pub async fn printers(a: PrintersArgs, out: Out) -> Result<(), CliError> {
 
 async fn calibrate(
     uri: &str,
-    formats: &[String],
+    format: Option<&String>,
     options: &PrintOptions,
     dpi: u32,
 ) -> Result<Vec<JobReport>, CliError> {
-    let jobs = start_jobs(targets(uri, formats, options)?, "stampline-calibration").await?;
-    // No link: a watch that never reports a loss.
-    let (_keep, lost) = watch::channel(None);
-    let lines = vec![
-        "CALIBRATION".to_owned(),
-        "NOT POSTAGE".to_owned(),
-        "STAMPLINE".to_owned(),
-    ];
-    Ok(finish_jobs(
-        jobs,
-        |format| render_label(CALIBRATION_BYTES, lines.clone(), format, dpi),
-        &lost,
-    )
-    .await)
+    let targets = jobs::targets(uri, &parse_formats(format)?, options)?;
+    Ok(jobs::calibrate(targets, dpi).await?)
 }

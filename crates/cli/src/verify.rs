@@ -4,11 +4,10 @@
 use std::path::Path;
 
 use serde_json::{Value, json};
-use stampline_client::{Endpoint, PublishedKey};
+use stampline_client::{Endpoint, PublishedKey, check_item};
 use stampline_items::Item;
 
 use crate::args::{Global, VerifyArgs};
-use crate::buy::check_item;
 use crate::client_cmds::endpoint;
 use crate::output::{CliError, Out};
 

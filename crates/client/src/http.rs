@@ -1,4 +1,5 @@
-//! The server's address and the plain HTTPS calls: registration, published keys, item status.
+//! The server's address and the plain HTTPS calls: registration, published keys, quotes, item
+//! status.
 
 use std::time::Duration;
 
@@ -176,6 +177,29 @@ impl Endpoint {
             .collect()
     }
 
+    /// `GET /v1/quote`: the rate engine's price of a piece (no login needed), as the server
+    /// answers it.
+    pub async fn quote(
+        &self,
+        class: &str,
+        weight_oz: &str,
+        from_zip: Option<&str>,
+        to_zip: Option<&str>,
+    ) -> Result<Value, HttpError> {
+        let mut query = format!(
+            "/v1/quote?class={}&weight_oz={}",
+            enc(class),
+            enc(weight_oz)
+        );
+        if let Some(f) = from_zip {
+            query.push_str(&format!("&from_zip={}", enc(f)));
+        }
+        if let Some(t) = to_zip {
+            query.push_str(&format!("&to_zip={}", enc(t)));
+        }
+        Ok(self.call("GET", &query, None).await?.1)
+    }
+
     /// `GET /v1/items/SERIAL/status` → the status string.
     pub async fn item_status(&self, serial: &str) -> Result<String, HttpError> {
         if !serial
@@ -192,6 +216,19 @@ impl Endpoint {
             .map(str::to_owned)
             .ok_or_else(|| HttpError::BadAnswer("no status".into()))
     }
+}
+
+/// Percent-encode a query value (everything but unreserved characters).
+fn enc(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -214,5 +251,12 @@ mod tests {
         assert!(Endpoint::new("http://localhost:1", trust()).is_err());
         assert!(Endpoint::new("https://h:99999", trust()).is_err());
         assert!(Endpoint::new("https://h:1/path", trust()).is_err());
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(enc("first-class-letter"), "first-class-letter");
+        assert_eq!(enc("3.5"), "3.5");
+        assert_eq!(enc("a b&c=d"), "a%20b%26c%3Dd");
     }
 }

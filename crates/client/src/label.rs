@@ -1,12 +1,13 @@
-//! `buy`'s label choices: which layout and format, the address flags, the IMpb's parts. The
-//! drawing itself is `stampline-label`'s; this file only turns a bought item and the flags into
-//! a [`Piece`].
+//! From a bought item to the document a printer is sent: the layout and its addresses, the
+//! IMpb's parts, and the bare indicium label (PNG, PDF, ZPL) when there is no layout. The drawing
+//! itself is `stampline-label`'s; this module only turns an item and the buyer's choices into a
+//! [`Piece`], and checks those choices before anything is charged.
 
 use stampline_items::{Body, Item, PostageIndicium, RateCategory};
 use stampline_label::{Format, Impb, Layout, Piece};
 
-use crate::args::BuyArgs;
-use crate::output::CliError;
+use crate::error::ClientError;
+use crate::print::DocFormat;
 
 /// The Mailer ID printed in IMpb tracking numbers. USPS assigns each provider its own; this is a
 /// placeholder of the right shape (9 digits, starting with 9) until one is configured.
@@ -32,7 +33,7 @@ pub fn service_type(rate: RateCategory) -> &'static str {
 /// Address lines from a flag: lines split at `|` or newlines, trimmed, empty ones dropped,
 /// upper-cased (as USPS asks for machine-read addresses). Limits and characters are checked
 /// when the label is laid out.
-pub fn parse_address(flag: &str, text: &str) -> Result<Vec<String>, CliError> {
+pub fn parse_address(flag: &str, text: &str) -> Result<Vec<String>, ClientError> {
     let lines: Vec<String> = text
         .split([ADDRESS_LINE_SEPARATOR, '\n'])
         .map(str::trim)
@@ -40,12 +41,22 @@ pub fn parse_address(flag: &str, text: &str) -> Result<Vec<String>, CliError> {
         .map(str::to_ascii_uppercase)
         .collect();
     if lines.is_empty() {
-        return Err(CliError::new(
-            "bad_address",
-            format!("{flag} is empty; give lines separated by '|'"),
-        ));
+        return Err(ClientError::BadAddress(format!(
+            "{flag} is empty; give lines separated by '|'"
+        )));
     }
     Ok(lines)
+}
+
+/// Label resolutions this client renders, dots per inch.
+pub const DPI_RANGE: std::ops::RangeInclusive<u32> = 100..=1200;
+
+/// Checks a label resolution against [`DPI_RANGE`].
+pub fn check_dpi(dpi: u32) -> Result<(), ClientError> {
+    if !DPI_RANGE.contains(&dpi) {
+        return Err(ClientError::BadRequest("--dpi must be 100 to 1200".into()));
+    }
+    Ok(())
 }
 
 /// The ZIP or ZIP+4 at the end of an address's last line, as digits: `"20260"` or
@@ -64,7 +75,7 @@ pub fn address_zip(lines: &[String]) -> Option<String> {
 
 /// The destination the `issue` request carries: the delivery address's ZIP+4 when it has one
 /// (it must agree with `--to`), else `--to` as given.
-pub fn destination(to: &str, to_address: Option<&[String]>) -> Result<String, CliError> {
+pub fn destination(to: &str, to_address: Option<&[String]>) -> Result<String, ClientError> {
     let Some(address) = to_address else {
         return Ok(to.to_owned());
     };
@@ -73,10 +84,9 @@ pub fn destination(to: &str, to_address: Option<&[String]>) -> Result<String, Cl
     };
     let to_digits: String = to.chars().filter(char::is_ascii_digit).collect();
     if zip.get(..5) != to_digits.get(..5) {
-        return Err(CliError::new(
-            "address_mismatch",
-            format!("--to {to} and the delivery address's ZIP {zip} differ"),
-        ));
+        return Err(ClientError::AddressMismatch(format!(
+            "--to {to} and the delivery address's ZIP {zip} differ"
+        )));
     }
     Ok(if zip.len() > to_digits.len() {
         zip
@@ -107,52 +117,30 @@ pub struct LabelChoice {
     pub to: Vec<String>,
 }
 
-/// Everything `buy` needs from its label flags, checked before anything is charged: the layout
-/// and addresses, and the destination for the `issue` request.
-pub fn choose(a: &BuyArgs, formats: &[String]) -> Result<(LabelChoice, String), CliError> {
-    if a.from.is_empty() || a.to.is_empty() {
-        return Err(CliError::new(
-            "bad_request",
-            "give --from ZIP and --to ZIP (or --batch FILE.csv)",
-        ));
-    }
-    let choice = LabelChoice {
-        layout: choose_layout(a.layout.as_deref(), formats)?,
-        from: match &a.from_address {
-            Some(text) => parse_address("--from-address", text)?,
-            None => Vec::new(),
-        },
-        to: match &a.to_address {
-            Some(text) => parse_address("--to-address", text)?,
-            None => Vec::new(),
-        },
-    };
-    check_before_issue(&choice, a.dpi)?;
-    let to_zip = destination(&a.to, a.to_address.as_ref().map(|_| choice.to.as_slice()))?;
-    Ok((choice, to_zip))
-}
-
 /// Parses `--layout`; ZPL without a layout means the 4×6 label, the only one ZPL prints.
-pub fn choose_layout(layout: Option<&str>, formats: &[String]) -> Result<Option<Layout>, CliError> {
+pub fn choose_layout(
+    layout: Option<&str>,
+    formats: &[DocFormat],
+) -> Result<Option<Layout>, ClientError> {
     match layout {
         Some(name) => name.parse().map(Some).map_err(|_| {
-            CliError::new(
-                "bad_request",
-                format!("--layout {name:?}: one of {}", Layout::NAMES.join(", ")),
-            )
+            ClientError::BadRequest(format!(
+                "--layout {name:?}: one of {}",
+                Layout::NAMES.join(", ")
+            ))
         }),
-        None if formats.iter().any(|f| f == "zpl") => Ok(Some(Layout::Label4x6)),
-        None if formats.iter().any(|f| f == "svg") => Err(CliError::new(
-            "bad_request",
-            format!("--format svg needs --layout ({})", Layout::NAMES.join(", ")),
-        )),
+        None if formats.contains(&DocFormat::Zpl) => Ok(Some(Layout::Label4x6)),
+        None if formats.contains(&DocFormat::Svg) => Err(ClientError::BadRequest(format!(
+            "--format svg needs --layout ({})",
+            Layout::NAMES.join(", ")
+        ))),
         None => Ok(None),
     }
 }
 
 /// Lays the chosen page out once with a stand-in item of postage size, before anything is
 /// charged, so that addresses that do not fit or cannot be printed are refused up front.
-pub fn check_before_issue(choice: &LabelChoice, dpi: u32) -> Result<(), CliError> {
+pub fn check_before_issue(choice: &LabelChoice, dpi: u32) -> Result<(), ClientError> {
     let Some(layout) = choice.layout else {
         return Ok(());
     };
@@ -173,9 +161,9 @@ pub fn check_before_issue(choice: &LabelChoice, dpi: u32) -> Result<(), CliError
     match stampline_label::render_layout(layout, Format::Svg, dpi, &[piece]) {
         Ok(_) => Ok(()),
         Err(e @ stampline_label::LabelError::BadText(_)) => {
-            Err(CliError::new("bad_address", e.to_string()))
+            Err(ClientError::BadAddress(e.to_string()))
         }
-        Err(e) => Err(CliError::new("bad_label", e.to_string())),
+        Err(e) => Err(ClientError::BadLabel(e.to_string())),
     }
 }
 
@@ -193,41 +181,105 @@ const STAND_IN_LINES: [&str; 7] = [
     "SERIAL SL0199999999-4294967295",
 ];
 
-/// Renders one bought item in `format` (`png`, `svg`, `pdf`, `zpl`) on the chosen layout, or as
-/// the bare indicium (`png`, `pdf`) without one.
+/// The label piece of a postage item on a layout: its indicium lines, the addresses and its IMpb.
+pub fn piece<'a>(
+    bytes: &'a [u8],
+    indicium: &PostageIndicium,
+    from: &[String],
+    to: &[String],
+) -> Piece<'a> {
+    Piece {
+        item: bytes,
+        indicium: indicium.label_lines(),
+        from: from.to_vec(),
+        to: to.to_vec(),
+        tracking: Some(tracking(indicium)),
+    }
+}
+
+/// Renders one bought item in `format`: on the chosen layout, or as the bare indicium without
+/// one. `raw` is the item's own bytes either way.
 pub fn render(
     item: &Item,
     bytes: &[u8],
-    format: &str,
+    format: DocFormat,
     dpi: u32,
     choice: &LabelChoice,
 ) -> Result<Vec<u8>, String> {
     let Body::Postage(indicium) = &item.body else {
         return Err("only postage is printed by this version".into());
     };
-    let Some(layout) = choice.layout else {
-        let spec = stampline_label::LabelSpec {
-            item: bytes,
-            lines: indicium.label_lines(),
-            dpi,
-        };
-        return match format {
-            "png" => stampline_label::render_png(&spec).map_err(|e| e.to_string()),
-            "pdf" => stampline_label::render_pdf(&spec).map_err(|e| e.to_string()),
-            other => Err(format!("format {other} needs --layout")),
-        };
+    let layout_format = match format {
+        DocFormat::Png => Format::Png,
+        DocFormat::Svg => Format::Svg,
+        DocFormat::Pdf => Format::Pdf,
+        DocFormat::Zpl => Format::Zpl,
+        DocFormat::Raw => return Ok(bytes.to_vec()),
     };
-    let format: Format = format
-        .parse()
-        .map_err(|e: stampline_label::LabelError| e.to_string())?;
-    let piece = Piece {
+    match choice.layout {
+        None => render_bare(bytes, indicium.label_lines(), format, dpi),
+        Some(layout) => {
+            let piece = piece(bytes, indicium, &choice.from, &choice.to);
+            stampline_label::render_layout(layout, layout_format, dpi, &[piece])
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The bare indicium label: the DataMatrix of `bytes` beside `lines`, in one format.
+pub fn render_bare(
+    bytes: &[u8],
+    lines: Vec<String>,
+    format: DocFormat,
+    dpi: u32,
+) -> Result<Vec<u8>, String> {
+    let spec = stampline_label::LabelSpec {
         item: bytes,
-        indicium: indicium.label_lines(),
-        from: choice.from.clone(),
-        to: choice.to.clone(),
-        tracking: Some(tracking(indicium)),
+        lines,
+        dpi,
     };
-    stampline_label::render_layout(layout, format, dpi, &[piece]).map_err(|e| e.to_string())
+    match format {
+        DocFormat::Png => stampline_label::render_png(&spec).map_err(|e| e.to_string()),
+        DocFormat::Pdf => stampline_label::render_pdf(&spec).map_err(|e| e.to_string()),
+        DocFormat::Raw => Ok(bytes.to_vec()),
+        DocFormat::Svg => Err("svg needs --layout".into()),
+        DocFormat::Zpl => {
+            let png = stampline_label::render_png(&spec).map_err(|e| e.to_string())?;
+            zpl_from_png(&png)
+        }
+    }
+}
+
+/// A minimal ZPL II label: the PNG raster as one `^GFA` graphic field (1 = black dot), one copy
+/// (`^PQ1`). The raster is rendered at `--dpi`, which should be the printer's (203 or 300).
+pub fn zpl_from_png(png: &[u8]) -> Result<Vec<u8>, String> {
+    let img = image::load_from_memory_with_format(png, image::ImageFormat::Png)
+        .map_err(|e| format!("label raster: {e}"))?
+        .to_luma8();
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let row_bytes = width.div_ceil(8);
+    let total = row_bytes * height;
+    let mut out = format!("^XA^PQ1^FO0,0^GFA,{total},{total},{row_bytes},").into_bytes();
+    out.reserve(total * 2 + 8);
+    for y in 0..height {
+        for chunk in 0..row_bytes {
+            let mut byte = 0u8;
+            for bit in 0..8 {
+                let x = chunk * 8 + bit;
+                // Pixels are u32-indexed; x < width and y < height fit by construction.
+                let dark = x < width
+                    && img
+                        .get_pixel_checked(x as u32, y as u32)
+                        .is_some_and(|p| p.0[0] < 128);
+                if dark {
+                    byte |= 0x80 >> bit;
+                }
+            }
+            out.extend_from_slice(format!("{byte:02X}").as_bytes());
+        }
+    }
+    out.extend_from_slice(b"^FS^XZ\n");
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -250,7 +302,7 @@ mod tests {
             lines(&["ADA LOVELACE", "12 MAIN ST", "BOSTON MA 02134-1204"])
         );
         assert_eq!(
-            parse_address("--to-address", " | ").unwrap_err().code,
+            parse_address("--to-address", " | ").unwrap_err().code(),
             "bad_address"
         );
     }
@@ -262,7 +314,7 @@ mod tests {
         assert_eq!(destination("20260", Some(&address)).unwrap(), "202600004");
         assert_eq!(destination("20260", None).unwrap(), "20260");
         assert_eq!(
-            destination("02134", Some(&address)).unwrap_err().code,
+            destination("02134", Some(&address)).unwrap_err().code(),
             "address_mismatch"
         );
         let plain = lines(&["X", "WASHINGTON DC 20260"]);
@@ -276,19 +328,16 @@ mod tests {
 
     #[test]
     fn zpl_defaults_to_the_4x6_label_and_svg_needs_a_layout() {
-        let f = |v: &[&str]| lines(v);
+        use DocFormat::{Pdf, Png, Svg, Zpl};
+        assert_eq!(choose_layout(None, &[Zpl]).unwrap(), Some(Layout::Label4x6));
+        assert_eq!(choose_layout(None, &[Png, Pdf]).unwrap(), None);
+        assert!(choose_layout(None, &[Svg]).is_err());
         assert_eq!(
-            choose_layout(None, &f(&["zpl"])).unwrap(),
-            Some(Layout::Label4x6)
-        );
-        assert_eq!(choose_layout(None, &f(&["png", "pdf"])).unwrap(), None);
-        assert!(choose_layout(None, &f(&["svg"])).is_err());
-        assert_eq!(
-            choose_layout(Some("envelope10"), &f(&["svg"])).unwrap(),
+            choose_layout(Some("envelope10"), &[Svg]).unwrap(),
             Some(Layout::Envelope10)
         );
         assert_eq!(
-            choose_layout(Some("a4"), &f(&["pdf"])).unwrap_err().code,
+            choose_layout(Some("a4"), &[Pdf]).unwrap_err().code(),
             "bad_request"
         );
     }
