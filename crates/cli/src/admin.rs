@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use stampline_psd::PsdSpec;
 use stampline_sandbox::{SandboxBank, SandboxCmls};
 use stampline_server::core::{Core, CoreConfig};
 use stampline_server::database::{Database, open_store};
 use stampline_wire::Op;
+use stampline_wire::replies::{AdminKeysReply, AdminRevokeKeyReply, AdminRotateKeyReply};
 
 use crate::args::{AdminArgs, AdminCommand, Global};
 use crate::client_cmds::{connect, password, user};
@@ -40,33 +42,33 @@ pub async fn admin(global: &Global, a: AdminArgs, out: Out) -> Result<(), CliErr
             Ok(())
         }
         AdminCommand::Keys => {
-            let v = request(global, Op::AdminKeys {}).await?;
+            let v: AdminKeysReply = request(global, Op::AdminKeys {}).await?;
             let mut human = String::new();
-            for k in v["keys"].as_array().into_iter().flatten() {
+            for k in &v.keys {
                 human.push_str(&format!(
                     "{}  {:8}  from {}  until {}{}\n",
-                    k["key_id"].as_str().unwrap_or(""),
-                    k["status"].as_str().unwrap_or(""),
-                    k["valid_from"].as_str().unwrap_or(""),
-                    k["valid_until"].as_str().unwrap_or("-"),
-                    k["revocation_reason"]
-                        .as_str()
+                    k.key_id,
+                    k.status,
+                    k.valid_from.as_deref().unwrap_or(""),
+                    k.valid_until.as_deref().unwrap_or("-"),
+                    k.revocation_reason
+                        .as_deref()
                         .map(|r| format!("  ({r})"))
                         .unwrap_or_default()
                 ));
             }
-            out.done(&v, human.trim_end());
+            out.reply(&v, human.trim_end());
             Ok(())
         }
         AdminCommand::RotateKey => {
-            let v = request(global, Op::AdminRotateKey {}).await?;
+            let v: AdminRotateKeyReply = request(global, Op::AdminRotateKey {}).await?;
             let human = format!(
                 "new signing key {}; key {} retired, its items stay valid until {}",
-                v["key_id"].as_str().unwrap_or(""),
-                v["old_key"]["key_id"].as_str().unwrap_or(""),
-                v["old_key"]["valid_until"].as_str().unwrap_or("")
+                v.key_id,
+                v.old_key.key_id,
+                v.old_key.valid_until.as_deref().unwrap_or("")
             );
-            out.done(&v, &human);
+            out.reply(&v, &human);
             Ok(())
         }
         AdminCommand::RevokeKey { key_id, reason } => {
@@ -76,20 +78,22 @@ pub async fn admin(global: &Global, a: AdminArgs, out: Out) -> Result<(), CliErr
                     format!("--reason is over {MAX_REASON_BYTES} bytes"),
                 ));
             }
-            let v = request(global, Op::AdminRevokeKey { key_id, reason }).await?;
+            let v: AdminRevokeKeyReply =
+                request(global, Op::AdminRevokeKey { key_id, reason }).await?;
             let human = format!(
                 "signing key {} revoked at {}: {}",
-                v["key_id"].as_str().unwrap_or(""),
-                v["key"]["revoked_at"].as_str().unwrap_or(""),
-                v["key"]["revocation_reason"].as_str().unwrap_or("")
+                v.key_id,
+                v.key.revoked_at.as_deref().unwrap_or(""),
+                v.key.revocation_reason.as_deref().unwrap_or("")
             );
-            out.done(&v, &human);
+            out.reply(&v, &human);
             Ok(())
         }
     }
 }
 
-async fn request(global: &Global, op: Op) -> Result<serde_json::Value, CliError> {
+/// One admin request over a fresh link, its answer typed.
+async fn request<T: DeserializeOwned>(global: &Global, op: Op) -> Result<T, CliError> {
     let client = connect(global).await?;
     let result = match client.call(op).await {
         Err(e @ stampline_client::ClientError::Link(_)) => return Err(e.into()),

@@ -110,35 +110,31 @@ pub fn purchase_json(p: &Purchase, printer: Option<&str>) -> Value {
     })
 }
 
-/// The whole purchase on a live client. Returns the `--json` result.
-pub async fn do_buy(client: &Client, a: &BuyArgs) -> Result<Value, CliError> {
-    let purchase = client.buy(request(a)?).await?;
-    Ok(purchase_json(&purchase, a.printer.as_deref()))
+/// The whole purchase on a live client.
+pub async fn do_buy(client: &Client, a: &BuyArgs) -> Result<Purchase, CliError> {
+    Ok(client.buy(request(a)?).await?)
 }
 
 pub async fn buy(global: &Global, a: BuyArgs, out: Out) -> Result<(), CliError> {
     let client = connect(global).await?;
-    let v = do_buy(&client, &a).await?;
+    let p = do_buy(&client, &a).await?;
     let _ = client.bye().await;
-    let files = v["files"]
-        .as_array()
-        .map(|f| {
-            f.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default();
+    let files = p
+        .files()
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let printed = match (&a.printer, files.is_empty()) {
         (Some(p), true) => format!("printed on {p}"),
         _ => format!("wrote {files}"),
     };
     let human = format!(
         "bought {} postage, serial {}; balance {}; {printed}",
-        dollars(v["postage_mills"].as_u64().unwrap_or(0)),
-        v["serial"].as_str().unwrap_or(""),
-        dollars(v["balance_mills"].as_u64().unwrap_or(0)),
+        dollars(p.postage.mills()),
+        p.serial,
+        dollars(p.confirmed.balance_mills),
     );
-    out.done(&v, &human);
+    out.done(&purchase_json(&p, a.printer.as_deref()), &human);
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! Client commands that are one request each: register, fund, balance, history, quote; and the
 //! server, trust and login flags every client command shares.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use stampline_client::{Client, Endpoint, Payment, Trust};
 use stampline_money::Amount;
+use stampline_wire::replies::RegisterReply;
 use stampline_wire::{Card, Eft, Secret};
 
 use crate::args::{FundArgs, Global, HistoryArgs, QuoteArgs, RegisterArgs};
@@ -57,7 +58,7 @@ pub async fn do_register(
     user: &str,
     password: &str,
     a: &RegisterArgs,
-) -> Result<Value, CliError> {
+) -> Result<RegisterReply, CliError> {
     let form = json!({"user": user, "password": password, "name": a.name, "address": a.address,
         "city": a.city, "state": a.state, "zip": a.zip});
     Ok(ep.register(&form).await?)
@@ -68,11 +69,9 @@ pub async fn register(global: &Global, a: RegisterArgs, out: Out) -> Result<(), 
     let v = do_register(&ep, &user(global)?, &password()?, &a).await?;
     let human = format!(
         "registered {} — licence {}, meter {}",
-        v["user"].as_str().unwrap_or(""),
-        v["license_id"].as_str().unwrap_or(""),
-        v["device_id"].as_str().unwrap_or("")
+        v.user, v.license_id, v.device_id
     );
-    out.done(&v, &human);
+    out.reply(&v, &human);
     Ok(())
 }
 
@@ -122,11 +121,11 @@ pub async fn fund(global: &Global, a: FundArgs, out: Out) -> Result<(), CliError
     let _ = client.bye().await;
     let human = format!(
         "funded {} (payment {}); balance {}",
-        dollars(v["amount_mills"].as_u64().unwrap_or(0)),
-        v["payment_id"].as_str().unwrap_or(""),
-        dollars(v["balance_mills"].as_u64().unwrap_or(0))
+        dollars(v.amount_mills),
+        v.payment_id,
+        dollars(v.balance_mills)
     );
-    out.done(&v, &human);
+    out.reply(&v, &human);
     Ok(())
 }
 
@@ -136,12 +135,12 @@ pub async fn balance(global: &Global, out: Out) -> Result<(), CliError> {
     let _ = client.bye().await;
     let human = format!(
         "balance {}  (ascending register {}, descending register {}, {} pieces)",
-        dollars(v["balance_mills"].as_u64().unwrap_or(0)),
-        dollars(v["ascending_mills"].as_u64().unwrap_or(0)),
-        dollars(v["descending_mills"].as_u64().unwrap_or(0)),
-        v["pieces"].as_u64().unwrap_or(0)
+        dollars(v.balance_mills),
+        dollars(v.ascending_mills),
+        dollars(v.descending_mills),
+        v.pieces
     );
-    out.done(&v, &human);
+    out.reply(&v, &human);
     Ok(())
 }
 
@@ -150,19 +149,19 @@ pub async fn history(global: &Global, a: HistoryArgs, out: Out) -> Result<(), Cl
     let v = client.history(a.limit).await?;
     let _ = client.bye().await;
     let mut human = String::new();
-    for item in v["items"].as_array().into_iter().flatten() {
+    for item in &v.items {
         human.push_str(&format!(
             "{}  {}  {}  {}\n",
-            item["serial"].as_str().unwrap_or(""),
-            item["kind"].as_str().unwrap_or(""),
-            dollars(item["amount_mills"].as_u64().unwrap_or(0)),
-            item["status"].as_str().unwrap_or("")
+            item.serial,
+            item.kind,
+            dollars(item.amount_mills),
+            item.status
         ));
     }
     if human.is_empty() {
         human = "no items yet".into();
     }
-    out.done(&v, human.trim_end());
+    out.reply(&v, human.trim_end());
     Ok(())
 }
 
@@ -170,17 +169,14 @@ pub async fn quote(global: &Global, a: QuoteArgs, out: Out) -> Result<(), CliErr
     let v = endpoint(global)?
         .quote(&a.class, &a.weight_oz, a.from.as_deref(), a.to.as_deref())
         .await?;
-    let zone = v["zone"]
-        .as_u64()
-        .map(|z| format!(", zone {z}"))
-        .unwrap_or_default();
+    let zone = v.zone.map(|z| format!(", zone {z}")).unwrap_or_default();
     let human = format!(
         "{} {} oz: {}{zone} (rate table {})",
-        v["class"].as_str().unwrap_or(""),
-        v["weight_oz"].as_str().unwrap_or(""),
-        dollars(v["postage_mills"].as_u64().unwrap_or(0)),
-        v["rate_table"].as_str().unwrap_or("")
+        v.class,
+        v.weight_oz,
+        dollars(v.postage_mills),
+        v.rate_table
     );
-    out.done(&v, &human);
+    out.reply(&v, &human);
     Ok(())
 }

@@ -96,16 +96,16 @@ pub async fn demo(a: DemoArgs, out: Out) -> Result<(), CliError> {
 
     let valid = verdict["valid"] == json!(true);
     let v = json!({
-        "label_png": png, "label_pdf": pdf, "serial": bought["serial"], "postage_mills": bought["postage_mills"],
-        "balance_mills": balance["balance_mills"], "valid": valid, "device_id": reg["device_id"],
+        "label_png": png, "label_pdf": pdf, "serial": bought.serial, "postage_mills": bought.postage.mills(),
+        "balance_mills": balance.balance_mills, "valid": valid, "device_id": reg.device_id,
         "dir": dir, "trust": trust_path,
     });
     let human = format!(
         "Stampline demo (sandbox: no real postage or money)\n  registered meter {}\n  funded $20.00 by test card\n  bought {} postage, serial {}\n  balance now {}\n  label PNG: {}\n  label PDF: {}\n  verify: {}",
-        reg["device_id"].as_str().unwrap_or(""),
-        dollars(bought["postage_mills"].as_u64().unwrap_or(0)),
-        bought["serial"].as_str().unwrap_or(""),
-        dollars(balance["balance_mills"].as_u64().unwrap_or(0)),
+        reg.device_id,
+        dollars(bought.postage.mills()),
+        bought.serial,
+        dollars(balance.balance_mills),
         png.display(),
         pdf.display(),
         if valid {

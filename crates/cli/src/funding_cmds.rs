@@ -1,56 +1,50 @@
-//! Issue 7 client commands: `payment-options` and `auto-refill`.
+//! The payment commands beyond `fund`: `payment-options`, `auto-refill` and `close-account`.
 
+use stampline_client::AutoRefill;
 use stampline_money::Amount;
-use stampline_wire::{Card, Op, Secret};
+use stampline_wire::replies::AutoRefillState;
+use stampline_wire::{Card, Secret};
 
 use crate::args::{AutoRefillArgs, CloseAccountArgs, Global};
 use crate::client_cmds::{connect, dollars};
 use crate::output::{CliError, Out};
 
-fn mills(what: &str, dollars: Option<&String>) -> Result<u64, CliError> {
+fn amount(what: &str, dollars: Option<&String>) -> Result<Amount, CliError> {
     let text = dollars.ok_or_else(|| CliError::new("bad_usage", format!("give --{what}")))?;
-    Amount::parse_dollars(text)
-        .map(|a| a.mills())
-        .map_err(|e| CliError::new("bad_amount", format!("--{what}: {e}")))
+    Amount::parse_dollars(text).map_err(|e| CliError::new("bad_amount", format!("--{what}: {e}")))
 }
 
 pub async fn payment_options(global: &Global, out: Out) -> Result<(), CliError> {
     let client = connect(global).await?;
-    let v = client.call(Op::PaymentOptions {}).await?;
+    let v = client.payment_options().await?;
     let _ = client.bye().await;
     let mut human = format!(
         "pay by card (--card --exp --cvc) or EFT (--eft-routing --eft-account), up to {} at a time",
-        dollars(v["max_amount_mills"].as_u64().unwrap_or(0))
+        dollars(v.max_amount_mills)
     );
-    let auto = &v["auto_refill"];
-    if auto["active"] == true {
+    let auto = &v.auto_refill;
+    if auto.active {
         human.push_str(&format!(
             "\nauto-refill: {} from card ending {} when below {}; {} of {} used",
-            dollars(auto["amount_mills"].as_u64().unwrap_or(0)),
-            auto["last4"].as_str().unwrap_or("????"),
-            dollars(auto["threshold_mills"].as_u64().unwrap_or(0)),
-            dollars(auto["used_mills"].as_u64().unwrap_or(0)),
-            dollars(auto["cap_mills"].as_u64().unwrap_or(0)),
+            dollars(auto.amount_mills.unwrap_or(0)),
+            last4(auto),
+            dollars(auto.threshold_mills.unwrap_or(0)),
+            dollars(auto.used_mills.unwrap_or(0)),
+            dollars(auto.cap_mills.unwrap_or(0)),
         ));
     } else {
         human.push_str("\nauto-refill: off");
     }
-    if let Some(lock) = v["locked"].as_str() {
+    if let Some(lock) = &v.locked {
         human.push_str(&format!("\n{lock}"));
     }
-    out.done(&v, &human);
+    out.reply(&v, &human);
     Ok(())
 }
 
 pub async fn auto_refill(global: &Global, a: AutoRefillArgs, out: Out) -> Result<(), CliError> {
     let op = if a.off {
-        Op::AutoRefill {
-            threshold_mills: 0,
-            amount_mills: 0,
-            cap_mills: 0,
-            card: None,
-            off: true,
-        }
+        AutoRefill::Off
     } else {
         let number: String = a
             .card
@@ -65,34 +59,33 @@ pub async fn auto_refill(global: &Global, a: AutoRefillArgs, out: Out) -> Result
                 "card number fails the Luhn check",
             ));
         }
-        Op::AutoRefill {
-            threshold_mills: mills("threshold", a.threshold.as_ref())?,
-            amount_mills: mills("amount", a.amount.as_ref())?,
-            cap_mills: mills("cap", a.cap.as_ref())?,
-            card: Some(Card {
+        AutoRefill::On {
+            threshold: amount("threshold", a.threshold.as_ref())?,
+            amount: amount("amount", a.amount.as_ref())?,
+            cap: amount("cap", a.cap.as_ref())?,
+            card: Card {
                 number: Secret(number),
                 exp: a.exp.clone().unwrap_or_default(),
                 cvc: Secret(a.cvc.clone().unwrap_or_default()),
-            }),
-            off: false,
+            },
         }
     };
     let client = connect(global).await?;
-    let v = client.call(op).await?;
+    let v = client.auto_refill(op).await?;
     let _ = client.bye().await;
-    let auto = &v["auto_refill"];
-    let human = if auto["active"] == true {
+    let auto = &v.auto_refill;
+    let human = if auto.active {
         format!(
             "auto-refill on: {} from card ending {} when the balance is below {}, at most {} in all",
-            dollars(auto["amount_mills"].as_u64().unwrap_or(0)),
-            auto["last4"].as_str().unwrap_or("????"),
-            dollars(auto["threshold_mills"].as_u64().unwrap_or(0)),
-            dollars(auto["cap_mills"].as_u64().unwrap_or(0)),
+            dollars(auto.amount_mills.unwrap_or(0)),
+            last4(auto),
+            dollars(auto.threshold_mills.unwrap_or(0)),
+            dollars(auto.cap_mills.unwrap_or(0)),
         )
     } else {
         "auto-refill off".to_owned()
     };
-    out.done(&v, &human);
+    out.reply(&v, &human);
     Ok(())
 }
 
@@ -104,13 +97,18 @@ pub async fn close_account(global: &Global, a: CloseAccountArgs, out: Out) -> Re
         ));
     }
     let client = connect(global).await?;
-    let v = client.call(Op::Close {}).await?;
+    let v = client.close().await?;
     let _ = client.bye().await;
     let human = format!(
         "account closed; {} refunded to {} payment(s)",
-        dollars(v["refunded_mills"].as_u64().unwrap_or(0)),
-        v["refunds"].as_array().map_or(0, Vec::len)
+        dollars(v.refunded_mills),
+        v.refunds.len()
     );
-    out.done(&v, &human);
+    out.reply(&v, &human);
     Ok(())
+}
+
+/// The last four digits of the auto-refill's card, or `????` when the server did not say.
+fn last4(auto: &AutoRefillState) -> &str {
+    auto.last4.as_deref().unwrap_or("????")
 }

@@ -65,6 +65,11 @@ impl Out {
         }
     }
 
+    /// Print a typed reply: the JSON object it serialises to, or the human text.
+    pub fn reply<T: serde::Serialize>(&self, reply: &T, human: &str) {
+        self.done(&serde_json::to_value(reply).unwrap_or(Value::Null), human);
+    }
+
     /// Print an error and exit with status 1.
     pub fn fail(&self, e: &CliError) -> ! {
         if self.json {

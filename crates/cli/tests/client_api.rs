@@ -38,9 +38,7 @@ async fn funded_client(server: &TestServer, user: &str) -> Client {
 }
 
 async fn balance_mills(client: &Client) -> u64 {
-    client.balance().await.unwrap()["balance_mills"]
-        .as_u64()
-        .unwrap()
+    client.balance().await.unwrap().balance_mills
 }
 
 fn letter(output: Output) -> BuyRequest {
@@ -73,8 +71,8 @@ async fn a_buy_through_the_library_charges_once_prints_and_confirms_a_verified_i
         .unwrap();
 
     assert_eq!(bought.postage, postage("0.78"));
-    assert_eq!(bought.confirmed.status.as_deref(), Some("printed"));
-    assert_eq!(bought.confirmed.balance_mills, Some(20_000 - 780));
+    assert_eq!(bought.confirmed.status, "printed");
+    assert_eq!(bought.confirmed.balance_mills, 20_000 - 780);
     assert_eq!(balance_mills(&client).await, 20_000 - 780);
     let item = check_item(&bought.item, client.keys().await.unwrap()).unwrap();
     assert_eq!(item.body.serial().to_string(), bought.serial);

@@ -1,36 +1,32 @@
-//! Reading the server's answers. Every field the workflow takes from a response is read here, so
-//! that switching to typed responses touches this module only.
+//! Reading the server's answers: every response is decoded into its op's typed reply of
+//! [`stampline_wire::replies`]; the few the workflow reshapes (the item's bytes, the print policy)
+//! are reshaped here.
 
 use base64::Engine as _;
-use serde_json::{Map, Value, json};
+use serde::de::DeserializeOwned;
 use stampline_wire::Response;
+use stampline_wire::replies::{ConfirmReply, IssueReply, ReprintReply};
 
 use crate::error::ClientError;
 
-/// A response's fields, or its error.
-pub fn fields(r: Response) -> Result<Map<String, Value>, ClientError> {
-    if r.ok {
-        Ok(r.fields)
-    } else {
-        Err(ClientError::Refused {
+/// A response as the op's typed reply, or its refusal. A reply that does not fit the protocol's
+/// shape is [`ClientError::BadAnswer`].
+pub fn reply<T: DeserializeOwned>(r: Response) -> Result<T, ClientError> {
+    if !r.ok {
+        return Err(ClientError::Refused {
             code: r.code().unwrap_or("error").to_owned(),
             message: r.message().unwrap_or("request refused").to_owned(),
-        })
+        });
     }
+    r.decode::<T>().map_err(|e| {
+        ClientError::BadAnswer(format!(
+            "the server's answer does not follow the protocol: {e}"
+        ))
+    })
 }
 
-fn decode_item(fields: &Map<String, Value>) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD
-        .decode(fields.get("item")?.as_str()?)
-        .ok()
-}
-
-fn text(fields: &Map<String, Value>, name: &str) -> String {
-    fields
-        .get(name)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
+fn decode_item(item: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(item).ok()
 }
 
 /// The answer to `issue`.
@@ -43,64 +39,37 @@ pub struct Issued {
     pub policy_as_expected: bool,
 }
 
-impl Issued {
-    pub fn from_fields(fields: &Map<String, Value>) -> Issued {
-        let print = fields.get("print").cloned().unwrap_or(Value::Null);
+impl From<IssueReply> for Issued {
+    fn from(r: IssueReply) -> Issued {
         Issued {
-            serial: text(fields, "serial"),
-            item: decode_item(fields),
-            policy_as_expected: print["spool"] == json!(false) && print["copies"] == json!(1),
+            item: decode_item(&r.item),
+            policy_as_expected: !r.print.spool && r.print.copies == 1,
+            serial: r.serial,
         }
     }
 }
 
-/// The answer to `confirm`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Confirmed {
-    pub status: Option<String>,
-    pub balance_mills: Option<u64>,
-}
-
-impl Confirmed {
-    pub fn from_fields(fields: &Map<String, Value>) -> Confirmed {
-        Confirmed {
-            status: fields
-                .get("status")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            balance_mills: balance_mills(fields),
-        }
-    }
-}
-
-/// `balance_mills` of an answer that carries it.
-pub fn balance_mills(fields: &Map<String, Value>) -> Option<u64> {
-    fields.get("balance_mills").and_then(Value::as_u64)
-}
-
-/// `postage_mills` of a quote.
-pub fn postage_mills(fields: &Map<String, Value>) -> Option<u64> {
-    fields.get("postage_mills").and_then(Value::as_u64)
-}
+/// The answer to `confirm`: the item's new status and the balance after it.
+pub type Confirmed = ConfirmReply;
 
 /// The answer to `reprint`.
 #[derive(Clone, Debug)]
 pub struct Reprinted {
     /// The item's status before this print: `issued` (never confirmed) or `printed`.
     pub status: String,
+    /// The item's bytes; empty when the answer's `item` is not base64 (the item check refuses it).
     pub item: Vec<u8>,
     pub reprints: u64,
     pub reprints_left: u64,
 }
 
-impl Reprinted {
-    pub fn from_fields(fields: &Map<String, Value>) -> Reprinted {
-        let count = |name: &str| fields.get(name).and_then(Value::as_u64).unwrap_or(0);
+impl From<ReprintReply> for Reprinted {
+    fn from(r: ReprintReply) -> Reprinted {
         Reprinted {
-            status: text(fields, "status"),
-            item: decode_item(fields).unwrap_or_default(),
-            reprints: count("reprints"),
-            reprints_left: count("reprints_left"),
+            item: decode_item(&r.item).unwrap_or_default(),
+            status: r.status,
+            reprints: r.reprints.into(),
+            reprints_left: r.reprints_left.into(),
         }
     }
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use stampline_items::Body;
 use stampline_label::{Format, Layout, Piece};
 use stampline_money::Amount;
+use stampline_wire::replies::BalanceReply;
 
 use crate::answers;
 use crate::check::{check_item, today};
@@ -219,9 +220,9 @@ impl Client {
             results.push(result);
         }
         let balance_mills = match self.link().request(stampline_wire::Op::Balance {}).await {
-            Ok(r) => answers::fields(r)
+            Ok(r) => answers::reply::<BalanceReply>(r)
                 .ok()
-                .and_then(|f| answers::balance_mills(&f)),
+                .map(|b| b.balance_mills),
             Err(_) => None,
         };
         let file = (printed.is_ok() && !charged.is_empty()).then(|| request.path.clone());

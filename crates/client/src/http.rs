@@ -7,6 +7,7 @@ use base64::Engine as _;
 use rustls::pki_types::ServerName;
 use serde_json::Value;
 use stampline_https::CallError;
+use stampline_wire::replies::{ItemStatusPublic, QuoteReply, RegisterReply};
 use tokio::net::TcpStream;
 
 use crate::trust::Trust;
@@ -162,8 +163,8 @@ impl Endpoint {
     }
 
     /// `POST /v1/register`.
-    pub async fn register(&self, form: &Value) -> Result<Value, HttpError> {
-        Ok(self.call("POST", "/v1/register", Some(form)).await?.1)
+    pub async fn register(&self, form: &Value) -> Result<RegisterReply, HttpError> {
+        typed(self.call("POST", "/v1/register", Some(form)).await?.1)
     }
 
     /// `GET /v1/keys`.
@@ -185,7 +186,7 @@ impl Endpoint {
         weight_oz: &str,
         from_zip: Option<&str>,
         to_zip: Option<&str>,
-    ) -> Result<Value, HttpError> {
+    ) -> Result<QuoteReply, HttpError> {
         let mut query = format!(
             "/v1/quote?class={}&weight_oz={}",
             enc(class),
@@ -197,7 +198,7 @@ impl Endpoint {
         if let Some(t) = to_zip {
             query.push_str(&format!("&to_zip={}", enc(t)));
         }
-        Ok(self.call("GET", &query, None).await?.1)
+        typed(self.call("GET", &query, None).await?.1)
     }
 
     /// `GET /v1/items/SERIAL/status` → the status string.
@@ -211,11 +212,14 @@ impl Endpoint {
         let (_, v) = self
             .call("GET", &format!("/v1/items/{serial}/status"), None)
             .await?;
-        v["status"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| HttpError::BadAnswer("no status".into()))
+        typed::<ItemStatusPublic>(v).map(|s| s.status)
     }
+}
+
+/// An answer as its typed reply of [`stampline_wire::replies`]; one that does not fit the
+/// protocol's shape is [`HttpError::BadAnswer`].
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, HttpError> {
+    serde_json::from_value(v).map_err(|e| HttpError::BadAnswer(e.to_string()))
 }
 
 /// Percent-encode a query value (everything but unreserved characters).

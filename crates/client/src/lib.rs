@@ -2,7 +2,7 @@
 //! server — the CLI, the bench and the web portal's server-side tests all go through it.
 //!
 //! - The connection: pinned TLS 1.3 to the server, the plain HTTPS calls (register, keys, quote,
-//!   item status) and the link of DESIGN.md §3 — login, the server's signed challenge, heartbeat
+//!   item status) and the link of docs/DESIGN.md §3 — login, the server's signed challenge, heartbeat
 //!   checks and the sealed request channel. The link is continuous or it is nothing: when a beat
 //!   is missing, late or wrong, or a frame does not open, the link is marked lost, every pending
 //!   request fails with the reason, and print jobs are cancelled.
@@ -18,7 +18,7 @@
 //!   the verdict the item is confirmed from.
 //!
 //! Every failure of the workflow is one [`ClientError`] with a snake_case code. Server answers
-//! are read in one module (`answers`). This crate never logs passwords or card data, and never
+//! are decoded into `stampline-wire`'s typed replies in one module (`answers`). This crate never logs passwords or card data, and never
 //! depends on the server.
 
 mod answers;
@@ -43,5 +43,5 @@ pub use error::ClientError;
 pub use http::{Endpoint, HttpError, PublishedKey};
 pub use link::{CLIENT_NAME, Link, LinkError, REQUEST_TIMEOUT, new_request_id};
 pub use reprint::{Reprint, ReprintRequest};
-pub use session::{Client, Payment, PostageIssue};
+pub use session::{AutoRefill, Client, Payment, PostageIssue};
 pub use trust::{Trust, TrustError};

@@ -2,6 +2,8 @@
 //! check it and print it link-safely. An item still awaiting its confirmation is confirmed from
 //! the jobs' end, as in [`Client::buy`]; a printed one stays printed whatever the printer does.
 
+use stampline_wire::replies::ReprintReply;
+
 use crate::answers::{self, Reprinted};
 use crate::check::check_item;
 use crate::error::ClientError;
@@ -54,17 +56,16 @@ impl Client {
             })
             .await
         {
-            Ok(r) => answers::fields(r),
+            Ok(r) => answers::reply::<ReprintReply>(r).map(Reprinted::from),
             Err(e) => Err(e.into()),
         };
-        let fields = match answer {
-            Ok(f) => f,
+        let answer = match answer {
+            Ok(a) => a,
             Err(e) => {
                 jobs::cancel_jobs(opened, "the server did not hand out the item").await;
                 return Err(e);
             }
         };
-        let answer = Reprinted::from_fields(&fields);
         let item = match check_item(&answer.item, keys) {
             Ok(item) if item.body.serial().to_string() == serial => item,
             Ok(_) => {
@@ -88,7 +89,7 @@ impl Client {
         .await;
         let status = if answer.status == "issued" {
             let confirmed = self.settle(&serial, &reports).await?;
-            confirmed.status.unwrap_or_else(|| "printed".to_owned())
+            confirmed.status
         } else {
             match jobs::verdict(&reports, self.link().lost_reason()) {
                 Verdict::Printed => answer.status.clone(),

@@ -2,8 +2,12 @@
 //! one-request operations (balance, fund, history, quote, issue, confirm) the workflows are made
 //! of. The workflows themselves are `buy`, `batch` and `reprint`.
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 use stampline_money::Amount;
+use stampline_wire::replies::{
+    AutoRefillReply, BalanceReply, CloseReply, FundReply, HistoryReply, IssueReply,
+    PaymentOptionsReply, QuoteReply,
+};
 use stampline_wire::{Card, Eft, Op};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
@@ -25,6 +29,21 @@ pub struct Client {
     keys: OnceCell<Vec<PublishedKey>>,
 }
 
+/// What `auto_refill` sets.
+#[derive(Debug)]
+pub enum AutoRefill {
+    /// Ends the standing authorisation.
+    Off,
+    /// Refill `amount` from `card` whenever the balance falls below `threshold`, at most `cap`
+    /// in all.
+    On {
+        threshold: Amount,
+        amount: Amount,
+        cap: Amount,
+        card: Card,
+    },
+}
+
 /// How a funding is paid.
 #[derive(Debug)]
 pub enum Payment {
@@ -34,7 +53,7 @@ pub enum Payment {
     Eft(Eft),
 }
 
-/// A postage `issue` (DESIGN.md §3).
+/// A postage `issue` (docs/DESIGN.md §3).
 #[derive(Clone, Debug)]
 pub struct PostageIssue {
     pub postage: Amount,
@@ -83,24 +102,25 @@ impl Client {
         Ok(keys)
     }
 
-    /// One request; the answer's fields as a JSON object, or the server's refusal.
-    pub async fn call(&self, op: Op) -> Result<Value, ClientError> {
+    /// One request; the answer as the op's typed reply (a struct of
+    /// [`stampline_wire::replies`]), or the server's refusal.
+    pub async fn call<T: DeserializeOwned>(&self, op: Op) -> Result<T, ClientError> {
         let response = self.link.request(op).await?;
-        answers::fields(response).map(Value::Object)
+        answers::reply(response)
     }
 
     /// `balance`: what the user can spend and the meter's registers.
-    pub async fn balance(&self) -> Result<Value, ClientError> {
+    pub async fn balance(&self) -> Result<BalanceReply, ClientError> {
         self.call(Op::Balance {}).await
     }
 
     /// `history`: the latest `limit` items.
-    pub async fn history(&self, limit: u32) -> Result<Value, ClientError> {
+    pub async fn history(&self, limit: u32) -> Result<HistoryReply, ClientError> {
         self.call(Op::History { limit }).await
     }
 
     /// `fund`: adds `amount` to the account.
-    pub async fn fund(&self, amount: Amount, payment: Payment) -> Result<Value, ClientError> {
+    pub async fn fund(&self, amount: Amount, payment: Payment) -> Result<FundReply, ClientError> {
         let (card, card_token, eft) = match payment {
             Payment::Card(card) => (Some(card), None, None),
             Payment::CardToken(token) => (None, Some(token), None),
@@ -115,6 +135,43 @@ impl Client {
         .await
     }
 
+    /// `payment_options`: the ways to pay, the largest payment, the standing auto-refill and
+    /// the lock, if any.
+    pub async fn payment_options(&self) -> Result<PaymentOptionsReply, ClientError> {
+        self.call(Op::PaymentOptions {}).await
+    }
+
+    /// `auto_refill`: sets (or, with `off`, ends) the standing authorisation to refill.
+    pub async fn auto_refill(&self, op: AutoRefill) -> Result<AutoRefillReply, ClientError> {
+        self.call(match op {
+            AutoRefill::Off => Op::AutoRefill {
+                threshold_mills: 0,
+                amount_mills: 0,
+                cap_mills: 0,
+                card: None,
+                off: true,
+            },
+            AutoRefill::On {
+                threshold,
+                amount,
+                cap,
+                card,
+            } => Op::AutoRefill {
+                threshold_mills: threshold.mills(),
+                amount_mills: amount.mills(),
+                cap_mills: cap.mills(),
+                card: Some(card),
+                off: false,
+            },
+        })
+        .await
+    }
+
+    /// `close`: closes the account and refunds its balance.
+    pub async fn close(&self) -> Result<CloseReply, ClientError> {
+        self.call(Op::Close {}).await
+    }
+
     /// The postage of a piece, as the server rates it.
     pub async fn quote(
         &self,
@@ -123,19 +180,15 @@ impl Client {
         from_zip: &str,
         to_zip: &str,
     ) -> Result<Amount, ClientError> {
-        let Value::Object(q) = self
+        let q: QuoteReply = self
             .call(Op::Quote {
                 class: class.to_owned(),
                 weight_oz: weight_oz.clone(),
                 from_zip: Some(from_zip.to_owned()),
                 to_zip: Some(to_zip.to_owned()),
             })
-            .await?
-        else {
-            return Err(ClientError::BadAnswer("quote without postage".into()));
-        };
-        answers::postage_mills(&q)
-            .and_then(Amount::from_mills)
+            .await?;
+        Amount::from_mills(q.postage_mills)
             .ok_or_else(|| ClientError::BadAnswer("quote without postage".into()))
     }
 
@@ -156,7 +209,7 @@ impl Client {
             weight_oz: issue.weight_oz.clone(),
         };
         let response = self.link.request_with_id(id, op).await?;
-        answers::fields(response).map(|f| Issued::from_fields(&f))
+        answers::reply::<IssueReply>(response).map(Issued::from)
     }
 
     /// `confirm`: the item was printed, or it was not (then it is voided and refunded).
@@ -168,7 +221,7 @@ impl Client {
                 printed,
             })
             .await?;
-        answers::fields(response).map(|f| Confirmed::from_fields(&f))
+        answers::reply(response)
     }
 
     /// Confirms an item as not printed; says what became of its money.
