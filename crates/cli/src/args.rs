@@ -1,4 +1,4 @@
-//! Flags, exactly as DESIGN.md §7 names them.
+//! Flags, exactly as docs/DESIGN.md §7 names them.
 
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
-//! Issue 7: `stampline sandbox cmls|bank`, `stampline admin reconcile` and
-//! `stampline admin report-usage`. The admin commands run on the server's machine against its
+//! The external services from the command line: `stampline sandbox cmls|bank`, `stampline admin
+//! reconcile` and `stampline admin report-usage`. The admin commands run on the server's machine against its
 //! data dir and the same CMLS/bank flags as the server (no admin link is needed).
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Printing end to end (issue 6): the real `stampline server`, the real `stampline` client, and a
+//! Printing end to end: the real `stampline server`, the real `stampline` client, and a
 //! real IPP Everywhere printer (`ippeveprinter` from cups-ipp-utils) or a raw-port listener run
 //! by the test. Without ippeveprinter (or the avahi/D-Bus it needs) these tests print
 //! `skipped: …` — unless STAMPLINE_REQUIRE_ALL=1, when that is a failure.

@@ -66,7 +66,7 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The snake_case code of DESIGN.md §3 and the CLI's `{"error": CODE}`.
+    /// The snake_case code of docs/DESIGN.md §3 and the CLI's `{"error": CODE}`.
     pub fn code(&self) -> String {
         match self {
             ClientError::Link(e)

@@ -167,7 +167,7 @@ pub fn check_before_issue(choice: &LabelChoice, dpi: u32) -> Result<(), ClientEr
     }
 }
 
-/// Size of a postage item (DESIGN §4), for the stand-in of [`check_before_issue`].
+/// Size of a postage item (docs/DESIGN.md §4), for the stand-in of [`check_before_issue`].
 const STAND_IN_ITEM_LEN: usize = 126;
 
 /// The longest indicium lines a postage item prints.
