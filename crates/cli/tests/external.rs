@@ -1,6 +1,7 @@
 //! The external services (CMLS and the bank) end to end, with separate processes: `stampline
 //! sandbox cmls`, `stampline sandbox bank` and `stampline server --cmls … --bank …`, driven by
-//! the real `stampline` binary; the test reaches the sandboxes' test controls (faults, returns, planted payments) over HTTPS.
+//! the real `stampline` binary; the test reaches the sandboxes' test controls (faults, returns,
+//! planted payments) over HTTPS.
 
 #![allow(clippy::unwrap_used)]
 
