@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{PASSWORD, TestServer};
+use common::{Cli, PASSWORD, TestServer};
 use stampline_client::label::{self, LabelChoice};
 use stampline_client::print::{DocFormat, PrintOptions};
 use stampline_client::{

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, TestServer, exp, s};
+use common::{BIN, Cli, TestServer, exp, s};
 use serde_json::Value;
 #[test]
 fn register_fund_buy_balance_verify_end_to_end() {
@@ -19,20 +19,7 @@ fn register_fund_buy_balance_verify_end_to_end() {
     assert_eq!(device_id.len(), 12);
     assert!(device_id.starts_with("SL01"));
 
-    let fund = server.ok(
-        "ann",
-        &[
-            "fund",
-            "--amount",
-            "20",
-            "--card",
-            "4242424242424242",
-            "--exp",
-            &exp(),
-            "--cvc",
-            "123",
-        ],
-    );
+    let fund = server.ok("ann", &common::fund_card("20"));
     assert_eq!(fund["amount_mills"], 20_000);
     assert_eq!(fund["balance_mills"], 20_000);
     assert!(fund["payment_id"].as_str().is_some());
@@ -41,14 +28,7 @@ fn register_fund_buy_balance_verify_end_to_end() {
     let label = out.path().join("label");
     let buy = server.ok(
         "ann",
-        &[
-            "buy",
-            "--postage",
-            "0.78",
-            "--from",
-            "02134",
-            "--to",
-            "94105",
+        &common::buy_letter(&[
             "--format",
             "png",
             "--format",
@@ -57,7 +37,7 @@ fn register_fund_buy_balance_verify_end_to_end() {
             "raw",
             "--out",
             s(&label),
-        ],
+        ]),
     );
     assert_eq!(buy["postage_mills"], 780);
     assert_eq!(buy["balance_mills"], 19_220);
@@ -101,36 +81,14 @@ fn register_fund_buy_balance_verify_end_to_end() {
     assert_eq!(items[0]["status"], "printed");
 
     // The ledger and audit log are consistent on disk.
-    let audit = Command::new(BIN)
-        .args(["audit", "--json", "--data-dir"])
-        .arg(server.trust.parent().unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        audit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&audit.stdout)
-    );
+    common::assert_audit_passes(server.trust.parent().unwrap());
 }
 
 #[test]
 fn a_flipped_bit_in_an_item_makes_verify_fail() {
     let server = TestServer::start();
     server.register("bob");
-    server.ok(
-        "bob",
-        &[
-            "fund",
-            "--amount",
-            "5",
-            "--card",
-            "4242424242424242",
-            "--exp",
-            &exp(),
-            "--cvc",
-            "123",
-        ],
-    );
+    server.ok("bob", &common::fund_card("5"));
     let out = tempfile::tempdir().unwrap();
     let label = out.path().join("l");
     server.ok("bob", &common::buy_raw(s(&label)));
@@ -158,20 +116,7 @@ fn a_flipped_bit_in_an_item_makes_verify_fail() {
 fn bad_input_gets_a_clear_code_and_changes_nothing() {
     let server = TestServer::start();
     server.register("cat");
-    server.ok(
-        "cat",
-        &[
-            "fund",
-            "--amount",
-            "1",
-            "--card",
-            "4242424242424242",
-            "--exp",
-            &exp(),
-            "--cvc",
-            "123",
-        ],
-    );
+    server.ok("cat", &common::fund_card("1"));
     assert_eq!(server.balance_mills("cat"), 1_000);
     let buy = |postage: &str, from: &str, to: &str| {
         vec![
@@ -314,20 +259,7 @@ fn quote_needs_no_login_and_buy_by_weight_charges_the_quote() {
         "too_heavy",
     );
     server.register("fay");
-    server.ok(
-        "fay",
-        &[
-            "fund",
-            "--amount",
-            "5",
-            "--card",
-            "4242424242424242",
-            "--exp",
-            &exp(),
-            "--cvc",
-            "123",
-        ],
-    );
+    server.ok("fay", &common::fund_card("5"));
     let out = tempfile::tempdir().unwrap();
     let label = out.path().join("w");
     let buy = server.ok(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
-use common::{BIN, CARD, PASSWORD, spawn_listening};
+use common::{BIN, CARD, Cli, PASSWORD, last_json, spawn_listening};
 
 /// A child process that printed a `--json` listening line; its stderr goes to a log file.
 struct Proc {
@@ -120,41 +120,6 @@ impl World {
         }
     }
 
-    fn run(&self, user: &str, args: &[&str]) -> (bool, Value) {
-        let out = Command::new(BIN)
-            .arg("--json")
-            .args(args)
-            .env("STAMPLINE_SERVER", &self.server.url)
-            .env("STAMPLINE_TRUST", &self.server.trust)
-            .env("STAMPLINE_USER", user)
-            .env("STAMPLINE_PASSWORD", PASSWORD)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        self.outputs
-            .borrow_mut()
-            .push_str(&format!("{stdout}\n{stderr}\n"));
-        let last = stdout.lines().last().unwrap_or("null");
-        let v: Value =
-            serde_json::from_str(last).unwrap_or_else(|_| panic!("not JSON: {stdout} / {stderr}"));
-        (out.status.success(), v)
-    }
-
-    fn ok(&self, user: &str, args: &[&str]) -> Value {
-        let (ok, v) = self.run(user, args);
-        assert!(ok, "{args:?} failed: {v}");
-        v
-    }
-
-    fn fails_with(&self, user: &str, args: &[&str], code: &str) -> Value {
-        let (ok, v) = self.run(user, args);
-        assert!(!ok, "{args:?} should fail with {code}: {v}");
-        assert_eq!(v["error"], code, "{args:?}: {v}");
-        v
-    }
-
     fn register(&self, user: &str) -> (bool, Value) {
         self.run(user, &common::REGISTER)
     }
@@ -190,6 +155,27 @@ impl World {
                 )
             });
         (out.status.success(), v)
+    }
+}
+
+impl Cli for World {
+    fn run(&self, user: &str, args: &[&str]) -> (bool, Value) {
+        let out = Command::new(BIN)
+            .arg("--json")
+            .args(args)
+            .env("STAMPLINE_SERVER", &self.server.url)
+            .env("STAMPLINE_TRUST", &self.server.trust)
+            .env("STAMPLINE_USER", user)
+            .env("STAMPLINE_PASSWORD", PASSWORD)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        self.outputs.borrow_mut().push_str(&format!(
+            "{}\n{}\n",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        last_json(&out)
     }
 }
 
@@ -567,16 +553,7 @@ fn closing_an_account_refunds_the_balance_to_the_card_and_withdraws_the_device()
     let (clean, r) = w.reconcile();
     assert!(clean, "{r}");
     // The ledger's own audit agrees: the payout lowered the control total.
-    let audit = Command::new(BIN)
-        .args(["audit", "--json", "--data-dir"])
-        .arg(w.dir.path().join("server"))
-        .output()
-        .unwrap();
-    assert!(
-        audit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&audit.stdout)
-    );
+    common::assert_audit_passes(w.dir.path().join("server"));
 }
 
 #[test]

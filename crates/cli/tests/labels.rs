@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{BIN, TestServer, s};
+use common::{BIN, Cli, TestServer, s};
 use serde_json::Value;
 use stampline_items::{Body, Item};
 fn pdftoppm_available() -> bool {
@@ -121,14 +121,7 @@ fn verifying_a_pdf_without_pdftoppm_is_a_clear_error() {
     let label = out.path().join("env");
     server.ok(
         "bob",
-        &[
-            "buy",
-            "--postage",
-            "0.78",
-            "--from",
-            "02134",
-            "--to",
-            "94105",
+        &common::buy_letter(&[
             "--layout",
             "envelope10",
             "--format",
@@ -139,7 +132,7 @@ fn verifying_a_pdf_without_pdftoppm_is_a_clear_error() {
             TO,
             "--out",
             s(&label),
-        ],
+        ]),
     );
     let v = server.ok("bob", &["verify", s(&label.with_extension("png"))]);
     assert_eq!(v["valid"], true, "{v}");

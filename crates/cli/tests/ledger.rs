@@ -20,7 +20,7 @@ use stampline_ledger::pgtest::TestDatabase;
 use stampline_wire::{Card, Op, Secret};
 
 mod common;
-use common::{BIN, PASSWORD, spawn_listening};
+use common::{BIN, PASSWORD, audit, spawn_listening};
 const PRICE_MILLS: u64 = 780;
 
 /// A `stampline server` process; killed (SIGKILL) when dropped.
@@ -58,25 +58,6 @@ impl Server {
     fn endpoint(&self) -> Endpoint {
         Endpoint::new(&self.url, Trust::from_file(&self.trust).unwrap()).unwrap()
     }
-}
-
-/// `stampline audit --json ARGS`: (exit success, report).
-fn audit(args: &[&str]) -> (bool, Value) {
-    let out = Command::new(BIN)
-        .args(["audit", "--json"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("null");
-    let v: Value = serde_json::from_str(last).unwrap_or_else(|_| {
-        panic!(
-            "audit printed no JSON: {stdout} / {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.success(), v)
 }
 
 fn assert_audit_clean(args: &[&str]) {

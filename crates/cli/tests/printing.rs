@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{BIN, PASSWORD, spawn_listening};
+use common::{BIN, Cli, PASSWORD, last_json, s, spawn_listening};
 /// How long a printer may take to come up.
 const PRINTER_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The slow printer's simulated print time.
@@ -254,34 +254,10 @@ impl Server {
         cmd
     }
 
-    fn run(&self, user: &str, args: &[&str]) -> (bool, Value) {
-        let out = self.command(user, args).output().unwrap();
-        parse_output(&out)
-    }
-
-    fn ok(&self, user: &str, args: &[&str]) -> Value {
-        let (ok, v) = self.run(user, args);
-        assert!(ok, "{args:?} failed: {v}");
-        v
-    }
-
-    fn fails_with(&self, user: &str, args: &[&str], code: &str) -> Value {
-        let (ok, v) = self.run(user, args);
-        assert!(!ok, "{args:?} should fail with {code}: {v}");
-        assert_eq!(v["error"], code, "{args:?}: {v}");
-        v
-    }
-
     /// A registered user with $20.
     fn funded_user(&self, user: &str) {
         self.ok(user, &common::REGISTER);
         self.ok(user, &common::fund_card("20"));
-    }
-
-    fn balance_mills(&self, user: &str) -> u64 {
-        self.ok(user, &["balance"])["balance_mills"]
-            .as_u64()
-            .unwrap()
     }
 
     fn status_of(&self, user: &str, serial: &str) -> String {
@@ -300,36 +276,16 @@ impl Server {
     }
 }
 
-fn parse_output(out: &std::process::Output) -> (bool, Value) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("null");
-    let v: Value = serde_json::from_str(last).unwrap_or_else(|_| {
-        panic!(
-            "not JSON: {stdout} / {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.success(), v)
+impl Cli for Server {
+    fn run(&self, user: &str, args: &[&str]) -> (bool, Value) {
+        last_json(&self.command(user, args).output().unwrap())
+    }
 }
 
 fn buy_args<'a>(printer: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "buy",
-        "--postage",
-        "0.78",
-        "--from",
-        "02134",
-        "--to",
-        "94105",
-        "--printer",
-        printer,
-    ];
+    let mut args = common::buy_letter(&["--printer", printer]);
     args.extend_from_slice(extra);
     args
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]
@@ -350,7 +306,7 @@ fn a_buy_to_an_ipp_printer_prints_exactly_one_document_and_confirms_printed() {
         .env("TMPDIR", tmp.path())
         .output()
         .unwrap();
-    let (ok, v) = parse_output(&out);
+    let (ok, v) = last_json(&out);
     assert!(ok, "{v}");
     for dir in [cwd.path(), tmp.path()] {
         let left: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
@@ -403,7 +359,7 @@ fn losing_the_link_mid_print_cancels_the_job_and_the_item_is_voided_after_restar
     server.kill();
 
     let out = buyer.wait_with_output().unwrap();
-    let (ok, v) = parse_output(&out);
+    let (ok, v) = last_json(&out);
     assert!(!ok, "buy must fail when the link breaks mid-print: {v}");
     assert_eq!(v["error"], "link_lost", "{v}");
     let message = v["message"].as_str().unwrap();
@@ -543,20 +499,7 @@ fn reprints_are_limited_and_logged() {
     let server = Server::start(60_000);
     server.funded_user("gil");
     let out = server.path("label");
-    let v = server.ok(
-        "gil",
-        &[
-            "buy",
-            "--postage",
-            "0.78",
-            "--from",
-            "02134",
-            "--to",
-            "94105",
-            "--out",
-            s(&out),
-        ],
-    );
+    let v = server.ok("gil", &common::buy_letter(&["--out", s(&out)]));
     let serial = v["serial"].as_str().unwrap().to_owned();
     for n in 1..=3u64 {
         let target = server.path(&format!("reprint{n}"));
@@ -588,12 +531,7 @@ fn reprints_are_limited_and_logged() {
         .filter(|l| l.contains("item reprinted") && l.contains(&serial))
         .count();
     assert_eq!(logged, 3, "{log}");
-    let audit = Command::new(BIN)
-        .args(["--json", "audit", "--data-dir"])
-        .arg(&server.data)
-        .output()
-        .unwrap();
-    assert!(audit.status.success(), "the audit stays clean");
+    common::assert_audit_passes(&server.data);
     // Money: one stamp, printed once and reprinted three times, charged once.
     assert_eq!(server.balance_mills("gil"), 19_220);
 }
@@ -608,7 +546,7 @@ fn printers_shows_state_and_makes_a_calibration_print() {
         .args(["--json", "printers", &uri, "--calibrate"])
         .output()
         .unwrap();
-    let (ok, v) = parse_output(&out);
+    let (ok, v) = last_json(&out);
     assert!(ok, "{v}");
     let p = &v["printers"][0];
     assert_eq!(p["state"], "idle", "{v}");
@@ -629,7 +567,7 @@ fn printers_shows_state_and_makes_a_calibration_print() {
         .args(["--json", "printers", &dead])
         .output()
         .unwrap();
-    let (ok, v) = parse_output(&out);
+    let (ok, v) = last_json(&out);
     assert!(!ok, "{v}");
     assert_eq!(v["printers"][0]["error"], "printer_unreachable", "{v}");
     assert_eq!(v["error"], "printer_problem", "{v}");
@@ -661,7 +599,7 @@ fn an_ipps_printer_is_printed_to_only_with_its_pinned_certificate() {
         .args(["--json", "printers", &uri, "--save-cert", s(&cert)])
         .output()
         .unwrap();
-    let (ok, v) = parse_output(&out);
+    let (ok, v) = last_json(&out);
     assert!(ok, "{v}");
     assert_eq!(
         v["certificate_sha256"].as_str().unwrap().len(),
@@ -801,7 +739,7 @@ fn a_busy_printer_is_retried_and_both_buys_print() {
         })
         .collect();
     for buyer in buyers {
-        let (ok, v) = parse_output(&buyer.wait_with_output().unwrap());
+        let (ok, v) = last_json(&buyer.wait_with_output().unwrap());
         assert!(ok, "{v}");
         assert_eq!(v["status"], "printed", "{v}");
     }

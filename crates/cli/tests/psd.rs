@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 
 mod common;
-use common::{BIN, PASSWORD, spawn_listening};
+use common::{BIN, Cli, PASSWORD, last_json, spawn_listening};
 const ADMIN_PASSWORD: &str = "admin horse battery staple";
 const PASSPHRASE: &str = "the device passphrase for tests";
 const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -135,7 +135,8 @@ fn start(data: &Path, device: &Device) -> Result<TestServer, Value> {
 }
 
 impl TestServer {
-    fn run(&self, user: &str, password: &str, args: &[&str]) -> (bool, Value) {
+    /// `user` logs in with `password`.
+    fn run_as(&self, user: &str, password: &str, args: &[&str]) -> (bool, Value) {
         let out = self
             .device
             .command()
@@ -147,38 +148,7 @@ impl TestServer {
             .env("STAMPLINE_PASSWORD", password)
             .output()
             .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let last = stdout.lines().last().unwrap_or("null");
-        let v: Value = serde_json::from_str(last).unwrap_or_else(|_| {
-            panic!(
-                "not JSON: {stdout} / {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (out.status.success(), v)
-    }
-
-    fn ok(&self, user: &str, args: &[&str]) -> Value {
-        let password = if user == "root" {
-            ADMIN_PASSWORD
-        } else {
-            PASSWORD
-        };
-        let (ok, v) = self.run(user, password, args);
-        assert!(ok, "{args:?} failed: {v}");
-        v
-    }
-
-    fn fails_with(&self, user: &str, args: &[&str], code: &str) -> Value {
-        let password = if user == "root" {
-            ADMIN_PASSWORD
-        } else {
-            PASSWORD
-        };
-        let (ok, v) = self.run(user, password, args);
-        assert!(!ok, "{args:?} should fail with {code}: {v}");
-        assert_eq!(v["error"], code, "{args:?}: {v}");
-        v
+        last_json(&out)
     }
 
     /// Buy $0.78 as raw bytes into `dir/NAME.raw`; returns (path, key id).
@@ -188,6 +158,18 @@ impl TestServer {
         let path = out.with_extension("raw");
         let v = self.ok(user, &["verify", path.to_str().unwrap()]);
         (path, v["key_id"].as_str().unwrap().to_owned())
+    }
+}
+
+/// The admin `root` logs in with its own password, every other user with [`PASSWORD`].
+impl Cli for TestServer {
+    fn run(&self, user: &str, args: &[&str]) -> (bool, Value) {
+        let password = if user == "root" {
+            ADMIN_PASSWORD
+        } else {
+            PASSWORD
+        };
+        self.run_as(user, password, args)
     }
 }
 
@@ -292,7 +274,7 @@ fn rotation_flow(data: &Path, device: &Device) {
         &["admin", "revoke-key", &key_a, "--reason", "key compromised"],
     );
     assert_eq!(rev["key"]["status"], "revoked");
-    let (ok, v) = server.run("ann", PASSWORD, &["verify", a.to_str().unwrap()]);
+    let (ok, v) = server.run("ann", &["verify", a.to_str().unwrap()]);
     assert!(!ok, "{v}");
     assert_eq!(v["valid"], false);
     let reason = v["reason"].as_str().unwrap();
@@ -338,21 +320,12 @@ fn rotation_flow(data: &Path, device: &Device) {
     let server = start(data, device).unwrap();
     let (_, signed_c) = server.buy("ann", out.path(), "c");
     assert_eq!(signed_c, key_b);
-    let (ok, _) = server.run("ann", PASSWORD, &["verify", a.to_str().unwrap()]);
+    let (ok, _) = server.run("ann", &["verify", a.to_str().unwrap()]);
     assert!(!ok);
     drop(server);
 
     // Admin accounts and key changes leave the ledger and its audit chain consistent.
-    let audit = Command::new(BIN)
-        .args(["audit", "--json", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(
-        audit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&audit.stdout)
-    );
+    common::assert_audit_passes(data);
     // A second admin of the same name is refused.
     let (ok, v) = admin_create(data, device, "root");
     assert!(!ok);

@@ -6,9 +6,10 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
+use stampline_wire::replies::BalanceReply;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_stampline");
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -50,9 +51,9 @@ pub fn fund_eft(dollars: &str) -> [&str; 7] {
     ]
 }
 
-/// `stampline buy` of a $0.78 letter from 02134 to 94105, its raw bytes written to `out`.
-pub fn buy_raw(out: &str) -> [&str; 11] {
-    [
+/// `stampline buy` of a $0.78 letter from 02134 to 94105, then `extra`.
+pub fn buy_letter<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
         "buy",
         "--postage",
         "0.78",
@@ -60,11 +61,14 @@ pub fn buy_raw(out: &str) -> [&str; 11] {
         "02134",
         "--to",
         "94105",
-        "--format",
-        "raw",
-        "--out",
-        out,
-    ]
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// [`buy_letter`] with its raw bytes written to `out`.
+pub fn buy_raw(out: &str) -> Vec<&str> {
+    buy_letter(&["--format", "raw", "--out", out])
 }
 
 /// A `stampline` process (server or sandbox service) that printed its listening line.
@@ -130,9 +134,10 @@ impl TestServer {
             _dir: dir,
         }
     }
+}
 
-    /// Run a client command as `user` with --json; returns (exit success, last JSON line).
-    pub fn run(&self, user: &str, args: &[&str]) -> (bool, Value) {
+impl Cli for TestServer {
+    fn run(&self, user: &str, args: &[&str]) -> (bool, Value) {
         let out = Command::new(BIN)
             .arg("--json")
             .args(args)
@@ -143,24 +148,25 @@ impl TestServer {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let last = stdout.lines().last().unwrap_or("null");
-        let v: Value = serde_json::from_str(last).unwrap_or_else(|_| {
-            panic!(
-                "not JSON: {stdout} / {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (out.status.success(), v)
+        last_json(&out)
     }
+}
 
-    pub fn ok(&self, user: &str, args: &[&str]) -> Value {
+/// A server the tests run the `stampline` client against. `run` says how the client is started;
+/// what the tests check of its answer is the same for every server.
+pub trait Cli {
+    /// Runs a client command as `user` with --json: (exit success, the last JSON line).
+    fn run(&self, user: &str, args: &[&str]) -> (bool, Value);
+
+    /// The command's JSON, asserting that it succeeded.
+    fn ok(&self, user: &str, args: &[&str]) -> Value {
         let (ok, v) = self.run(user, args);
         assert!(ok, "{args:?} failed: {v}");
         v
     }
 
-    pub fn fails_with(&self, user: &str, args: &[&str], code: &str) -> Value {
+    /// The command's JSON error, asserting that it failed with `code` and said why.
+    fn fails_with(&self, user: &str, args: &[&str], code: &str) -> Value {
         let (ok, v) = self.run(user, args);
         assert!(!ok, "{args:?} should fail with {code}: {v}");
         assert_eq!(v["error"], code, "{args:?}: {v}");
@@ -168,15 +174,49 @@ impl TestServer {
         v
     }
 
-    pub fn register(&self, user: &str) -> Value {
+    /// `stampline register` with the tests' name and address.
+    fn register(&self, user: &str) -> Value {
         self.ok(user, &REGISTER)
     }
 
-    pub fn balance_mills(&self, user: &str) -> u64 {
-        self.ok(user, &["balance"])["balance_mills"]
-            .as_u64()
+    /// `stampline balance`, read as the `balance` op's reply.
+    fn balance_mills(&self, user: &str) -> u64 {
+        serde_json::from_value::<BalanceReply>(self.ok(user, &["balance"]))
             .unwrap()
+            .balance_mills
     }
+}
+
+/// `stampline audit --json ARGS`: (exit success, report).
+pub fn audit(args: &[&str]) -> (bool, Value) {
+    let out = Command::new(BIN)
+        .args(["audit", "--json"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    last_json(&out)
+}
+
+/// `stampline audit` of the server's data dir `data` passes: the ledger and its audit log are
+/// consistent on disk.
+pub fn assert_audit_passes(data: impl AsRef<Path>) {
+    let data = data.as_ref().to_str().unwrap();
+    let (ok, report) = audit(&["--data-dir", data]);
+    assert!(ok, "audit of {data}: {report}");
+}
+
+/// A finished `stampline --json` command: (exit success, the last line it printed, as JSON).
+pub fn last_json(out: &Output) -> (bool, Value) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("null");
+    let v: Value = serde_json::from_str(last).unwrap_or_else(|_| {
+        panic!(
+            "not JSON: {stdout} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), v)
 }
 
 pub fn exp() -> String {
