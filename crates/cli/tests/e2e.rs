@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, Cli, TestServer, exp, s};
+use common::{BIN, Cli, TestServer, s};
 use serde_json::Value;
 #[test]
 fn register_fund_buy_balance_verify_end_to_end() {
@@ -156,62 +156,20 @@ fn bad_input_gets_a_clear_code_and_changes_nothing() {
     // Cards: Luhn failure refused by the client; declined and insufficient-funds cards by the bank.
     server.fails_with(
         "cat",
-        &[
-            "fund",
-            "--amount",
-            "5",
-            "--card",
-            "4242424242424241",
-            "--exp",
-            &exp(),
-            "--cvc",
-            "123",
-        ],
+        &common::fund_by_card("5", "4242424242424241"),
         "bad_card",
     );
     server.fails_with(
         "cat",
-        &[
-            "fund",
-            "--amount",
-            "5",
-            "--card",
-            "4000000000000002",
-            "--exp",
-            &exp(),
-            "--cvc",
-            "123",
-        ],
+        &common::fund_by_card("5", "4000000000000002"),
         "card_declined",
     );
     server.fails_with(
         "cat",
-        &[
-            "fund",
-            "--amount",
-            "5",
-            "--card",
-            "4000000000009995",
-            "--exp",
-            &exp(),
-            "--cvc",
-            "123",
-        ],
+        &common::fund_by_card("5", "4000000000009995"),
         "card_declined",
     );
-    server.fails_with(
-        "cat",
-        &[
-            "fund",
-            "--amount",
-            "5",
-            "--eft-routing",
-            "011000016",
-            "--eft-account",
-            "123456789",
-        ],
-        "bad_account",
-    );
+    server.fails_with("cat", &common::fund_by_eft("5", "011000016"), "bad_account");
     assert_eq!(server.balance_mills("cat"), 1_000);
     // A failed print (unwritable output) voids and refunds at once.
     let (ok, v) = server.run("cat", &common::buy_raw("/nonexistent/dir/x"));

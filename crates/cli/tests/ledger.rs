@@ -39,10 +39,8 @@ impl Drop for Server {
 
 impl Server {
     fn start(data: &Path, database: Option<&str>, confirm_window_ms: u64) -> Server {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .args(["--confirm-window-ms", &confirm_window_ms.to_string()]);
+        let mut cmd = common::server_command(data);
+        cmd.args(["--confirm-window-ms", &confirm_window_ms.to_string()]);
         if let Some(url) = database {
             cmd.args(["--database", url]);
         }
@@ -557,18 +555,39 @@ async fn audit_entries_deleted_behind_the_servers_back_stop_it_moving_money_and_
     db.execute("DELETE FROM audit_log WHERE seq = 2", [])
         .unwrap();
     drop(db);
-    let refused = spawn_listening(
-        Command::new(BIN)
-            .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .stderr(Stdio::null()),
-    )
-    .err()
-    .expect("the server started on a broken audit log");
+    let refused = common::start_server(&data)
+        .err()
+        .expect("the server started on a broken audit log");
     assert!(
         refused.to_string().contains("audit log was changed"),
         "{refused}"
     );
+}
+
+/// Sends the server SIGINT, as an operator's Ctrl-C.
+fn interrupt(child: &Child) {
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+}
+
+/// Stops the server cleanly (it anchors its audit log) and checks that it exited well.
+fn stop(server: &mut common::Listening) {
+    interrupt(&server.child);
+    assert!(server.child.wait().unwrap().success());
+}
+
+/// On a running server: ann registers, funds $10 and buys one item, confirmed printed.
+async fn ann_buys_one_item(server: &common::Listening) {
+    let ep = Endpoint::new(&server.url, Trust::from_file(&server.trust).unwrap()).unwrap();
+    register(&ep, "ann").await;
+    let ann = Link::connect(&ep, "ann", PASSWORD).await.unwrap();
+    fund(&ann, 10_000).await;
+    let item = issue(&ann).await.unwrap();
+    confirm(&ann, &item.serial).await.unwrap();
+    ann.bye().await.unwrap();
 }
 
 /// The newest entries deleted while the server is down leave whole chains; the anchor the server
@@ -578,29 +597,11 @@ async fn audit_entries_deleted_behind_the_servers_back_stop_it_moving_money_and_
 async fn audit_entries_deleted_while_the_server_is_down_are_found_by_its_anchor() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let start = || {
-        spawn_listening(
-            Command::new(BIN)
-                .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
-                .arg(&data)
-                .stderr(Stdio::null()),
-        )
-    };
+    let start = || common::start_server(&data);
     let mut server = start().unwrap();
-    let ep = Endpoint::new(&server.url, Trust::from_file(&server.trust).unwrap()).unwrap();
-    register(&ep, "ann").await;
-    let ann = Link::connect(&ep, "ann", PASSWORD).await.unwrap();
-    fund(&ann, 10_000).await;
-    let item = issue(&ann).await.unwrap();
-    confirm(&ann, &item.serial).await.unwrap();
-    ann.bye().await.unwrap();
+    ann_buys_one_item(&server).await;
     // A clean stop writes the anchor of the log as it is.
-    let interrupted = Command::new("kill")
-        .args(["-INT", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
-    assert!(server.child.wait().unwrap().success());
+    stop(&mut server);
     // The anchor names the newest entry (the confirm's): written at the stop, not at the start.
     let db = rusqlite::Connection::open(data.join("ledger.sqlite")).unwrap();
     let newest: i64 = db
@@ -710,9 +711,7 @@ fn a_server_on_postgres_shuts_down_cleanly_on_interrupt() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
+    let mut child = common::server_command(dir.path())
         .args(["--database", db.url()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -723,11 +722,7 @@ fn a_server_on_postgres_shuts_down_cleanly_on_interrupt() {
         .read_line(&mut line)
         .unwrap();
     assert!(line.contains("listening"), "{line}");
-    let interrupted = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
+    interrupt(&child);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
@@ -740,30 +735,9 @@ fn a_server_on_postgres_shuts_down_cleanly_on_interrupt() {
 async fn a_running_server_never_anchors_a_truncated_audit_log() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let start = || {
-        spawn_listening(
-            Command::new(BIN)
-                .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
-                .arg(&data)
-                .stderr(Stdio::null()),
-        )
-    };
-    let stop = |server: &mut common::Listening| {
-        let interrupted = Command::new("kill")
-            .args(["-INT", &server.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(interrupted.success());
-        assert!(server.child.wait().unwrap().success());
-    };
+    let start = || common::start_server(&data);
     let mut server = start().unwrap();
-    let ep = Endpoint::new(&server.url, Trust::from_file(&server.trust).unwrap()).unwrap();
-    register(&ep, "ann").await;
-    let ann = Link::connect(&ep, "ann", PASSWORD).await.unwrap();
-    fund(&ann, 10_000).await;
-    let item = issue(&ann).await.unwrap();
-    confirm(&ann, &item.serial).await.unwrap();
-    ann.bye().await.unwrap();
+    ann_buys_one_item(&server).await;
     stop(&mut server);
 
     // Running again, with the newest entry anchored; it is deleted behind the server's back.

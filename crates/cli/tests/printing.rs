@@ -221,9 +221,7 @@ impl Server {
             .open(&self.log)
             .unwrap();
         let started = spawn_listening(
-            Command::new(BIN)
-                .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
-                .arg(&self.data)
+            common::server_command(&self.data)
                 .args(["--confirm-window-ms", &self.confirm_window_ms.to_string()])
                 .args(["--beat-interval-ms", "500", "--beat-timeout-ms", "2000"])
                 .stderr(log),

@@ -33,19 +33,29 @@ pub const REGISTER: [&str; 11] = [
 
 /// `stampline fund` of `dollars` by [`CARD`].
 pub fn fund_card(dollars: &str) -> [&str; 9] {
+    fund_by_card(dollars, CARD)
+}
+
+/// `stampline fund` of `dollars` by the sandbox bank's card `number`.
+pub fn fund_by_card<'a>(dollars: &'a str, number: &'a str) -> [&'a str; 9] {
     [
-        "fund", "--amount", dollars, "--card", CARD, "--exp", "12/30", "--cvc", "123",
+        "fund", "--amount", dollars, "--card", number, "--exp", "12/30", "--cvc", "123",
     ]
 }
 
 /// `stampline fund` of `dollars` by EFT from a valid routing number.
 pub fn fund_eft(dollars: &str) -> [&str; 7] {
+    fund_by_eft(dollars, "011000015")
+}
+
+/// `stampline fund` of `dollars` by EFT from `routing`.
+pub fn fund_by_eft<'a>(dollars: &'a str, routing: &'a str) -> [&'a str; 7] {
     [
         "fund",
         "--amount",
         dollars,
         "--eft-routing",
-        "011000015",
+        routing,
         "--eft-account",
         "123456789",
     ]
@@ -101,6 +111,20 @@ pub fn spawn_listening(cmd: &mut Command) -> Result<Listening, Value> {
     })
 }
 
+/// `stampline server --json` on a free local port, its data in `data`.
+pub fn server_command(data: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data);
+    cmd
+}
+
+/// [`server_command`] started with its log dropped: the listening server, or the JSON it printed
+/// when it refused to start.
+pub fn start_server(data: &Path) -> Result<Listening, Value> {
+    spawn_listening(server_command(data).stderr(Stdio::null()))
+}
+
 pub struct TestServer {
     child: Child,
     pub url: String,
@@ -119,13 +143,7 @@ impl TestServer {
     pub fn start() -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let server = spawn_listening(
-            Command::new(BIN)
-                .args(["server", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
-                .arg(&data)
-                .stderr(Stdio::null()),
-        )
-        .expect("server starts");
+        let server = start_server(&data).expect("server starts");
         assert_eq!(server.trust, data.join("trust.pem"));
         TestServer {
             child: server.child,
