@@ -13,7 +13,8 @@ use stampline_server::clock::{Clock, ManualClock, now_ms};
 use stampline_server::core::Core;
 use stampline_server::link::Sessions;
 use stampline_server::{Server, ServerConfig};
-use stampline_wire::{Card, Frame, Hex, Op, Secret, decode_frame, encode_frame};
+use stampline_wire::replies::{BalanceReply, ConfirmReply, IssueReply, QuoteReply};
+use stampline_wire::{Card, Frame, Hex, Op, PrintPolicy, Secret, decode_frame, encode_frame};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
@@ -130,8 +131,7 @@ fn issue(postage_mills: u64, from_zip: &str, to_zip: &str) -> Op {
 
 async fn balance(link: &Link) -> u64 {
     let r = link.request(Op::Balance {}).await.unwrap();
-    assert!(r.ok);
-    r.u64_field("balance_mills").unwrap()
+    r.decode::<BalanceReply>().unwrap().balance_mills
 }
 
 /// A raw link: TLS + WebSocket + hello, returning the socket right after the welcome (or error).
@@ -427,10 +427,16 @@ async fn a_failed_print_confirmation_returns_the_funds_and_voids_the_serial() {
     let w = world(500, 2_000, 60_000).await;
     let link = w.user("ann", 2_000).await;
     let r = link.request(issue(780, "02134", "94105")).await.unwrap();
-    assert!(r.ok);
-    assert_eq!(r.u64_field("balance_mills"), Some(1_220));
-    assert_eq!(r.fields["print"], json!({"spool": false, "copies": 1}));
-    let serial = r.str_field("serial").unwrap().to_owned();
+    let issued: IssueReply = r.decode().unwrap();
+    assert_eq!(issued.balance_mills, 1_220);
+    assert_eq!(
+        issued.print,
+        PrintPolicy {
+            spool: false,
+            copies: 1
+        }
+    );
+    let serial = issued.serial;
     assert_eq!(w.endpoint.item_status(&serial).await.unwrap(), "issued");
     let c = link
         .request(Op::Confirm {
@@ -439,15 +445,19 @@ async fn a_failed_print_confirmation_returns_the_funds_and_voids_the_serial() {
         })
         .await
         .unwrap();
-    assert!(c.ok, "{c:?}");
-    assert_eq!(c.str_field("status"), Some("voided"));
+    assert_eq!(c.decode::<ConfirmReply>().unwrap().status, "voided");
     assert_eq!(balance(&link).await, 2_000);
     assert_eq!(w.endpoint.item_status(&serial).await.unwrap(), "voided");
     // Registers never run backwards: the void credits the descending register again.
-    let b = link.request(Op::Balance {}).await.unwrap();
-    assert_eq!(b.u64_field("ascending_mills"), Some(780));
-    assert_eq!(b.u64_field("descending_mills"), Some(2_000));
-    assert_eq!(b.u64_field("pieces"), Some(0));
+    let b: BalanceReply = link
+        .request(Op::Balance {})
+        .await
+        .unwrap()
+        .decode()
+        .unwrap();
+    assert_eq!(b.ascending_mills, 780);
+    assert_eq!(b.descending_mills, 2_000);
+    assert_eq!(b.pieces, 0);
     // Unknown serials stay unknown.
     assert_eq!(
         w.endpoint.item_status("SL0199999999-1").await.unwrap(),
@@ -461,7 +471,7 @@ async fn an_unconfirmed_item_is_voided_after_the_window_once_the_link_is_gone() 
     let (w, hand) = world_on_manual_clock(window_ms).await;
     let link = w.user("ann", 2_000).await;
     let r = link.request(issue(780, "02134", "94105")).await.unwrap();
-    let serial = r.str_field("serial").unwrap().to_owned();
+    let serial = r.decode::<IssueReply>().unwrap().serial;
     // While the link is live the item has no window: however far time moves, it stays issued.
     hand.advance_ms(2 * window_ms);
     assert!(w.core.sweep(false).await.unwrap().is_empty());
@@ -567,8 +577,7 @@ async fn quotes_price_pieces_and_underpaid_or_overweight_issues_are_refused() {
         })
         .await
         .unwrap();
-    assert!(q.ok, "{q:?}");
-    assert_eq!(q.u64_field("postage_mills"), Some(1_030));
+    assert_eq!(q.decode::<QuoteReply>().unwrap().postage_mills, 1_030);
     let rated = |postage_mills: u64, weight: &str| Op::Issue {
         kind: "postage".into(),
         postage_mills,
@@ -601,6 +610,7 @@ async fn quotes_price_pieces_and_underpaid_or_overweight_issues_are_refused() {
         )
         .await
         .unwrap();
-    assert_eq!(v["zone"], 8);
-    assert!(v["postage_mills"].as_u64().unwrap() > 9_000);
+    let quote: QuoteReply = serde_json::from_value(v).unwrap();
+    assert_eq!(quote.zone, Some(8));
+    assert!(quote.postage_mills > 9_000);
 }
