@@ -85,20 +85,7 @@ pub fn fund_request(a: &FundArgs) -> Result<(Amount, Payment), CliError> {
     }
     let payment = match (&a.card, &a.eft_routing, &a.eft_account) {
         (Some(number), None, None) => {
-            let number: String = number.chars().filter(|c| *c != ' ' && *c != '-').collect();
-            // Refused here, before the number leaves the machine.
-            if !stampline_sandbox::luhn_ok(&number) {
-                return Err(CliError::new(
-                    "bad_card",
-                    "card number fails the Luhn check",
-                ));
-            }
-            let card = Card {
-                number: Secret(number),
-                exp: a.exp.clone().unwrap_or_default(),
-                cvc: Secret(a.cvc.clone().unwrap_or_default()),
-            };
-            Payment::Card(card)
+            Payment::Card(card(number, a.exp.as_deref(), a.cvc.as_deref())?)
         }
         (None, Some(routing), Some(account)) => Payment::Eft(Eft {
             routing: routing.clone(),
@@ -112,6 +99,23 @@ pub fn fund_request(a: &FundArgs) -> Result<(Amount, Payment), CliError> {
         }
     };
     Ok((amount, payment))
+}
+
+/// The card of `--card --exp --cvc`, its number without spaces or dashes; a number that fails
+/// the Luhn check is refused here, before it leaves the machine.
+pub fn card(number: &str, exp: Option<&str>, cvc: Option<&str>) -> Result<Card, CliError> {
+    let number: String = number.chars().filter(|c| *c != ' ' && *c != '-').collect();
+    if !stampline_sandbox::luhn_ok(&number) {
+        return Err(CliError::new(
+            "bad_card",
+            "card number fails the Luhn check",
+        ));
+    }
+    Ok(Card {
+        number: Secret(number),
+        exp: exp.unwrap_or_default().to_owned(),
+        cvc: Secret(cvc.unwrap_or_default().to_owned()),
+    })
 }
 
 pub async fn fund(global: &Global, a: FundArgs, out: Out) -> Result<(), CliError> {

@@ -3,10 +3,9 @@
 use stampline_client::AutoRefill;
 use stampline_money::Amount;
 use stampline_wire::replies::AutoRefillState;
-use stampline_wire::{Card, Secret};
 
 use crate::args::{AutoRefillArgs, CloseAccountArgs, Global};
-use crate::client_cmds::{connect, dollars};
+use crate::client_cmds::{card, connect, dollars};
 use crate::output::{CliError, Out};
 
 fn amount(what: &str, dollars: Option<&String>) -> Result<Amount, CliError> {
@@ -46,28 +45,16 @@ pub async fn auto_refill(global: &Global, a: AutoRefillArgs, out: Out) -> Result
     let op = if a.off {
         AutoRefill::Off
     } else {
-        let number: String = a
-            .card
-            .as_deref()
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| *c != ' ' && *c != '-')
-            .collect();
-        if !stampline_sandbox::luhn_ok(&number) {
-            return Err(CliError::new(
-                "bad_card",
-                "card number fails the Luhn check",
-            ));
-        }
+        let card = card(
+            a.card.as_deref().unwrap_or_default(),
+            a.exp.as_deref(),
+            a.cvc.as_deref(),
+        )?;
         AutoRefill::On {
             threshold: amount("threshold", a.threshold.as_ref())?,
             amount: amount("amount", a.amount.as_ref())?,
             cap: amount("cap", a.cap.as_ref())?,
-            card: Card {
-                number: Secret(number),
-                exp: a.exp.clone().unwrap_or_default(),
-                cvc: Secret(a.cvc.clone().unwrap_or_default()),
-            },
+            card,
         }
     };
     let client = connect(global).await?;

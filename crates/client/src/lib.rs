@@ -10,7 +10,8 @@
 //!   [`Client::buy`] (quote → open print jobs → issue → check the item against the published keys
 //!   → render → print → confirm printed, or void on failure), [`Client::buy_batch`] (many pieces
 //!   into one file, each piece's result reported as it settles), [`Client::reprint`], and the
-//!   one-request helpers (balance, fund, history, quote, issue, confirm).
+//!   one-request helpers (balance, fund, history, payment options, auto-refill, close, quote,
+//!   issue, confirm), each answering its op's typed reply of `stampline_wire::replies`.
 //! - Labels: [`label`] turns a bought item and the buyer's layout and addresses into the
 //!   document a printer is sent (the drawing is `stampline-label`'s).
 //! - Printing: [`print`](mod@print) sends documents straight to printers (IPP/IPPS, raw port 9100, file)

@@ -1,6 +1,7 @@
 //! [`Client`]: a server endpoint, a live link to it and the server's published keys, with the
-//! one-request operations (balance, fund, history, quote, issue, confirm) the workflows are made
-//! of. The workflows themselves are `buy`, `batch` and `reprint`.
+//! one-request operations (balance, fund, history, payment options, auto-refill, close, quote,
+//! issue, confirm), each answering its op's typed reply. The workflows made of them are `buy`,
+//! `batch` and `reprint`.
 
 use serde::de::DeserializeOwned;
 use stampline_money::Amount;
