@@ -2,7 +2,10 @@
 //! a read, a write, and how its database reports a taken user name); which rule each `Store`
 //! method runs is written once, here, and the rules themselves live in `logic` and `audit`.
 
-use crate::logic::{self, Ctx, payments};
+use crate::logic::{
+    Ctx, accounts, audit_log, closure, confirm_window, payments, postage, reports, requests,
+    standing, values,
+};
 use crate::sql::Tx;
 use crate::*;
 
@@ -102,7 +105,7 @@ fn issue_op(
     now_ms: i64,
 ) -> impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<IssueOutcome, LedgerError> + Send + 'static {
     let (key, input) = (OwnedKey::of(key), input.clone());
-    move |tx, ctx| logic::issue(tx, ctx, &key.key(), &input, &mut *sign, now_ms)
+    move |tx, ctx| postage::issue(tx, ctx, &key.key(), &input, &mut *sign, now_ms)
 }
 
 /// The transaction of [`Store::confirm`]: the inner result is a refusal that still commits (a
@@ -116,7 +119,7 @@ fn confirm_op(
 + Send
 + 'static {
     let (key, serial) = (OwnedKey::of(key), serial.to_owned());
-    move |tx, ctx| logic::confirm(tx, ctx, &key.key(), &serial, printed, now_ms)
+    move |tx, ctx| postage::confirm(tx, ctx, &key.key(), &serial, printed, now_ms)
 }
 
 impl<B: Backend> Store for B {
@@ -155,7 +158,7 @@ impl<B: Backend> Store for B {
     }
 
     fn meters(&self) -> Result<Vec<MeterState>, LedgerError> {
-        self.read(|tx, _| payments::meters(tx))
+        self.read(|tx, _| reports::meters(tx))
     }
 
     fn set_auto_refill(
@@ -185,7 +188,7 @@ impl<B: Backend> Store for B {
 
     fn begin_close(&self, key: &RequestKey, now_ms: i64) -> Result<CloseStart, LedgerError> {
         let key = OwnedKey::of(key);
-        self.write(move |tx, ctx| payments::begin_close(tx, ctx, &key.key(), now_ms))
+        self.write(move |tx, ctx| closure::begin_close(tx, ctx, &key.key(), now_ms))
     }
 
     fn close_account(
@@ -195,11 +198,11 @@ impl<B: Backend> Store for B {
         now_ms: i64,
     ) -> Result<CloseOutcome, LedgerError> {
         let (key, payouts) = (OwnedKey::of(key), payouts.to_vec());
-        self.write(move |tx, ctx| payments::close_account(tx, ctx, &key.key(), &payouts, now_ms))
+        self.write(move |tx, ctx| closure::close_account(tx, ctx, &key.key(), &payouts, now_ms))
     }
 
     fn close_plan(&self, user_id: UserId) -> Result<Option<Vec<(String, u64)>>, LedgerError> {
-        self.read(move |tx, _| payments::close_plan(tx, user_id))
+        self.read(move |tx, _| closure::close_plan(tx, user_id))
     }
 
     fn fix_close_plan(
@@ -209,36 +212,36 @@ impl<B: Backend> Store for B {
         now_ms: i64,
     ) -> Result<Vec<(String, u64)>, LedgerError> {
         let plan = plan.to_vec();
-        self.write(move |tx, ctx| payments::fix_close_plan(tx, ctx, user_id, &plan, now_ms))
+        self.write(move |tx, ctx| closure::fix_close_plan(tx, ctx, user_id, &plan, now_ms))
     }
 
     fn closed_at(&self, user_id: UserId) -> Result<Option<i64>, LedgerError> {
-        self.read(move |tx, _| payments::closed_at(tx, user_id))
+        self.read(move |tx, _| standing::closed_at(tx, user_id))
     }
 
     fn refuse_if_locked(&self, user_id: UserId) -> Result<(), LedgerError> {
-        self.read(move |tx, _| payments::refuse_if_locked(tx, user_id))
+        self.read(move |tx, _| standing::refuse_if_locked(tx, user_id))
     }
 
     fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError> {
         let serial = serial.to_owned();
-        self.read(move |tx, _| payments::item_amount(tx, user_id, &serial))
+        self.read(move |tx, _| reports::item_amount(tx, user_id, &serial))
     }
 
     fn create_user(&self, u: &NewUser, now_ms: i64) -> Result<UserId, LedgerError> {
-        logic::validate_new_user(u)?;
+        accounts::validate_new_user(u)?;
         let u = u.clone();
-        self.write(move |tx, ctx| logic::create_user(tx, ctx, &u, now_ms))
+        self.write(move |tx, ctx| accounts::create_user(tx, ctx, &u, now_ms))
             .map_err(|e| self.map_create_user_error(e))
     }
 
     fn user_by_key(&self, user_key: &str) -> Result<Option<UserRecord>, LedgerError> {
         let user_key = user_key.to_owned();
-        self.read(move |tx, _| logic::user_by_key(tx, &user_key))
+        self.read(move |tx, _| accounts::user_by_key(tx, &user_key))
     }
 
     fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, LedgerError> {
-        self.read(move |tx, _| logic::user_by_id(tx, id))
+        self.read(move |tx, _| accounts::user_by_id(tx, id))
     }
 
     fn record_login_failure(
@@ -249,7 +252,7 @@ impl<B: Backend> Store for B {
         lockout_ms: i64,
     ) -> Result<Option<i64>, LedgerError> {
         self.write(move |tx, _| {
-            logic::record_login_failure(tx, id, now_ms, max_failures, lockout_ms)
+            accounts::record_login_failure(tx, id, now_ms, max_failures, lockout_ms)
         })
     }
 
@@ -259,9 +262,9 @@ impl<B: Backend> Store for B {
         now_ms: i64,
         detail: &str,
     ) -> Result<(), LedgerError> {
-        logic::check_text("detail", detail, 0, crate::MAX_AUDIT_FIELD_LEN)?;
+        values::check_text("detail", detail, 0, crate::MAX_AUDIT_FIELD_LEN)?;
         let detail = detail.to_owned();
-        self.write(move |tx, _| logic::record_login_success(tx, id, now_ms, &detail))
+        self.write(move |tx, _| accounts::record_login_success(tx, id, now_ms, &detail))
     }
 
     fn find_request(
@@ -270,7 +273,7 @@ impl<B: Backend> Store for B {
         request_id: &str,
     ) -> Result<Option<([u8; 32], String, String)>, LedgerError> {
         let request_id = request_id.to_owned();
-        self.read(move |tx, _| logic::find_request(tx, user_id, &request_id))
+        self.read(move |tx, _| requests::find_request(tx, user_id, &request_id))
     }
 
     fn fund(
@@ -294,7 +297,7 @@ impl<B: Backend> Store for B {
                 token: token.as_deref(),
                 last4: last4.as_deref(),
             };
-            logic::fund(tx, ctx, &key.key(), &input, now_ms)
+            payments::fund(tx, ctx, &key.key(), &input, now_ms)
         })
     }
 
@@ -351,7 +354,7 @@ impl<B: Backend> Store for B {
     ) -> Result<StatusOutcome, LedgerError> {
         let (key, serial) = (OwnedKey::of(key), serial.to_owned());
         self.write(move |tx, ctx| {
-            logic::refund(tx, ctx, &key.key(), &serial, refund_window_ms, now_ms)
+            postage::refund(tx, ctx, &key.key(), &serial, refund_window_ms, now_ms)
         })
     }
 
@@ -363,13 +366,13 @@ impl<B: Backend> Store for B {
         now_ms: i64,
     ) -> Result<ReprintOutcome, LedgerError> {
         let (key, serial) = (OwnedKey::of(key), serial.to_owned());
-        self.write(move |tx, ctx| logic::reprint(tx, ctx, &key.key(), &serial, limits, now_ms))?
+        self.write(move |tx, ctx| postage::reprint(tx, ctx, &key.key(), &serial, limits, now_ms))?
     }
 
     fn redeem(&self, serial: &str, actor: &str, now_ms: i64) -> Result<ItemStatus, LedgerError> {
-        logic::check_text("actor", actor, 1, crate::MAX_AUDIT_FIELD_LEN)?;
+        values::check_text("actor", actor, 1, crate::MAX_AUDIT_FIELD_LEN)?;
         let (serial, actor) = (serial.to_owned(), actor.to_owned());
-        self.write(move |tx, _| logic::redeem(tx, &serial, &actor, now_ms))
+        self.write(move |tx, _| postage::redeem(tx, &serial, &actor, now_ms))
     }
 
     fn start_confirm_window(
@@ -377,28 +380,28 @@ impl<B: Backend> Store for B {
         user_id: Option<UserId>,
         deadline_ms: i64,
     ) -> Result<u64, LedgerError> {
-        self.write(move |tx, _| logic::start_confirm_window(tx, user_id, deadline_ms))
+        self.write(move |tx, _| confirm_window::start_confirm_window(tx, user_id, deadline_ms))
     }
 
     fn void_expired(&self, now_ms: i64) -> Result<Vec<String>, LedgerError> {
-        self.write(move |tx, ctx| logic::void_expired(tx, ctx, now_ms))
+        self.write(move |tx, ctx| confirm_window::void_expired(tx, ctx, now_ms))
     }
 
     fn balance(&self, user_id: UserId) -> Result<BalanceView, LedgerError> {
-        self.read(move |tx, ctx| logic::balance(tx, ctx, user_id))
+        self.read(move |tx, ctx| reports::balance(tx, ctx, user_id))
     }
 
     fn meter(&self, user_id: UserId) -> Result<Option<MeterState>, LedgerError> {
-        self.read(move |tx, _| logic::meter(tx, user_id))
+        self.read(move |tx, _| reports::meter(tx, user_id))
     }
 
     fn history(&self, user_id: UserId, limit: u32) -> Result<Vec<ItemSummary>, LedgerError> {
-        self.read(move |tx, _| logic::history(tx, user_id, limit))
+        self.read(move |tx, _| reports::history(tx, user_id, limit))
     }
 
     fn item_status(&self, serial: &str) -> Result<Option<ItemStatus>, LedgerError> {
         let serial = serial.to_owned();
-        self.read(move |tx, _| logic::item_status(tx, &serial))
+        self.read(move |tx, _| reports::item_status(tx, &serial))
     }
 
     fn append_audit(
@@ -408,9 +411,9 @@ impl<B: Backend> Store for B {
         detail: &str,
         now_ms: i64,
     ) -> Result<(), LedgerError> {
-        logic::validate_audit_fields(actor, action, detail)?;
+        audit_log::validate_audit_fields(actor, action, detail)?;
         let (actor, action, detail) = (actor.to_owned(), action.to_owned(), detail.to_owned());
-        self.write(move |tx, _| logic::append_audit_entry(tx, now_ms, &actor, &action, &detail))
+        self.write(move |tx, _| audit_log::append_audit_entry(tx, now_ms, &actor, &action, &detail))
     }
 
     fn audit(&self) -> Result<AuditReport, LedgerError> {
@@ -422,10 +425,10 @@ impl<B: Backend> Store for B {
     }
 
     fn audit_heads(&self) -> Result<Vec<(i64, i64, [u8; 32])>, LedgerError> {
-        self.read(|tx, _| logic::audit_heads(tx))
+        self.read(|tx, _| audit_log::audit_heads(tx))
     }
 
     fn audit_entry_hash(&self, chain: i64, seq: i64) -> Result<Option<[u8; 32]>, LedgerError> {
-        self.read(move |tx, _| logic::audit_entry_hash(tx, chain, seq))
+        self.read(move |tx, _| audit_log::audit_entry_hash(tx, chain, seq))
     }
 }

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use stampline_money::Amount;
 
 pub use error::LedgerError;
-pub use logic::meter_seal_message;
+pub use logic::meter::meter_seal_message;
 pub use pg::PgStore;
 pub use queued::Queued;
 pub use sqlite::SqliteStore;
