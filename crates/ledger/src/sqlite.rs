@@ -22,7 +22,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
-use crate::backend::Undo;
+use crate::backend::{Answer, Undo};
 use crate::logic::Ctx;
 use crate::queued::{Caller, Outcome, Queued, Reply, ToCaller, writer_stopped};
 use crate::sql::{AuditHead, KnownHead, Param, Row, Tx, Value};
@@ -176,7 +176,11 @@ impl SqliteStore {
     ) -> Result<T, LedgerError> {
         // Room for both messages (checks, then the result): the writer never waits to send.
         let (answer, answered) = std::sync::mpsc::sync_channel(2);
-        self.submit(undo, f, Reply::Thread(answer))?;
+        self.submit(
+            undo,
+            move |tx, ctx| f(tx, ctx).map(Ok),
+            Reply::Thread(answer),
+        )?;
         let mut caller = Caller::default();
         while let Ok(message) = answered.recv() {
             if let Some(result) = caller.take(message) {
@@ -187,25 +191,25 @@ impl SqliteStore {
     }
 
     /// [`SqliteStore::write_with`] without a thread waiting: the writer answers the returned
-    /// [`Queued`].
+    /// [`Queued`]. `f`'s inner result is the answer (see [`crate::backend::Answer`]).
     fn write_queued<T: Send + 'static>(
         &self,
         undo: Undo,
-        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<Answer<T>, LedgerError> + Send + 'static,
     ) -> Queued<T> {
         let (answer, answered) = tokio::sync::mpsc::unbounded_channel();
         match self.submit(undo, f, Reply::Task(answer)) {
-            Ok(()) => Queued::waiting(answered),
+            Ok(()) => Queued::writer(answered),
             Err(e) => Queued::ready(Err(e)),
         }
     }
 
     /// Hands `f` to the writer, which sends `reply` the checks `f` deferred (if it succeeded)
-    /// and, after the group's commit, its outcome.
+    /// and, after the group's commit, its answer.
     fn submit<T: Send + 'static>(
         &self,
         undo: Undo,
-        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<Answer<T>, LedgerError> + Send + 'static,
         reply: Reply<T>,
     ) -> Result<(), LedgerError> {
         let sealer = self.sealer.clone();
@@ -392,11 +396,12 @@ fn run_op<T>(
     }
 }
 
-/// Answers the caller once the group has committed (or with the group's failure).
-fn deliver<T: Send + 'static>(reply: Reply<T>, outcome: Outcome<T>) -> Deliver {
+/// Answers the caller once the group has committed (or with the group's failure). The answer of
+/// an operation whose writes committed is its inner result (a refusal that commits included).
+fn deliver<T: Send + 'static>(reply: Reply<T>, outcome: Outcome<Answer<T>>) -> Deliver {
     Box::new(move |commit| {
         reply.send(ToCaller::Done(match commit {
-            Ok(()) => outcome,
+            Ok(()) => outcome.map(|kept| kept.and_then(|answer| answer)),
             // The operation's own error says more than the group's, when it had one.
             Err(reason) => match outcome {
                 Ok(Err(own)) => Ok(Err(own)),
@@ -606,12 +611,8 @@ impl crate::backend::Backend for SqliteStore {
     fn write_queued<T: Send + 'static>(
         &self,
         undo: Undo,
-        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<Answer<T>, LedgerError> + Send + 'static,
     ) -> Queued<T> {
         SqliteStore::write_queued(self, undo, f)
-    }
-
-    fn queues_writes(&self) -> bool {
-        true
     }
 }

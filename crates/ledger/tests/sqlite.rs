@@ -400,12 +400,14 @@ fn panicking_signer_leaves_the_store_usable_and_unchanged() {
         session: None,
     };
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = store.issue(
-            &testsuite::req(u, "i1", "issue"),
-            &input,
-            Box::new(|_: &stampline_ledger::PieceState| panic!("device driver bug")),
-            testsuite::T0_MS,
-        );
+        let _ = store
+            .issue(
+                &testsuite::req(u, "i1", "issue"),
+                &input,
+                Box::new(|_: &stampline_ledger::PieceState| panic!("device driver bug")),
+                testsuite::T0_MS,
+            )
+            .wait();
     }));
     assert!(caught.is_err());
     assert_eq!(testsuite::snapshot(store, u), before);

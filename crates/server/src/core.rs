@@ -216,20 +216,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| CoreError::Internal(format!("worker: {e}")))?
 }
 
-/// Runs a ledger write of the hot path from async code: handed straight to a store that queues
-/// writes (SQLite's writer answers this task after the commit, and no thread is parked waiting
-/// for it), otherwise run on a blocking thread.
+/// Runs a ledger write of the hot path from async code: the store answers this task after the
+/// commit (SQLite's writer, or a blocking thread for PostgreSQL), so no thread of the runtime is
+/// blocked and none is parked waiting for it.
 async fn queued<T: Send + 'static>(
     core: &Arc<Core>,
     op: impl FnOnce(&dyn Store) -> Queued<T> + Send + 'static,
 ) -> Result<T, CoreError> {
-    let queued = if core.store.queues_writes() {
-        op(core.store.as_ref())
-    } else {
-        let core = Arc::clone(core);
-        blocking(move || Ok(op(core.store.as_ref()))).await?
-    };
-    Ok(queued.outcome().await?)
+    Ok(op(core.store.as_ref()).outcome().await?)
 }
 
 fn check_text(what: &str, value: &str) -> Result<(), CoreError> {
@@ -664,9 +658,9 @@ impl Core {
                         request_id: &request_id,
                         fingerprint,
                     };
-                    store.confirm_queued(&key, &serial, printed, now_ms())
+                    store.confirm(&key, &serial, printed, now_ms())
                 })
-                .await??;
+                .await?;
                 Ok(json!({
                     "serial": out.serial,
                     "status": out.status,
@@ -958,7 +952,7 @@ impl Core {
                 amount: order.postage,
                 session: Some(session.to_string()),
             };
-            store.issue_queued(&key, &input, Box::new(sign), now_ms())
+            store.issue(&key, &input, Box::new(sign), now_ms())
         })
         .await
     }
