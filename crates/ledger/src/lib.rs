@@ -23,8 +23,8 @@
 //!   read, a write, and a write answered later;
 //! - [`Queued`]: an operation handed to the store and answered after its commit (awaited by
 //!   async callers, waited on by threads): the one batching mechanism;
-//! - [`sqlite`]: [`SqliteStore`], the embedded default (one writer thread with group commit; WAL
-//!   reads on their own connection);
+//! - [`sqlite`]: [`SqliteStore`], the embedded default (one writer thread with group commit and a
+//!   bounded queue, [`sqlite::MAX_QUEUED_OPS`]; WAL reads on their own connection);
 //! - [`pg`]: [`PgStore`], PostgreSQL for several servers on one database (a connection
 //!   pool, READ COMMITTED with row locks);
 //! - [`chain`]: the audit log's hash chain;
