@@ -28,7 +28,9 @@
 //! - [`pg`]: [`PgStore`], PostgreSQL for several servers on one database (a connection
 //!   pool, READ COMMITTED with row locks);
 //! - [`chain`]: the audit log's hash chain;
-//! - [`testsuite`]: behaviour tests written against `&dyn Store`, run by every implementation.
+//! - `testsuite` and `pgtest` (with the `testkit` feature, for tests only): behaviour tests
+//!   written against `&dyn Store`, run by every implementation, and throw-away PostgreSQL
+//!   databases.
 //!
 //! Money model: accounts `customer:U` (spendable), `reserved:U` (issued, not yet confirmed),
 //! `bank_clearing` (the source of funding, runs negative) and `postage_sold`. A transfer moves a
@@ -44,10 +46,12 @@ pub mod chain;
 pub mod error;
 mod logic;
 pub mod pg;
+#[cfg(feature = "testkit")]
 pub mod pgtest;
 mod queued;
 mod sql;
 pub mod sqlite;
+#[cfg(feature = "testkit")]
 pub mod testsuite;
 
 use serde::{Deserialize, Serialize};
@@ -479,7 +483,7 @@ impl AuditReport {
 
 /// The ledger's storage. Every method is one transaction; an error leaves the database unchanged
 /// (except where a method says otherwise). Implementations: [`SqliteStore`] and [`PgStore`], which
-/// pass the same behaviour suite ([`testsuite`]).
+/// pass the same behaviour suite (`testsuite`, behind the `testkit` feature).
 ///
 /// Writes that async callers make on the hot path ([`Store::issue`], [`Store::confirm`]) are
 /// handed over and answered through a [`Queued`], which async code awaits

@@ -2,8 +2,9 @@
 //! Every implementation runs the same suite (`SqliteStore` in `tests/sqlite.rs`, PostgreSQL in its
 //! own crate or module), so a behaviour is defined once.
 //!
-//! This is test code compiled into the library so that other crates can run it: it panics when a
-//! behaviour is broken, and it is never called by production code. Tests that need to edit the
+//! This is test code, compiled only with the `testkit` feature so that this crate's tests and
+//! other crates' tests can run it: it panics when a behaviour is broken, and it is never called by
+//! production code. Tests that need to edit the
 //! database behind the ledger's back take a [`Tamper`], which each implementation provides.
 
 pub mod payments;
