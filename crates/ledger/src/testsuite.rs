@@ -1,11 +1,11 @@
 //! Behaviour tests for any [`Store`]: one `pub fn` per behaviour, each given a fresh, empty store.
-//! Every implementation runs the same suite (`SqliteStore` in `tests/sqlite.rs`, PostgreSQL in its
-//! own crate or module), so a behaviour is defined once.
+//! Every implementation runs the same suite (`SqliteStore` in `tests/sqlite.rs`, `PgStore` in
+//! `tests/postgres.rs`), so a behaviour is defined once.
 //!
 //! This is test code, compiled only with the `testkit` feature so that this crate's tests and
 //! other crates' tests can run it: it panics when a behaviour is broken, and it is never called by
-//! production code. Tests that need to edit the
-//! database behind the ledger's back take a [`Tamper`], which each implementation provides.
+//! production code. Tests that need to edit the database behind the ledger's back take a
+//! [`Tamper`], which each implementation provides.
 
 pub mod payments;
 
