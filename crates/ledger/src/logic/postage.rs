@@ -342,6 +342,23 @@ fn refuse_late<T>(
     }))
 }
 
+/// Credits the user's spendable account (a void, a refund): the transfer `t` to customer:U, and
+/// the descending register raised by the same amount. Returns the transfer id.
+fn credit_customer(
+    tx: &mut dyn Tx,
+    ctx: Ctx<'_>,
+    meter: &Meter,
+    t: &Transfer<'_>,
+) -> Result<i64, LedgerError> {
+    let new_meter = Meter {
+        descending_mills: register_add(meter.descending_mills, t.amount_mills)?,
+        ..meter.clone()
+    };
+    let transfer_id = transfer(tx, t)?;
+    store_meter(tx, ctx, meter, &new_meter)?;
+    Ok(transfer_id)
+}
+
 /// Issued → voided: reserved:U → customer:U and the descending register credited again.
 fn void_item(
     tx: &mut dyn Tx,
@@ -352,12 +369,10 @@ fn void_item(
     action: &str,
 ) -> Result<(), LedgerError> {
     let meter = require_meter(tx, ctx, item.user_id)?;
-    let new_meter = Meter {
-        descending_mills: register_add(meter.descending_mills, item.amount_mills)?,
-        ..meter.clone()
-    };
-    let transfer_id = transfer(
+    let transfer_id = credit_customer(
         tx,
+        ctx,
+        &meter,
         &Transfer {
             at_ms: now_ms,
             from: &reserved_account(item.user_id),
@@ -368,7 +383,6 @@ fn void_item(
             payment_id: None,
         },
     )?;
-    store_meter(tx, ctx, &meter, &new_meter)?;
     set_status(tx, item, ItemStatus::Voided, now_ms)?;
     let detail = serde_json::json!({
         "serial": item.serial,
@@ -404,12 +418,10 @@ pub(crate) fn refund(
             if now_ms.saturating_sub(item.issued_at_ms) > refund_window_ms {
                 return Err(LedgerError::RefundWindowClosed);
             }
-            let new_meter = Meter {
-                descending_mills: register_add(meter.descending_mills, item.amount_mills)?,
-                ..meter.clone()
-            };
-            let transfer_id = transfer(
+            let transfer_id = credit_customer(
                 tx,
+                ctx,
+                &meter,
                 &Transfer {
                     at_ms: now_ms,
                     from: ACCOUNT_POSTAGE_SOLD,
@@ -420,7 +432,6 @@ pub(crate) fn refund(
                     payment_id: None,
                 },
             )?;
-            store_meter(tx, ctx, &meter, &new_meter)?;
             set_status(tx, &item, ItemStatus::Refunded, now_ms)?;
             let detail = serde_json::json!({
                 "serial": item.serial,
