@@ -194,7 +194,7 @@ pub const ALL: &[(&str, &str)] = &[
     (ACCOUNT_BUSY, "items still await print confirmation"),
     (
         BUSY,
-        "the ledger has too many operations waiting; nothing was done; retry later with the same request id",
+        "the ledger has too many operations waiting (its writer's queue is full); nothing was done; retry later with the same request id",
     ),
     (
         REFUND_UNAVAILABLE,
