@@ -5,7 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::chain;
-use crate::logic::{Ctx, Meter, TRANSFER_ACTIONS, hash32, parse_status, seal_holds};
+use crate::logic::Ctx;
+use crate::logic::audit_log::TRANSFER_ACTIONS;
+use crate::logic::meter::{Meter, seal_holds};
+use crate::logic::values::{hash32, parse_status};
 use crate::sql::Tx;
 use crate::{
     ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, AuditReport, ItemStatus, LedgerError,

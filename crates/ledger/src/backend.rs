@@ -1,8 +1,12 @@
 //! One `Store` for every database. A backend says only how to run a transaction ([`Backend`]:
-//! a read, a write, and how its database reports a taken user name); which rule each `Store`
-//! method runs is written once, here, and the rules themselves live in `logic` and `audit`.
+//! a read, a write answered to a blocked thread, a write answered through a [`Queued`], and how
+//! its database reports a taken user name); which rule each `Store` method runs is written once,
+//! here, and the rules themselves live in `logic` and `audit`.
 
-use crate::logic::{self, Ctx, payments};
+use crate::logic::{
+    Ctx, accounts, audit_log, closure, confirm_window, payments, postage, reports, requests,
+    standing, values,
+};
 use crate::sql::Tx;
 use crate::*;
 
@@ -23,29 +27,22 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         self.write_with(Undo::Savepoint, f)
     }
 
-    /// A write transaction; `undo` says how a backend that runs many operations in one
-    /// transaction keeps a failing one from touching the others.
+    /// A write transaction, answered to this (blocked) thread; `undo` says how a backend that
+    /// runs many operations in one transaction keeps a failing one from touching the others.
     fn write_with<T: Send + 'static>(
         &self,
         undo: Undo,
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError>;
 
-    /// [`Backend::write_with`] for async callers. By default it runs at once, on this thread,
-    /// and the result is ready.
+    /// A write transaction handed over and answered through a [`Queued`]: the one mechanism for
+    /// operations that async callers await. `f`'s outer error takes its writes back; its
+    /// [`Answer`] is what the caller gets once the writes are committed.
     fn write_queued<T: Send + 'static>(
         &self,
         undo: Undo,
-        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
-    ) -> Queued<T> {
-        Queued::ready(self.write_with(undo, f))
-    }
-
-    /// Whether [`Backend::write_queued`] only hands the operation over (see
-    /// [`Store::queues_writes`]).
-    fn queues_writes(&self) -> bool {
-        false
-    }
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<Answer<T>, LedgerError> + Send + 'static,
+    ) -> Queued<T>;
 
     /// Turn this database's report of a user name taken by a concurrent registration into
     /// [`LedgerError::UserExists`].
@@ -53,6 +50,10 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         e
     }
 }
+
+/// The answer of a write whose writes are kept: usually `Ok`, but a refusal may commit too (a
+/// late print confirmation voids the item, then answers `NotPending`).
+pub(crate) type Answer<T> = Result<T, LedgerError>;
 
 /// How a backend that runs many operations in one transaction (SQLite's group commit) keeps one
 /// that fails from undoing or keeping the others' work. A backend that gives every operation its
@@ -94,32 +95,154 @@ impl OwnedKey {
     }
 }
 
-/// The transaction of [`Store::issue`] (and [`Store::issue_queued`]).
-fn issue_op(
-    key: &RequestKey<'_>,
-    input: &IssueInput,
-    mut sign: Signer,
-    now_ms: i64,
-) -> impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<IssueOutcome, LedgerError> + Send + 'static {
-    let (key, input) = (OwnedKey::of(key), input.clone());
-    move |tx, ctx| logic::issue(tx, ctx, &key.key(), &input, &mut *sign, now_ms)
-}
-
-/// The transaction of [`Store::confirm`]: the inner result is a refusal that still commits (a
-/// late print confirmation voids the item).
-fn confirm_op(
-    key: &RequestKey<'_>,
-    serial: &str,
-    printed: bool,
-    now_ms: i64,
-) -> impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<Result<StatusOutcome, LedgerError>, LedgerError>
-+ Send
-+ 'static {
-    let (key, serial) = (OwnedKey::of(key), serial.to_owned());
-    move |tx, ctx| logic::confirm(tx, ctx, &key.key(), &serial, printed, now_ms)
-}
-
 impl<B: Backend> Store for B {
+    // ---- Users and logins ----
+
+    fn create_user(&self, u: &NewUser, now_ms: i64) -> Result<UserId, LedgerError> {
+        accounts::validate_new_user(u)?;
+        let u = u.clone();
+        self.write(move |tx, ctx| accounts::create_user(tx, ctx, &u, now_ms))
+            .map_err(|e| self.map_create_user_error(e))
+    }
+
+    fn user_by_key(&self, user_key: &str) -> Result<Option<UserRecord>, LedgerError> {
+        let user_key = user_key.to_owned();
+        self.read(move |tx, _| accounts::user_by_key(tx, &user_key))
+    }
+
+    fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, LedgerError> {
+        self.read(move |tx, _| accounts::user_by_id(tx, id))
+    }
+
+    fn record_login_failure(
+        &self,
+        id: UserId,
+        now_ms: i64,
+        max_failures: u32,
+        lockout_ms: i64,
+    ) -> Result<Option<i64>, LedgerError> {
+        self.write(move |tx, _| {
+            accounts::record_login_failure(tx, id, now_ms, max_failures, lockout_ms)
+        })
+    }
+
+    fn record_login_success(
+        &self,
+        id: UserId,
+        now_ms: i64,
+        detail: &str,
+    ) -> Result<(), LedgerError> {
+        values::check_text("detail", detail, 0, crate::MAX_AUDIT_FIELD_LEN)?;
+        let detail = detail.to_owned();
+        self.write(move |tx, _| accounts::record_login_success(tx, id, now_ms, &detail))
+    }
+
+    // ---- Postage ----
+
+    fn issue(
+        &self,
+        key: &RequestKey,
+        input: &IssueInput,
+        mut sign: Signer,
+        now_ms: i64,
+    ) -> Queued<IssueOutcome> {
+        let (key, input) = (OwnedKey::of(key), input.clone());
+        self.write_queued(Undo::RefusesFirst, move |tx, ctx| {
+            postage::issue(tx, ctx, &key.key(), &input, &mut *sign, now_ms).map(Ok)
+        })
+    }
+
+    fn confirm(
+        &self,
+        key: &RequestKey,
+        serial: &str,
+        printed: bool,
+        now_ms: i64,
+    ) -> Queued<StatusOutcome> {
+        let (key, serial) = (OwnedKey::of(key), serial.to_owned());
+        self.write_queued(Undo::RefusesFirst, move |tx, ctx| {
+            postage::confirm(tx, ctx, &key.key(), &serial, printed, now_ms)
+        })
+    }
+
+    fn refund(
+        &self,
+        key: &RequestKey,
+        serial: &str,
+        refund_window_ms: i64,
+        now_ms: i64,
+    ) -> Result<StatusOutcome, LedgerError> {
+        let (key, serial) = (OwnedKey::of(key), serial.to_owned());
+        self.write(move |tx, ctx| {
+            postage::refund(tx, ctx, &key.key(), &serial, refund_window_ms, now_ms)
+        })
+    }
+
+    fn reprint(
+        &self,
+        key: &RequestKey,
+        serial: &str,
+        limits: ReprintLimits,
+        now_ms: i64,
+    ) -> Result<ReprintOutcome, LedgerError> {
+        let (key, serial) = (OwnedKey::of(key), serial.to_owned());
+        self.write(move |tx, ctx| postage::reprint(tx, ctx, &key.key(), &serial, limits, now_ms))?
+    }
+
+    fn redeem(&self, serial: &str, actor: &str, now_ms: i64) -> Result<ItemStatus, LedgerError> {
+        values::check_text("actor", actor, 1, crate::MAX_AUDIT_FIELD_LEN)?;
+        let (serial, actor) = (serial.to_owned(), actor.to_owned());
+        self.write(move |tx, _| postage::redeem(tx, &serial, &actor, now_ms))
+    }
+
+    fn start_confirm_window(
+        &self,
+        user_id: Option<UserId>,
+        deadline_ms: i64,
+    ) -> Result<u64, LedgerError> {
+        self.write(move |tx, _| confirm_window::start_confirm_window(tx, user_id, deadline_ms))
+    }
+
+    fn void_expired(&self, now_ms: i64) -> Result<Vec<String>, LedgerError> {
+        self.write(move |tx, ctx| confirm_window::void_expired(tx, ctx, now_ms))
+    }
+
+    // ---- Payments ----
+
+    fn find_request(
+        &self,
+        user_id: UserId,
+        request_id: &str,
+    ) -> Result<Option<([u8; 32], String, String)>, LedgerError> {
+        let request_id = request_id.to_owned();
+        self.read(move |tx, _| requests::find_request(tx, user_id, &request_id))
+    }
+
+    fn fund(
+        &self,
+        key: &RequestKey,
+        input: &FundInput,
+        now_ms: i64,
+    ) -> Result<FundOutcome, LedgerError> {
+        let key = OwnedKey::of(key);
+        let (payment_id, method) = (input.payment_id.to_owned(), input.method.to_owned());
+        let (token, last4) = (
+            input.token.map(str::to_owned),
+            input.last4.map(str::to_owned),
+        );
+        let amount = input.amount;
+        self.write(move |tx, ctx| {
+            let input = FundInput {
+                amount,
+                payment_id: &payment_id,
+                method: &method,
+                token: token.as_deref(),
+                last4: last4.as_deref(),
+            };
+            payments::fund(tx, ctx, &key.key(), &input, now_ms)
+        })
+    }
+
     fn payments(&self) -> Result<Vec<PaymentRow>, LedgerError> {
         self.read(|tx, _| payments::list(tx))
     }
@@ -154,8 +277,8 @@ impl<B: Backend> Store for B {
         })
     }
 
-    fn meters(&self) -> Result<Vec<MeterState>, LedgerError> {
-        self.read(|tx, _| payments::meters(tx))
+    fn refuse_if_locked(&self, user_id: UserId) -> Result<(), LedgerError> {
+        self.read(move |tx, _| standing::refuse_if_locked(tx, user_id))
     }
 
     fn set_auto_refill(
@@ -183,23 +306,15 @@ impl<B: Backend> Store for B {
         self.write(move |tx, _| payments::count_auto_refill(tx, user_id, refill, amount_mills))
     }
 
+    // ---- Closure ----
+
     fn begin_close(&self, key: &RequestKey, now_ms: i64) -> Result<CloseStart, LedgerError> {
         let key = OwnedKey::of(key);
-        self.write(move |tx, ctx| payments::begin_close(tx, ctx, &key.key(), now_ms))
-    }
-
-    fn close_account(
-        &self,
-        key: &RequestKey,
-        payouts: &[Payout],
-        now_ms: i64,
-    ) -> Result<CloseOutcome, LedgerError> {
-        let (key, payouts) = (OwnedKey::of(key), payouts.to_vec());
-        self.write(move |tx, ctx| payments::close_account(tx, ctx, &key.key(), &payouts, now_ms))
+        self.write(move |tx, ctx| closure::begin_close(tx, ctx, &key.key(), now_ms))
     }
 
     fn close_plan(&self, user_id: UserId) -> Result<Option<Vec<(String, u64)>>, LedgerError> {
-        self.read(move |tx, _| payments::close_plan(tx, user_id))
+        self.read(move |tx, _| closure::close_plan(tx, user_id))
     }
 
     fn fix_close_plan(
@@ -209,197 +324,52 @@ impl<B: Backend> Store for B {
         now_ms: i64,
     ) -> Result<Vec<(String, u64)>, LedgerError> {
         let plan = plan.to_vec();
-        self.write(move |tx, ctx| payments::fix_close_plan(tx, ctx, user_id, &plan, now_ms))
+        self.write(move |tx, ctx| closure::fix_close_plan(tx, ctx, user_id, &plan, now_ms))
+    }
+
+    fn close_account(
+        &self,
+        key: &RequestKey,
+        payouts: &[Payout],
+        now_ms: i64,
+    ) -> Result<CloseOutcome, LedgerError> {
+        let (key, payouts) = (OwnedKey::of(key), payouts.to_vec());
+        self.write(move |tx, ctx| closure::close_account(tx, ctx, &key.key(), &payouts, now_ms))
     }
 
     fn closed_at(&self, user_id: UserId) -> Result<Option<i64>, LedgerError> {
-        self.read(move |tx, _| payments::closed_at(tx, user_id))
+        self.read(move |tx, _| standing::closed_at(tx, user_id))
     }
 
-    fn refuse_if_locked(&self, user_id: UserId) -> Result<(), LedgerError> {
-        self.read(move |tx, _| payments::refuse_if_locked(tx, user_id))
-    }
-
-    fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError> {
-        let serial = serial.to_owned();
-        self.read(move |tx, _| payments::item_amount(tx, user_id, &serial))
-    }
-
-    fn create_user(&self, u: &NewUser, now_ms: i64) -> Result<UserId, LedgerError> {
-        logic::validate_new_user(u)?;
-        let u = u.clone();
-        self.write(move |tx, ctx| logic::create_user(tx, ctx, &u, now_ms))
-            .map_err(|e| self.map_create_user_error(e))
-    }
-
-    fn user_by_key(&self, user_key: &str) -> Result<Option<UserRecord>, LedgerError> {
-        let user_key = user_key.to_owned();
-        self.read(move |tx, _| logic::user_by_key(tx, &user_key))
-    }
-
-    fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, LedgerError> {
-        self.read(move |tx, _| logic::user_by_id(tx, id))
-    }
-
-    fn record_login_failure(
-        &self,
-        id: UserId,
-        now_ms: i64,
-        max_failures: u32,
-        lockout_ms: i64,
-    ) -> Result<Option<i64>, LedgerError> {
-        self.write(move |tx, _| {
-            logic::record_login_failure(tx, id, now_ms, max_failures, lockout_ms)
-        })
-    }
-
-    fn record_login_success(
-        &self,
-        id: UserId,
-        now_ms: i64,
-        detail: &str,
-    ) -> Result<(), LedgerError> {
-        logic::check_text("detail", detail, 0, crate::MAX_AUDIT_FIELD_LEN)?;
-        let detail = detail.to_owned();
-        self.write(move |tx, _| logic::record_login_success(tx, id, now_ms, &detail))
-    }
-
-    fn find_request(
-        &self,
-        user_id: UserId,
-        request_id: &str,
-    ) -> Result<Option<([u8; 32], String, String)>, LedgerError> {
-        let request_id = request_id.to_owned();
-        self.read(move |tx, _| logic::find_request(tx, user_id, &request_id))
-    }
-
-    fn fund(
-        &self,
-        key: &RequestKey,
-        input: &FundInput,
-        now_ms: i64,
-    ) -> Result<FundOutcome, LedgerError> {
-        let key = OwnedKey::of(key);
-        let (payment_id, method) = (input.payment_id.to_owned(), input.method.to_owned());
-        let (token, last4) = (
-            input.token.map(str::to_owned),
-            input.last4.map(str::to_owned),
-        );
-        let amount = input.amount;
-        self.write(move |tx, ctx| {
-            let input = FundInput {
-                amount,
-                payment_id: &payment_id,
-                method: &method,
-                token: token.as_deref(),
-                last4: last4.as_deref(),
-            };
-            logic::fund(tx, ctx, &key.key(), &input, now_ms)
-        })
-    }
-
-    fn queues_writes(&self) -> bool {
-        Backend::queues_writes(self)
-    }
-
-    fn issue(
-        &self,
-        key: &RequestKey,
-        input: &IssueInput,
-        sign: Signer,
-        now_ms: i64,
-    ) -> Result<IssueOutcome, LedgerError> {
-        self.write_with(Undo::RefusesFirst, issue_op(key, input, sign, now_ms))
-    }
-
-    fn issue_queued(
-        &self,
-        key: &RequestKey,
-        input: &IssueInput,
-        sign: Signer,
-        now_ms: i64,
-    ) -> Queued<IssueOutcome> {
-        self.write_queued(Undo::RefusesFirst, issue_op(key, input, sign, now_ms))
-    }
-
-    fn confirm(
-        &self,
-        key: &RequestKey,
-        serial: &str,
-        printed: bool,
-        now_ms: i64,
-    ) -> Result<StatusOutcome, LedgerError> {
-        self.write_with(Undo::RefusesFirst, confirm_op(key, serial, printed, now_ms))?
-    }
-
-    fn confirm_queued(
-        &self,
-        key: &RequestKey,
-        serial: &str,
-        printed: bool,
-        now_ms: i64,
-    ) -> Queued<Result<StatusOutcome, LedgerError>> {
-        self.write_queued(Undo::RefusesFirst, confirm_op(key, serial, printed, now_ms))
-    }
-
-    fn refund(
-        &self,
-        key: &RequestKey,
-        serial: &str,
-        refund_window_ms: i64,
-        now_ms: i64,
-    ) -> Result<StatusOutcome, LedgerError> {
-        let (key, serial) = (OwnedKey::of(key), serial.to_owned());
-        self.write(move |tx, ctx| {
-            logic::refund(tx, ctx, &key.key(), &serial, refund_window_ms, now_ms)
-        })
-    }
-
-    fn reprint(
-        &self,
-        key: &RequestKey,
-        serial: &str,
-        limits: ReprintLimits,
-        now_ms: i64,
-    ) -> Result<ReprintOutcome, LedgerError> {
-        let (key, serial) = (OwnedKey::of(key), serial.to_owned());
-        self.write(move |tx, ctx| logic::reprint(tx, ctx, &key.key(), &serial, limits, now_ms))?
-    }
-
-    fn redeem(&self, serial: &str, actor: &str, now_ms: i64) -> Result<ItemStatus, LedgerError> {
-        logic::check_text("actor", actor, 1, crate::MAX_AUDIT_FIELD_LEN)?;
-        let (serial, actor) = (serial.to_owned(), actor.to_owned());
-        self.write(move |tx, _| logic::redeem(tx, &serial, &actor, now_ms))
-    }
-
-    fn start_confirm_window(
-        &self,
-        user_id: Option<UserId>,
-        deadline_ms: i64,
-    ) -> Result<u64, LedgerError> {
-        self.write(move |tx, _| logic::start_confirm_window(tx, user_id, deadline_ms))
-    }
-
-    fn void_expired(&self, now_ms: i64) -> Result<Vec<String>, LedgerError> {
-        self.write(move |tx, ctx| logic::void_expired(tx, ctx, now_ms))
-    }
+    // ---- Reports ----
 
     fn balance(&self, user_id: UserId) -> Result<BalanceView, LedgerError> {
-        self.read(move |tx, ctx| logic::balance(tx, ctx, user_id))
+        self.read(move |tx, ctx| reports::balance(tx, ctx, user_id))
     }
 
     fn meter(&self, user_id: UserId) -> Result<Option<MeterState>, LedgerError> {
-        self.read(move |tx, _| logic::meter(tx, user_id))
+        self.read(move |tx, _| reports::meter(tx, user_id))
+    }
+
+    fn meters(&self) -> Result<Vec<MeterState>, LedgerError> {
+        self.read(|tx, _| reports::meters(tx))
     }
 
     fn history(&self, user_id: UserId, limit: u32) -> Result<Vec<ItemSummary>, LedgerError> {
-        self.read(move |tx, _| logic::history(tx, user_id, limit))
+        self.read(move |tx, _| reports::history(tx, user_id, limit))
     }
 
     fn item_status(&self, serial: &str) -> Result<Option<ItemStatus>, LedgerError> {
         let serial = serial.to_owned();
-        self.read(move |tx, _| logic::item_status(tx, &serial))
+        self.read(move |tx, _| reports::item_status(tx, &serial))
     }
+
+    fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError> {
+        let serial = serial.to_owned();
+        self.read(move |tx, _| reports::item_amount(tx, user_id, &serial))
+    }
+
+    // ---- The audit log ----
 
     fn append_audit(
         &self,
@@ -408,9 +378,9 @@ impl<B: Backend> Store for B {
         detail: &str,
         now_ms: i64,
     ) -> Result<(), LedgerError> {
-        logic::validate_audit_fields(actor, action, detail)?;
+        audit_log::validate_audit_fields(actor, action, detail)?;
         let (actor, action, detail) = (actor.to_owned(), action.to_owned(), detail.to_owned());
-        self.write(move |tx, _| logic::append_audit_entry(tx, now_ms, &actor, &action, &detail))
+        self.write(move |tx, _| audit_log::append_audit_entry(tx, now_ms, &actor, &action, &detail))
     }
 
     fn audit(&self) -> Result<AuditReport, LedgerError> {
@@ -422,10 +392,10 @@ impl<B: Backend> Store for B {
     }
 
     fn audit_heads(&self) -> Result<Vec<(i64, i64, [u8; 32])>, LedgerError> {
-        self.read(|tx, _| logic::audit_heads(tx))
+        self.read(|tx, _| audit_log::audit_heads(tx))
     }
 
     fn audit_entry_hash(&self, chain: i64, seq: i64) -> Result<Option<[u8; 32]>, LedgerError> {
-        self.read(move |tx, _| logic::audit_entry_hash(tx, chain, seq))
+        self.read(move |tx, _| audit_log::audit_entry_hash(tx, chain, seq))
     }
 }

@@ -67,6 +67,11 @@ pub enum LedgerError {
     /// The crypto device could not seal a meter state; nothing changed.
     #[error("sealing failed: {0}")]
     Sealing(String),
+    /// The store has too much work waiting (SQLite: [`crate::sqlite::MAX_QUEUED_OPS`] operations
+    /// wait for its writer); this operation was refused at once and nothing of it was done.
+    /// Retry later with the same request id. Wire code `busy`.
+    #[error("the ledger is busy: too many operations are waiting; nothing was done, try again")]
+    Busy,
     /// The commit shared by this operation's group failed; nothing of the operation was kept.
     #[error("group commit failed: {0}")]
     GroupCommit(String),
@@ -111,6 +116,7 @@ impl LedgerError {
             LedgerError::Signing(_) => "signing_failed",
             LedgerError::MeterFrozen { .. } => "meter_frozen",
             LedgerError::AuditLogBroken(_) => "audit_log_broken",
+            LedgerError::Busy => "busy",
             LedgerError::Sealing(_)
             | LedgerError::GroupCommit(_)
             | LedgerError::Invariant(_)
@@ -149,6 +155,7 @@ mod tests {
                 status: ItemStatus::Voided,
             },
             LedgerError::RefundWindowClosed,
+            LedgerError::Busy,
         ];
         for e in errors {
             let code = e.code();

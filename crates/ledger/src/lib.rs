@@ -9,16 +9,28 @@
 //! negative, a meter's descending register equals its customer balance) before it commits.
 //!
 //! Map of the crate:
-//! - this file: the API types, the [`Store`] trait (the seam between the server and a database) and
-//!   the named limits;
+//! - this file: the API types, the [`Store`] trait (the seam between the server and a database,
+//!   its methods grouped by capability) and the named limits;
 //! - [`error`]: [`LedgerError`] and its snake_case wire codes;
 //! - `logic` (private): the rules, written once against a small SQL seam (`sql::Tx`) that both
-//!   backends implement; `audit` (private): the audit, likewise;
-//! - [`sqlite`]: [`SqliteStore`], the embedded default (one connection behind a mutex, WAL);
+//!   backends implement, one module per capability: `accounts` (users, logins), `postage`
+//!   (issue, print confirmation, void, refund, reprint, redeem), `confirm_window` (deadlines,
+//!   expiry voids), `payments` (funding, ACH returns, auto-refill), `closure` (closing an account
+//!   with payouts), `reports` (balance, meters, history), over shared parts (`meter`,
+//!   `transfers`, `items`, `requests` for idempotency, `standing` for closed or locked accounts,
+//!   `audit_log`, `values`); `audit` (private): the full audit, likewise;
+//! - `backend` (private): the one [`Store`] implementation over any backend that can run a
+//!   read, a write, and a write answered later;
+//! - [`Queued`]: an operation handed to the store and answered after its commit (awaited by
+//!   async callers, waited on by threads): the one batching mechanism;
+//! - [`sqlite`]: [`SqliteStore`], the embedded default (one writer thread with group commit and a
+//!   bounded queue, [`sqlite::MAX_QUEUED_OPS`]; WAL reads on their own connection);
 //! - [`pg`]: [`PgStore`], PostgreSQL for several servers on one database (a connection
 //!   pool, READ COMMITTED with row locks);
 //! - [`chain`]: the audit log's hash chain;
-//! - [`testsuite`]: behaviour tests written against `&dyn Store`, run by every implementation.
+//! - `testsuite` and `pgtest` (with the `testkit` feature, for tests only): behaviour tests
+//!   written against `&dyn Store`, run by every implementation, and throw-away PostgreSQL
+//!   databases.
 //!
 //! Money model: accounts `customer:U` (spendable), `reserved:U` (issued, not yet confirmed),
 //! `bank_clearing` (the source of funding, runs negative) and `postage_sold`. A transfer moves a
@@ -34,17 +46,19 @@ pub mod chain;
 pub mod error;
 mod logic;
 pub mod pg;
+#[cfg(feature = "testkit")]
 pub mod pgtest;
 mod queued;
 mod sql;
 pub mod sqlite;
+#[cfg(feature = "testkit")]
 pub mod testsuite;
 
 use serde::{Deserialize, Serialize};
 use stampline_money::Amount;
 
 pub use error::LedgerError;
-pub use logic::meter_seal_message;
+pub use logic::meter::meter_seal_message;
 pub use pg::PgStore;
 pub use queued::Queued;
 pub use sqlite::SqliteStore;
@@ -468,9 +482,18 @@ impl AuditReport {
 }
 
 /// The ledger's storage. Every method is one transaction; an error leaves the database unchanged
-/// (except where a method says otherwise). Implementations: [`SqliteStore`]; a PostgreSQL store must
-/// pass the same [`testsuite`].
+/// (except where a method says otherwise). Implementations: [`SqliteStore`] and [`PgStore`], which
+/// pass the same behaviour suite (`testsuite`, behind the `testkit` feature).
+///
+/// Writes that async callers make on the hot path ([`Store::issue`], [`Store::confirm`]) are
+/// handed over and answered through a [`Queued`], which async code awaits
+/// ([`Queued::outcome`]) and a blocking thread waits on ([`Queued::wait`]): SQLite's writer
+/// answers it after its group's commit, PostgreSQL runs it on a blocking thread of the caller's
+/// runtime. Every other method blocks the calling thread until its transaction is committed:
+/// call those where blocking is allowed.
 pub trait Store: Send + Sync + std::fmt::Debug {
+    // ---- Users and logins (`logic::accounts`) ----
+
     /// Creates the user, the accounts `customer:ID` and `reserved:ID` at zero and the meter at zero;
     /// audit "register". `UserExists` when the user key is taken.
     fn create_user(&self, u: &NewUser, now_ms: i64) -> Result<UserId, LedgerError>;
@@ -500,58 +523,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         detail: &str,
     ) -> Result<(), LedgerError>;
 
-    /// The stored outcome of a request id, if any: `(fingerprint, op, outcome_json)`. Lets the caller
-    /// skip external calls (the bank) for a repeat.
-    fn find_request(
-        &self,
-        user_id: UserId,
-        request_id: &str,
-    ) -> Result<Option<([u8; 32], String, String)>, LedgerError>;
-
-    /// Credits a payment: bank_clearing → customer:U, descending += amount; records the payment.
-    fn fund(
-        &self,
-        key: &RequestKey,
-        input: &FundInput,
-        now_ms: i64,
-    ) -> Result<FundOutcome, LedgerError>;
+    // ---- Postage (`logic::postage`, `logic::confirm_window`) ----
 
     /// Reserves the amount and issues the next piece: customer:U → reserved:U, ascending += amount,
     /// descending −= amount, piece += 1. Inside the transaction, after the checks and the register
     /// update, calls `sign` with the meter state after this piece; it returns the signed item, which
     /// is stored as `issued`. If `sign` fails, or the check it returns with the item fails,
-    /// nothing changes (`Signing`).
+    /// nothing changes (`Signing`). Answered through a [`Queued`]: the item's check runs on the
+    /// thread or task that waits for it.
     fn issue(
-        &self,
-        key: &RequestKey,
-        input: &IssueInput,
-        sign: Signer,
-        now_ms: i64,
-    ) -> Result<IssueOutcome, LedgerError>;
-
-    /// `printed = true`: issued → printed (post). `printed = false`: issued → voided (void, funds
-    /// and descending register back). The item must be the user's (else `UnknownItem`). An item
-    /// already in the requested final state answers its status; any other state is `NotPending`.
-    /// An issued item whose confirmation window has closed (`confirm_by_ms <= now_ms`) cannot be
-    /// printed any more: it is voided as expired (that void commits) and the answer is
-    /// `NotPending { status: Voided }`.
-    fn confirm(
-        &self,
-        key: &RequestKey,
-        serial: &str,
-        printed: bool,
-        now_ms: i64,
-    ) -> Result<StatusOutcome, LedgerError>;
-
-    /// Whether this store runs writes on a thread of its own (SQLite's writer), so that an async
-    /// caller may call the `*_queued` methods on its own thread and await their [`Queued`]
-    /// outcome. Where it does not (PostgreSQL), those methods run the operation at once, on the
-    /// calling thread: call them where blocking is allowed.
-    fn queues_writes(&self) -> bool;
-
-    /// [`Store::issue`], answered through a [`Queued`] (see [`Store::queues_writes`]); the item's
-    /// check runs on the task that awaits it.
-    fn issue_queued(
         &self,
         key: &RequestKey,
         input: &IssueInput,
@@ -559,15 +539,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now_ms: i64,
     ) -> Queued<IssueOutcome>;
 
-    /// [`Store::confirm`], answered through a [`Queued`] (see [`Store::queues_writes`]). The inner
-    /// error is a refusal that committed (a late print confirmation voids the item).
-    fn confirm_queued(
+    /// `printed = true`: issued → printed (post). `printed = false`: issued → voided (void, funds
+    /// and descending register back). The item must be the user's (else `UnknownItem`). An item
+    /// already in the requested final state answers its status; any other state is `NotPending`.
+    /// An issued item whose confirmation window has closed (`confirm_by_ms <= now_ms`) cannot be
+    /// printed any more: it is voided as expired (that void commits) and the answer is
+    /// `NotPending { status: Voided }`. Answered through a [`Queued`].
+    fn confirm(
         &self,
         key: &RequestKey,
         serial: &str,
         printed: bool,
         now_ms: i64,
-    ) -> Queued<Result<StatusOutcome, LedgerError>>;
+    ) -> Queued<StatusOutcome>;
 
     /// A printed item of the user → refunded (postage_sold → customer:U, descending += amount) if it
     /// was issued at most `refund_window_ms` ago. An already refunded item answers its status.
@@ -585,19 +569,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `ReprintWindowClosed`); audit "reprint". An issued item whose confirmation window has closed
     /// is voided as expired (that void commits) and the answer is `NotPending { status: Voided }`;
     /// other states are `NotPending`. A repeated request id answers the first outcome and counts
-    /// once. Stores that do not implement it yet answer `InvalidInput`.
+    /// once.
     fn reprint(
         &self,
         key: &RequestKey,
         serial: &str,
         limits: ReprintLimits,
         now_ms: i64,
-    ) -> Result<ReprintOutcome, LedgerError> {
-        let _ = (key, serial, limits, now_ms);
-        Err(LedgerError::InvalidInput(
-            "reprint is not offered by this store".into(),
-        ))
-    }
+    ) -> Result<ReprintOutcome, LedgerError>;
 
     /// Redeems a printed non-postage item (ticket, coupon, certificate, ...) once: printed →
     /// redeemed. No money moves. `NotRedeemable` for postage, `NotPending` in any other state.
@@ -616,17 +595,137 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// [`MAX_VOID_BATCH`] per call; returns their serials. Audit "void_expired" per item.
     fn void_expired(&self, now_ms: i64) -> Result<Vec<String>, LedgerError>;
 
+    // ---- Payments (`logic::payments`) and request idempotency ----
+
+    /// The stored outcome of a request id, if any: `(fingerprint, op, outcome_json)`. Lets the caller
+    /// skip external calls (the bank) for a repeat.
+    fn find_request(
+        &self,
+        user_id: UserId,
+        request_id: &str,
+    ) -> Result<Option<([u8; 32], String, String)>, LedgerError>;
+
+    /// Credits a payment: bank_clearing → customer:U, descending += amount; records the payment.
+    fn fund(
+        &self,
+        key: &RequestKey,
+        input: &FundInput,
+        now_ms: i64,
+    ) -> Result<FundOutcome, LedgerError>;
+
+    /// Every payment we credited (and debts paid), oldest first, with any ACH return.
+    fn payments(&self) -> Result<Vec<PaymentRow>, LedgerError>;
+
+    /// The bank returned this ACH debit: record it, which locks its user until the debt is paid.
+    /// Returns the user when the return is new; `None` when it was already recorded.
+    /// `UnknownItem`-free: an unknown payment id is `InvalidInput`.
+    fn record_payment_return(
+        &self,
+        payment_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<UserId>, LedgerError>;
+
+    /// The user's returned debits not yet paid (non-empty = the account is locked).
+    fn open_returns(&self, user_id: UserId) -> Result<Vec<PaymentRow>, LedgerError>;
+
+    /// Records `paid_by` (a bank payment of exactly the returned amount) as paying the returned
+    /// debit; the request's outcome is stored with it. No ledger transfer: the balance stays.
+    /// Audit "return_paid".
+    fn pay_return(
+        &self,
+        key: &RequestKey,
+        returned_payment_id: &str,
+        paid_by: &str,
+        now_ms: i64,
+    ) -> Result<FundOutcome, LedgerError>;
+
+    /// `AccountClosed` for a closed account, `AccountLocked` (naming the oldest) while a returned
+    /// ACH debit is unpaid; the rule `issue` applies inside its own transaction.
+    fn refuse_if_locked(&self, user_id: UserId) -> Result<(), LedgerError>;
+
+    /// Sets (or with `None` removes) the user's standing authorisation for auto-refill. A new
+    /// authorisation starts with nothing used. Audit "auto_refill_set".
+    /// `key` is the request's idempotency key: a repeat changes nothing more.
+    fn set_auto_refill(
+        &self,
+        key: &RequestKey,
+        auth: Option<&AutoRefill>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// The user's standing authorisation, if any.
+    fn auto_refill(&self, user_id: UserId) -> Result<Option<AutoRefill>, LedgerError>;
+
+    /// Counts refill number `refill` (of `amount_mills`) against the cap, once: only when the
+    /// stored count is still `refill`. Returns whether it counted.
+    fn count_auto_refill(
+        &self,
+        user_id: UserId,
+        refill: u64,
+        amount_mills: u64,
+    ) -> Result<bool, LedgerError>;
+
+    // ---- Closure (`logic::closure`) ----
+
+    /// Begins closing the account under `key`'s request, before any bank refund: from here on
+    /// every operation that spends or credits is refused (`AccountClosed`), so the balance the
+    /// payouts are planned from cannot move. Refused while items await confirmation, while a
+    /// returned debit is unpaid, and once closed. A closure begun and not finished (a crash, the
+    /// bank not ready) goes on under the request that asks next (`Closing`, with the balance);
+    /// the request that finished one answers `Closed` with its outcome.
+    fn begin_close(&self, key: &RequestKey, now_ms: i64) -> Result<CloseStart, LedgerError>;
+
+    /// The payout plan the user's closure in progress fixed ([`Store::fix_close_plan`]), if any.
+    fn close_plan(&self, user_id: UserId) -> Result<Option<Vec<(String, u64)>>, LedgerError>;
+
+    /// Fixes which payments (`(payment id, mills)`) refund the frozen balance of the user's
+    /// closure in progress, so that a resumed closure refunds exactly what the first attempt
+    /// planned — whatever the bank says of the payments meanwhile. The first plan stands: a later
+    /// call answers it. `InvalidInput` unless a closure is in progress and the plan pays out
+    /// exactly its balance, each payment once; `close_account` then books only that plan.
+    fn fix_close_plan(
+        &self,
+        user_id: UserId,
+        plan: &[(String, u64)],
+        now_ms: i64,
+    ) -> Result<Vec<(String, u64)>, LedgerError>;
+
+    /// Closes the account: each payout (a bank refund already made) moves its amount
+    /// customer:U → bank_clearing (kind `payout`, naming the refunded payment), the descending
+    /// register falls by it, and the payouts must sum to the whole balance; nothing may be
+    /// awaiting confirmation. A repeated request answers the first outcome. Audit "payout" per
+    /// transfer and "close".
+    fn close_account(
+        &self,
+        key: &RequestKey,
+        payouts: &[Payout],
+        now_ms: i64,
+    ) -> Result<CloseOutcome, LedgerError>;
+
+    /// When the user's account was closed (or its closure began), if it was.
+    fn closed_at(&self, user_id: UserId) -> Result<Option<i64>, LedgerError>;
+
+    // ---- Reports (`logic::reports`) ----
+
     /// What the user can spend, the registers and the counts.
     fn balance(&self, user_id: UserId) -> Result<BalanceView, LedgerError>;
 
     /// The user's meter.
     fn meter(&self, user_id: UserId) -> Result<Option<MeterState>, LedgerError>;
 
+    /// Every meter, by user id.
+    fn meters(&self) -> Result<Vec<MeterState>, LedgerError>;
+
     /// The user's items, newest first, at most `min(limit, MAX_HISTORY_LIMIT)`.
     fn history(&self, user_id: UserId, limit: u32) -> Result<Vec<ItemSummary>, LedgerError>;
 
     /// The status of any item (the void list verifiers consult); `None` when unknown.
     fn item_status(&self, serial: &str) -> Result<Option<ItemStatus>, LedgerError>;
+
+    /// The amount of one of the user's items (`None`: no such item of this user).
+    fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError>;
+
+    // ---- The audit log (`logic::audit_log`, `audit`) ----
 
     /// Appends an entry to the audit log (logins, admin actions).
     fn append_audit(
@@ -655,102 +754,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The hash of entry `seq` of audit chain `chain`, if that entry exists.
     fn audit_entry_hash(&self, chain: i64, seq: i64) -> Result<Option<[u8; 32]>, LedgerError>;
-
-    /// Every payment we credited (and debts paid), oldest first, with any ACH return.
-    fn payments(&self) -> Result<Vec<PaymentRow>, LedgerError>;
-
-    /// The bank returned this ACH debit: record it, which locks its user until the debt is paid.
-    /// Returns the user when the return is new; `None` when it was already recorded.
-    /// `UnknownItem`-free: an unknown payment id is `InvalidInput`.
-    fn record_payment_return(
-        &self,
-        payment_id: &str,
-        now_ms: i64,
-    ) -> Result<Option<UserId>, LedgerError>;
-
-    /// The user's returned debits not yet paid (non-empty = the account is locked).
-    fn open_returns(&self, user_id: UserId) -> Result<Vec<PaymentRow>, LedgerError>;
-
-    /// Records `paid_by` (a bank payment of exactly the returned amount) as paying the returned
-    /// debit; the request's outcome is stored with it. No ledger transfer: the balance stays.
-    /// Audit "return_paid".
-    fn pay_return(
-        &self,
-        key: &RequestKey,
-        returned_payment_id: &str,
-        paid_by: &str,
-        now_ms: i64,
-    ) -> Result<FundOutcome, LedgerError>;
-
-    /// Every meter, by user id.
-    fn meters(&self) -> Result<Vec<MeterState>, LedgerError>;
-
-    /// Sets (or with `None` removes) the user's standing authorisation for auto-refill. A new
-    /// authorisation starts with nothing used. Audit "auto_refill_set".
-    /// `key` is the request's idempotency key: a repeat changes nothing more.
-    fn set_auto_refill(
-        &self,
-        key: &RequestKey,
-        auth: Option<&AutoRefill>,
-        now_ms: i64,
-    ) -> Result<(), LedgerError>;
-
-    /// The user's standing authorisation, if any.
-    fn auto_refill(&self, user_id: UserId) -> Result<Option<AutoRefill>, LedgerError>;
-
-    /// Counts refill number `refill` (of `amount_mills`) against the cap, once: only when the
-    /// stored count is still `refill`. Returns whether it counted.
-    fn count_auto_refill(
-        &self,
-        user_id: UserId,
-        refill: u64,
-        amount_mills: u64,
-    ) -> Result<bool, LedgerError>;
-
-    /// Begins closing the account under `key`'s request, before any bank refund: from here on
-    /// every operation that spends or credits is refused (`AccountClosed`), so the balance the
-    /// payouts are planned from cannot move. Refused while items await confirmation, while a
-    /// returned debit is unpaid, and once closed. A closure begun and not finished (a crash, the
-    /// bank not ready) goes on under the request that asks next (`Closing`, with the balance);
-    /// the request that finished one answers `Closed` with its outcome.
-    fn begin_close(&self, key: &RequestKey, now_ms: i64) -> Result<CloseStart, LedgerError>;
-
-    /// Closes the account: each payout (a bank refund already made) moves its amount
-    /// customer:U → bank_clearing (kind `payout`, naming the refunded payment), the descending
-    /// register falls by it, and the payouts must sum to the whole balance; nothing may be
-    /// awaiting confirmation. A repeated request answers the first outcome. Audit "payout" per
-    /// transfer and "close".
-    fn close_account(
-        &self,
-        key: &RequestKey,
-        payouts: &[Payout],
-        now_ms: i64,
-    ) -> Result<CloseOutcome, LedgerError>;
-
-    /// The payout plan the user's closure in progress fixed ([`Store::fix_close_plan`]), if any.
-    fn close_plan(&self, user_id: UserId) -> Result<Option<Vec<(String, u64)>>, LedgerError>;
-
-    /// Fixes which payments (`(payment id, mills)`) refund the frozen balance of the user's
-    /// closure in progress, so that a resumed closure refunds exactly what the first attempt
-    /// planned — whatever the bank says of the payments meanwhile. The first plan stands: a later
-    /// call answers it. `InvalidInput` unless a closure is in progress and the plan pays out
-    /// exactly its balance, each payment once; `close_account` then books only that plan.
-    fn fix_close_plan(
-        &self,
-        user_id: UserId,
-        plan: &[(String, u64)],
-        now_ms: i64,
-    ) -> Result<Vec<(String, u64)>, LedgerError>;
-
-    /// When the user's account was closed (or its closure began), if it was.
-    fn closed_at(&self, user_id: UserId) -> Result<Option<i64>, LedgerError>;
-
-    /// `AccountClosed` for a closed account, `AccountLocked` (naming the oldest) while a returned
-    /// ACH debit is unpaid; the rule `issue` applies inside its own transaction.
-    fn refuse_if_locked(&self, user_id: UserId) -> Result<(), LedgerError>;
-
-    /// The amount of one of the user's items (`None`: no such item of this user).
-    fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError>;
 }
 
 /// Serde helper: bytes as lowercase hex.

@@ -23,7 +23,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use postgres::types::{ToSql, Type};
 use postgres::{Client, IsolationLevel, NoTls, Statement};
 
+use crate::backend::Answer;
 use crate::logic::Ctx;
+use crate::queued::Queued;
 use crate::sql::{AuditHead, Param, Row, Tx, Value, dollar_placeholders};
 use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError, MeterSealer};
 
@@ -145,7 +147,7 @@ CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
 "#;
 
-/// Version 2: SQLite's versions 2 (issue 6: `items.reprints`) and 3 (issue 7: ACH returns,
+/// Version 2: SQLite's versions 2 (reprint counts: `items.reprints`) and 3 (ACH returns,
 /// auto-refill authorisations, the `payout` transfer kind, payouts and closures) in one step.
 const PG_V2: &str = r#"
 ALTER TABLE items ADD COLUMN reprints BIGINT NOT NULL DEFAULT 0 CHECK (reprints >= 0);
@@ -192,7 +194,7 @@ CREATE TABLE closures (
 "#;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-/// Version 3 (issue 4, speed): the audit log holds several hash chains, one per database
+/// Version 3 (for speed): the audit log holds several hash chains, one per database
 /// connection that appends (its backend process id names it), so that servers and connections
 /// no longer queue behind one chain head through each other's commits. `stampline audit` walks
 /// every chain.
@@ -233,18 +235,24 @@ struct Pool {
 
 /// The ledger in a PostgreSQL database.
 pub struct PgStore {
+    /// Shared with the operations a runtime's blocking threads run ([`Queued`]).
+    conns: Arc<Connections>,
+    sealer: Option<Arc<dyn MeterSealer>>,
+}
+
+/// The connection pool of one store.
+struct Connections {
     url: String,
     pool: Mutex<Pool>,
     returned: Condvar,
     size: usize,
-    sealer: Option<Arc<dyn MeterSealer>>,
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may hold a password: never print it.
         f.debug_struct("PgStore")
-            .field("pool_size", &self.size)
+            .field("pool_size", &self.conns.size)
             .finish_non_exhaustive()
     }
 }
@@ -259,16 +267,18 @@ impl PgStore {
     /// As [`PgStore::connect`], with at most `size` connections (at least 1).
     pub fn connect_with_pool(url: &str, size: usize) -> Result<PgStore, LedgerError> {
         let store = PgStore {
-            url: url.to_owned(),
-            pool: Mutex::new(Pool {
-                idle: Vec::new(),
-                open: 0,
+            conns: Arc::new(Connections {
+                url: url.to_owned(),
+                pool: Mutex::new(Pool {
+                    idle: Vec::new(),
+                    open: 0,
+                }),
+                returned: Condvar::new(),
+                size: size.max(1),
             }),
-            returned: Condvar::new(),
-            size: size.max(1),
             sealer: None,
         };
-        let mut conn = store.checkout()?;
+        let mut conn = store.conns.checkout()?;
         migrate(&mut conn.conn_mut().client)?;
         drop(conn);
         Ok(store)
@@ -281,12 +291,22 @@ impl PgStore {
         self
     }
 
-    fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            sealer: self.sealer.as_deref(),
-        }
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        self.conns.run(self.sealer.as_deref(), true, f)
     }
 
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        self.conns.run(self.sealer.as_deref(), false, f)
+    }
+}
+
+impl Connections {
     fn lock_pool(&self) -> MutexGuard<'_, Pool> {
         // The pool's bookkeeping is updated in single statements; a panic cannot leave it torn.
         self.pool
@@ -333,6 +353,7 @@ impl PgStore {
 
     fn run<T>(
         &self,
+        sealer: Option<&dyn MeterSealer>,
         write: bool,
         f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
@@ -361,29 +382,15 @@ impl PgStore {
                 chain,
                 head: &mut pending_head,
             },
-            self.ctx(),
+            Ctx { sealer },
         )?;
         transaction.commit()?;
         *head = pending_head;
         Ok(out)
     }
-
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError>,
-    ) -> Result<T, LedgerError> {
-        self.run(true, f)
-    }
-
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError>,
-    ) -> Result<T, LedgerError> {
-        self.run(false, f)
-    }
 }
 
-impl Drop for PgStore {
+impl Drop for Connections {
     fn drop(&mut self) {
         let idle = std::mem::take(&mut self.lock_pool().idle);
         if idle.is_empty() {
@@ -397,7 +404,7 @@ impl Drop for PgStore {
 
 /// A connection on loan; returned to the pool on drop unless it broke.
 struct Checkout<'a> {
-    store: &'a PgStore,
+    store: &'a Connections,
     conn: Option<Conn>,
 }
 
@@ -611,6 +618,21 @@ impl crate::backend::Backend for PgStore {
     ) -> Result<T, LedgerError> {
         // Every operation is its own transaction: a failure rolls back exactly its writes.
         PgStore::write(self, f)
+    }
+
+    fn write_queued<T: Send + 'static>(
+        &self,
+        _undo: crate::backend::Undo,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<Answer<T>, LedgerError> + Send + 'static,
+    ) -> Queued<T> {
+        // The blocking client must not run on an async runtime's thread: a blocking one of the
+        // caller's runtime runs it.
+        let (conns, sealer) = (Arc::clone(&self.conns), self.sealer.clone());
+        Queued::blocking(move || {
+            conns
+                .run(sealer.as_deref(), true, f)
+                .and_then(|answer| answer)
+        })
     }
 
     fn map_create_user_error(&self, e: LedgerError) -> LedgerError {

@@ -1,6 +1,6 @@
 //! Test support: a throw-away PostgreSQL database per test. Like [`crate::testsuite`] it is
-//! compiled into the library so that other crates' tests can use it; production code never calls
-//! it.
+//! compiled only with the `testkit` feature, which this crate's tests and other crates' tests
+//! enable (as a dev-dependency feature); production code never calls it.
 //!
 //! The server to use is `STAMPLINE_TEST_POSTGRES` (default [`DEFAULT_ADMIN_URL`], the trust-auth
 //! PostgreSQL that `.ci/run` starts). When it cannot be reached, [`TestDatabase::create`] prints

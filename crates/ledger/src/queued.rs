@@ -1,12 +1,15 @@
-//! Operations answered later, without a thread waiting for them.
+//! Operations answered later, without a thread waiting for them: the one way the ledger hands a
+//! write over and answers it.
 //!
 //! SQLite's writer runs every write on its own thread and answers after the group's commit. A
-//! blocking caller waits on a channel ([`crate::Store::issue`]); an async caller gets a
-//! [`Queued`] and awaits it ([`crate::Store::issue_queued`]), so that no thread is parked per
+//! blocking caller of an ordinary [`crate::Store`] method waits on a channel; a [`Queued`]
+//! operation ([`crate::Store::issue`], [`crate::Store::confirm`]) is answered through the handle it
+//! returns, which an async caller awaits ([`Queued::outcome`]) so that no thread is parked per
 //! request (measured: the server spent a fifth of its CPU switching between the threads that
-//! waited). Both receive the same messages: the checks the operation deferred
-//! ([`crate::SignedItem::check`]), which the caller runs while the writer goes on, then the
-//! outcome.
+//! waited), and a blocking caller waits on ([`Queued::wait`]). Both receive the same messages:
+//! the checks the operation deferred ([`crate::SignedItem::check`]), which the caller runs while
+//! the writer goes on, then the outcome. A store that has no writer thread (PostgreSQL) runs the
+//! operation on a blocking thread of the caller's runtime, or at once outside one.
 
 use std::any::Any;
 use std::sync::mpsc::SyncSender;
@@ -74,28 +77,53 @@ pub(crate) fn writer_stopped() -> LedgerError {
     LedgerError::GroupCommit("the ledger writer stopped before answering".into())
 }
 
-/// A ledger operation handed to the store: await [`Queued::outcome`]. It holds the outcome
-/// already when the store ran the operation on the calling thread (PostgreSQL; see
-/// [`crate::Store::queues_writes`]).
+/// A ledger operation handed to the store: await [`Queued::outcome`] (async code) or call
+/// [`Queued::wait`] (a thread that may block). Either way the answer comes after the operation's
+/// commit, and the checks it deferred run on the caller's thread meanwhile.
+#[must_use = "the operation's answer (and the checks it deferred) come through the Queued"]
 pub struct Queued<T> {
     inner: Inner<T>,
 }
 
 enum Inner<T> {
+    /// The operation ran already, on the calling thread.
     Ready(Result<T, LedgerError>),
-    Waiting(tokio::sync::mpsc::UnboundedReceiver<ToCaller<T>>),
+    /// SQLite's writer answers.
+    Writer(tokio::sync::mpsc::UnboundedReceiver<ToCaller<T>>),
+    /// A blocking thread of the caller's runtime runs it (PostgreSQL's blocking client).
+    Worker(tokio::sync::oneshot::Receiver<Outcome<T>>),
 }
 
-impl<T> Queued<T> {
+impl<T: Send + 'static> Queued<T> {
     pub(crate) fn ready(result: Result<T, LedgerError>) -> Queued<T> {
         Queued {
             inner: Inner::Ready(result),
         }
     }
 
-    pub(crate) fn waiting(answers: tokio::sync::mpsc::UnboundedReceiver<ToCaller<T>>) -> Queued<T> {
+    pub(crate) fn writer(answers: tokio::sync::mpsc::UnboundedReceiver<ToCaller<T>>) -> Queued<T> {
         Queued {
-            inner: Inner::Waiting(answers),
+            inner: Inner::Writer(answers),
+        }
+    }
+
+    /// Runs `op`, which blocks, where it may: on a blocking thread of the runtime the caller is
+    /// in (so that an async caller's thread is not blocked), at once outside a runtime.
+    pub(crate) fn blocking(
+        op: impl FnOnce() -> Result<T, LedgerError> + Send + 'static,
+    ) -> Queued<T> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                runtime.spawn_blocking(move || {
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(op));
+                    let _ = answer.send(outcome);
+                });
+                Queued {
+                    inner: Inner::Worker(answered),
+                }
+            }
+            Err(_) => Queued::ready(op()),
         }
     }
 
@@ -104,7 +132,7 @@ impl<T> Queued<T> {
     pub async fn outcome(self) -> Result<T, LedgerError> {
         match self.inner {
             Inner::Ready(result) => result,
-            Inner::Waiting(mut answers) => {
+            Inner::Writer(mut answers) => {
                 let mut caller = Caller::default();
                 while let Some(message) = answers.recv().await {
                     if let Some(result) = caller.take(message) {
@@ -113,7 +141,37 @@ impl<T> Queued<T> {
                 }
                 Err(writer_stopped())
             }
+            Inner::Worker(answered) => unwind(answered.await),
         }
+    }
+
+    /// [`Queued::outcome`] for a thread that may block. Must not be called from async code (it
+    /// panics there, as blocking a runtime's thread would stall it): await `outcome` instead.
+    pub fn wait(self) -> Result<T, LedgerError> {
+        match self.inner {
+            Inner::Ready(result) => result,
+            Inner::Writer(mut answers) => {
+                let mut caller = Caller::default();
+                while let Some(message) = answers.blocking_recv() {
+                    if let Some(result) = caller.take(message) {
+                        return result;
+                    }
+                }
+                Err(writer_stopped())
+            }
+            Inner::Worker(answered) => unwind(answered.blocking_recv()),
+        }
+    }
+}
+
+/// A worker's outcome: its result, or its panic raised again here.
+fn unwind<T, E>(answered: Result<Outcome<T>, E>) -> Result<T, LedgerError> {
+    match answered {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => Err(LedgerError::GroupCommit(
+            "the ledger's worker stopped before answering".into(),
+        )),
     }
 }
 
@@ -121,7 +179,8 @@ impl<T> std::fmt::Debug for Queued<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self.inner {
             Inner::Ready(_) => "Queued(ready)",
-            Inner::Waiting(_) => "Queued(waiting)",
+            Inner::Writer(_) => "Queued(writer)",
+            Inner::Worker(_) => "Queued(worker)",
         })
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
-use crate::backend::Undo;
+use crate::backend::{Answer, Undo};
 use crate::logic::Ctx;
 use crate::queued::{Caller, Outcome, Queued, Reply, ToCaller, writer_stopped};
 use crate::sql::{AuditHead, KnownHead, Param, Row, Tx, Value};
@@ -41,6 +41,10 @@ pub const CACHE_KIB: i64 = -32 * 1024;
 pub const MAX_GROUP_OPS: usize = 256;
 /// How often the checkpointer copies the write-ahead log into the database file.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// Most operations waiting for the writer (handed over, not yet begun). When this many wait, a
+/// new operation is refused at once with [`LedgerError::Busy`] and nothing of it is done: the
+/// queue never grows past it. The benchmark's 512 requests in flight stay far below it.
+pub const MAX_QUEUED_OPS: usize = 4096;
 /// WAL pages after which the writer checkpoints itself (the checkpointer normally keeps the log
 /// far below this; SQLite's default is 1,000).
 pub const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
@@ -59,7 +63,8 @@ pub const WRITER_CHECKPOINT_PAGES: i64 = 16_384;
 /// acknowledged operation is durable (`synchronous=FULL`); if that commit fails, or a check
 /// failed, every operation of the group fails. A lone operation is committed at once: grouping
 /// adds no wait. A checkpointer thread copies the WAL into the file meanwhile
-/// ([`CHECKPOINT_EVERY`]).
+/// ([`CHECKPOINT_EVERY`]). At most [`MAX_QUEUED_OPS`] operations wait for the writer: beyond,
+/// an operation is refused at once with [`LedgerError::Busy`], and nothing of it is done.
 ///
 /// **Reads** of a file run in a separate read connection and see only committed states; an
 /// in-memory database has one connection, so its reads go to the writer like writes (and are
@@ -77,6 +82,10 @@ pub struct SqliteStore {
     sealer: Option<Arc<dyn MeterSealer>>,
     /// Most operations per group (1 turns group commit off); read by the writer.
     max_group: Arc<AtomicUsize>,
+    /// Operations handed to the writer that it has not begun; at most `queue_limit`.
+    queued: Arc<AtomicUsize>,
+    /// [`MAX_QUEUED_OPS`], or a smaller limit set for a test.
+    queue_limit: usize,
 }
 
 /// An operation for the writer: runs on the connection, with the audit head the writer knows
@@ -124,6 +133,13 @@ impl SqliteStore {
         self
     }
 
+    /// At most `ops` operations waiting for the writer (clamped to 1..=[`MAX_QUEUED_OPS`]);
+    /// beyond, operations are refused with [`LedgerError::Busy`].
+    pub fn with_queue_limit(mut self, ops: usize) -> SqliteStore {
+        self.queue_limit = ops.clamp(1, MAX_QUEUED_OPS);
+        self
+    }
+
     /// The database file, or `None` in memory.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
@@ -163,6 +179,8 @@ impl SqliteStore {
             path,
             sealer: None,
             max_group,
+            queued: Arc::new(AtomicUsize::new(0)),
+            queue_limit: MAX_QUEUED_OPS,
         })
     }
 
@@ -176,7 +194,11 @@ impl SqliteStore {
     ) -> Result<T, LedgerError> {
         // Room for both messages (checks, then the result): the writer never waits to send.
         let (answer, answered) = std::sync::mpsc::sync_channel(2);
-        self.submit(undo, f, Reply::Thread(answer))?;
+        self.submit(
+            undo,
+            move |tx, ctx| f(tx, ctx).map(Ok),
+            Reply::Thread(answer),
+        )?;
         let mut caller = Caller::default();
         while let Ok(message) = answered.recv() {
             if let Some(result) = caller.take(message) {
@@ -187,50 +209,65 @@ impl SqliteStore {
     }
 
     /// [`SqliteStore::write_with`] without a thread waiting: the writer answers the returned
-    /// [`Queued`].
+    /// [`Queued`]. `f`'s inner result is the answer (see [`crate::backend::Answer`]).
     fn write_queued<T: Send + 'static>(
         &self,
         undo: Undo,
-        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<Answer<T>, LedgerError> + Send + 'static,
     ) -> Queued<T> {
         let (answer, answered) = tokio::sync::mpsc::unbounded_channel();
         match self.submit(undo, f, Reply::Task(answer)) {
-            Ok(()) => Queued::waiting(answered),
+            Ok(()) => Queued::writer(answered),
             Err(e) => Queued::ready(Err(e)),
         }
     }
 
     /// Hands `f` to the writer, which sends `reply` the checks `f` deferred (if it succeeded)
-    /// and, after the group's commit, its outcome.
+    /// and, after the group's commit, its answer. Refuses it (`Busy`) when [`MAX_QUEUED_OPS`]
+    /// (or the store's smaller limit) operations wait already.
     fn submit<T: Send + 'static>(
         &self,
         undo: Undo,
-        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<Answer<T>, LedgerError> + Send + 'static,
         reply: Reply<T>,
     ) -> Result<(), LedgerError> {
+        let limit = self.queue_limit;
+        let taken = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            });
+        if taken.is_err() {
+            return Err(LedgerError::Busy);
+        }
         let sealer = self.sealer.clone();
-        let job: Job = Box::new(move |conn| match conn {
-            None => Ran {
-                deliver: deliver_failure(reply),
-                broke: false,
-                verdict: None,
-            },
-            Some((conn, head)) => {
-                let ctx = Ctx {
-                    sealer: sealer.as_deref(),
-                };
-                let mut checks = Vec::new();
-                let (outcome, broke) = run_op(conn, head, &mut checks, undo, |tx| f(tx, ctx));
-                let verdict =
-                    (!checks.is_empty() && !broke && matches!(outcome, Ok(Ok(_)))).then(|| {
-                        let (tell, verdict) = std::sync::mpsc::sync_channel(1);
-                        reply.send(ToCaller::Check(checks, tell));
-                        verdict
-                    });
-                Ran {
-                    deliver: deliver(reply, outcome),
-                    broke,
-                    verdict,
+        let queued = Arc::clone(&self.queued);
+        let job: Job = Box::new(move |conn| {
+            // The writer has begun it: it no longer waits.
+            queued.fetch_sub(1, Ordering::AcqRel);
+            match conn {
+                None => Ran {
+                    deliver: deliver_failure(reply),
+                    broke: false,
+                    verdict: None,
+                },
+                Some((conn, head)) => {
+                    let ctx = Ctx {
+                        sealer: sealer.as_deref(),
+                    };
+                    let mut checks = Vec::new();
+                    let (outcome, broke) = run_op(conn, head, &mut checks, undo, |tx| f(tx, ctx));
+                    let verdict = (!checks.is_empty() && !broke && matches!(outcome, Ok(Ok(_))))
+                        .then(|| {
+                            let (tell, verdict) = std::sync::mpsc::sync_channel(1);
+                            reply.send(ToCaller::Check(checks, tell));
+                            verdict
+                        });
+                    Ran {
+                        deliver: deliver(reply, outcome),
+                        broke,
+                        verdict,
+                    }
                 }
             }
         });
@@ -241,6 +278,7 @@ impl SqliteStore {
             .as_ref()
             .map(|jobs| jobs.send(job).is_ok());
         if sent != Some(true) {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(LedgerError::GroupCommit(
                 "the ledger writer has stopped".into(),
             ));
@@ -392,11 +430,12 @@ fn run_op<T>(
     }
 }
 
-/// Answers the caller once the group has committed (or with the group's failure).
-fn deliver<T: Send + 'static>(reply: Reply<T>, outcome: Outcome<T>) -> Deliver {
+/// Answers the caller once the group has committed (or with the group's failure). The answer of
+/// an operation whose writes committed is its inner result (a refusal that commits included).
+fn deliver<T: Send + 'static>(reply: Reply<T>, outcome: Outcome<Answer<T>>) -> Deliver {
     Box::new(move |commit| {
         reply.send(ToCaller::Done(match commit {
-            Ok(()) => outcome,
+            Ok(()) => outcome.map(|kept| kept.and_then(|answer| answer)),
             // The operation's own error says more than the group's, when it had one.
             Err(reason) => match outcome {
                 Ok(Err(own)) => Ok(Err(own)),
@@ -606,12 +645,8 @@ impl crate::backend::Backend for SqliteStore {
     fn write_queued<T: Send + 'static>(
         &self,
         undo: Undo,
-        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<T, LedgerError> + Send + 'static,
+        f: impl FnOnce(&mut dyn Tx, Ctx<'_>) -> Result<Answer<T>, LedgerError> + Send + 'static,
     ) -> Queued<T> {
         SqliteStore::write_queued(self, undo, f)
-    }
-
-    fn queues_writes(&self) -> bool {
-        true
     }
 }

@@ -1,10 +1,11 @@
 //! Behaviour tests for any [`Store`]: one `pub fn` per behaviour, each given a fresh, empty store.
-//! Every implementation runs the same suite (`SqliteStore` in `tests/sqlite.rs`, PostgreSQL in its
-//! own crate or module), so a behaviour is defined once.
+//! Every implementation runs the same suite (`SqliteStore` in `tests/sqlite.rs`, `PgStore` in
+//! `tests/postgres.rs`), so a behaviour is defined once.
 //!
-//! This is test code compiled into the library so that other crates can run it: it panics when a
-//! behaviour is broken, and it is never called by production code. Tests that need to edit the
-//! database behind the ledger's back take a [`Tamper`], which each implementation provides.
+//! This is test code, compiled only with the `testkit` feature so that this crate's tests and
+//! other crates' tests can run it: it panics when a behaviour is broken, and it is never called by
+//! production code. Tests that need to edit the database behind the ledger's back take a
+//! [`Tamper`], which each implementation provides.
 
 pub mod payments;
 
@@ -284,6 +285,16 @@ pub fn req<'a>(user_id: UserId, request_id: &'a str, what: &str) -> RequestKey<'
 
 /// Funds `mills` under request id `id` (payment id "pay-U-id"), expecting success.
 pub fn fund(store: &dyn Store, user_id: UserId, id: &str, mills: u64) -> FundOutcome {
+    ok(try_fund(store, user_id, id, mills), "fund")
+}
+
+/// [`fund`], answering the store's error rather than panicking.
+pub fn try_fund(
+    store: &dyn Store,
+    user_id: UserId,
+    id: &str,
+    mills: u64,
+) -> Result<FundOutcome, LedgerError> {
     let payment_id = format!("pay-{user_id}-{id}");
     let input = FundInput {
         amount: amount(mills),
@@ -292,10 +303,7 @@ pub fn fund(store: &dyn Store, user_id: UserId, id: &str, mills: u64) -> FundOut
         token: Some("tok_visa"),
         last4: Some("4242"),
     };
-    ok(
-        store.fund(&req(user_id, id, &format!("fund {mills}")), &input, T0_MS),
-        "fund",
-    )
+    store.fund(&req(user_id, id, &format!("fund {mills}")), &input, T0_MS)
 }
 
 /// Whatever happens between issues (a funding, a void, a failed issue, a repeat), every item's
@@ -368,12 +376,14 @@ pub fn try_issue(
         amount: amount(mills),
         session: Some("00000000-0000-4000-8000-000000000001".into()),
     };
-    store.issue(
-        &req(user_id, id, &format!("issue {mills}")),
-        &input,
-        Box::new(sign_ok),
-        now_ms,
-    )
+    store
+        .issue(
+            &req(user_id, id, &format!("issue {mills}")),
+            &input,
+            Box::new(sign_ok),
+            now_ms,
+        )
+        .wait()
 }
 
 /// Issues a postage item, expecting success.
@@ -393,6 +403,7 @@ pub fn try_confirm(
     let what = format!("confirm {serial} {printed}");
     store
         .confirm(&req(user_id, id, &what), serial, printed, now_ms)
+        .wait()
         .map(|outcome| outcome.status)
 }
 
@@ -492,7 +503,9 @@ pub fn fund_issue_and_print_move_money_and_registers(store: &dyn Store) {
     );
 
     let printed = ok(
-        store.confirm(&req(u, "c1", "print"), &issued.serial, true, T0_MS + 5),
+        store
+            .confirm(&req(u, "c1", "print"), &issued.serial, true, T0_MS + 5)
+            .wait(),
         "confirm",
     );
     assert_eq!(printed.status, ItemStatus::Printed);
@@ -549,9 +562,9 @@ pub fn repeated_request_returns_first_outcome_and_charges_once(store: &dyn Store
         session: None,
     };
     let key = req(u, "i1", "issue");
-    let first = ok(store.issue(&key, &input, counting(), T0_MS), "issue");
+    let first = ok(store.issue(&key, &input, counting(), T0_MS).wait(), "issue");
     let again = ok(
-        store.issue(&key, &input, counting(), T0_MS + 9),
+        store.issue(&key, &input, counting(), T0_MS + 9).wait(),
         "issue again",
     );
     assert_eq!(first, again);
@@ -573,9 +586,12 @@ pub fn repeated_request_returns_first_outcome_and_charges_once(store: &dyn Store
     );
 
     let key = req(u, "c1", "confirm");
-    let first = ok(store.confirm(&key, &first.serial, false, T0_MS), "confirm");
+    let first = ok(
+        store.confirm(&key, &first.serial, false, T0_MS).wait(),
+        "confirm",
+    );
     let again = ok(
-        store.confirm(&key, &first.serial, false, T0_MS),
+        store.confirm(&key, &first.serial, false, T0_MS).wait(),
         "confirm again",
     );
     assert_eq!(first, again);
@@ -617,12 +633,14 @@ pub fn reused_request_id_is_refused_and_changes_nothing(store: &dyn Store) {
         amount: amount(PRICE_MILLS),
         session: None,
     };
-    let crossed = store.issue(
-        &req(u, "f1", &format!("fund {FUND_MILLS}")),
-        &issue_input,
-        Box::new(sign_ok),
-        T0_MS,
-    );
+    let crossed = store
+        .issue(
+            &req(u, "f1", &format!("fund {FUND_MILLS}")),
+            &issue_input,
+            Box::new(sign_ok),
+            T0_MS,
+        )
+        .wait();
     assert!(matches!(crossed, Err(LedgerError::IdReused)), "{crossed:?}");
     let confirm = try_confirm(store, u, "f1", "SL0100000001-1", true, T0_MS);
     assert!(matches!(confirm, Err(LedgerError::IdReused)), "{confirm:?}");
@@ -655,18 +673,20 @@ pub fn issue_beyond_balance_is_refused_and_changes_nothing(store: &dyn Store) {
         amount: amount(1001),
         session: None,
     };
-    let refused = store.issue(
-        &req(u, "i1", "issue 1001"),
-        &input,
-        Box::new({
-            let called = Arc::clone(&called);
-            move |p: &PieceState| {
-                called.fetch_add(1, Ordering::SeqCst);
-                sign_ok(p)
-            }
-        }),
-        T0_MS,
-    );
+    let refused = store
+        .issue(
+            &req(u, "i1", "issue 1001"),
+            &input,
+            Box::new({
+                let called = Arc::clone(&called);
+                move |p: &PieceState| {
+                    called.fetch_add(1, Ordering::SeqCst);
+                    sign_ok(p)
+                }
+            }),
+            T0_MS,
+        )
+        .wait();
     assert!(
         matches!(
             refused,
@@ -715,7 +735,9 @@ pub fn failed_print_voids_item_and_returns_funds(store: &dyn Store) {
     fund(store, u, "f1", FUND_MILLS);
     let item = issue(store, u, "i1", PRICE_MILLS);
     let voided = ok(
-        store.confirm(&req(u, "c1", "failed"), &item.serial, false, T0_MS + 1),
+        store
+            .confirm(&req(u, "c1", "failed"), &item.serial, false, T0_MS + 1)
+            .wait(),
         "confirm failed",
     );
     assert_eq!(voided.status, ItemStatus::Voided);
@@ -1032,38 +1054,44 @@ pub fn signing_failure_changes_nothing(store: &dyn Store) {
         amount: amount(PRICE_MILLS),
         session: None,
     };
-    let failed = store.issue(
-        &req(u, "i1", "issue"),
-        &input,
-        Box::new(|_: &PieceState| Err("device unplugged".to_string())),
-        T0_MS,
-    );
+    let failed = store
+        .issue(
+            &req(u, "i1", "issue"),
+            &input,
+            Box::new(|_: &PieceState| Err("device unplugged".to_string())),
+            T0_MS,
+        )
+        .wait();
     assert!(matches!(failed, Err(LedgerError::Signing(_))), "{failed:?}");
-    let empty = store.issue(
-        &req(u, "i1", "issue"),
-        &input,
-        Box::new(|p: &PieceState| {
-            Ok(SignedItem {
-                serial: format!("{}-{}", p.device_id, p.piece),
-                bytes: Vec::new(),
-                check: None,
-            })
-        }),
-        T0_MS,
-    );
+    let empty = store
+        .issue(
+            &req(u, "i1", "issue"),
+            &input,
+            Box::new(|p: &PieceState| {
+                Ok(SignedItem {
+                    serial: format!("{}-{}", p.device_id, p.piece),
+                    bytes: Vec::new(),
+                    check: None,
+                })
+            }),
+            T0_MS,
+        )
+        .wait();
     assert!(matches!(empty, Err(LedgerError::Signing(_))), "{empty:?}");
     // The server's check of the fresh signature fails (SQLite runs it on this thread while its
     // writer goes on): nothing is committed, and the check's reason is the error.
-    let unchecked = store.issue(
-        &req(u, "i1", "issue"),
-        &input,
-        Box::new(|p: &PieceState| {
-            let mut item = sign_ok(p)?;
-            item.check = Some(Box::new(|| Err("signature does not verify".to_string())));
-            Ok(item)
-        }),
-        T0_MS,
-    );
+    let unchecked = store
+        .issue(
+            &req(u, "i1", "issue"),
+            &input,
+            Box::new(|p: &PieceState| {
+                let mut item = sign_ok(p)?;
+                item.check = Some(Box::new(|| Err("signature does not verify".to_string())));
+                Ok(item)
+            }),
+            T0_MS,
+        )
+        .wait();
     assert!(
         matches!(&unchecked, Err(LedgerError::Signing(m)) if m == "signature does not verify"),
         "{unchecked:?}"
@@ -1076,20 +1104,22 @@ pub fn signing_failure_changes_nothing(store: &dyn Store) {
     let checked = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&checked);
     let item = ok(
-        store.issue(
-            &req(u, "i1", "issue"),
-            &input,
-            Box::new(move |p: &PieceState| {
-                let mut item = sign_ok(p)?;
-                let counter = Arc::clone(&counter);
-                item.check = Some(Box::new(move || {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    Ok(())
-                }));
-                Ok(item)
-            }),
-            T0_MS,
-        ),
+        store
+            .issue(
+                &req(u, "i1", "issue"),
+                &input,
+                Box::new(move |p: &PieceState| {
+                    let mut item = sign_ok(p)?;
+                    let counter = Arc::clone(&counter);
+                    item.check = Some(Box::new(move || {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    }));
+                    Ok(item)
+                }),
+                T0_MS,
+            )
+            .wait(),
         "issue",
     );
     assert_eq!(item.serial, format!("{}-1", device_id(1)));
@@ -1121,22 +1151,24 @@ pub fn piece_numbers_run_without_gaps(store: &dyn Store) {
             ..input
         };
         let seen = Arc::new(std::sync::Mutex::new(None));
-        let result = store.issue(
-            &req(u, &id, "issue"),
-            &input,
-            Box::new({
-                let seen = Arc::clone(&seen);
-                move |p: &PieceState| {
-                    *seen.lock().expect("signer record") = Some(p.clone());
-                    if attempt % 3 == 0 {
-                        Err("busy".into())
-                    } else {
-                        sign_ok(p)
+        let result = store
+            .issue(
+                &req(u, &id, "issue"),
+                &input,
+                Box::new({
+                    let seen = Arc::clone(&seen);
+                    move |p: &PieceState| {
+                        *seen.lock().expect("signer record") = Some(p.clone());
+                        if attempt % 3 == 0 {
+                            Err("busy".into())
+                        } else {
+                            sign_ok(p)
+                        }
                     }
-                }
-            }),
-            T0_MS + attempt,
-        );
+                }),
+                T0_MS + attempt,
+            )
+            .wait();
         if let Ok(item) = result {
             let p = seen
                 .lock()
@@ -1348,12 +1380,14 @@ pub fn redeem_marks_printed_tickets_once(store: &dyn Store) {
         session: None,
     };
     let ticket = ok(
-        store.issue(
-            &req(u, "t1", "ticket"),
-            &ticket_input,
-            Box::new(sign_ok),
-            T0_MS,
-        ),
+        store
+            .issue(
+                &req(u, "t1", "ticket"),
+                &ticket_input,
+                Box::new(sign_ok),
+                T0_MS,
+            )
+            .wait(),
         "issue ticket",
     );
     let early = store.redeem(&ticket.serial, "verifier", T0_MS);
@@ -1547,7 +1581,9 @@ pub fn a_failed_check_among_concurrent_issues_commits_nothing_of_it(store: &dyn 
                         }));
                         Ok(item)
                     };
-                    store.issue(&req(u, "i1", "issue"), &input, Box::new(sign), T0_MS)
+                    store
+                        .issue(&req(u, "i1", "issue"), &input, Box::new(sign), T0_MS)
+                        .wait()
                 })
             })
             .collect();
@@ -1592,7 +1628,7 @@ pub fn a_failed_check_among_concurrent_issues_commits_nothing_of_it(store: &dyn 
     assert_clean(store);
 }
 
-/// The async API (`issue_queued`, `confirm_queued`, as the server calls it): the outcome is the
+/// The async API (`issue` and `confirm` awaited, as the server calls them): the outcome is the
 /// committed one, the item's check runs on the thread of the task awaiting it, and a failing check
 /// leaves nothing.
 pub fn queued_operations_answer_after_their_commit(store: &dyn Store) {
@@ -1627,7 +1663,7 @@ pub fn queued_operations_answer_after_their_commit(store: &dyn Store) {
     let ran_on = Arc::new(std::sync::Mutex::new(None));
     let failed = runtime.block_on(
         store
-            .issue_queued(
+            .issue(
                 &req(u, "i1", "issue"),
                 &input,
                 Box::new(signer(false, Arc::clone(&ran_on))),
@@ -1648,7 +1684,7 @@ pub fn queued_operations_answer_after_their_commit(store: &dyn Store) {
     let item = runtime
         .block_on(
             store
-                .issue_queued(
+                .issue(
                     &req(u, "i1", "issue"),
                     &input,
                     Box::new(signer(true, Arc::clone(&ran_on))),
@@ -1666,11 +1702,11 @@ pub fn queued_operations_answer_after_their_commit(store: &dyn Store) {
         // The second is a repeat: the first outcome again.
         let printed = runtime.block_on(
             store
-                .confirm_queued(&req(u, "c1", "print"), &item.serial, true, T0_MS + 5)
+                .confirm(&req(u, "c1", "print"), &item.serial, true, T0_MS + 5)
                 .outcome(),
         );
         assert!(
-            matches!(&printed, Ok(Ok(s)) if s.status == ItemStatus::Printed
+            matches!(&printed, Ok(s) if s.status == ItemStatus::Printed
                 && s.balance_mills == FUND_MILLS - PRICE_MILLS),
             "{printed:?}"
         );
@@ -1700,12 +1736,16 @@ pub fn a_fault_after_the_first_write_leaves_nothing(store: &dyn Store) {
         Ok(item)
     };
     let first = ok(
-        store.issue(&req(a, "i1", "issue"), &input, Box::new(same_serial), T0_MS),
+        store
+            .issue(&req(a, "i1", "issue"), &input, Box::new(same_serial), T0_MS)
+            .wait(),
         "first issue",
     );
     assert_eq!(first.serial, "SL0100000001-1");
     let before = snapshot(store, b);
-    let twice = store.issue(&req(b, "i1", "issue"), &input, Box::new(same_serial), T0_MS);
+    let twice = store
+        .issue(&req(b, "i1", "issue"), &input, Box::new(same_serial), T0_MS)
+        .wait();
     assert!(matches!(twice, Err(LedgerError::Invariant(_))), "{twice:?}");
     assert_eq!(snapshot(store, b), before, "the meter update was kept");
     assert!(ok(store.find_request(b, "i1"), "find_request").is_none());

@@ -400,12 +400,14 @@ fn panicking_signer_leaves_the_store_usable_and_unchanged() {
         session: None,
     };
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = store.issue(
-            &testsuite::req(u, "i1", "issue"),
-            &input,
-            Box::new(|_: &stampline_ledger::PieceState| panic!("device driver bug")),
-            testsuite::T0_MS,
-        );
+        let _ = store
+            .issue(
+                &testsuite::req(u, "i1", "issue"),
+                &input,
+                Box::new(|_: &stampline_ledger::PieceState| panic!("device driver bug")),
+                testsuite::T0_MS,
+            )
+            .wait();
     }));
     assert!(caught.is_err());
     assert_eq!(testsuite::snapshot(store, u), before);
@@ -526,4 +528,77 @@ fn issue_outcomes_stored_with_or_without_the_item_bytes_replay_the_same() {
 #[test]
 fn a_closure_pays_out_only_the_plan_it_fixed_first() {
     on_file(testsuite::payments::a_closure_pays_out_only_the_plan_it_fixed_first);
+}
+
+#[test]
+fn a_full_writer_queue_answers_busy_and_changes_nothing() {
+    const LIMIT: usize = 2;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("ledger.db"))
+        .expect("open store")
+        .with_queue_limit(LIMIT);
+    let u = testsuite::add_user(&store, 1);
+    testsuite::fund(&store, u, "f1", testsuite::FUND_MILLS);
+    let input = stampline_ledger::IssueInput {
+        kind: "postage",
+        amount: testsuite::amount(testsuite::PRICE_MILLS),
+        session: None,
+    };
+    // The writer runs an issue whose signer waits for the gate: what comes next must queue.
+    let (started, has_started) = std::sync::mpsc::channel::<()>();
+    let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+    let stalled = store.issue(
+        &testsuite::req(u, "i1", "issue"),
+        &input,
+        Box::new(move |p: &stampline_ledger::PieceState| {
+            let _ = started.send(());
+            let _ = gate.recv();
+            testsuite::sign_ok(p)
+        }),
+        testsuite::T0_MS,
+    );
+    has_started
+        .recv()
+        .expect("the writer began the first issue");
+    let queued: Vec<_> = (0..LIMIT)
+        .map(|n| {
+            store.issue(
+                &testsuite::req(u, &format!("q{n}"), "issue"),
+                &input,
+                Box::new(testsuite::sign_ok),
+                testsuite::T0_MS,
+            )
+        })
+        .collect();
+    // The queue is full: both kinds of operation are refused at once, and nothing of them is kept.
+    let fund = testsuite::try_fund(&store, u, "f2", 1_000);
+    assert!(matches!(fund, Err(LedgerError::Busy)), "{fund:?}");
+    assert_eq!(LedgerError::Busy.code(), "busy");
+    let issue = store
+        .issue(
+            &testsuite::req(u, "i9", "issue"),
+            &input,
+            Box::new(testsuite::sign_ok),
+            testsuite::T0_MS,
+        )
+        .wait();
+    assert!(matches!(issue, Err(LedgerError::Busy)), "{issue:?}");
+    open_gate.send(()).expect("open the gate");
+    testsuite::ok(stalled.wait(), "the stalled issue");
+    for q in queued {
+        testsuite::ok(q.wait(), "a queued issue");
+    }
+    let balance = testsuite::ok(store.balance(u), "balance");
+    let issued = (1 + LIMIT) as u64 * testsuite::PRICE_MILLS;
+    assert_eq!(balance.balance_mills, testsuite::FUND_MILLS - issued);
+    assert_eq!(balance.pieces, 1 + LIMIT as u64);
+    for refused in ["f2", "i9"] {
+        assert_eq!(testsuite::ok(store.find_request(u, refused), "find"), None);
+    }
+    assert_eq!(testsuite::ok(store.payments(), "payments").len(), 1);
+    testsuite::assert_clean(&store);
+    // With the queue drained the same requests go through.
+    testsuite::ok(testsuite::try_fund(&store, u, "f2", 1_000), "fund after");
+    testsuite::issue(&store, u, "i9", testsuite::PRICE_MILLS);
+    testsuite::assert_clean(&store);
 }

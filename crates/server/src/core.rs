@@ -131,20 +131,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| CoreError::Internal(format!("worker: {e}")))?
 }
 
-/// Runs a ledger write of the hot path from async code: handed straight to a store that queues
-/// writes (SQLite's writer answers this task after the commit, and no thread is parked waiting
-/// for it), otherwise run on a blocking thread.
+/// Runs a ledger write of the hot path from async code: the store answers this task after the
+/// commit (SQLite's writer, or a blocking thread for PostgreSQL), so no thread of the runtime is
+/// blocked and none is parked waiting for it.
 async fn queued<T: Send + 'static>(
     core: &Arc<Core>,
     op: impl FnOnce(&dyn Store) -> Queued<T> + Send + 'static,
 ) -> Result<T, CoreError> {
-    let queued = if core.store.queues_writes() {
-        op(core.store.as_ref())
-    } else {
-        let core = Arc::clone(core);
-        blocking(move || Ok(op(core.store.as_ref()))).await?
-    };
-    Ok(queued.outcome().await?)
+    Ok(op(core.store.as_ref()).outcome().await?)
 }
 
 /// A serial that does not parse is no item of anyone's.

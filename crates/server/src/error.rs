@@ -186,6 +186,7 @@ mod tests {
             LedgerError::GroupCommit("x".into()),
             LedgerError::Invariant("x".into()),
             LedgerError::Corrupt("x".into()),
+            LedgerError::Busy,
         ];
         for e in &all {
             match e {
@@ -214,7 +215,8 @@ mod tests {
                 // in the same arm of `code()` as `Invariant`.
                 | LedgerError::Db(_)
                 | LedgerError::Postgres(_)
-                | LedgerError::Corrupt(_) => {}
+                | LedgerError::Corrupt(_)
+                | LedgerError::Busy => {}
             }
         }
         all

@@ -50,6 +50,7 @@ pub const AUDIT_LOG_BROKEN: &str = "audit_log_broken";
 pub const ACCOUNT_LOCKED: &str = "account_locked";
 pub const ACCOUNT_CLOSED: &str = "account_closed";
 pub const ACCOUNT_BUSY: &str = "account_busy";
+pub const BUSY: &str = "busy";
 pub const REFUND_UNAVAILABLE: &str = "refund_unavailable";
 pub const UNKNOWN_USER: &str = "unknown_user";
 pub const NOT_REDEEMABLE: &str = "not_redeemable";
@@ -191,6 +192,10 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (ACCOUNT_CLOSED, "the account was closed"),
     (ACCOUNT_BUSY, "items still await print confirmation"),
+    (
+        BUSY,
+        "the ledger has too many operations waiting (its writer's queue is full); nothing was done; retry later with the same request id",
+    ),
     (
         REFUND_UNAVAILABLE,
         "the bank cannot refund part of the balance yet; try later",

@@ -120,13 +120,13 @@ BEGIN
 END;
 ";
 
-/// Version 2 (issue 6): how many times each item's bytes were fetched again to print
+/// Version 2 (reprints): how many times each item's bytes were fetched again to print
 /// (`reprint`); every reprint is also in the audit log.
 const V2: &str = "
 ALTER TABLE items ADD COLUMN reprints INTEGER NOT NULL DEFAULT 0 CHECK (reprints >= 0);
 ";
 
-/// Version 3 (issue 7): standing authorisations for auto-refill (the processor's token and the
+/// Version 3 (payments as the bank sees them): standing authorisations for auto-refill (the processor's token and the
 /// last four digits, a threshold, an amount per refill and a cap on their total; `refills` numbers
 /// them, so one need is charged once); ACH debits the bank returned; and account closure: the
 /// `payout` transfer kind (customer:U → bank_clearing, naming the payment refunded), the bank
@@ -189,7 +189,7 @@ CREATE TABLE closures (
 ) STRICT;
 ";
 
-/// Version 4 (issue 4, speed): the same `items` and `transfers`, with their status and kind
+/// Version 4 (for speed): the same `items` and `transfers`, with their status and kind
 /// checks written as `=` comparisons joined by `OR`. SQLite evaluates a `CHECK (x IN (…))` of more
 /// than two constants by building a temporary b-tree at every insert or update (measured: a
 /// tenth of a purchase's instructions). Tables are rebuilt the documented way (new table, copy,
@@ -240,7 +240,7 @@ ALTER TABLE transfers_v4 RENAME TO transfers;
 CREATE INDEX transfers_item ON transfers (item_serial) WHERE item_serial IS NOT NULL;
 ";
 
-/// Version 5 (issue 4): the audit log names the hash chain of each entry, as PostgreSQL's does
+/// Version 5 (one hash chain per appending connection): the audit log names the hash chain of each entry, as PostgreSQL's does
 /// (where every connection appends to its own). SQLite's writers are serialised, so all its
 /// entries stay on chain 0 and `seq` (the row id) stays unique; the newest entry of chain 0 is the
 /// last row, so no index on the chain is needed (one would cost a b-tree insert per entry).

@@ -1,4 +1,5 @@
-//! Behaviours of issue 7's store methods: ACH returns, auto-refill bookkeeping, closure payouts.
+//! Behaviours of the payment and closure store methods: ACH returns, auto-refill bookkeeping,
+//! closure payouts.
 
 use super::{T0_MS, add_user, assert_clean, fund, issue, ok, req, try_confirm, try_issue};
 use crate::{AutoRefill, CloseStart, FundInput, LedgerError, Payout, Store, UserId};

@@ -226,7 +226,7 @@ impl Core {
                 amount: order.postage,
                 session: Some(caller.session.to_string()),
             };
-            store.issue_queued(&caller.key(), &input, Box::new(sign), now)
+            store.issue(&caller.key(), &input, Box::new(sign), now)
         })
         .await?;
         let reply = IssueReply {
@@ -249,9 +249,9 @@ impl Core {
     ) -> Result<ConfirmReply, CoreError> {
         let now = self.now_ms();
         let out = queued(self, move |store| {
-            store.confirm_queued(&caller.key(), &serial, printed, now)
+            store.confirm(&caller.key(), &serial, printed, now)
         })
-        .await??;
+        .await?;
         Ok(ConfirmReply {
             serial: out.serial,
             status: out.status.as_str().to_owned(),
