@@ -7,7 +7,9 @@ use base64::Engine as _;
 use rustls::pki_types::ServerName;
 use serde_json::Value;
 use stampline_https::CallError;
-use stampline_wire::replies::{ItemStatusPublic, QuoteReply, RegisterReply};
+use stampline_wire::replies::{
+    HttpError as Refusal, ItemStatusPublic, QuoteReply, RegisterReply, SigningKey,
+};
 use tokio::net::TcpStream;
 
 use crate::trust::Trust;
@@ -62,7 +64,8 @@ pub struct PublishedKey {
 }
 
 impl PublishedKey {
-    /// One entry of `GET /v1/keys` (or of a saved copy of it).
+    /// One entry of a saved copy of `GET /v1/keys` (read leniently: only the id and the key
+    /// are required).
     pub fn from_json(k: &Value) -> Result<PublishedKey, String> {
         let spki_der = k["public_key_spki_der_base64"]
             .as_str()
@@ -76,6 +79,25 @@ impl PublishedKey {
             valid_until: text("valid_until"),
             revoked_at: text("revoked_at"),
             revocation_reason: text("revocation_reason"),
+        })
+    }
+}
+
+impl TryFrom<SigningKey> for PublishedKey {
+    type Error = String;
+
+    /// A key as `GET /v1/keys` answers it.
+    fn try_from(k: SigningKey) -> Result<PublishedKey, String> {
+        let spki_der = base64::engine::general_purpose::STANDARD
+            .decode(&k.public_key_spki_der_base64)
+            .map_err(|_| "bad public key")?;
+        Ok(PublishedKey {
+            key_id: k.key_id,
+            spki_der,
+            valid_from: k.valid_from.unwrap_or_default(),
+            valid_until: k.valid_until,
+            revoked_at: k.revoked_at,
+            revocation_reason: k.revocation_reason,
         })
     }
 }
@@ -153,10 +175,16 @@ impl Endpoint {
                 CallError::BadAnswer(m) => HttpError::BadAnswer(m),
             })?;
         if status >= 400 {
+            // Every refusal's body is `{"error": CODE, "message": …}`; one that is not still
+            // refuses, with the code `error`.
+            let (code, message) = match serde_json::from_value::<Refusal>(value) {
+                Ok(r) => (r.error, r.message),
+                Err(_) => ("error".to_owned(), String::new()),
+            };
             return Err(HttpError::Refused {
                 status,
-                code: value["error"].as_str().unwrap_or("error").to_owned(),
-                message: value["message"].as_str().unwrap_or("").to_owned(),
+                code,
+                message,
             });
         }
         Ok((status, value))
@@ -170,11 +198,9 @@ impl Endpoint {
     /// `GET /v1/keys`.
     pub async fn keys(&self) -> Result<Vec<PublishedKey>, HttpError> {
         let (_, v) = self.call("GET", "/v1/keys", None).await?;
-        let list = v
-            .as_array()
-            .ok_or_else(|| HttpError::BadAnswer("keys must be an array".into()))?;
-        list.iter()
-            .map(|k| PublishedKey::from_json(k).map_err(HttpError::BadAnswer))
+        typed::<Vec<SigningKey>>(v)?
+            .into_iter()
+            .map(|k| PublishedKey::try_from(k).map_err(HttpError::BadAnswer))
             .collect()
     }
 
