@@ -74,11 +74,10 @@ fn register_fund_buy_balance_verify_end_to_end() {
         assert_eq!(v["key_id"].as_str().unwrap().len(), 8);
     }
 
-    let history = server.ok("ann", &["history", "--limit", "5"]);
-    let items = history["items"].as_array().unwrap();
+    let items = server.history("ann", 5);
     assert_eq!(items.len(), 1);
-    assert_eq!(items[0]["serial"], serial.as_str());
-    assert_eq!(items[0]["status"], "printed");
+    assert_eq!(items[0].serial, serial);
+    assert_eq!(items[0].status, "printed");
 
     // The ledger and audit log are consistent on disk.
     common::assert_audit_passes(server.trust.parent().unwrap());
@@ -183,8 +182,7 @@ fn bad_input_gets_a_clear_code_and_changes_nothing() {
         "{v}"
     );
     assert_eq!(server.balance_mills("cat"), 1_000);
-    let history = server.ok("cat", &["history", "--limit", "1"]);
-    assert_eq!(history["items"][0]["status"], "voided");
+    assert_eq!(server.history("cat", 1)[0].status, "voided");
     // EFT with a valid routing number works.
     let v = server.ok("cat", &common::fund_eft("2"));
     assert_eq!(v["balance_mills"], 3_000);
@@ -268,57 +266,9 @@ fn quote_needs_no_login_and_buy_by_weight_charges_the_quote() {
 fn registration_refuses_bad_data_and_duplicates() {
     let server = TestServer::start();
     server.register("dan");
-    server.fails_with(
-        "dan",
-        &[
-            "register",
-            "--name",
-            "Dan",
-            "--address",
-            "1 Main St",
-            "--city",
-            "Boston",
-            "--state",
-            "MA",
-            "--zip",
-            "02134",
-        ],
-        "user_exists",
-    );
-    server.fails_with(
-        "eve",
-        &[
-            "register",
-            "--name",
-            "Eve",
-            "--address",
-            "1 Main St",
-            "--city",
-            "Boston",
-            "--state",
-            "MA",
-            "--zip",
-            "0213",
-        ],
-        "bad_zip",
-    );
-    server.fails_with(
-        "eve",
-        &[
-            "register",
-            "--name",
-            "Eve",
-            "--address",
-            "1 Main St",
-            "--city",
-            "Boston",
-            "--state",
-            "Mass",
-            "--zip",
-            "02134",
-        ],
-        "bad_state",
-    );
+    server.fails_with("dan", &common::REGISTER, "user_exists");
+    server.fails_with("eve", &common::register_in("MA", "0213"), "bad_zip");
+    server.fails_with("eve", &common::register_in("Mass", "02134"), "bad_state");
 }
 
 #[test]

@@ -323,15 +323,7 @@ fn a_batch_that_runs_out_of_funds_prints_what_it_charged_and_says_which_rows_wer
     assert!(String::from_utf8_lossy(&pdf).contains("/Count 2"));
     // The printed pieces are printed, not pending.
     for serial in v["printed"].as_array().unwrap() {
-        let history = server.ok("eve", &["history", "--limit", "10"]);
-        let item = history["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["serial"] == *serial)
-            .unwrap()
-            .clone();
-        assert_eq!(item["status"], "printed");
+        assert_eq!(server.status_of("eve", serial.as_str().unwrap()), "printed");
     }
 }
 

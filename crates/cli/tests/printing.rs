@@ -258,17 +258,6 @@ impl Server {
         self.ok(user, &common::fund_card("20"));
     }
 
-    fn status_of(&self, user: &str, serial: &str) -> String {
-        let h = self.ok(user, &["history", "--limit", "100"]);
-        h["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["serial"] == serial)
-            .map(|i| i["status"].as_str().unwrap().to_owned())
-            .unwrap_or_default()
-    }
-
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -375,8 +364,7 @@ fn losing_the_link_mid_print_cancels_the_job_and_the_item_is_voided_after_restar
 
     // After a restart the unconfirmed item is voided when the confirmation window ends.
     server.spawn();
-    let h = server.ok("bob", &["history", "--limit", "10"]);
-    let serial = h["items"][0]["serial"].as_str().unwrap().to_owned();
+    let serial = server.history("bob", 10)[0].serial.clone();
     let started = Instant::now();
     while server.status_of("bob", &serial) != "voided" {
         assert!(
@@ -409,8 +397,8 @@ fn a_job_the_printer_aborts_voids_and_refunds_the_item_at_once() {
         "{message}"
     );
     assert_eq!(server.balance_mills("cat"), before);
-    let h = server.ok("cat", &["history", "--limit", "10"]);
-    assert_eq!(h["items"][0]["status"], "voided", "{h}");
+    let h = server.history("cat", 10);
+    assert_eq!(h[0].status, "voided", "{h:?}");
 }
 
 #[test]
@@ -433,12 +421,7 @@ fn a_printer_that_refuses_the_format_costs_nothing() {
     let unreachable = format!("ipp://localhost:{}/ipp/print", free_port());
     server.fails_with("dan", &buy_args(&unreachable, &[]), "printer_unreachable");
     assert_eq!(server.balance_mills("dan"), 20_000);
-    let h = server.ok("dan", &["history", "--limit", "10"]);
-    assert_eq!(
-        h["items"].as_array().unwrap().len(),
-        0,
-        "nothing was issued"
-    );
+    assert!(server.history("dan", 10).is_empty(), "nothing was issued");
     assert!(printer.documents().is_empty());
 }
 
@@ -646,9 +629,9 @@ fn an_item_left_unconfirmed_by_a_crashed_client_is_printed_and_confirmed_by_prin
     // The client dies before it can confirm: the item stays issued, within its window.
     buyer.kill().unwrap();
     buyer.wait().unwrap();
-    let h = server.ok("ivy", &["history", "--limit", "10"]);
-    let serial = h["items"][0]["serial"].as_str().unwrap().to_owned();
-    assert_eq!(h["items"][0]["status"], "issued", "{h}");
+    let h = server.history("ivy", 10);
+    let serial = h[0].serial.clone();
+    assert_eq!(h[0].status, "issued", "{h:?}");
 
     let target = server.path("again");
     let printer_uri = format!("file:{}", target.display());

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
-use stampline_wire::replies::BalanceReply;
+use stampline_wire::replies::{BalanceReply, HistoryLine, HistoryReply};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_stampline");
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -30,6 +30,14 @@ pub const REGISTER: [&str; 11] = [
     "--zip",
     "02134",
 ];
+
+/// [`REGISTER`] with the address in `state` and `zip`.
+pub fn register_in<'a>(state: &'a str, zip: &'a str) -> [&'a str; 11] {
+    let mut args = REGISTER;
+    args[8] = state;
+    args[10] = zip;
+    args
+}
 
 /// `stampline fund` of `dollars` by [`CARD`].
 pub fn fund_card(dollars: &str) -> [&str; 9] {
@@ -202,6 +210,21 @@ pub trait Cli {
         serde_json::from_value::<BalanceReply>(self.ok(user, &["balance"]))
             .unwrap()
             .balance_mills
+    }
+
+    /// `stampline history --limit LIMIT`, read as the `history` op's reply: the newest items.
+    fn history(&self, user: &str, limit: u32) -> Vec<HistoryLine> {
+        let v = self.ok(user, &["history", "--limit", &limit.to_string()]);
+        serde_json::from_value::<HistoryReply>(v).unwrap().items
+    }
+
+    /// The status of `serial` among `user`'s latest 100 items, or "" when it is not there.
+    fn status_of(&self, user: &str, serial: &str) -> String {
+        self.history(user, 100)
+            .into_iter()
+            .find(|i| i.serial == serial)
+            .map(|i| i.status)
+            .unwrap_or_default()
     }
 }
 
