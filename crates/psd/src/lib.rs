@@ -253,6 +253,25 @@ pub(crate) fn p256_spki(point: &[u8]) -> Result<Vec<u8>, PsdError> {
     Ok(out)
 }
 
+/// Refuse a secret too large to wrap (both devices wrap at most [`MAX_WRAPPED_SECRET_BYTES`]).
+pub(crate) fn check_wrappable(secret: &[u8]) -> Result<(), PsdError> {
+    if secret.len() > MAX_WRAPPED_SECRET_BYTES {
+        return Err(PsdError::BadInput("secret too large to wrap".into()));
+    }
+    Ok(())
+}
+
+/// A wrapped secret as both devices lay it out: the 12-byte AES-GCM nonce, then the ciphertext
+/// and its 16-byte tag. Refused when its length cannot be one a device made.
+pub(crate) fn split_wrapped(wrapped: &[u8]) -> Result<([u8; 12], &[u8]), PsdError> {
+    if wrapped.len() < 12 + 16 || wrapped.len() > 12 + MAX_WRAPPED_SECRET_BYTES + 16 {
+        return Err(PsdError::Unwrap);
+    }
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(&wrapped[..12]);
+    Ok((nonce, &wrapped[12..]))
+}
+
 /// Random bytes from the system's generator.
 pub(crate) fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, PsdError> {
     let mut out = Zeroizing::new([0u8; N]);
