@@ -21,6 +21,8 @@ mod keystore;
 mod pkcs11;
 mod software;
 mod spec;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 use aws_lc_rs::signature;
 use stampline_items::KeyId;
