@@ -128,7 +128,11 @@ pub fn verify_beat_ack_mac(
     challenge: &[u8; 8],
     tag: &[u8; 32],
 ) -> Result<(), WireError> {
-    verify_mac(k_user, &beat_message(BEAT_ACK, session, seq, challenge), tag)
+    verify_mac(
+        k_user,
+        &beat_message(BEAT_ACK, session, seq, challenge),
+        tag,
+    )
 }
 
 /// Constant-time check of an HMAC-SHA256 tag over `message`.
