@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use stampline_label::{Format, Impb, Layout, Piece, render_layout};
+use stampline_label::{Format, Layout, Piece, render_layout, sample};
 
 const PIECES: usize = 1_000;
 const RUNS: usize = 5;
@@ -31,37 +31,13 @@ fn item(seed: u64) -> Vec<u8> {
     item
 }
 
+/// The sample piece, made the `n`th of a batch: its own serial, recipient and tracking number.
 fn piece(item: &[u8], n: usize) -> Piece<'_> {
-    let lines = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    Piece {
-        item,
-        indicium: vec![
-            "US POSTAGE".to_owned(),
-            "$0.780".to_owned(),
-            "FIRST-CLASS MAIL".to_owned(),
-            "MAILED 11/29/2026".to_owned(),
-            "FROM ZIP 02134".to_owned(),
-            "ID# SL0100001234".to_owned(),
-            format!("SERIAL SL0100001234-{n}"),
-        ],
-        from: lines(&[
-            "ADA LOVELACE",
-            "12 ANALYTICAL ENGINE WAY",
-            "BOSTON MA 02134-1204",
-        ]),
-        to: vec![
-            format!("CUSTOMER {n}"),
-            "1600 MAIN ST APT 4".to_owned(),
-            "WASHINGTON DC 20260-0004".to_owned(),
-        ],
-        tracking: Some(Impb {
-            zip: "202600004".to_owned(),
-            channel: "94".to_owned(),
-            service_type: "001".to_owned(),
-            mailer_id: "900000001".to_owned(),
-            serial: format!("{n:07}"),
-        }),
-    }
+    let mut piece = sample::piece(item);
+    piece.indicium[6] = format!("SERIAL SL0100001234-{n}");
+    piece.to[0] = format!("CUSTOMER {n}");
+    piece.tracking = Some(sample::tracking("202600004", &format!("{n:07}")));
+    piece
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {

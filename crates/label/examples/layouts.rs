@@ -2,7 +2,7 @@
 //! `cargo run -p stampline-label --example layouts -- DIR [DPI]` writes
 //! `DIR/envelope10.{png,svg,pdf}`, `DIR/label4x6.{png,svg,pdf,zpl}` and `DIR/sheet.{png,svg,pdf}`.
 
-use stampline_label::{Format, Impb, Layout, Piece, render_layout};
+use stampline_label::{Format, Layout, Piece, render_layout, sample};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -15,37 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A stand-in for a 126-byte postage item: the header, then filler.
     let mut item = b"SL\x01\x01\x00\x37".to_vec();
     item.extend((0..120u8).map(|i| i.wrapping_mul(37)));
-    let lines = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    let piece = Piece {
-        item: &item,
-        indicium: lines(&[
-            "US POSTAGE",
-            "$0.780",
-            "FIRST-CLASS MAIL",
-            "MAILED 11/29/2026",
-            "FROM ZIP 02134",
-            "ID# SL0100001234",
-            "SERIAL SL0100001234-42",
-        ]),
-        from: lines(&[
-            "ADA LOVELACE",
-            "12 ANALYTICAL ENGINE WAY",
-            "BOSTON MA 02134-1204",
-        ]),
-        to: lines(&[
-            "CHARLES BABBAGE",
-            "DIFFERENCE DEPT",
-            "1600 MAIN ST APT 4",
-            "WASHINGTON DC 20260-0004",
-        ]),
-        tracking: Some(Impb {
-            zip: "202600004".to_owned(),
-            channel: "94".to_owned(),
-            service_type: "001".to_owned(),
-            mailer_id: "900000001".to_owned(),
-            serial: "0000042".to_owned(),
-        }),
-    };
+    let mut piece = sample::piece(&item);
+    piece.to.insert(1, "DIFFERENCE DEPT".to_owned());
     let sheet: Vec<Piece> = (0..7).map(|_| piece.clone()).collect();
     for (layout, name, pieces) in [
         (

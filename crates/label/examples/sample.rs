@@ -2,7 +2,7 @@
 //! `cargo run -p stampline-label --example sample -- /tmp/label-sample [DPI]`
 //! writes `/tmp/label-sample.png` and `/tmp/label-sample.pdf`.
 
-use stampline_label::{DEFAULT_DPI, LabelSpec, render_pdf, render_png};
+use stampline_label::{DEFAULT_DPI, LabelSpec, render_pdf, render_png, sample};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -16,16 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     item.extend((0..120u8).map(|i| i.wrapping_mul(37)));
     let spec = LabelSpec {
         item: &item,
-        lines: [
-            "US POSTAGE",
-            "$0.78",
-            "FIRST-CLASS MAIL",
-            "11/29/2026",
-            "FROM 02134",
-            "ID# SL0100001234",
-        ]
-        .map(String::from)
-        .to_vec(),
+        lines: sample::postage_lines(),
         dpi,
     };
     std::fs::write(format!("{stem}.png"), render_png(&spec)?)?;

@@ -24,6 +24,7 @@ pub mod impb;
 pub mod page;
 mod pdf;
 mod raster;
+pub mod sample;
 mod svg;
 pub mod symbol;
 mod text;

@@ -97,17 +97,7 @@ mod tests {
 
     #[test]
     fn validate_lines_accepts_postage_text() {
-        let lines: Vec<String> = [
-            "US POSTAGE",
-            "$0.78",
-            "FIRST-CLASS MAIL",
-            "11/29/2026",
-            "FROM 02134",
-            "ID# SL0100001234",
-        ]
-        .map(String::from)
-        .to_vec();
-        validate_lines(&lines).unwrap();
+        validate_lines(&crate::sample::postage_lines()).unwrap();
     }
 
     #[test]

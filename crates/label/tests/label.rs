@@ -5,30 +5,15 @@
 // In tests a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    sync::atomic::{AtomicUsize, Ordering},
-};
+use std::process::Command;
+
+mod common;
+use common::{ScratchDir, find_tool, png_of_luma, random_bytes};
 
 use stampline_label::{
     DEFAULT_DPI, LabelError, LabelSpec, MAX_DATA_BYTES, datamatrix, decode_luma, decode_png,
-    render_pdf, render_png,
+    render_pdf, render_png, sample,
 };
-
-/// Deterministic pseudo-random bytes (SplitMix64), so failures are reproducible.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (z ^ (z >> 31)) as u8
-        })
-        .collect()
-}
 
 /// Every byte value once, in a shuffled order, with NUL and 0xFF at both ends.
 fn all_byte_values() -> Vec<u8> {
@@ -42,23 +27,10 @@ fn all_byte_values() -> Vec<u8> {
     out
 }
 
-fn postage_lines() -> Vec<String> {
-    [
-        "US POSTAGE",
-        "$0.78",
-        "FIRST-CLASS MAIL",
-        "11/29/2026",
-        "FROM 02134",
-        "ID# SL0100001234",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 fn spec(item: &[u8], dpi: u32) -> LabelSpec<'_> {
     LabelSpec {
         item,
-        lines: postage_lines(),
+        lines: sample::postage_lines(),
         dpi,
     }
 }
@@ -66,15 +38,6 @@ fn spec(item: &[u8], dpi: u32) -> LabelSpec<'_> {
 fn png_dimensions(png: &[u8]) -> (u32, u32) {
     let image = image::load_from_memory_with_format(png, image::ImageFormat::Png).unwrap();
     (image.width(), image.height())
-}
-
-fn encode_gray_png(width: u32, height: u32, luma: &[u8]) -> Vec<u8> {
-    use image::ImageEncoder;
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(luma, width, height, image::ExtendedColorType::L8)
-        .unwrap();
-    png
 }
 
 #[test]
@@ -190,9 +153,9 @@ fn a_png_without_a_barcode_is_no_barcode() {
             }
         }
     }
-    let png = encode_gray_png(width, height, &luma);
+    let png = png_of_luma(width, height, &luma);
     assert!(matches!(decode_png(&png), Err(LabelError::NoBarcode)));
-    let blank = encode_gray_png(50, 50, &[255; 2500]);
+    let blank = png_of_luma(50, 50, &[255; 2500]);
     assert!(matches!(decode_png(&blank), Err(LabelError::NoBarcode)));
 }
 
@@ -265,7 +228,7 @@ fn damaged_and_noisy_images_give_errors_and_never_panic() {
 #[test]
 fn an_oversized_png_header_is_refused_before_decoding() {
     // A valid 1-pixel PNG whose IHDR claims 100000 × 100000.
-    let mut png = encode_gray_png(1, 1, &[255]);
+    let mut png = png_of_luma(1, 1, &[255]);
     png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
     png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
     assert!(matches!(decode_png(&png), Err(LabelError::BadImage(_))));
@@ -301,7 +264,7 @@ fn pdf_starts_with_the_header_and_holds_the_text_lines() {
     let pdf = render_pdf(&spec(&random_bytes(6, 126), DEFAULT_DPI)).unwrap();
     assert!(pdf.starts_with(b"%PDF-"));
     let text = String::from_utf8_lossy(&pdf);
-    for line in postage_lines() {
+    for line in sample::postage_lines() {
         assert!(text.contains(&format!("({line})")), "{line}");
     }
     assert!(text.contains("/BaseFont /Helvetica"));
@@ -313,55 +276,9 @@ fn pdf_starts_with_the_header_and_holds_the_text_lines() {
 
 // ---- Independent tools -------------------------------------------------------------------
 
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
-/// The tool's path, or `None` after printing why the test is skipped. With
-/// `STAMPLINE_REQUIRE_ALL=1` a missing tool fails the test instead.
-fn require_tool(name: &str, package: &str) -> Option<PathBuf> {
-    let found = find_tool(name);
-    if found.is_none() {
-        if std::env::var("STAMPLINE_REQUIRE_ALL").as_deref() == Ok("1") {
-            panic!("{name} not installed (Debian package {package}) and STAMPLINE_REQUIRE_ALL=1");
-        }
-        println!("skipped: {name} not installed");
-    }
-    found
-}
-
-/// A scratch directory unique to this process and call, removed on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new(tag: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "stampline-label-{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn pdf_rasterised_by_pdftoppm_at_300_dpi_decodes_to_the_exact_bytes() {
-    let Some(pdftoppm) = require_tool("pdftoppm", "poppler-utils") else {
+    let Some(pdftoppm) = find_tool("pdftoppm", "poppler-utils") else {
         return;
     };
     let payloads = [all_byte_values(), random_bytes(21, 126)];
@@ -392,7 +309,7 @@ fn pdf_rasterised_by_pdftoppm_at_300_dpi_decodes_to_the_exact_bytes() {
 
 #[test]
 fn dmtxread_reads_the_png_back_byte_exact() {
-    let Some(dmtxread) = require_tool("dmtxread", "dmtx-utils") else {
+    let Some(dmtxread) = find_tool("dmtxread", "dmtx-utils") else {
         return;
     };
     for (i, (item, dpi)) in [

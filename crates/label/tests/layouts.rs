@@ -12,71 +12,19 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    sync::atomic::{AtomicUsize, Ordering},
 };
 
+mod common;
+use common::{ScratchDir, find_tool, png_of_luma, random_bytes, skip_or_fail};
+
 use stampline_label::{
-    Format, Impb, LabelError, Layout, MAX_BATCH_PIECES, Piece, decode_luma, decode_png,
-    impb::mod10_check_digit, page::MAX_ADDRESS_LINES, render_layout,
+    Format, LabelError, Layout, MAX_BATCH_PIECES, Piece, decode_luma, decode_png,
+    impb::mod10_check_digit, page::MAX_ADDRESS_LINES, render_layout, sample,
 };
 
 const LAYOUTS: [Layout; 3] = [Layout::Envelope10, Layout::Label4x6, Layout::Sheet];
 
-/// Deterministic pseudo-random bytes (SplitMix64), so failures are reproducible.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (z ^ (z >> 31)) as u8
-        })
-        .collect()
-}
-
-fn lines(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn tracking(zip: &str, serial: &str) -> Impb {
-    Impb {
-        zip: zip.to_owned(),
-        channel: "94".to_owned(),
-        service_type: "001".to_owned(),
-        mailer_id: "900000001".to_owned(),
-        serial: serial.to_owned(),
-    }
-}
-
 /// A postage-sized item (126 bytes) holding NUL, 0xFF and everything between.
-fn piece(item: &[u8]) -> Piece<'_> {
-    Piece {
-        item,
-        indicium: lines(&[
-            "US POSTAGE",
-            "$0.780",
-            "FIRST-CLASS MAIL",
-            "MAILED 11/29/2026",
-            "FROM ZIP 02134",
-            "ID# SL0100001234",
-            "SERIAL SL0100001234-42",
-        ]),
-        from: lines(&[
-            "ADA LOVELACE",
-            "12 ANALYTICAL ENGINE WAY",
-            "BOSTON MA 02134-1204",
-        ]),
-        to: lines(&[
-            "CHARLES BABBAGE",
-            "1600 MAIN ST APT 4",
-            "WASHINGTON DC 20260-0004",
-        ]),
-        tracking: Some(tracking("202600004", "0000042")),
-    }
-}
-
 fn item(seed: u64) -> Vec<u8> {
     let mut item = random_bytes(seed, 126);
     item[0] = 0x00;
@@ -90,15 +38,6 @@ fn luma_of_png(png: &[u8]) -> (u32, u32, Vec<u8>) {
     (w, h, image.into_raw())
 }
 
-fn png_of_luma(width: u32, height: u32, luma: &[u8]) -> Vec<u8> {
-    use image::ImageEncoder;
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(luma, width, height, image::ExtendedColorType::L8)
-        .unwrap();
-    png
-}
-
 // ---- In-process ---------------------------------------------------------------------------
 
 #[test]
@@ -106,7 +45,7 @@ fn every_layout_as_png_at_203_300_and_600_dpi_reads_back_to_the_exact_bytes() {
     for (n, layout) in LAYOUTS.into_iter().enumerate() {
         for dpi in [203, 300, 600] {
             let item = item(n as u64 * 1000 + u64::from(dpi));
-            let png = render_layout(layout, Format::Png, dpi, &[piece(&item)]).unwrap();
+            let png = render_layout(layout, Format::Png, dpi, &[sample::piece(&item)]).unwrap();
             assert_eq!(decode_png(&png).unwrap(), item, "{layout:?} at {dpi} dpi");
         }
     }
@@ -120,7 +59,7 @@ fn png_pages_have_the_exact_pixel_size_of_the_page() {
         (Layout::Envelope10, 300, (2850, 1238)),
         (Layout::Sheet, 300, (2550, 3300)),
     ] {
-        let png = render_layout(layout, Format::Png, dpi, &[piece(&item(1))]).unwrap();
+        let png = render_layout(layout, Format::Png, dpi, &[sample::piece(&item(1))]).unwrap();
         let (w, h, _) = luma_of_png(&png);
         assert_eq!((w, h), size, "{layout:?} at {dpi} dpi");
     }
@@ -129,7 +68,13 @@ fn png_pages_have_the_exact_pixel_size_of_the_page() {
 #[test]
 fn the_envelope_has_fim_d_bars_two_inches_from_the_right_edge() {
     let dpi = 300;
-    let png = render_layout(Layout::Envelope10, Format::Png, dpi, &[piece(&item(2))]).unwrap();
+    let png = render_layout(
+        Layout::Envelope10,
+        Format::Png,
+        dpi,
+        &[sample::piece(&item(2))],
+    )
+    .unwrap();
     let (w, _, luma) = luma_of_png(&png);
     // A row 0.3 in from the top, right of the return address, crosses the FIM bars only.
     let row = &luma[(w as usize) * 90..(w as usize) * 91];
@@ -170,9 +115,10 @@ fn svg_holds_the_module_grid_of_the_exact_item_and_the_page_size_in_inches() {
         (Layout::Label4x6, "width=\"4in\" height=\"6in\""),
         (Layout::Sheet, "width=\"8.5in\" height=\"11in\""),
     ] {
-        let svg =
-            String::from_utf8(render_layout(layout, Format::Svg, 300, &[piece(&item)]).unwrap())
-                .unwrap();
+        let svg = String::from_utf8(
+            render_layout(layout, Format::Svg, 300, &[sample::piece(&item)]).unwrap(),
+        )
+        .unwrap();
         assert!(svg.contains(size), "{layout:?}");
         // Read the runs `M{col} {row}h{len}v1h-{len}z` of the symbol's path back into a grid.
         let start = svg.find("class=\"datamatrix\"").unwrap();
@@ -261,7 +207,7 @@ fn zpl_graphic(label: &str) -> (u32, u32, Vec<u8>) {
 fn zpl_is_one_xa_xz_label_per_piece_whose_graphic_reads_back_to_the_exact_bytes() {
     for dpi in [203, 300] {
         let items: Vec<Vec<u8>> = (0..3).map(|i| item(40 + i + u64::from(dpi))).collect();
-        let pieces: Vec<Piece> = items.iter().map(|item| piece(item)).collect();
+        let pieces: Vec<Piece> = items.iter().map(|item| sample::piece(item)).collect();
         let zpl =
             String::from_utf8(render_layout(Layout::Label4x6, Format::Zpl, dpi, &pieces).unwrap())
                 .unwrap();
@@ -296,7 +242,7 @@ fn zpl_is_one_xa_xz_label_per_piece_whose_graphic_reads_back_to_the_exact_bytes(
 #[test]
 fn a_batch_is_one_page_per_piece_in_a_pdf_and_ten_to_a_sheet() {
     let items: Vec<Vec<u8>> = (0..23).map(|i| item(100 + i)).collect();
-    let pieces: Vec<Piece> = items.iter().map(|item| piece(item)).collect();
+    let pieces: Vec<Piece> = items.iter().map(|item| sample::piece(item)).collect();
     for (layout, pages) in [
         (Layout::Envelope10, 23),
         (Layout::Label4x6, 23),
@@ -318,8 +264,8 @@ fn a_batch_is_one_page_per_piece_in_a_pdf_and_ten_to_a_sheet() {
 #[test]
 fn layouts_formats_and_contents_that_do_not_go_together_are_refused() {
     let item = item(5);
-    let one = [piece(&item)];
-    let two = [piece(&item), piece(&item)];
+    let one = [sample::piece(&item)];
+    let two = [sample::piece(&item), sample::piece(&item)];
     let does_not_fit = |r: Result<Vec<u8>, LabelError>| matches!(r, Err(LabelError::DoesNotFit(_)));
     assert!(does_not_fit(render_layout(
         Layout::Label4x6,
@@ -345,7 +291,7 @@ fn layouts_formats_and_contents_that_do_not_go_together_are_refused() {
         300,
         &[]
     )));
-    let too_many = vec![piece(&item); MAX_BATCH_PIECES + 1];
+    let too_many = vec![sample::piece(&item); MAX_BATCH_PIECES + 1];
     assert!(does_not_fit(render_layout(
         Layout::Sheet,
         Format::Pdf,
@@ -353,7 +299,7 @@ fn layouts_formats_and_contents_that_do_not_go_together_are_refused() {
         &too_many
     )));
     // Eleven on a sheet PNG is two pages.
-    let eleven = vec![piece(&item); 11];
+    let eleven = vec![sample::piece(&item); 11];
     assert!(does_not_fit(render_layout(
         Layout::Sheet,
         Format::Png,
@@ -362,7 +308,7 @@ fn layouts_formats_and_contents_that_do_not_go_together_are_refused() {
     )));
     assert!(render_layout(Layout::Sheet, Format::Png, 300, &eleven[..10]).is_ok());
 
-    let mut no_tracking = piece(&item);
+    let mut no_tracking = sample::piece(&item);
     no_tracking.tracking = None;
     assert!(matches!(
         render_layout(Layout::Label4x6, Format::Pdf, 300, &[no_tracking.clone()]),
@@ -370,13 +316,13 @@ fn layouts_formats_and_contents_that_do_not_go_together_are_refused() {
     ));
     assert!(render_layout(Layout::Envelope10, Format::Pdf, 300, &[no_tracking]).is_ok());
 
-    let mut long_address = piece(&item);
+    let mut long_address = sample::piece(&item);
     long_address.to = vec!["LINE".to_owned(); MAX_ADDRESS_LINES + 1];
     assert!(matches!(
         render_layout(Layout::Envelope10, Format::Pdf, 300, &[long_address]),
         Err(LabelError::BadText(_))
     ));
-    let mut accented = piece(&item);
+    let mut accented = sample::piece(&item);
     accented.from = vec!["CAF\u{c9}".to_owned()];
     assert!(matches!(
         render_layout(Layout::Label4x6, Format::Pdf, 300, &[accented]),
@@ -387,7 +333,7 @@ fn layouts_formats_and_contents_that_do_not_go_together_are_refused() {
         Layout::Envelope10,
         Format::Pdf,
         300,
-        &[piece(&big)]
+        &[sample::piece(&big)]
     )));
     assert!(matches!(
         render_layout(Layout::Label4x6, Format::Png, 72, &one),
@@ -398,7 +344,7 @@ fn layouts_formats_and_contents_that_do_not_go_together_are_refused() {
 #[test]
 fn long_address_lines_shrink_to_fit_and_still_read_back() {
     let item = item(7);
-    let mut wide = piece(&item);
+    let mut wide = sample::piece(&item);
     wide.to = vec!["W".repeat(40); MAX_ADDRESS_LINES];
     wide.from = vec!["M".repeat(40); MAX_ADDRESS_LINES];
     for layout in [Layout::Envelope10, Layout::Label4x6] {
@@ -408,29 +354,6 @@ fn long_address_lines_shrink_to_fit_and_still_read_back() {
 }
 
 // ---- Independent tools --------------------------------------------------------------------
-
-fn require_all() -> bool {
-    std::env::var("STAMPLINE_REQUIRE_ALL").as_deref() == Ok("1")
-}
-
-fn skip_or_fail(what: &str, why: &str) {
-    if require_all() {
-        panic!("{what} not available ({why}) and STAMPLINE_REQUIRE_ALL=1");
-    }
-    println!("skipped: {what} not available ({why})");
-}
-
-fn find_tool(name: &str, package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        skip_or_fail(name, &format!("Debian package {package}"));
-    }
-    found
-}
 
 /// The Python that can `import zxingcpp`, or `None` after skipping.
 fn zxing_python() -> Option<String> {
@@ -495,34 +418,6 @@ fn dmtxread(tool: &Path, file: &Path) -> Vec<u8> {
     out.stdout
 }
 
-/// A scratch directory unique to this process and call, removed on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new(tag: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "stampline-layouts-{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Every layout's images for the outside decoders: PNG at 203 and 300 dpi, the PDF rendered by
 /// pdftoppm at 300 dpi, and (4×6) the ZPL graphic at 203 and 300 dpi. `(name, file, item)`.
 fn images_for_outside_decoders(
@@ -533,14 +428,14 @@ fn images_for_outside_decoders(
     for (n, layout) in LAYOUTS.into_iter().enumerate() {
         for dpi in [203, 300] {
             let item = item(200 + n as u64 * 10 + u64::from(dpi));
-            let png = render_layout(layout, Format::Png, dpi, &[piece(&item)]).unwrap();
+            let png = render_layout(layout, Format::Png, dpi, &[sample::piece(&item)]).unwrap();
             let name = format!("{layout:?}-{dpi}.png");
             images.push((name.clone(), dir.file(&name, &png), item));
         }
         let item = item(300 + n as u64);
-        let pdf = render_layout(layout, Format::Pdf, 300, &[piece(&item)]).unwrap();
+        let pdf = render_layout(layout, Format::Pdf, 300, &[sample::piece(&item)]).unwrap();
         let pdf_path = dir.file(&format!("{layout:?}.pdf"), &pdf);
-        let stem = dir.0.join(format!("{layout:?}-pdf"));
+        let stem = dir.path().join(format!("{layout:?}-pdf"));
         let status = Command::new(pdftoppm)
             .args(["-r", "300", "-png", "-singlefile"])
             .arg(&pdf_path)
@@ -556,7 +451,8 @@ fn images_for_outside_decoders(
     }
     for dpi in [203, 300] {
         let item = item(400 + u64::from(dpi));
-        let zpl = render_layout(Layout::Label4x6, Format::Zpl, dpi, &[piece(&item)]).unwrap();
+        let zpl =
+            render_layout(Layout::Label4x6, Format::Zpl, dpi, &[sample::piece(&item)]).unwrap();
         let (w, h, luma) = zpl_graphic(std::str::from_utf8(&zpl).unwrap());
         let name = format!("zpl-{dpi}.png");
         images.push((
@@ -603,8 +499,8 @@ fn the_impb_reads_back_as_gs1_128_with_the_expected_digits_and_check_digit() {
     let item = item(9);
     let mut images = Vec::new();
     for (zip, serial) in [("20260", "1234567"), ("202600004", "0000042")] {
-        let mut piece = piece(&item);
-        piece.tracking = Some(tracking(zip, serial));
+        let mut piece = sample::piece(&item);
+        piece.tracking = Some(sample::tracking(zip, serial));
         for dpi in [203, 300] {
             let png = render_layout(Layout::Label4x6, Format::Png, dpi, &[piece.clone()]).unwrap();
             images.push((
@@ -615,7 +511,7 @@ fn the_impb_reads_back_as_gs1_128_with_the_expected_digits_and_check_digit() {
         }
         let pdf = render_layout(Layout::Label4x6, Format::Pdf, 300, &[piece]).unwrap();
         let pdf_path = dir.file(&format!("impb-{zip}.pdf"), &pdf);
-        let stem = dir.0.join(format!("impb-{zip}-pdf"));
+        let stem = dir.path().join(format!("impb-{zip}-pdf"));
         assert!(
             Command::new(&pdftoppm)
                 .args(["-r", "300", "-png", "-singlefile"])
@@ -659,7 +555,7 @@ fn pdfinfo_shows_the_exact_page_size_of_every_layout() {
     };
     let dir = ScratchDir::new("pdfinfo");
     let item = item(11);
-    let pieces = vec![piece(&item); 12];
+    let pieces = vec![sample::piece(&item); 12];
     for (layout, count, size, pages) in [
         (1, Layout::Label4x6, "288 x 432 pts", 1),
         (1, Layout::Envelope10, "684 x 297 pts", 1),

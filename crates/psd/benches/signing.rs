@@ -2,21 +2,20 @@
 //!
 //! Signs a 55-byte payload (an indicium's signed part is that size) with the current item key,
 //! on 1, 2 and 4 threads, for about two seconds each, and prints signatures per second. The
-//! PKCS#11 figures use SoftHSM2 with a throw-away token: without `SOFTHSM2_CONF` set, the bench
+//! PKCS#11 figures use SoftHSM2 with a throw-away token (`stampline_psd::testkit`): without `SOFTHSM2_CONF` set, the bench
 //! makes one and re-runs itself with it (this crate may not set environment variables).
 //! Also times opening the software device (the argon2id key derivation dominates).
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use stampline_psd::testkit::{init_softhsm_token, softhsm_available, softhsm_module};
 use stampline_psd::{Passphrase, Pkcs11Config, Pkcs11Psd, Psd, SoftwarePsd};
 use zeroize::Zeroizing;
 
 const RUN: Duration = Duration::from_secs(2);
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const TOKEN: &str = "stampline-bench";
 const PIN: &str = "1234";
 
@@ -67,38 +66,6 @@ fn report(name: &str, psd: Arc<dyn Psd>) {
     }
 }
 
-fn softhsm_token(dir: &Path) -> Option<PathBuf> {
-    if !Path::new(MODULE).exists() {
-        return None;
-    }
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let ok = std::process::Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            TOKEN,
-            "--pin",
-            PIN,
-            "--so-pin",
-            "5678",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then_some(conf)
-}
-
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     if std::env::var_os("SOFTHSM2_CONF").is_none() {
@@ -117,7 +84,10 @@ fn main() {
             t.elapsed()
         );
         report("software", Arc::new(psd));
-        match softhsm_token(dir.path()) {
+        let token = softhsm_available()
+            .then(|| init_softhsm_token(dir.path(), TOKEN, PIN).ok())
+            .flatten();
+        match token {
             Some(conf) => {
                 let status = std::process::Command::new(std::env::current_exe().unwrap())
                     .args(std::env::args().skip(1))
@@ -131,7 +101,7 @@ fn main() {
         return;
     }
     let cfg = Pkcs11Config {
-        module: MODULE.into(),
+        module: softhsm_module(),
         token: TOKEN.into(),
         pin: Zeroizing::new(PIN.into()),
     };

@@ -239,6 +239,29 @@ impl KeyIndex {
     }
 }
 
+/// A device's live state that holds its key index (beside the device's own key handles).
+pub(crate) trait HoldsIndex {
+    fn index_mut(&mut self) -> &mut KeyIndex;
+    fn index(&self) -> &KeyIndex;
+}
+
+/// One administrative change to a device's key index (rotation, revocation): made on a copy,
+/// saved sealed to `dir`, and only then put in place of the live index. Returns the change's
+/// result and the state still locked for writing, so the device can add the key it made.
+pub(crate) fn change_index<'a, S: HoldsIndex, T>(
+    state: &'a std::sync::RwLock<S>,
+    dir: &Path,
+    seal: impl Fn(&[u8]) -> Result<[u8; 32], PsdError>,
+    change: impl FnOnce(&mut KeyIndex) -> Result<T, PsdError>,
+) -> Result<(T, std::sync::RwLockWriteGuard<'a, S>), PsdError> {
+    let mut index = state.read().map_err(|_| PsdError::Crypto)?.index().clone();
+    let out = change(&mut index)?;
+    index.save(dir, seal)?;
+    let mut live = state.write().map_err(|_| PsdError::Crypto)?;
+    *live.index_mut() = index;
+    Ok((out, live))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -21,6 +21,8 @@ mod keystore;
 mod pkcs11;
 mod software;
 mod spec;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 use aws_lc_rs::signature;
 use stampline_items::KeyId;
@@ -251,6 +253,25 @@ pub(crate) fn p256_spki(point: &[u8]) -> Result<Vec<u8>, PsdError> {
     let mut out = P256_SPKI_PREFIX.to_vec();
     out.extend_from_slice(point);
     Ok(out)
+}
+
+/// Refuse a secret too large to wrap (both devices wrap at most [`MAX_WRAPPED_SECRET_BYTES`]).
+pub(crate) fn check_wrappable(secret: &[u8]) -> Result<(), PsdError> {
+    if secret.len() > MAX_WRAPPED_SECRET_BYTES {
+        return Err(PsdError::BadInput("secret too large to wrap".into()));
+    }
+    Ok(())
+}
+
+/// A wrapped secret as both devices lay it out: the 12-byte AES-GCM nonce, then the ciphertext
+/// and its 16-byte tag. Refused when its length cannot be one a device made.
+pub(crate) fn split_wrapped(wrapped: &[u8]) -> Result<([u8; 12], &[u8]), PsdError> {
+    if wrapped.len() < 12 + 16 || wrapped.len() > 12 + MAX_WRAPPED_SECRET_BYTES + 16 {
+        return Err(PsdError::Unwrap);
+    }
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(&wrapped[..12]);
+    Ok((nonce, &wrapped[12..]))
 }
 
 /// Random bytes from the system's generator.

@@ -22,8 +22,10 @@ use cryptoki::types::AuthPin;
 use stampline_items::KeyId;
 use zeroize::Zeroizing;
 
-use crate::keyring::{KeyIndex, KeyRecord};
-use crate::{MAX_WRAPPED_SECRET_BYTES, Psd, PsdError, PublishedKey, Rotation, psd_dir, random};
+use crate::keyring::{HoldsIndex, KeyIndex, KeyRecord, change_index};
+use crate::{
+    Psd, PsdError, PublishedKey, Rotation, check_wrappable, psd_dir, random, split_wrapped,
+};
 
 /// Sessions kept open with the token; signing requests share them round-robin.
 pub const PKCS11_SESSIONS: usize = 4;
@@ -72,6 +74,15 @@ pub struct KeyAttributes {
 struct State {
     index: KeyIndex,
     handles: HashMap<KeyId, ObjectHandle>,
+}
+
+impl HoldsIndex for State {
+    fn index(&self) -> &KeyIndex {
+        &self.index
+    }
+    fn index_mut(&mut self) -> &mut KeyIndex {
+        &mut self.index
+    }
 }
 
 /// The PKCS#11 device.
@@ -470,16 +481,12 @@ impl Psd for Pkcs11Psd {
     fn rotate_signing_key(&self, now_unix: i64) -> Result<Rotation, PsdError> {
         let _admin = self.admin.lock().map_err(|_| PsdError::Crypto)?;
         let (id, spki, handle) = self.with_session(new_signing_key)?;
-        let mut index = self
-            .state
-            .read()
-            .map_err(|_| PsdError::Crypto)?
-            .index
-            .clone();
-        let rotation = index.rotate(KeyRecord::new(id, &spki, now_unix), now_unix)?;
-        index.save(&self.dir, |d| self.seal(d))?;
-        let mut state = self.state.write().map_err(|_| PsdError::Crypto)?;
-        state.index = index;
+        let (rotation, mut state) = change_index(
+            &self.state,
+            &self.dir,
+            |d| self.seal(d),
+            |i| i.rotate(KeyRecord::new(id, &spki, now_unix), now_unix),
+        )?;
         state.handles.insert(id, handle);
         Ok(rotation)
     }
@@ -491,22 +498,17 @@ impl Psd for Pkcs11Psd {
         reason: &str,
     ) -> Result<PublishedKey, PsdError> {
         let _admin = self.admin.lock().map_err(|_| PsdError::Crypto)?;
-        let mut index = self
-            .state
-            .read()
-            .map_err(|_| PsdError::Crypto)?
-            .index
-            .clone();
-        let key = index.revoke(key_id, now_unix, reason)?;
-        index.save(&self.dir, |d| self.seal(d))?;
-        self.state.write().map_err(|_| PsdError::Crypto)?.index = index;
+        let (key, _state) = change_index(
+            &self.state,
+            &self.dir,
+            |d| self.seal(d),
+            |i| i.revoke(key_id, now_unix, reason),
+        )?;
         Ok(key)
     }
 
     fn wrap_secret(&self, secret: &[u8], context: &[u8]) -> Result<Vec<u8>, PsdError> {
-        if secret.len() > MAX_WRAPPED_SECRET_BYTES {
-            return Err(PsdError::BadInput("secret too large to wrap".into()));
-        }
+        check_wrappable(secret)?;
         let mut nonce = *random::<12>()?;
         let ct = self.with_session(|s| {
             let params = GcmParams::new(&mut nonce, context, 128u64.into())
@@ -524,15 +526,11 @@ impl Psd for Pkcs11Psd {
         wrapped: &[u8],
         context: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, PsdError> {
-        if wrapped.len() < 12 + 16 || wrapped.len() > 12 + MAX_WRAPPED_SECRET_BYTES + 16 {
-            return Err(PsdError::Unwrap);
-        }
-        let mut nonce = [0u8; 12];
-        nonce.copy_from_slice(&wrapped[..12]);
+        let (mut nonce, sealed) = split_wrapped(wrapped)?;
         self.with_session(|s| {
             let params =
                 GcmParams::new(&mut nonce, context, 128u64.into()).map_err(|_| PsdError::Unwrap)?;
-            s.decrypt(&Mechanism::AesGcm(params), self.wrap, &wrapped[12..])
+            s.decrypt(&Mechanism::AesGcm(params), self.wrap, sealed)
                 .map(Zeroizing::new)
                 .map_err(|_| PsdError::Unwrap)
         })

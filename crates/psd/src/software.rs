@@ -10,9 +10,11 @@ use aws_lc_rs::{aead, hmac, rand};
 use stampline_items::KeyId;
 use zeroize::Zeroizing;
 
-use crate::keyring::{INDEX_FILE, KeyIndex, KeyRecord};
+use crate::keyring::{HoldsIndex, INDEX_FILE, KeyIndex, KeyRecord, change_index};
 use crate::keystore::{self, KEYSTORE_FILE, Passphrase, Secrets};
-use crate::{MAX_WRAPPED_SECRET_BYTES, Psd, PsdError, PublishedKey, Rotation, psd_dir, random};
+use crate::{
+    Psd, PsdError, PublishedKey, Rotation, check_wrappable, psd_dir, random, split_wrapped,
+};
 
 /// The device name recorded in the key index.
 const DEVICE: &str = "software";
@@ -25,6 +27,15 @@ const LEGACY_INDEX: &str = "signing-keys.txt";
 struct State {
     index: KeyIndex,
     signing: Vec<(KeyId, EcdsaKeyPair)>,
+}
+
+impl HoldsIndex for State {
+    fn index(&self) -> &KeyIndex {
+        &self.index
+    }
+    fn index_mut(&mut self) -> &mut KeyIndex {
+        &mut self.index
+    }
 }
 
 /// The software crypto device.
@@ -343,16 +354,9 @@ impl Psd for SoftwarePsd {
         )?;
         let (pair, _) = ecdsa_from_pkcs8(&pkcs8)?;
         crate::write_private(&store_path, &keystore::seal(&secrets, &self.passphrase)?)?;
-        let mut index = self
-            .state
-            .read()
-            .map_err(|_| PsdError::Crypto)?
-            .index
-            .clone();
-        let rotation = index.rotate(record, now_unix)?;
-        index.save(&self.dir, self.seal_fn())?;
-        let mut state = self.state.write().map_err(|_| PsdError::Crypto)?;
-        state.index = index;
+        let (rotation, mut state) = change_index(&self.state, &self.dir, self.seal_fn(), |i| {
+            i.rotate(record, now_unix)
+        })?;
         state.signing.push((id, pair));
         Ok(rotation)
     }
@@ -364,22 +368,14 @@ impl Psd for SoftwarePsd {
         reason: &str,
     ) -> Result<PublishedKey, PsdError> {
         let _admin = self.admin.lock().map_err(|_| PsdError::Crypto)?;
-        let mut index = self
-            .state
-            .read()
-            .map_err(|_| PsdError::Crypto)?
-            .index
-            .clone();
-        let key = index.revoke(key_id, now_unix, reason)?;
-        index.save(&self.dir, self.seal_fn())?;
-        self.state.write().map_err(|_| PsdError::Crypto)?.index = index;
+        let (key, _state) = change_index(&self.state, &self.dir, self.seal_fn(), |i| {
+            i.revoke(key_id, now_unix, reason)
+        })?;
         Ok(key)
     }
 
     fn wrap_secret(&self, secret: &[u8], context: &[u8]) -> Result<Vec<u8>, PsdError> {
-        if secret.len() > MAX_WRAPPED_SECRET_BYTES {
-            return Err(PsdError::BadInput("secret too large to wrap".into()));
-        }
+        check_wrappable(secret)?;
         let nonce = random::<12>()?;
         let mut buf = Zeroizing::new(secret.to_vec());
         self.wrap
@@ -399,12 +395,8 @@ impl Psd for SoftwarePsd {
         wrapped: &[u8],
         context: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, PsdError> {
-        if wrapped.len() < 12 + 16 || wrapped.len() > 12 + MAX_WRAPPED_SECRET_BYTES + 16 {
-            return Err(PsdError::Unwrap);
-        }
-        let mut nonce = [0u8; 12];
-        nonce.copy_from_slice(&wrapped[..12]);
-        let mut buf = Zeroizing::new(wrapped[12..].to_vec());
+        let (nonce, sealed) = split_wrapped(wrapped)?;
+        let mut buf = Zeroizing::new(sealed.to_vec());
         let plain = self
             .wrap
             .open_in_place(

@@ -3,13 +3,15 @@
 //!
 //! SoftHSM2 reads its configuration (`SOFTHSM2_CONF`) when the module is initialised, once per
 //! process, and this crate may not set environment variables; so the test makes a throw-away
-//! token and re-runs itself as a child process with `SOFTHSM2_CONF` pointing at it.
+//! token (`stampline_psd::testkit`) and re-runs itself as a child process with `SOFTHSM2_CONF`
+//! pointing at it.
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
+use stampline_psd::testkit::{softhsm_module, softhsm_token};
 use stampline_psd::{Pkcs11Config, Pkcs11Psd, Psd, PsdError, verify_signature};
 use zeroize::Zeroizing;
 
@@ -17,58 +19,13 @@ const CHILD: &str = "STAMPLINE_PKCS11_TEST_CHILD";
 const PIN: &str = "1234";
 const TOKEN: &str = "stampline-test";
 
-fn module() -> PathBuf {
-    std::env::var_os("STAMPLINE_PKCS11_MODULE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"))
-}
-
-/// A fresh SoftHSM2 token in `dir`; returns its config path, or None (skipped) without SoftHSM2.
-fn softhsm_token(dir: &Path) -> Option<PathBuf> {
-    let available = module().exists()
-        && Command::new("softhsm2-util")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !available {
-        if std::env::var("STAMPLINE_REQUIRE_ALL").as_deref() == Ok("1") {
-            panic!("SoftHSM2 is required (STAMPLINE_REQUIRE_ALL=1) but not installed");
-        }
-        eprintln!("skipped: SoftHSM2 not available (install softhsm2)");
-        return None;
-    }
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", TOKEN, "--pin", PIN])
-        .args(["--so-pin", "5678"])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(conf)
-}
-
 /// Run `name` again in a child process with the token's config; true when this is the child.
 fn in_child(name: &str) -> bool {
     if std::env::var_os(CHILD).is_some() {
         return true;
     }
     let dir = tempfile::tempdir().unwrap();
-    let Some(conf) = softhsm_token(dir.path()) else {
+    let Some(conf) = softhsm_token(dir.path(), TOKEN, PIN) else {
         return false;
     };
     let out = Command::new(std::env::current_exe().unwrap())
@@ -89,7 +46,7 @@ fn in_child(name: &str) -> bool {
 
 fn cfg(pin: &str) -> Pkcs11Config {
     Pkcs11Config {
-        module: module(),
+        module: softhsm_module(),
         token: TOKEN.into(),
         pin: Zeroizing::new(pin.into()),
     }

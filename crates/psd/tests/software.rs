@@ -3,9 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-
 use stampline_items::KeyId;
+use stampline_psd::testkit::{
+    PLAINTEXT_WRAP_KEY, files, holds_private_key, write_plaintext_layout,
+};
 use stampline_psd::{
     KEYSTORE_FILE, Passphrase, Psd, PsdError, RETIRED_KEY_VALIDITY_SECS, SoftwarePsd,
     verify_signature,
@@ -17,46 +18,6 @@ fn pass(p: &str) -> Passphrase {
 }
 
 const PASS: &str = "a long test passphrase";
-
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// The start of every PKCS#8 P-256 key (version 0, id-ecPublicKey) and of a SEC1 EC key.
-const PKCS8_EC_PREFIX: [u8; 16] = [
-    0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-];
-const SEC1_EC_PREFIX: [u8; 7] = [0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20];
-
-/// Private key material in the clear in a file's bytes: PEM, DER, or DER as hex or base64.
-pub fn holds_private_key(bytes: &[u8]) -> Option<&'static str> {
-    let find = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-    let text = String::from_utf8_lossy(bytes).to_lowercase();
-    if text.contains("private key") {
-        return Some("a PEM private key");
-    }
-    if find(&PKCS8_EC_PREFIX) || find(&SEC1_EC_PREFIX) {
-        return Some("a DER private key");
-    }
-    if text.contains(&hex::encode(PKCS8_EC_PREFIX)) || text.contains(&hex::encode(SEC1_EC_PREFIX)) {
-        return Some("a hex DER private key");
-    }
-    // "MIGHAgEAMBMGByqGSM49AgEG" is the base64 start of every PKCS#8 P-256 key.
-    if text.contains(&"MIGHAgEAMBMGByqGSM49AgEG".to_lowercase()) {
-        return Some("a base64 DER private key");
-    }
-    None
-}
 
 #[test]
 fn keys_persist_across_reopening_under_the_passphrase() {
@@ -127,36 +88,13 @@ fn the_data_dir_holds_no_private_key_in_the_clear() {
 
 #[test]
 fn a_walking_skeleton_plaintext_data_dir_is_migrated_and_its_key_files_removed() {
-    use aws_lc_rs::encoding::AsDer as _;
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
     let dir = tempfile::tempdir().unwrap();
     let psd_dir = dir.path().join("psd");
-    std::fs::create_dir_all(&psd_dir).unwrap();
-    let rng = aws_lc_rs::rand::SystemRandom::new();
-    let auth = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let sign = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let spki = |doc: &[u8]| {
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc)
-            .unwrap()
-            .public_key()
-            .as_der()
-            .unwrap()
-            .as_ref()
-            .to_vec()
-    };
-    let sign_id = KeyId::of_spki(&spki(sign.as_ref()));
-    std::fs::write(psd_dir.join("auth-key.p8"), auth.as_ref()).unwrap();
-    std::fs::write(psd_dir.join("wrap.key"), [7u8; 32]).unwrap();
-    std::fs::write(psd_dir.join("seal.key"), [8u8; 32]).unwrap();
-    std::fs::write(psd_dir.join(format!("sign-{sign_id}.p8")), sign.as_ref()).unwrap();
-    std::fs::write(
-        psd_dir.join("signing-keys.txt"),
-        format!("{sign_id} 100 -\n"),
-    )
-    .unwrap();
+    let old = write_plaintext_layout(&psd_dir);
     // A link key wrapped by the old device (AES-256-GCM under wrap.key, nonce first).
     let old_wrap = aws_lc_rs::aead::LessSafeKey::new(
-        aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, &[7u8; 32]).unwrap(),
+        aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, &PLAINTEXT_WRAP_KEY)
+            .unwrap(),
     );
     let mut buf = vec![3u8; 32];
     old_wrap
@@ -170,8 +108,8 @@ fn a_walking_skeleton_plaintext_data_dir_is_migrated_and_its_key_files_removed()
     wrapped.extend(buf);
 
     let psd = SoftwarePsd::open(dir.path(), pass(PASS), 200).unwrap();
-    assert_eq!(psd.auth_public_key(), spki(auth.as_ref()));
-    assert_eq!(psd.current_signing_key(), sign_id);
+    assert_eq!(psd.auth_public_key(), old.auth_spki);
+    assert_eq!(psd.current_signing_key(), old.sign_id);
     assert_eq!(psd.published_keys()[0].valid_from_unix, 100);
     assert_eq!(*psd.unwrap_user_key(&wrapped, b"ann").unwrap(), [3u8; 32]);
     for f in files(dir.path()) {

@@ -163,6 +163,16 @@ pub struct PaymentRecord {
     pub returned_ms: Option<i64>,
 }
 
+impl PaymentRecord {
+    /// The payment as a charge, capture or debit answers it.
+    pub fn payment(&self) -> Payment {
+        Payment {
+            payment_id: self.payment_id.clone(),
+            amount_mills: self.amount_mills,
+        }
+    }
+}
+
 /// A refund of (part of) a captured or settled payment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refund {
@@ -314,7 +324,39 @@ fn check_key(key: &str) -> Result<(), BankError> {
     Ok(())
 }
 
+/// A new payment to record: what differs between a card payment, an ACH debit and a planted one.
+struct NewPayment<'a> {
+    method: &'a str,
+    amount_mills: u64,
+    status: PaymentStatus,
+    last4: String,
+    /// None: a planted payment, keyed by its own id.
+    idempotency_key: Option<&'a str>,
+    settle_at_ms: Option<i64>,
+}
+
 impl State {
+    /// Record a new payment under a fresh id (nothing refunded or returned yet).
+    fn add_payment(&mut self, new: NewPayment<'_>, now_ms: i64) -> PaymentRecord {
+        let payment_id = new_id("pay", &mut self.next_id);
+        let record = PaymentRecord {
+            idempotency_key: new
+                .idempotency_key
+                .map_or_else(|| format!("planted:{payment_id}"), str::to_owned),
+            payment_id: payment_id.clone(),
+            method: new.method.into(),
+            amount_mills: new.amount_mills,
+            status: new.status,
+            refunded_mills: 0,
+            last4: new.last4,
+            created_ms: now_ms,
+            settle_at_ms: new.settle_at_ms,
+            returned_ms: None,
+        };
+        self.payments.insert(payment_id, record.clone());
+        record
+    }
+
     /// The record as of `now`: a pending debit whose time has come shows as settled.
     fn view(&self, id: &str, now_ms: i64) -> Option<PaymentRecord> {
         self.payments.get(id).map(|p| settled_view(p, now_ms))
@@ -391,26 +433,15 @@ impl SandboxBank {
                 Behaviour::Decline => return Err(BankError::Declined),
                 Behaviour::InsufficientFunds => return Err(BankError::InsufficientFunds),
             }
-            let payment_id = new_id("pay", &mut s.next_id);
-            s.payments.insert(
-                payment_id.clone(),
-                PaymentRecord {
-                    payment_id: payment_id.clone(),
-                    method: "card".into(),
-                    amount_mills,
-                    status,
-                    refunded_mills: 0,
-                    last4,
-                    idempotency_key: key.to_owned(),
-                    created_ms: now,
-                    settle_at_ms: None,
-                    returned_ms: None,
-                },
-            );
-            Ok(Payment {
-                payment_id,
+            let new = NewPayment {
+                method: "card",
                 amount_mills,
-            })
+                status,
+                last4,
+                idempotency_key: Some(key),
+                settle_at_ms: None,
+            };
+            Ok(s.add_payment(new, now).payment())
         })
     }
 
@@ -448,21 +479,15 @@ impl SandboxBank {
     pub fn plant_payment(&self, amount_mills: u64) -> Result<PaymentRecord, BankError> {
         let now = (self.now_ms)();
         self.state.update(|s| {
-            let payment_id = new_id("pay", &mut s.next_id);
-            let record = PaymentRecord {
-                payment_id: payment_id.clone(),
-                method: "card".into(),
+            let new = NewPayment {
+                method: "card",
                 amount_mills,
                 status: PaymentStatus::Captured,
-                refunded_mills: 0,
                 last4: "0000".into(),
-                idempotency_key: format!("planted:{payment_id}"),
-                created_ms: now,
+                idempotency_key: None,
                 settle_at_ms: None,
-                returned_ms: None,
             };
-            s.payments.insert(payment_id, record.clone());
-            Ok(record)
+            Ok(s.add_payment(new, now))
         })
     }
 }
@@ -551,10 +576,7 @@ impl Bank for SandboxBank {
                 )));
             }
             p.status = PaymentStatus::Captured;
-            Ok(Payment {
-                payment_id: p.payment_id.clone(),
-                amount_mills: p.amount_mills,
-            })
+            Ok(p.payment())
         })
     }
 
@@ -613,26 +635,15 @@ impl Bank for SandboxBank {
         let settle_after = self.settle_after_ms;
         let what = format!("eft {routing} {last4} {amount_mills}");
         self.once(idempotency_key, what, |s, now| {
-            let payment_id = new_id("pay", &mut s.next_id);
-            s.payments.insert(
-                payment_id.clone(),
-                PaymentRecord {
-                    payment_id: payment_id.clone(),
-                    method: "eft".into(),
-                    amount_mills,
-                    status: PaymentStatus::Pending,
-                    refunded_mills: 0,
-                    last4,
-                    idempotency_key: idempotency_key.to_owned(),
-                    created_ms: now,
-                    settle_at_ms: Some(now.saturating_add(settle_after)),
-                    returned_ms: None,
-                },
-            );
-            Ok(Payment {
-                payment_id,
+            let new = NewPayment {
+                method: "eft",
                 amount_mills,
-            })
+                status: PaymentStatus::Pending,
+                last4,
+                idempotency_key: Some(idempotency_key),
+                settle_at_ms: Some(now.saturating_add(settle_after)),
+            };
+            Ok(s.add_payment(new, now).payment())
         })
     }
 
@@ -663,6 +674,11 @@ mod tests {
         b
     }
 
+    /// Tokenise test card `number` (valid expiry and CVC) under idempotency key `key`.
+    fn card(b: &SandboxBank, number: &str, key: &str) -> CardToken {
+        b.tokenize_card(number, "12/30", "123", key).unwrap()
+    }
+
     #[test]
     fn luhn_and_aba_checks() {
         assert!(luhn_ok("4242424242424242"));
@@ -677,19 +693,13 @@ mod tests {
     #[test]
     fn test_cards_behave_as_documented() {
         let b = bank();
-        let ok = b
-            .tokenize_card("4242424242424242", "12/30", "123", "t")
-            .unwrap();
+        let ok = card(&b, "4242424242424242", "t");
         assert_eq!(ok.last4, "4242");
         let p = b.charge(&ok.token, 20_000, "k1").unwrap();
         assert_eq!(p.amount_mills, 20_000);
-        let declined = b
-            .tokenize_card("4000000000000002", "12/30", "123", "t2")
-            .unwrap();
+        let declined = card(&b, "4000000000000002", "t2");
         assert_eq!(b.charge(&declined.token, 1, "k2"), Err(BankError::Declined));
-        let poor = b
-            .tokenize_card("4000000000009995", "12/30", "123", "t3")
-            .unwrap();
+        let poor = card(&b, "4000000000009995", "t3");
         assert_eq!(
             b.charge(&poor.token, 1, "k3"),
             Err(BankError::InsufficientFunds)
@@ -720,9 +730,7 @@ mod tests {
     #[test]
     fn the_same_idempotency_key_charges_once() {
         let b = bank();
-        let t = b
-            .tokenize_card("4242424242424242", "12/30", "123", "t")
-            .unwrap();
+        let t = card(&b, "4242424242424242", "t");
         let a = b.charge(&t.token, 5_000, "same").unwrap();
         let again = b.charge(&t.token, 5_000, "same").unwrap();
         assert_eq!(a, again);
@@ -735,9 +743,7 @@ mod tests {
         let path = dir.path().join("bank.json");
         let mut b = SandboxBank::open(Some(&path)).unwrap();
         b.today = || (2026, 11);
-        let t = b
-            .tokenize_card("4242424242424242", "12/30", "123", "t")
-            .unwrap();
+        let t = card(&b, "4242424242424242", "t");
         b.charge(&t.token, 5_000, "k").unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("4242424242424242"));
@@ -784,9 +790,7 @@ mod tests {
     #[test]
     fn authorise_capture_and_refund_follow_the_payment_state() {
         let b = bank();
-        let t = b
-            .tokenize_card("4242424242424242", "12/30", "123", "t")
-            .unwrap();
+        let t = card(&b, "4242424242424242", "t");
         let a = b.authorize(&t.token, 9_000, "a1").unwrap();
         assert_eq!(
             b.payment(&a.payment_id).unwrap().status,

@@ -120,6 +120,19 @@ pub struct DeviceStatus {
     pub flags: Vec<String>,
 }
 
+/// The meter's registers reported to the licensing system after a reset (postage value added;
+/// `reference` is the payment) or a refund (value credited back; `reference` is the item's
+/// serial). The reference makes a repeated report count once. Also the JSON body of both
+/// reports over HTTPS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterReport {
+    pub reference: String,
+    pub amount_mills: u64,
+    pub ascending_mills: u64,
+    pub descending_mills: u64,
+}
+
 /// What the server needs from the licensing system.
 pub trait Cmls: Send + Sync + std::fmt::Debug {
     /// Whether this is a stand-in (the server says so at start).
@@ -139,16 +152,9 @@ pub trait Cmls: Send + Sync + std::fmt::Debug {
         key_id: &str,
         spki_der: &[u8],
     ) -> Result<(), CmlsError>;
-    /// Report a register reset (postage value added); `reference` (the payment) makes a repeated
-    /// report count once.
-    fn report_reset(
-        &self,
-        device_id: &str,
-        reference: &str,
-        amount_mills: u64,
-        ascending_mills: u64,
-        descending_mills: u64,
-    ) -> Result<(), CmlsError>;
+    /// Report a register reset (postage value added); the report's reference (the payment)
+    /// makes a repeated report count once.
+    fn report_reset(&self, device_id: &str, report: &RegisterReport) -> Result<(), CmlsError>;
     /// Register or update an item-signing public key.
     fn register_key(&self, key: &KeyRegistration) -> Result<(), CmlsError> {
         Err(CmlsError::Unavailable(format!(
@@ -156,15 +162,9 @@ pub trait Cmls: Send + Sync + std::fmt::Debug {
             key.key_id
         )))
     }
-    /// Report value credited back to a device for a refunded item (once per serial).
-    fn report_refund(
-        &self,
-        device_id: &str,
-        serial: &str,
-        amount_mills: u64,
-        ascending_mills: u64,
-        descending_mills: u64,
-    ) -> Result<(), CmlsError>;
+    /// Report value credited back to a device for a refunded item (the report's reference is
+    /// its serial; once per serial).
+    fn report_refund(&self, device_id: &str, report: &RegisterReport) -> Result<(), CmlsError>;
     /// The daily usage report; answers the continuity flags it raised (empty when continuous).
     fn report_usage(&self, report: &UsageReport) -> Result<Vec<String>, CmlsError>;
     /// Withdraw a device (closed account, lost, stolen).
@@ -268,6 +268,22 @@ fn check_registers(d: &DeviceStatus, ascending_mills: u64) -> Result<(), CmlsErr
             "ascending register {ascending_mills} is below the last one reported ({last_asc})"
         )));
     }
+    Ok(())
+}
+
+/// Count a register report (`what`: reset or refund) once per reference: a repeat changes
+/// nothing; a first report whose ascending register went back is refused.
+fn count_once(
+    d: &mut DeviceRecord,
+    what: &str,
+    report: &RegisterReport,
+    count: impl FnOnce(&mut DeviceStatus),
+) -> Result<(), CmlsError> {
+    if !d.seen.insert(format!("{what}:{}", report.reference)) {
+        return Ok(());
+    }
+    check_registers(&d.status, report.ascending_mills)?;
+    count(&mut d.status);
     Ok(())
 }
 
@@ -393,26 +409,18 @@ impl Cmls for SandboxCmls {
         })
     }
 
-    fn report_reset(
-        &self,
-        device_id: &str,
-        reference: &str,
-        amount_mills: u64,
-        ascending_mills: u64,
-        descending_mills: u64,
-    ) -> Result<(), CmlsError> {
+    fn report_reset(&self, device_id: &str, report: &RegisterReport) -> Result<(), CmlsError> {
         self.with_device(device_id, |d| {
             if d.status.status != "active" {
                 return Err(CmlsError::Refused("device is withdrawn".into()));
             }
-            if !d.seen.insert(format!("reset:{reference}")) {
-                return Ok(());
-            }
-            check_registers(&d.status, ascending_mills)?;
-            d.status.resets += 1;
-            d.status.reset_total_mills = d.status.reset_total_mills.saturating_add(amount_mills);
-            d.status.last_reset_registers = Some((ascending_mills, descending_mills));
-            Ok(())
+            count_once(d, "reset", report, |status| {
+                status.resets += 1;
+                status.reset_total_mills =
+                    status.reset_total_mills.saturating_add(report.amount_mills);
+                status.last_reset_registers =
+                    Some((report.ascending_mills, report.descending_mills));
+            })
         })
     }
 
@@ -425,22 +433,14 @@ impl Cmls for SandboxCmls {
             Ok::<_, CmlsError>(())
         })
     }
-    fn report_refund(
-        &self,
-        device_id: &str,
-        serial: &str,
-        amount_mills: u64,
-        ascending_mills: u64,
-        _descending_mills: u64,
-    ) -> Result<(), CmlsError> {
+    fn report_refund(&self, device_id: &str, report: &RegisterReport) -> Result<(), CmlsError> {
         self.with_device(device_id, |d| {
-            if !d.seen.insert(format!("refund:{serial}")) {
-                return Ok(());
-            }
-            check_registers(&d.status, ascending_mills)?;
-            d.status.refunds += 1;
-            d.status.refund_total_mills = d.status.refund_total_mills.saturating_add(amount_mills);
-            Ok(())
+            count_once(d, "refund", report, |status| {
+                status.refunds += 1;
+                status.refund_total_mills = status
+                    .refund_total_mills
+                    .saturating_add(report.amount_mills);
+            })
         })
     }
 
@@ -503,6 +503,15 @@ impl Cmls for SandboxCmls {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn registers(reference: &str, amount: u64, asc: u64, desc: u64) -> RegisterReport {
+        RegisterReport {
+            reference: reference.into(),
+            amount_mills: amount,
+            ascending_mills: asc,
+            descending_mills: desc,
+        }
+    }
 
     fn app() -> LicenseApplication {
         LicenseApplication {
@@ -579,9 +588,9 @@ mod tests {
         let lic = cmls.license_customer(&app(), None).unwrap();
         cmls.register_device(&lic.license_id, "SL0100000001", "0a0b0c0d", &[1, 2, 3])
             .unwrap();
-        cmls.report_reset("SL0100000001", "pay_1", 20_000, 0, 20_000)
+        cmls.report_reset("SL0100000001", &registers("pay_1", 20_000, 0, 20_000))
             .unwrap();
-        cmls.report_reset("SL0100000001", "pay_1", 20_000, 0, 20_000)
+        cmls.report_reset("SL0100000001", &registers("pay_1", 20_000, 0, 20_000))
             .unwrap();
         let report = |pieces, postage, last_piece, asc| UsageReport {
             device_id: "SL0100000001".into(),
@@ -619,7 +628,10 @@ mod tests {
             .withdraw_device("SL0100000001", "account closed")
             .unwrap();
         assert_eq!(s.status, "withdrawn");
-        assert!(cmls.report_reset("SL0100000001", "p", 1, 0, 1).is_err());
+        assert!(
+            cmls.report_reset("SL0100000001", &registers("p", 1, 0, 1))
+                .is_err()
+        );
     }
 
     #[test]

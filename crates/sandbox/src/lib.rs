@@ -19,5 +19,5 @@ pub use bank::{
 };
 pub use cmls::{
     Cmls, CmlsError, DEVICE_MODEL, DeviceStatus, KeyRegistration, License, LicenseApplication,
-    SandboxCmls, UsageReport,
+    RegisterReport, SandboxCmls, UsageReport,
 };

@@ -21,7 +21,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::{
-    Bank, BankError, Cmls, CmlsError, LicenseApplication, SandboxBank, SandboxCmls, UsageReport,
+    Bank, BankError, Cmls, CmlsError, LicenseApplication, RegisterReport, SandboxBank, SandboxCmls,
+    UsageReport,
 };
 
 /// Largest request body a sandbox reads.
@@ -323,13 +324,18 @@ async fn devices_post(State(s): St, body: Bytes) -> Answer {
     to_json(&c.device_status(&d.device_id)?)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegistersIn {
-    reference: String,
-    amount_mills: u64,
-    ascending_mills: u64,
-    descending_mills: u64,
+/// A reset or refund report on the device in the URL (an Idempotency-Key is required).
+fn record_registers(
+    s: &Shared,
+    id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    report: fn(&SandboxCmls, &str, &RegisterReport) -> Result<(), CmlsError>,
+) -> Answer {
+    idem(headers)?;
+    let r: RegisterReport = parse(body)?;
+    report(cmls(s)?, id, &r)?;
+    Ok(axum::Json(json!({"recorded": true})))
 }
 
 async fn resets(
@@ -338,16 +344,7 @@ async fn resets(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
-    idem(&headers)?;
-    let r: RegistersIn = parse(&body)?;
-    cmls(&s)?.report_reset(
-        &id,
-        &r.reference,
-        r.amount_mills,
-        r.ascending_mills,
-        r.descending_mills,
-    )?;
-    Ok(axum::Json(json!({"recorded": true})))
+    record_registers(&s, &id, &headers, &body, SandboxCmls::report_reset)
 }
 
 async fn device_refunds(
@@ -356,16 +353,7 @@ async fn device_refunds(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
-    idem(&headers)?;
-    let r: RegistersIn = parse(&body)?;
-    cmls(&s)?.report_refund(
-        &id,
-        &r.reference,
-        r.amount_mills,
-        r.ascending_mills,
-        r.descending_mills,
-    )?;
-    Ok(axum::Json(json!({"recorded": true})))
+    record_registers(&s, &id, &headers, &body, SandboxCmls::report_refund)
 }
 
 async fn reports(State(s): St, UrlPath(id): UrlPath<String>, body: Bytes) -> Answer {

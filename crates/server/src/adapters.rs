@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use stampline_https::{CallError, JsonCaller};
 use stampline_sandbox::{
     Bank, BankError, CardToken, Cmls, CmlsError, DeviceStatus, License, LicenseApplication,
-    Payment, PaymentRecord, Refund, UsageReport,
+    Payment, PaymentRecord, Refund, RegisterReport, UsageReport,
 };
 
 /// Attempts per call, the first included.
@@ -164,6 +164,24 @@ impl HttpBank {
     }
 }
 
+impl HttpBank {
+    /// A card charge (`capture`) or authorisation.
+    fn card_payment(
+        &self,
+        token: &str,
+        amount_mills: u64,
+        key: &str,
+        capture: bool,
+    ) -> Result<Payment, BankError> {
+        let r: PaymentRecord = self.post(
+            "/v1/charges",
+            key,
+            json!({"token": token, "amount_mills": amount_mills, "capture": capture}),
+        )?;
+        Ok(r.payment())
+    }
+}
+
 fn bank_failure(f: Failure) -> BankError {
     match f {
         Failure::Unreachable(m) => BankError::Unavailable(m),
@@ -204,36 +222,17 @@ impl Bank for HttpBank {
     }
 
     fn charge(&self, token: &str, amount_mills: u64, key: &str) -> Result<Payment, BankError> {
-        let r: PaymentRecord = self.post(
-            "/v1/charges",
-            key,
-            json!({"token": token, "amount_mills": amount_mills, "capture": true}),
-        )?;
-        Ok(Payment {
-            payment_id: r.payment_id,
-            amount_mills: r.amount_mills,
-        })
+        self.card_payment(token, amount_mills, key, true)
     }
 
     fn authorize(&self, token: &str, amount_mills: u64, key: &str) -> Result<Payment, BankError> {
-        let r: PaymentRecord = self.post(
-            "/v1/charges",
-            key,
-            json!({"token": token, "amount_mills": amount_mills, "capture": false}),
-        )?;
-        Ok(Payment {
-            payment_id: r.payment_id,
-            amount_mills: r.amount_mills,
-        })
+        self.card_payment(token, amount_mills, key, false)
     }
 
     fn capture(&self, payment_id: &str, key: &str) -> Result<Payment, BankError> {
         let id = path_id(payment_id)?;
         let r: PaymentRecord = self.post(&format!("/v1/payments/{id}/capture"), key, json!({}))?;
-        Ok(Payment {
-            payment_id: r.payment_id,
-            amount_mills: r.amount_mills,
-        })
+        Ok(r.payment())
     }
 
     fn refund(&self, payment_id: &str, amount_mills: u64, key: &str) -> Result<Refund, BankError> {
@@ -257,10 +256,7 @@ impl Bank for HttpBank {
             key,
             json!({"routing": routing, "account": account, "amount_mills": amount_mills}),
         )?;
-        Ok(Payment {
-            payment_id: r.payment_id,
-            amount_mills: r.amount_mills,
-        })
+        Ok(r.payment())
     }
 
     fn payment(&self, payment_id: &str) -> Result<PaymentRecord, BankError> {
@@ -300,6 +296,21 @@ impl HttpCmls {
                 Failure::Unreachable(m) => CmlsError::Unavailable(m),
                 Failure::Refused { code, message, .. } => CmlsError::from_code(&code, &message),
             })
+    }
+}
+
+impl HttpCmls {
+    /// Post a register report (a reset or a refund) under its idempotency key; safe to repeat.
+    fn post_registers(
+        &self,
+        path: &str,
+        key: &str,
+        report: &RegisterReport,
+    ) -> Result<(), CmlsError> {
+        let body =
+            serde_json::to_value(report).map_err(|e| CmlsError::Unavailable(e.to_string()))?;
+        let _: Value = self.call("POST", path, Some(key), Some(body), Retry::Safe)?;
+        Ok(())
     }
 }
 
@@ -348,48 +359,16 @@ impl Cmls for HttpCmls {
         Ok(())
     }
 
-    fn report_reset(
-        &self,
-        device_id: &str,
-        reference: &str,
-        amount_mills: u64,
-        ascending_mills: u64,
-        descending_mills: u64,
-    ) -> Result<(), CmlsError> {
+    fn report_reset(&self, device_id: &str, report: &RegisterReport) -> Result<(), CmlsError> {
         let id = device_path(device_id)?;
-        let body = json!({"reference": reference, "amount_mills": amount_mills,
-            "ascending_mills": ascending_mills, "descending_mills": descending_mills});
-        let key = format!("reset:{id}:{reference}");
-        let _: Value = self.call(
-            "POST",
-            &format!("/v1/devices/{id}/resets"),
-            Some(&key),
-            Some(body),
-            Retry::Safe,
-        )?;
-        Ok(())
+        let key = format!("reset:{id}:{}", report.reference);
+        self.post_registers(&format!("/v1/devices/{id}/resets"), &key, report)
     }
 
-    fn report_refund(
-        &self,
-        device_id: &str,
-        serial: &str,
-        amount_mills: u64,
-        ascending_mills: u64,
-        descending_mills: u64,
-    ) -> Result<(), CmlsError> {
+    fn report_refund(&self, device_id: &str, report: &RegisterReport) -> Result<(), CmlsError> {
         let id = device_path(device_id)?;
-        let body = json!({"reference": serial, "amount_mills": amount_mills,
-            "ascending_mills": ascending_mills, "descending_mills": descending_mills});
-        let key = format!("refund:{serial}");
-        let _: Value = self.call(
-            "POST",
-            &format!("/v1/devices/{id}/refunds"),
-            Some(&key),
-            Some(body),
-            Retry::Safe,
-        )?;
-        Ok(())
+        let key = format!("refund:{}", report.reference);
+        self.post_registers(&format!("/v1/devices/{id}/refunds"), &key, report)
     }
 
     fn report_usage(&self, report: &UsageReport) -> Result<Vec<String>, CmlsError> {

@@ -3,9 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use aws_lc_rs::encoding::AsDer as _;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
-use stampline_items::KeyId;
+use stampline_psd::testkit::write_plaintext_layout;
 use stampline_server::{Server, ServerConfig};
 
 #[test]
@@ -14,26 +12,8 @@ fn a_plaintext_data_dir_is_migrated_and_keeps_its_keys_and_certificate() {
     let data = dir.path().join("data");
     let psd = data.join("psd");
     let tls = data.join("tls");
-    std::fs::create_dir_all(&psd).unwrap();
     std::fs::create_dir_all(&tls).unwrap();
-    let rng = aws_lc_rs::rand::SystemRandom::new();
-    let auth = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let sign = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let spki = |doc: &[u8]| {
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc)
-            .unwrap()
-            .public_key()
-            .as_der()
-            .unwrap()
-            .as_ref()
-            .to_vec()
-    };
-    let sign_id = KeyId::of_spki(&spki(sign.as_ref()));
-    std::fs::write(psd.join("auth-key.p8"), auth.as_ref()).unwrap();
-    std::fs::write(psd.join("wrap.key"), [7u8; 32]).unwrap();
-    std::fs::write(psd.join("seal.key"), [8u8; 32]).unwrap();
-    std::fs::write(psd.join(format!("sign-{sign_id}.p8")), sign.as_ref()).unwrap();
-    std::fs::write(psd.join("signing-keys.txt"), format!("{sign_id} 100 -\n")).unwrap();
+    let old = write_plaintext_layout(&psd);
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
         .unwrap()
@@ -43,8 +23,8 @@ fn a_plaintext_data_dir_is_migrated_and_keeps_its_keys_and_certificate() {
     std::fs::write(tls.join("cert.der"), cert.der()).unwrap();
 
     let server = Server::open(ServerConfig::new(data.clone())).unwrap();
-    assert_eq!(server.core().psd().auth_public_key(), spki(auth.as_ref()));
-    assert_eq!(server.core().psd().current_signing_key(), sign_id);
+    assert_eq!(server.core().psd().auth_public_key(), old.auth_spki);
+    assert_eq!(server.core().psd().current_signing_key(), old.sign_id);
     assert!(server.psd_dev_mode());
     drop(server);
     assert!(!tls.join("key.p8").exists());
@@ -61,5 +41,5 @@ fn a_plaintext_data_dir_is_migrated_and_keeps_its_keys_and_certificate() {
     );
     // And it opens again from the migrated layout.
     let again = Server::open(ServerConfig::new(data)).unwrap();
-    assert_eq!(again.core().psd().current_signing_key(), sign_id);
+    assert_eq!(again.core().psd().current_signing_key(), old.sign_id);
 }

@@ -117,9 +117,7 @@ pub fn verify_beat_mac(
     challenge: &[u8; 8],
     tag: &[u8; 32],
 ) -> Result<(), WireError> {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, k_user);
-    hmac::verify(&key, &beat_message(BEAT, session, seq, challenge), tag)
-        .map_err(|_| WireError::BadMac)
+    verify_mac(k_user, &beat_message(BEAT, session, seq, challenge), tag)
 }
 
 /// Constant-time check of an ack's MAC.
@@ -130,9 +128,17 @@ pub fn verify_beat_ack_mac(
     challenge: &[u8; 8],
     tag: &[u8; 32],
 ) -> Result<(), WireError> {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, k_user);
-    hmac::verify(&key, &beat_message(BEAT_ACK, session, seq, challenge), tag)
-        .map_err(|_| WireError::BadMac)
+    verify_mac(
+        k_user,
+        &beat_message(BEAT_ACK, session, seq, challenge),
+        tag,
+    )
+}
+
+/// Constant-time check of an HMAC-SHA256 tag over `message`.
+fn verify_mac(key: &[u8; 32], message: &[u8], tag: &[u8; 32]) -> Result<(), WireError> {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+    hmac::verify(&key, message, tag).map_err(|_| WireError::BadMac)
 }
 
 fn mac(key: &[u8; 32], message: &[u8]) -> [u8; 32] {

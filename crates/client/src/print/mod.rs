@@ -1,5 +1,6 @@
 //! Printing an item straight to a printer, under the server's print policy (`spool: false,
-//! copies: 1`) and tied to the link (DESIGN §2.5, docs/DECISIONS.md, issue 6).
+//! copies: 1`) and tied to the link: a print only while the link is up (docs/DESIGN.md §2.5,
+//! docs/DECISIONS.md).
 //!
 //! Three printers, one shape: [`Printer::start_job`] opens a job that holds no document yet (IPP:
 //! Get-Printer-Attributes then Create-Job; raw 9100: a TCP connection; file: a checked path), so a

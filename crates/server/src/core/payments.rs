@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use stampline_ledger::{FundInput, FundOutcome, ItemStatus, LedgerError, PaymentRow, UserId};
 use stampline_money::Amount;
-use stampline_sandbox::{CardToken, Payment, PaymentStatus, RETURN_WINDOW_MS};
+use stampline_sandbox::{CardToken, Payment, PaymentStatus, RETURN_WINDOW_MS, RegisterReport};
 use stampline_wire::replies::{FundReply, RefundReply};
 use stampline_wire::{Card, Eft, codes};
 
@@ -147,10 +147,12 @@ impl Core {
         if let Ok(Some(meter)) = self.store.meter(user_id)
             && let Err(e) = self.cmls.report_reset(
                 &meter.device_id,
-                payment_id,
-                amount_mills,
-                meter.ascending_mills,
-                meter.descending_mills,
+                &RegisterReport {
+                    reference: payment_id.to_owned(),
+                    amount_mills,
+                    ascending_mills: meter.ascending_mills,
+                    descending_mills: meter.descending_mills,
+                },
             )
         {
             tracing::warn!(error = %e, "could not report a reset to CMLS");
@@ -313,10 +315,12 @@ impl Core {
             self.cmls
                 .report_refund(
                     &meter.device_id,
-                    serial,
-                    amount,
-                    meter.ascending_mills,
-                    meter.descending_mills,
+                    &RegisterReport {
+                        reference: serial.to_owned(),
+                        amount_mills: amount,
+                        ascending_mills: meter.ascending_mills,
+                        descending_mills: meter.descending_mills,
+                    },
                 )
                 .map_err(|e| e.to_string())
         })();
