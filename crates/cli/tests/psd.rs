@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
+use stampline_psd::testkit;
 
 mod common;
 use common::{BIN, Cli, PASSWORD, last_json, spawn_listening};
 const ADMIN_PASSWORD: &str = "admin horse battery staple";
 const PASSPHRASE: &str = "the device passphrase for tests";
-const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const TOKEN: &str = "stampline-e2e";
 const PIN: &str = "4321";
 
@@ -54,50 +54,23 @@ impl Device {
     }
 }
 
-/// A SoftHSM2 token in `dir` with its own SOFTHSM2_CONF, or None (skipped) without SoftHSM2.
+/// A SoftHSM2 token in `dir` with its own SOFTHSM2_CONF, or None (skipped) without SoftHSM2 and
+/// `pkcs11-tool` (which reads the token's key attributes).
 fn softhsm(dir: &Path) -> Option<Device> {
-    let available = Path::new(SOFTHSM_MODULE).exists()
-        && Command::new("softhsm2-util")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        && Command::new("pkcs11-tool").arg("--help").output().is_ok();
-    if !available {
-        if std::env::var("STAMPLINE_REQUIRE_ALL").as_deref() == Ok("1") {
-            panic!("SoftHSM2 and pkcs11-tool are required (STAMPLINE_REQUIRE_ALL=1)");
-        }
-        eprintln!("skipped: SoftHSM2 not available (install softhsm2 and opensc)");
+    if Command::new("pkcs11-tool").arg("--help").output().is_err() {
+        testkit::skip_missing("pkcs11-tool", "install opensc");
         return None;
     }
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", TOKEN, "--pin", PIN])
-        .args(["--so-pin", "8765"])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let conf = testkit::softhsm_token(dir, TOKEN, PIN)?;
     let mut env = BTreeMap::new();
     env.insert("SOFTHSM2_CONF".into(), conf.display().to_string());
     env.insert("TEST_TOKEN_PIN".into(), PIN.into());
+    let module = testkit::softhsm_module();
     Some(Device {
         env,
         psd: Some(format!(
-            "pkcs11:module={SOFTHSM_MODULE};token={TOKEN};pin-env=TEST_TOKEN_PIN"
+            "pkcs11:module={};token={TOKEN};pin-env=TEST_TOKEN_PIN",
+            module.display()
         )),
     })
 }
@@ -187,48 +160,12 @@ fn admin_create(data: &Path, device: &Device, user: &str) -> (bool, Value) {
     (out.status.success(), v)
 }
 
-/// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// Private key material in the clear: PEM, PKCS#8 or SEC1 DER, raw or as hex or base64.
-fn holds_private_key(bytes: &[u8]) -> Option<&'static str> {
-    const PKCS8_EC: [u8; 16] = [
-        0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
-        0x08,
-    ];
-    const SEC1_EC: [u8; 7] = [0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20];
-    let find = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-    let text = String::from_utf8_lossy(bytes).to_lowercase();
-    if text.contains("private key") {
-        Some("PEM")
-    } else if find(&PKCS8_EC) || find(&SEC1_EC) {
-        Some("DER")
-    } else if text.contains(&hex::encode(PKCS8_EC)) || text.contains(&hex::encode(SEC1_EC)) {
-        Some("hex DER")
-    } else if text.contains("mighageambmgbyqgsm49ageg") {
-        Some("base64 DER")
-    } else {
-        None
-    }
-}
-
 fn assert_no_private_key_in(dir: &Path) {
-    let all = files(dir);
+    let all = testkit::files(dir);
     assert!(all.len() > 3, "{all:?}");
     for f in all {
         let bytes = std::fs::read(&f).unwrap();
-        assert_eq!(holds_private_key(&bytes), None, "{}", f.display());
+        assert_eq!(testkit::holds_private_key(&bytes), None, "{}", f.display());
     }
 }
 
@@ -353,13 +290,9 @@ fn the_whole_flow_and_rotation_run_with_softhsm2_over_pkcs11() {
 
     // Read the keys' attributes through PKCS#11 with another program.
     let out = Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            SOFTHSM_MODULE,
-            "--token-label",
-            TOKEN,
-            "--login",
-        ])
+        .arg("--module")
+        .arg(testkit::softhsm_module())
+        .args(["--token-label", TOKEN, "--login"])
         .args(["--pin", PIN, "--list-objects"])
         .env("SOFTHSM2_CONF", &device.env["SOFTHSM2_CONF"])
         .output()

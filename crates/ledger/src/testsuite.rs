@@ -675,7 +675,7 @@ pub fn issue_beyond_balance_is_refused_and_changes_nothing(store: &dyn Store) {
     };
     let refused = store
         .issue(
-            &req(u, "i1", "issue 1001"),
+            &req(u, "i1", "purchase of 1001 mills"),
             &input,
             Box::new({
                 let called = Arc::clone(&called);

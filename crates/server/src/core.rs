@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use stampline_items::Serial;
-use stampline_ledger::{Queued, RequestKey, Store, UserId};
+use stampline_ledger::{RequestKey, Store, UserId};
 use stampline_psd::Psd;
 use stampline_sandbox::{Bank, Cmls};
 use stampline_wire::replies::ByeReply;
@@ -129,16 +129,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| CoreError::Internal(format!("worker: {e}")))?
-}
-
-/// Runs a ledger write of the hot path from async code: the store answers this task after the
-/// commit (SQLite's writer, or a blocking thread for PostgreSQL), so no thread of the runtime is
-/// blocked and none is parked waiting for it.
-async fn queued<T: Send + 'static>(
-    core: &Arc<Core>,
-    op: impl FnOnce(&dyn Store) -> Queued<T> + Send + 'static,
-) -> Result<T, CoreError> {
-    Ok(op(core.store.as_ref()).outcome().await?)
 }
 
 /// A serial that does not parse is no item of anyone's.

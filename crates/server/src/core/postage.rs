@@ -14,7 +14,7 @@ use stampline_money::Amount;
 use stampline_wire::replies::{ConfirmReply, IssueReply, QuoteReply, ReprintReply};
 use stampline_wire::{PrintPolicy, codes};
 
-use super::{Caller, Core, CoreError, blocking, queued};
+use super::{Caller, Core, CoreError, blocking};
 use crate::rating;
 
 /// The largest postage the indicium's 3-byte field holds, in mills ($16,777.215).
@@ -154,7 +154,7 @@ impl Core {
         order: PostageOrder,
     ) -> Result<(IssueReply, bool), CoreError> {
         let core = Arc::clone(self);
-        let out = queued(self, move |store| {
+        let queued = {
             let now = core.now_ms();
             let psd = Arc::clone(&core.psd);
             let sign = move |state: &PieceState| -> Result<SignedItem, String> {
@@ -199,7 +199,9 @@ impl Core {
                 // `verify_every`, the process's first included). The ledger commits the issue
                 // only if the check passes; SQLite's writer has this request's thread run it
                 // while it goes on with other requests.
-                let n = core.signed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let n = core
+                    .signed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let check = n.is_multiple_of(core.cfg.verify_every.max(1)).then(|| {
                     let psd = Arc::clone(&psd);
                     Box::new(move || {
@@ -226,9 +228,9 @@ impl Core {
                 amount: order.postage,
                 session: Some(caller.session.to_string()),
             };
-            store.issue(&caller.key(), &input, Box::new(sign), now)
-        })
-        .await?;
+            self.store.issue(&caller.key(), &input, Box::new(sign), now)
+        };
+        let out = queued.outcome().await?;
         let reply = IssueReply {
             serial: out.serial,
             item: base64(&out.item),
@@ -248,10 +250,11 @@ impl Core {
         printed: bool,
     ) -> Result<ConfirmReply, CoreError> {
         let now = self.now_ms();
-        let out = queued(self, move |store| {
-            store.confirm(&caller.key(), &serial, printed, now)
-        })
-        .await?;
+        let out = self
+            .store
+            .confirm(&caller.key(), &serial, printed, now)
+            .outcome()
+            .await?;
         Ok(ConfirmReply {
             serial: out.serial,
             status: out.status.as_str().to_owned(),
