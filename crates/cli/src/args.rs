@@ -211,6 +211,10 @@ pub struct ServerArgs {
     /// Extra DNS names for the certificate (repeatable).
     #[arg(long)]
     pub hostname: Vec<String>,
+    /// A TOML config file; its `[firewall]` section sets the public tier's limits and address
+    /// lists (docs/FIREWALL.md; every key optional, unknown keys refused).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

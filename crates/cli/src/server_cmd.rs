@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use stampline_psd::Psd;
+use stampline_server::config_file::ConfigFile;
 use stampline_server::database::{Database, SQLITE_FILE, open_store};
 use stampline_server::{Server, ServerConfig};
 
@@ -40,6 +41,10 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
         ));
     }
     let mut cfg = ServerConfig::new(a.data_dir.clone());
+    if let Some(path) = &a.config {
+        let file = ConfigFile::load(path).map_err(|e| CliError::new("bad_config", e))?;
+        cfg.firewall = file.firewall;
+    }
     cfg.database = database;
     cfg.external = crate::external::external_config(
         a.cmls.as_ref().zip(a.cmls_trust.as_ref()),

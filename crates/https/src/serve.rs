@@ -165,22 +165,24 @@ pub async fn serve(
         listener,
         tls,
         Limits::default(),
-        |_| router.clone(),
+        |_| Some(router.clone()),
         shutdown,
     )
     .await
 }
 
 /// The accept loop: each accepted connection gets the router `router_for(peer)` makes for it
-/// (the server tags it with the caller's address), its TLS handshake in its own task (a slow
-/// caller stalls nobody), HTTP/1.1 with upgrades (the server's WebSocket link), and at most
-/// `limits.max_connections` at once. Returns when `shutdown` completes; connections already
-/// accepted finish on their own.
+/// (the server tags it with the caller's address and its firewall ticket) or, when that is
+/// `None`, is closed at once; its TLS handshake in its own task (a slow caller stalls nobody),
+/// HTTP/1.1 with upgrades (the server's WebSocket link), and at most `limits.max_connections` at
+/// once. The handshake timeout also bounds each request's headers and an idle kept-alive
+/// connection. Returns when `shutdown` completes; connections already accepted finish on their
+/// own.
 pub async fn serve_with(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     limits: Limits,
-    router_for: impl Fn(SocketAddr) -> axum::Router,
+    router_for: impl Fn(SocketAddr) -> Option<axum::Router>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -204,8 +206,11 @@ pub async fn serve_with(
                 }
             },
         };
+        let Some(service) = router_for(peer) else {
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
-        let service = router_for(peer);
         tokio::spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
@@ -294,7 +299,7 @@ mod accept_loop_tests {
             limits,
             move |peer| {
                 seen.lock().unwrap().push(peer);
-                axum::Router::new()
+                Some(axum::Router::new())
             },
             async {
                 let _ = stopped.await;

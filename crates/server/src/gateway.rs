@@ -1,6 +1,9 @@
 //! The public tier's HTTP face: the router (registration, keys, item status, the link upgrade, a
-//! small home page) and the firewall's limits. One function, [`error_response`], turns every
-//! refusal into `{"error","message"}` with its status.
+//! small home page), each route behind the firewall's guard (its rate, then the body's size and
+//! deadline: crate::firewall). One function, [`error_response`], turns every refusal into
+//! `{"error","message"}` with its status.
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,23 +19,27 @@ use stampline_wire::replies::{HttpError, ItemStatusPublic, RegisterReply};
 use crate::core::RegisterForm;
 use crate::error::CoreError;
 use crate::link;
-pub use crate::state::{AppState, Peer, RateLimit};
+use crate::firewall::{RouteClass, Ticket, guard};
+pub use crate::state::{AppState, Peer};
 
-/// Largest HTTP request body accepted (registration forms are < 1 KiB).
-pub const MAX_BODY_BYTES: usize = 8 * 1024;
-/// Registrations allowed per client address per minute.
-pub const REGISTRATIONS_PER_MINUTE: u32 = 20;
-/// Link logins (hello frames) allowed per client address per minute.
-pub const LOGINS_PER_MINUTE: u32 = 120;
-
-/// The router. Tests may drive it in memory; the server wraps it in TLS.
+/// The router. Every route but the link is behind the firewall's guard (the link's hello has its
+/// own rate: crate::link). The server adds each connection's [`Peer`] and [`Ticket`].
 pub fn router(state: AppState) -> Router {
+    let fw = |class| {
+        axum::middleware::from_fn_with_state((Arc::clone(&state.firewall), class), guard)
+    };
     Router::new()
-        .route("/", get(home))
-        .route("/v1/register", post(register))
-        .route("/v1/keys", get(keys))
-        .route("/v1/quote", get(quote))
-        .route("/v1/items/{serial}/status", get(item_status))
+        .route("/", get(home).layer(fw(RouteClass::Lookup)))
+        .route(
+            "/v1/register",
+            post(register).layer(fw(RouteClass::Registration)),
+        )
+        .route("/v1/keys", get(keys).layer(fw(RouteClass::Lookup)))
+        .route("/v1/quote", get(quote).layer(fw(RouteClass::Lookup)))
+        .route(
+            "/v1/items/{serial}/status",
+            get(item_status).layer(fw(RouteClass::Lookup)),
+        )
         .route("/v1/link", get(link_upgrade))
         .with_state(state)
 }
@@ -43,6 +50,15 @@ pub fn error_response(e: &CoreError) -> Response {
         CoreError::Refused { code, .. } if *code == codes::USER_EXISTS => StatusCode::CONFLICT,
         CoreError::Refused { code, .. } if *code == codes::RATE_LIMITED => {
             StatusCode::TOO_MANY_REQUESTS
+        }
+        CoreError::Refused { code, .. } if *code == codes::TOO_LARGE => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        CoreError::Refused { code, .. } if *code == codes::REQUEST_TIMEOUT => {
+            StatusCode::REQUEST_TIMEOUT
+        }
+        CoreError::Refused { code, .. } if *code == codes::BUSY => {
+            StatusCode::SERVICE_UNAVAILABLE
         }
         CoreError::Refused { .. } => StatusCode::BAD_REQUEST,
         CoreError::BadCredentials => StatusCode::UNAUTHORIZED,
@@ -84,23 +100,9 @@ async fn home(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn register(
-    State(state): State<AppState>,
-    Extension(peer): Extension<Peer>,
-    body: Bytes,
-) -> Response {
-    if !state.registrations.allow(peer.0.ip()) {
-        return error_response(&CoreError::refused(
-            codes::RATE_LIMITED,
-            "too many registrations from this address; wait a minute",
-        ));
-    }
-    if body.len() > MAX_BODY_BYTES {
-        return error_response(&CoreError::refused(
-            codes::TOO_LARGE,
-            format!("request body over {MAX_BODY_BYTES} bytes"),
-        ));
-    }
+/// `POST /v1/register`: the guard has counted it against the registration rate and read its body
+/// (within the size limit and the deadline).
+async fn register(State(state): State<AppState>, body: Bytes) -> Response {
     let form: RegisterForm = match serde_json::from_slice(&body) {
         Ok(f) => f,
         Err(e) => {
@@ -173,6 +175,7 @@ async fn item_status(State(state): State<AppState>, Path(serial): Path<String>) 
 async fn link_upgrade(
     State(state): State<AppState>,
     Extension(peer): Extension<Peer>,
+    Extension(ticket): Extension<Arc<Ticket>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     // Frames just over our limit still arrive, so that the link can answer with a clear code;
@@ -180,5 +183,5 @@ async fn link_upgrade(
     ws.max_message_size(2 * stampline_wire::MAX_FRAME_BYTES)
         .max_frame_size(2 * stampline_wire::MAX_FRAME_BYTES)
         .read_buffer_size(stampline_wire::LINK_READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| link::run(socket, state, peer.0))
+        .on_upgrade(move |socket| link::run(socket, state, peer.0, ticket))
 }

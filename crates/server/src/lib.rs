@@ -9,12 +9,15 @@
 pub mod adapters;
 pub mod anchor;
 pub mod clock;
+pub mod config_file;
 pub mod core;
 pub mod database;
 pub mod error;
+pub mod firewall;
 pub mod gateway;
 pub mod link;
 pub mod rating;
+pub mod source;
 pub mod state;
 pub mod tls;
 
@@ -28,13 +31,9 @@ use stampline_sandbox::{Bank, Cmls, SandboxBank, SandboxCmls};
 use tokio::net::TcpListener;
 
 use crate::core::{Core, CoreConfig};
-use crate::gateway::{AppState, LOGINS_PER_MINUTE, Peer, REGISTRATIONS_PER_MINUTE, RateLimit};
+use crate::firewall::{Firewall, FirewallConfig};
+use crate::gateway::{AppState, Peer};
 use crate::link::{LinkConfig, Sessions};
-
-/// How long a client may take to finish the TLS handshake.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most connections served at once; more wait in the kernel's backlog.
-pub const MAX_CONNECTIONS: usize = 10_000;
 
 /// Everything `stampline server` can be told.
 #[derive(Clone, Debug)]
@@ -50,6 +49,8 @@ pub struct ServerConfig {
     pub psd: PsdSpec,
     /// CMLS and bank services; `None` = the built-in in-process sandboxes.
     pub external: ExternalConfig,
+    /// The public tier's limits and address lists.
+    pub firewall: FirewallConfig,
 }
 
 /// Where the licensing system and the bank are, when they are network services.
@@ -92,6 +93,7 @@ impl ServerConfig {
             database: database::Database::Sqlite,
             psd: PsdSpec::Software,
             external: ExternalConfig::default(),
+            firewall: FirewallConfig::default(),
         }
     }
 }
@@ -117,6 +119,7 @@ impl Server {
     /// With PostgreSQL it connects with a blocking client: call it off the async runtime's
     /// worker threads (`spawn_blocking`), as `stampline server` does.
     pub fn open(cfg: ServerConfig) -> anyhow::Result<Server> {
+        cfg.firewall.check().map_err(anyhow::Error::msg)?;
         std::fs::create_dir_all(&cfg.data_dir)?;
         let now_unix = cfg.core.clock.now_unix();
         // The device self-tests as it opens; a failing device refuses to serve.
@@ -156,8 +159,7 @@ impl Server {
                 beat_interval_ms: cfg.beat_interval_ms,
                 beat_timeout_ms: cfg.beat_timeout_ms,
             },
-            registrations: Arc::new(RateLimit::new(REGISTRATIONS_PER_MINUTE)),
-            logins: Arc::new(RateLimit::new(LOGINS_PER_MINUTE)),
+            firewall: Arc::new(Firewall::new(cfg.firewall.clone())),
             sandbox,
         };
         Ok(Server {
@@ -231,16 +233,26 @@ impl Server {
                 self.usage_report,
             ))
         });
-        let router = gateway::router(self.state);
+        let firewall = Arc::clone(&self.state.firewall);
         let limits = stampline_https::serve::Limits {
-            max_connections: MAX_CONNECTIONS,
-            handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
+            max_connections: firewall.config.max_connections,
+            handshake_timeout: firewall.config.handshake_timeout(),
         };
+        let router = gateway::router(self.state);
+        // A connection the firewall does not admit is closed before its TLS handshake.
         let served = stampline_https::serve::serve_with(
             listener,
             self.tls,
             limits,
-            |peer| router.clone().layer(axum::Extension(Peer(peer))),
+            |peer| {
+                let ticket = Arc::new(firewall.admit(peer.ip())?);
+                Some(
+                    router
+                        .clone()
+                        .layer(axum::Extension(ticket))
+                        .layer(axum::Extension(Peer(peer))),
+                )
+            },
             shutdown,
         )
         .await;

@@ -19,6 +19,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::error::CoreError;
+use crate::firewall::Ticket;
+use crate::source::SourceKey;
 use crate::state::AppState;
 pub use crate::state::{LinkConfig, SessionInfo, Sessions};
 
@@ -87,8 +89,9 @@ async fn end_with(ws: &mut WebSocket, f: Fault) {
     close(ws, 1008, f.code).await;
 }
 
-/// Run one link to its end.
-pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr) {
+/// Run one link to its end. `ticket` is the connection's place among those not yet logged in
+/// (crate::firewall), given up once the link is up.
+pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr, ticket: Arc<Ticket>) {
     // 1. hello
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, ws.next()).await {
         Ok(Some(Ok(Message::Text(text)))) => decode_frame(text.as_str()),
@@ -134,7 +137,7 @@ pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr) {
         }
         Err(e) => return end_with(&mut ws, e.into()).await,
     };
-    if !state.logins.allow(peer.ip()) {
+    if !state.firewall.logins.allow(SourceKey::of(peer.ip())) {
         return end_with(
             &mut ws,
             fault(codes::RATE_LIMITED, "too many logins from this address"),
@@ -184,6 +187,8 @@ pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr) {
     if !send_frame(&mut ws, &welcome).await {
         return;
     }
+    // Logged in: the connection now counts against its user's links, not its source's.
+    ticket.logged_in();
     state.sessions.lock().insert(
         session,
         SessionInfo {

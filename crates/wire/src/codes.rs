@@ -69,6 +69,7 @@ pub const BAD_STATE: &str = "bad_state";
 pub const USER_EXISTS: &str = "user_exists";
 pub const LICENSE_REFUSED: &str = "license_refused";
 pub const TOO_LARGE: &str = "too_large";
+pub const REQUEST_TIMEOUT: &str = "request_timeout";
 pub const UNAVAILABLE: &str = "unavailable";
 
 /// Every code with its one-line meaning, as docs/PROTOCOL.md lists it.
@@ -228,7 +229,14 @@ pub const ALL: &[(&str, &str)] = &[
     (BAD_STATE, "state is not a 2-letter code such as MA"),
     (USER_EXISTS, "that user name is taken"),
     (LICENSE_REFUSED, "CMLS refused to license the customer"),
-    (TOO_LARGE, "the HTTP request body is over 8 KiB"),
+    (
+        TOO_LARGE,
+        "the HTTP request body is over the limit (8 KiB by default); refused from its declared length, unread",
+    ),
+    (
+        REQUEST_TIMEOUT,
+        "the HTTP request body did not arrive within the request deadline (10 s by default)",
+    ),
     (
         UNAVAILABLE,
         "CMLS cannot be reached; nothing was registered, send the same registration again",
