@@ -39,7 +39,10 @@ mod tests {
     /// The example in docs/FIREWALL.md: every key with its default value.
     fn documented_example() -> String {
         let doc = include_str!("../../../docs/FIREWALL.md");
-        let start = doc.find("```toml\n").expect("docs/FIREWALL.md has a toml example") + 8;
+        let start = doc
+            .find("```toml\n")
+            .expect("docs/FIREWALL.md has a toml example")
+            + 8;
         let end = start + doc[start..].find("```").expect("the example ends");
         doc[start..end].to_owned()
     }
@@ -58,7 +61,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.firewall.max_body_bytes, 4096);
-        assert_eq!(cfg.firewall.public.deny, vec!["203.0.113.0/24".parse().unwrap()]);
+        assert_eq!(
+            cfg.firewall.public.deny,
+            vec!["203.0.113.0/24".parse().unwrap()]
+        );
         assert_eq!(cfg.firewall.logins, FirewallConfig::default().logins);
     }
 

@@ -163,9 +163,7 @@ impl FirewallConfig {
             }
         }
         if self.max_prelogin_connections > self.max_connections {
-            return Err(
-                "firewall.max_prelogin_connections must not exceed max_connections".into(),
-            );
+            return Err("firewall.max_prelogin_connections must not exceed max_connections".into());
         }
         for (name, rate) in [
             ("registrations", self.registrations),
@@ -216,8 +214,8 @@ fn nonzero(n: u32) -> NonZeroU32 {
 
 impl Limiter {
     pub fn new(rate: Rate, max_tracked: usize) -> Limiter {
-        let per_source =
-            Quota::per_minute(nonzero(rate.per_source_per_minute)).allow_burst(nonzero(rate.per_source_burst));
+        let per_source = Quota::per_minute(nonzero(rate.per_source_per_minute))
+            .allow_burst(nonzero(rate.per_source_burst));
         let global = (rate.global_per_minute > 0).then(|| {
             let quota = Quota::per_minute(nonzero(rate.global_per_minute))
                 .allow_burst(nonzero(rate.global_burst));
@@ -452,7 +450,8 @@ pub async fn guard(
             ));
         }
     };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// Whether a body error is the length limit (and not the caller going away).
@@ -545,7 +544,11 @@ mod tests {
                 allowed += 1;
             }
         }
-        assert!(limiter.tracked() <= 100, "{} sources remembered", limiter.tracked());
+        assert!(
+            limiter.tracked() <= 100,
+            "{} sources remembered",
+            limiter.tracked()
+        );
         // The first 100 sources got their own bucket; the rest shared one (a burst of 1).
         assert_eq!(allowed, 101);
     }
@@ -559,7 +562,10 @@ mod tests {
         assert!(conns.admit(a).is_none(), "a third from one source");
         // Another source gets the last pre-login place; then nobody does.
         let b = conns.admit(ip("192.0.2.2")).expect("another source");
-        assert!(conns.admit(ip("192.0.2.3")).is_none(), "over the pre-login total");
+        assert!(
+            conns.admit(ip("192.0.2.3")).is_none(),
+            "over the pre-login total"
+        );
         drop(first);
         let third = conns.admit(a).expect("a place was freed");
         // Logging in frees the place too, once.

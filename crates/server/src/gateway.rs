@@ -18,16 +18,15 @@ use stampline_wire::replies::{HttpError, ItemStatusPublic, RegisterReply};
 
 use crate::core::RegisterForm;
 use crate::error::CoreError;
-use crate::link;
 use crate::firewall::{RouteClass, Ticket, guard};
+use crate::link;
 pub use crate::state::{AppState, Peer};
 
 /// The router. Every route but the link is behind the firewall's guard (the link's hello has its
 /// own rate: crate::link). The server adds each connection's [`Peer`] and [`Ticket`].
 pub fn router(state: AppState) -> Router {
-    let fw = |class| {
-        axum::middleware::from_fn_with_state((Arc::clone(&state.firewall), class), guard)
-    };
+    let fw =
+        |class| axum::middleware::from_fn_with_state((Arc::clone(&state.firewall), class), guard);
     Router::new()
         .route("/", get(home).layer(fw(RouteClass::Lookup)))
         .route(
@@ -57,9 +56,7 @@ pub fn error_response(e: &CoreError) -> Response {
         CoreError::Refused { code, .. } if *code == codes::REQUEST_TIMEOUT => {
             StatusCode::REQUEST_TIMEOUT
         }
-        CoreError::Refused { code, .. } if *code == codes::BUSY => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        CoreError::Refused { code, .. } if *code == codes::BUSY => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Refused { .. } => StatusCode::BAD_REQUEST,
         CoreError::BadCredentials => StatusCode::UNAUTHORIZED,
         CoreError::Locked { .. } => StatusCode::FORBIDDEN,
