@@ -392,7 +392,11 @@ pub struct AuditArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// Other benchmarks (without one: the issue → confirm throughput run).
+    #[command(subcommand)]
+    pub other: Option<BenchCommand>,
     /// Live links (each with a real login, heartbeats and sealing).
     #[arg(long, default_value_t = 16)]
     pub links: usize,
@@ -407,6 +411,29 @@ pub struct BenchArgs {
     /// server falling behind shows in the percentiles.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// One pre-login attack from several loopback sources while a legitimate user logs in and
+    /// buys; reports the user's latencies (scripts/bench-flood.sh runs them all).
+    Flood(FloodArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FloodArgs {
+    /// slow-body, big-body, connections, hello, lockout, signup or status.
+    #[arg(long)]
+    pub attack: String,
+    /// How long the attack lasts.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Attacking source addresses (127.0.1.10 on; Linux routes all of 127/8 to loopback).
+    #[arg(long, default_value_t = 8)]
+    pub sources: u32,
+    /// Attacking tasks (each one connection or request at a time).
+    #[arg(long, default_value_t = 200)]
+    pub tasks: u64,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ mod buy;
 mod client_cmds;
 mod demo;
 mod external;
+mod flood;
 mod funding_cmds;
 mod output;
 mod print_cmd;
@@ -74,7 +75,10 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
         Command::Printers(a) => print_cmd::printers(a, out).await,
         Command::Verify(a) => verify::verify_cmd(global, a, out).await,
         Command::Audit(a) => server_cmd::audit(a, out).await,
-        Command::Bench(a) => bench::bench(global, a, out).await,
+        Command::Bench(a) => match a.other {
+            Some(args::BenchCommand::Flood(f)) => flood::flood(global, f, out).await,
+            None => bench::bench(global, a, out).await,
+        },
         Command::PaymentOptions => funding_cmds::payment_options(global, out).await,
         Command::AutoRefill(a) => funding_cmds::auto_refill(global, a, out).await,
         Command::CloseAccount(a) => funding_cmds::close_account(global, a, out).await,
