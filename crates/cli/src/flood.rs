@@ -283,7 +283,9 @@ async fn legit_buys(client: Arc<Client>, stop: Instant) -> (Vec<u64>, Vec<String
         }
         .await;
         match bought {
-            Ok(_) => latencies.push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)),
+            Ok(_) => {
+                latencies.push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
+            }
             Err(e) => failures.push(e.code()),
         }
     }
@@ -351,7 +353,14 @@ pub async fn flood(global: &Global, a: FloodArgs, out: Out) -> Result<(), CliErr
         addr,
         tls: tokio_rustls::TlsConnector::from(ep.trust.client_config(&[b"http/1.1"])),
         sources: (0..a.sources)
-            .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, 10 + (i % 250) as u8)))
+            .map(|i| {
+                IpAddr::V4(Ipv4Addr::new(
+                    127,
+                    0,
+                    1 + (i / 250) as u8,
+                    10 + (i % 250) as u8,
+                ))
+            })
             .collect(),
     };
     let run = &Uuid::new_v4().simple().to_string()[..8];

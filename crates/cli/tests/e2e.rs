@@ -272,6 +272,24 @@ fn registration_refuses_bad_data_and_duplicates() {
 }
 
 #[test]
+fn the_server_reads_its_firewall_from_a_config_file_and_refuses_a_bad_one() {
+    let refused = TestServer::start_configured(Some("[firewall]\nmax_body = 1\n"))
+        .err()
+        .expect("a misspelt key is refused");
+    assert_eq!(refused["error"], "bad_config", "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("max_body"),
+        "{refused}"
+    );
+
+    let server =
+        TestServer::start_configured(Some("[firewall.registrations]\nper_source_burst = 1\n"))
+            .expect("server starts");
+    server.register("dan");
+    server.fails_with("eve", &common::REGISTER, "rate_limited");
+}
+
+#[test]
 fn demo_prints_labels_that_verify() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)

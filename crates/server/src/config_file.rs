@@ -17,9 +17,19 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
-    /// Parse and check a config file's text.
+    /// Parse and check a config file's text. A key the file leaves out keeps its default, at any
+    /// depth (a `[firewall.logins]` that sets only the burst keeps the logins' other defaults).
     pub fn parse(text: &str) -> Result<ConfigFile, String> {
-        let cfg: ConfigFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let given: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut merged = toml::Table::new();
+        merged.insert(
+            "firewall".into(),
+            toml::Value::try_from(FirewallConfig::default()).map_err(|e| e.to_string())?,
+        );
+        overlay(&mut merged, given);
+        let cfg: ConfigFile = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
         cfg.firewall.check()?;
         Ok(cfg)
     }
@@ -29,6 +39,18 @@ impl ConfigFile {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         ConfigFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Lay `given` over `base`: tables merge key by key, anything else replaces.
+fn overlay(base: &mut toml::Table, given: toml::Table) {
+    for (key, value) in given {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => overlay(inner, value),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 
@@ -66,6 +88,10 @@ mod tests {
             vec!["203.0.113.0/24".parse().unwrap()]
         );
         assert_eq!(cfg.firewall.logins, FirewallConfig::default().logins);
+        let cfg = ConfigFile::parse("[firewall.logins]\nper_source_burst = 3\n").unwrap();
+        let mut want = FirewallConfig::default().logins;
+        want.per_source_burst = 3;
+        assert_eq!(cfg.firewall.logins, want);
     }
 
     #[test]

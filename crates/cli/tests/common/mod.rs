@@ -149,16 +149,28 @@ impl Drop for TestServer {
 
 impl TestServer {
     pub fn start() -> TestServer {
+        TestServer::start_configured(None).expect("server starts")
+    }
+
+    /// A server started with `--config` holding `config` (TOML), or the JSON it printed when it
+    /// refused to start.
+    pub fn start_configured(config: Option<&str>) -> Result<TestServer, Value> {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let server = start_server(&data).expect("server starts");
+        let mut cmd = server_command(&data);
+        if let Some(text) = config {
+            let path = dir.path().join("stampline.toml");
+            std::fs::write(&path, text).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        let server = spawn_listening(cmd.stderr(Stdio::null()))?;
         assert_eq!(server.trust, data.join("trust.pem"));
-        TestServer {
+        Ok(TestServer {
             child: server.child,
             url: server.url,
             trust: server.trust,
             _dir: dir,
-        }
+        })
     }
 }
 
