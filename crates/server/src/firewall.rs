@@ -268,9 +268,16 @@ impl Limiter {
 /// [`Ticket`]; a link that logs in gives its ticket up (it then counts against its user's links).
 #[derive(Debug)]
 pub struct Connections {
-    per_source: Mutex<HashMap<SourceKey, usize>>,
+    counts: Mutex<Counts>,
     max_per_source: usize,
     max_prelogin: usize,
+}
+
+/// Open connections not yet logged in: per source (only sources with some) and in all.
+#[derive(Debug, Default)]
+struct Counts {
+    per_source: HashMap<SourceKey, usize>,
+    total: usize,
 }
 
 /// One admitted connection's place in [`Connections`], released when the connection ends or logs in.
@@ -284,14 +291,14 @@ pub struct Ticket {
 impl Connections {
     pub fn new(max_per_source: usize, max_prelogin: usize) -> Arc<Connections> {
         Arc::new(Connections {
-            per_source: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
             max_per_source,
             max_prelogin,
         })
     }
 
-    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<SourceKey, usize>> {
-        self.per_source.lock().unwrap_or_else(|e| e.into_inner())
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A place for a new connection from `ip`, or None when its source, or everyone not yet
@@ -299,12 +306,12 @@ impl Connections {
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Ticket> {
         let source = SourceKey::of(ip);
         let mut counts = self.counts();
-        let total: usize = counts.values().sum();
-        let own = counts.get(&source).copied().unwrap_or(0);
-        if own >= self.max_per_source || total >= self.max_prelogin {
+        let own = counts.per_source.get(&source).copied().unwrap_or(0);
+        if own >= self.max_per_source || counts.total >= self.max_prelogin {
             return None;
         }
-        counts.insert(source, own + 1);
+        counts.per_source.insert(source, own + 1);
+        counts.total += 1;
         Some(Ticket {
             connections: Arc::clone(self),
             source,
@@ -314,7 +321,7 @@ impl Connections {
 
     /// Connections not yet logged in, in all.
     pub fn prelogin(&self) -> usize {
-        self.counts().values().sum()
+        self.counts().total
     }
 }
 
@@ -327,11 +334,12 @@ impl Ticket {
     fn release(&self) {
         if self.counted.swap(false, Ordering::AcqRel) {
             let mut counts = self.connections.counts();
-            if let Some(n) = counts.get_mut(&self.source) {
+            if let Some(n) = counts.per_source.get_mut(&self.source) {
                 *n -= 1;
                 if *n == 0 {
-                    counts.remove(&self.source);
+                    counts.per_source.remove(&self.source);
                 }
+                counts.total -= 1;
             }
         }
     }
