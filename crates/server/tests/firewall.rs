@@ -201,9 +201,11 @@ async fn a_chunked_body_is_cut_at_the_limit() {
 
 #[tokio::test]
 async fn a_body_that_trickles_is_cut_at_the_request_deadline() {
-    let mut fw = FirewallConfig::default();
-    fw.request_timeout_ms = 300;
-    let w = world(fw).await;
+    let w = world(FirewallConfig {
+        request_timeout_ms: 300,
+        ..FirewallConfig::default()
+    })
+    .await;
     // 10 of a declared 100 bytes, then nothing.
     let answer = w
         .http_from(
@@ -292,10 +294,12 @@ async fn hold(w: &World, from: &str) -> TlsStream<TcpStream> {
 
 #[tokio::test]
 async fn a_source_holds_no_more_than_its_share_of_connections_and_linked_users_keep_room() {
-    let mut fw = FirewallConfig::default();
-    fw.max_connections_per_source = 2;
-    fw.max_prelogin_connections = 3;
-    let w = world(fw).await;
+    let w = world(FirewallConfig {
+        max_connections_per_source: 2,
+        max_prelogin_connections: 3,
+        ..FirewallConfig::default()
+    })
+    .await;
     w.register("ann").await;
 
     let a1 = hold(&w, "127.0.0.1").await;
@@ -333,9 +337,11 @@ async fn connect_when_served(w: &World, user: &str) -> Link {
 
 #[tokio::test]
 async fn an_idle_connection_is_closed_at_the_header_deadline() {
-    let mut fw = FirewallConfig::default();
-    fw.handshake_timeout_ms = 300;
-    let w = world(fw).await;
+    let w = world(FirewallConfig {
+        handshake_timeout_ms: 300,
+        ..FirewallConfig::default()
+    })
+    .await;
     // Nothing sent after the handshake.
     let mut idle = hold(&w, "127.0.0.1").await;
     let mut buf = [0u8; 64];
