@@ -161,6 +161,17 @@ pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr, ticket: A
             return end_with(&mut ws, fault(code, e.public_message())).await;
         }
     };
+    if grant.admin && !state.firewall.config.admin.allows(peer.ip()) {
+        tracing::warn!(user = %user, %peer, "admin login refused: not from an admin address");
+        return end_with(
+            &mut ws,
+            fault(
+                codes::FORBIDDEN,
+                "the admin role may not log in from this address",
+            ),
+        )
+        .await;
+    }
     if state.sessions.count_for(grant.user_id) >= MAX_LINKS_PER_USER {
         return end_with(
             &mut ws,

@@ -37,10 +37,18 @@ impl Drop for World {
 }
 
 async fn world(firewall: FirewallConfig) -> World {
+    world_with_admin(firewall, None).await
+}
+
+/// A world whose ledger also holds the admin `admin` (password [`PASSWORD`]), when given.
+async fn world_with_admin(firewall: FirewallConfig, admin: Option<&str>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ServerConfig::new(dir.path().join("data"));
     cfg.firewall = firewall;
     let server = Server::open(cfg).unwrap();
+    if let Some(admin) = admin {
+        server.core().create_admin(admin, PASSWORD).unwrap();
+    }
     let trust_pem = std::fs::read_to_string(server.trust_path()).unwrap();
     let cert = stampline_https::read_pinned_cert(server.trust_path()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -396,6 +404,36 @@ async fn logins_are_limited_per_source_and_in_all() {
         .hello_from("127.0.0.3", "nobody", "wrong password 1")
         .await;
     assert_eq!(code(f), "rate_limited", "over the global rate");
+}
+
+#[tokio::test]
+async fn an_admin_logs_in_only_from_the_admin_address_list() {
+    let fw = FirewallConfig {
+        admin: stampline_server::firewall::Acl {
+            allow: vec!["127.0.0.2/32".parse().unwrap()],
+            deny: Vec::new(),
+        },
+        ..FirewallConfig::default()
+    };
+    let w = world_with_admin(fw, Some("root")).await;
+    w.register("ann").await;
+    let code = |f: Frame| match f {
+        Frame::Error { code, .. } => code,
+        other => other.type_name().to_owned(),
+    };
+    assert_eq!(
+        code(w.hello_from("127.0.0.1", "root", PASSWORD).await),
+        "forbidden"
+    );
+    assert_eq!(
+        code(w.hello_from("127.0.0.2", "root", PASSWORD).await),
+        "welcome"
+    );
+    // Users are not bound by the admin list.
+    assert_eq!(
+        code(w.hello_from("127.0.0.1", "ann", PASSWORD).await),
+        "welcome"
+    );
 }
 
 #[tokio::test]

@@ -212,7 +212,10 @@ pub const ALL: &[(&str, &str)] = &[
         OVERFLOW,
         "a register, piece number or balance would leave its range; nothing changed",
     ),
-    (FORBIDDEN, "the op needs the admin role"),
+    (
+        FORBIDDEN,
+        "the op needs the admin role, or an admin logged in from outside the admin address list",
+    ),
     (UNKNOWN_KEY, "no signing key with that id"),
     (
         KEY_CURRENT,

@@ -46,6 +46,8 @@ pub struct Registered {
 /// What a successful login gives the link: the user, `K_user` and the signed transcript.
 pub struct LoginGrant {
     pub user_id: UserId,
+    /// Whether the user has the admin role (the firewall's admin address list applies).
+    pub admin: bool,
     pub k_user: Zeroizing<[u8; 32]>,
     pub signature: [u8; 64],
     pub auth_key_id: String,
@@ -343,6 +345,7 @@ impl Core {
             core.store.record_login_success(record.id, now, &detail)?;
             Ok(LoginGrant {
                 user_id: record.id,
+                admin: record.role == Role::Admin,
                 k_user,
                 signature,
                 auth_key_id: stampline_items::KeyId::of_spki(&core.psd.auth_public_key())
