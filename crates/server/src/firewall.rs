@@ -93,6 +93,9 @@ pub struct FirewallConfig {
     pub max_body_bytes: usize,
     /// Sources each rate remembers; past it, new sources share one bucket until old ones expire.
     pub max_tracked_sources: usize,
+    /// After a source goes over a rate, its new connections are closed as they arrive for this
+    /// long (no TLS handshake is spent on it); its open connections and links are untouched.
+    pub over_rate_cooldown_ms: u64,
     /// `POST /v1/register`.
     pub registrations: Rate,
     /// Link logins (`hello`).
@@ -115,6 +118,7 @@ impl Default for FirewallConfig {
             request_timeout_ms: 10_000,
             max_body_bytes: 8 * 1024,
             max_tracked_sources: 100_000,
+            over_rate_cooldown_ms: 1_000,
             registrations: Rate {
                 per_source_per_minute: 5,
                 per_source_burst: 5,
@@ -231,14 +235,25 @@ impl Limiter {
         }
     }
 
-    /// Count one attempt from `source`; false when it, or everyone together, is over the rate.
-    pub fn allow(&self, source: SourceKey) -> bool {
+    /// Count one attempt from `source`: refused when it, or everyone together, is over the rate.
+    pub fn check(&self, source: SourceKey) -> Result<(), Over> {
         let own = if self.per_source.len() < self.max_tracked || self.prune() {
             self.per_source.check_key(&source).is_ok()
         } else {
             self.overflow.check().is_ok()
         };
-        own && self.global.as_ref().is_none_or(|g| g.check().is_ok())
+        if !own {
+            return Err(Over::Source);
+        }
+        match &self.global {
+            Some(global) if global.check().is_err() => Err(Over::Global),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Limiter::check`] as a yes or no.
+    pub fn allow(&self, source: SourceKey) -> bool {
+        self.check(source).is_ok()
     }
 
     /// Forget sources whose buckets are full again (at most once a second); true when that made
@@ -264,6 +279,15 @@ impl Limiter {
     }
 }
 
+/// Whose rate an attempt went over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Over {
+    /// The source's own.
+    Source,
+    /// Everyone's together.
+    Global,
+}
+
 /// The connections not yet logged in, per source and in all. Each admitted connection holds a
 /// [`Ticket`]; a link that logs in gives its ticket up (it then counts against its user's links).
 #[derive(Debug)]
@@ -271,13 +295,16 @@ pub struct Connections {
     counts: Mutex<Counts>,
     max_per_source: usize,
     max_prelogin: usize,
+    max_cooling: usize,
 }
 
-/// Open connections not yet logged in: per source (only sources with some) and in all.
+/// Open connections not yet logged in: per source (only sources with some) and in all; and the
+/// sources cooling down after going over a rate, with when they may connect again.
 #[derive(Debug, Default)]
 struct Counts {
     per_source: HashMap<SourceKey, usize>,
     total: usize,
+    cooling: HashMap<SourceKey, Instant>,
 }
 
 /// One admitted connection's place in [`Connections`], released when the connection ends or logs in.
@@ -289,12 +316,28 @@ pub struct Ticket {
 }
 
 impl Connections {
-    pub fn new(max_per_source: usize, max_prelogin: usize) -> Arc<Connections> {
+    pub fn new(max_per_source: usize, max_prelogin: usize, max_cooling: usize) -> Arc<Connections> {
         Arc::new(Connections {
             counts: Mutex::new(Counts::default()),
             max_per_source,
             max_prelogin,
+            max_cooling,
         })
+    }
+
+    /// Close `source`'s new connections until `until`. Bounded: when as many sources as allowed
+    /// are cooling down, the ones done are forgotten first, and a source that finds no room is not
+    /// cooled (its rates still refuse it).
+    pub fn cool_down(&self, source: SourceKey, until: Instant) {
+        let mut counts = self.counts();
+        if counts.cooling.len() >= self.max_cooling && !counts.cooling.contains_key(&source) {
+            let now = Instant::now();
+            counts.cooling.retain(|_, t| *t > now);
+            if counts.cooling.len() >= self.max_cooling {
+                return;
+            }
+        }
+        counts.cooling.insert(source, until);
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -306,6 +349,12 @@ impl Connections {
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Ticket> {
         let source = SourceKey::of(ip);
         let mut counts = self.counts();
+        if let Some(until) = counts.cooling.get(&source).copied() {
+            if until > Instant::now() {
+                return None;
+            }
+            counts.cooling.remove(&source);
+        }
         let own = counts.per_source.get(&source).copied().unwrap_or(0);
         if own >= self.max_per_source || counts.total >= self.max_prelogin {
             return None;
@@ -371,6 +420,7 @@ impl Firewall {
             connections: Connections::new(
                 config.max_connections_per_source,
                 config.max_prelogin_connections,
+                tracked,
             ),
             config,
         }
@@ -391,28 +441,53 @@ impl Firewall {
     }
 }
 
-/// Which rate a route is counted under.
-#[derive(Clone, Copy, Debug)]
-pub enum RouteClass {
-    Registration,
-    Lookup,
+/// The rates the firewall keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateKind {
+    Registrations,
+    Logins,
+    Lookups,
+}
+
+impl Firewall {
+    /// Count one attempt from `ip` against `kind`'s rate. Over its own rate, the source also
+    /// cools down: its new connections are closed as they arrive for `over_rate_cooldown_ms`.
+    /// (Over the global rate only, it did nothing wrong and does not.)
+    pub fn allow(&self, kind: RateKind, ip: IpAddr) -> bool {
+        let source = SourceKey::of(ip);
+        let limiter = match kind {
+            RateKind::Registrations => &self.registrations,
+            RateKind::Logins => &self.logins,
+            RateKind::Lookups => &self.lookups,
+        };
+        match limiter.check(source) {
+            Ok(()) => true,
+            Err(Over::Source) => {
+                let cooldown = Duration::from_millis(self.config.over_rate_cooldown_ms);
+                self.connections
+                    .cool_down(source, Instant::now() + cooldown);
+                false
+            }
+            Err(Over::Global) => false,
+        }
+    }
 }
 
 /// The guard in front of every HTTP route but the link: the route's rate for the caller's source,
 /// then the body's declared size, then the body itself, read whole within the request deadline
 /// and no larger than the limit. A refusal reads nothing more and changes nothing.
 pub async fn guard(
-    State((firewall, class)): State<(Arc<Firewall>, RouteClass)>,
+    State((firewall, kind)): State<(Arc<Firewall>, RateKind)>,
     Extension(peer): Extension<Peer>,
     request: Request,
     next: Next,
 ) -> Response {
-    let source = SourceKey::of(peer.0.ip());
-    let (limiter, what) = match class {
-        RouteClass::Registration => (&firewall.registrations, "registrations"),
-        RouteClass::Lookup => (&firewall.lookups, "requests"),
+    let what = match kind {
+        RateKind::Registrations => "registrations",
+        RateKind::Logins => "logins",
+        RateKind::Lookups => "requests",
     };
-    if !limiter.allow(source) {
+    if !firewall.allow(kind, peer.0.ip()) {
         return crate::gateway::error_response(&CoreError::refused(
             codes::RATE_LIMITED,
             format!("too many {what} from this address; wait a minute"),
@@ -563,7 +638,7 @@ mod tests {
 
     #[test]
     fn a_source_holds_at_most_its_share_of_connections_until_one_ends_or_logs_in() {
-        let conns = Connections::new(2, 3);
+        let conns = Connections::new(2, 3, 10);
         let a = ip("192.0.2.1");
         let first = conns.admit(a).expect("first");
         let second = conns.admit(a).expect("second");
@@ -584,6 +659,42 @@ mod tests {
         assert_eq!(conns.prelogin(), 2);
         drop((third, b));
         assert_eq!(conns.prelogin(), 0);
+    }
+
+    #[test]
+    fn a_source_over_a_rate_cools_down_and_others_do_not() {
+        let fw = Firewall::new(FirewallConfig {
+            logins: Rate {
+                per_source_per_minute: 1,
+                per_source_burst: 1,
+                global_per_minute: 0,
+                global_burst: 0,
+            },
+            over_rate_cooldown_ms: 200,
+            ..FirewallConfig::default()
+        });
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        assert!(fw.allow(RateKind::Logins, a));
+        assert!(fw.admit(a).is_some());
+        assert!(!fw.allow(RateKind::Logins, a));
+        assert!(fw.admit(a).is_none(), "cooling down");
+        assert!(fw.admit(b).is_some(), "another source");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(fw.admit(a).is_some(), "cooled down");
+    }
+
+    #[test]
+    fn cooling_sources_are_bounded() {
+        let conns = Connections::new(10, 10, 2);
+        let later = Instant::now() + Duration::from_secs(60);
+        for i in 1..=3u8 {
+            conns.cool_down(SourceKey::of(IpAddr::from([192, 0, 2, i])), later);
+        }
+        assert!(conns.admit(ip("192.0.2.1")).is_none());
+        assert!(
+            conns.admit(ip("192.0.2.3")).is_some(),
+            "no room: not cooled"
+        );
     }
 
     #[test]

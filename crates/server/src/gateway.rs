@@ -18,7 +18,7 @@ use stampline_wire::replies::{HttpError, ItemStatusPublic, RegisterReply};
 
 use crate::core::RegisterForm;
 use crate::error::CoreError;
-use crate::firewall::{RouteClass, Ticket, guard};
+use crate::firewall::{RateKind, Ticket, guard};
 use crate::link;
 pub use crate::state::{AppState, Peer};
 
@@ -28,16 +28,16 @@ pub fn router(state: AppState) -> Router {
     let fw =
         |class| axum::middleware::from_fn_with_state((Arc::clone(&state.firewall), class), guard);
     Router::new()
-        .route("/", get(home).layer(fw(RouteClass::Lookup)))
+        .route("/", get(home).layer(fw(RateKind::Lookups)))
         .route(
             "/v1/register",
-            post(register).layer(fw(RouteClass::Registration)),
+            post(register).layer(fw(RateKind::Registrations)),
         )
-        .route("/v1/keys", get(keys).layer(fw(RouteClass::Lookup)))
-        .route("/v1/quote", get(quote).layer(fw(RouteClass::Lookup)))
+        .route("/v1/keys", get(keys).layer(fw(RateKind::Lookups)))
+        .route("/v1/quote", get(quote).layer(fw(RateKind::Lookups)))
         .route(
             "/v1/items/{serial}/status",
-            get(item_status).layer(fw(RouteClass::Lookup)),
+            get(item_status).layer(fw(RateKind::Lookups)),
         )
         .route("/v1/link", get(link_upgrade))
         .with_state(state)

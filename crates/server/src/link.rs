@@ -19,8 +19,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::error::CoreError;
-use crate::firewall::Ticket;
-use crate::source::SourceKey;
+use crate::firewall::{RateKind, Ticket};
 use crate::state::AppState;
 pub use crate::state::{LinkConfig, SessionInfo, Sessions};
 
@@ -137,7 +136,7 @@ pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr, ticket: A
         }
         Err(e) => return end_with(&mut ws, e.into()).await,
     };
-    if !state.firewall.logins.allow(SourceKey::of(peer.ip())) {
+    if !state.firewall.allow(RateKind::Logins, peer.ip()) {
         return end_with(
             &mut ws,
             fault(codes::RATE_LIMITED, "too many logins from this address"),

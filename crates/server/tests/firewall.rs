@@ -264,7 +264,10 @@ async fn the_registration_rate_is_counted_before_the_body_is_read() {
 
 #[tokio::test]
 async fn an_items_status_is_rate_limited_like_every_route() {
-    let mut fw = FirewallConfig::default();
+    let mut fw = FirewallConfig {
+        over_rate_cooldown_ms: 300,
+        ..FirewallConfig::default()
+    };
     fw.lookups.per_source_burst = 3;
     let w = world(fw).await;
     let get = "GET /v1/items/XXXX/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
@@ -274,9 +277,19 @@ async fn an_items_status_is_rate_limited_like_every_route() {
     }
     let answer = w.http_from("127.0.0.1", get, b"").await;
     assert_eq!(status_of(&answer), "429", "{answer}");
+    // Over its rate, the source cools down: its new connections are closed unserved.
+    assert!(
+        w.tls_from("127.0.0.1").await.is_err(),
+        "served while cooling down"
+    );
     let keys = "GET /v1/keys HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    assert_eq!(status_of(&w.http_from("127.0.0.1", keys, b"").await), "429");
     assert_eq!(status_of(&w.http_from("127.0.0.3", keys, b"").await), "200");
+    // Then it is served again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        served(&w, "127.0.0.1").await,
+        "not served after its cool-down"
+    );
 }
 
 /// Whether a connection from `from` is served: a TLS handshake and an answer to a request.
