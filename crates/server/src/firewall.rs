@@ -127,9 +127,9 @@ impl Default for FirewallConfig {
             },
             logins: Rate {
                 per_source_per_minute: 60,
-                per_source_burst: 20,
+                per_source_burst: 10,
                 global_per_minute: 1_200,
-                global_burst: 100,
+                global_burst: 200,
             },
             lookups: Rate {
                 per_source_per_minute: 600,
