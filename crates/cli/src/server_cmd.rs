@@ -71,7 +71,8 @@ pub async fn server(a: ServerArgs, out: Out) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::new("internal", format!("server start: {e}")))?
         .map_err(|e| CliError::new("server_start", format!("{e:#}")))?;
-    let listener = tokio::net::TcpListener::bind(&a.listen)
+    let listener = server
+        .listen(&a.listen)
         .await
         .map_err(|e| CliError::new("listen", format!("cannot listen on {}: {e}", a.listen)))?;
     let addr = listener

@@ -79,6 +79,9 @@ impl Acl {
 pub struct FirewallConfig {
     /// All connections at once, logged in or not; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// The kernel's queue of connections not yet accepted (capped by the system's
+    /// `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// Connections not (yet) carrying a logged-in link; more are closed as they arrive. The rest of
     /// `max_connections` is kept for logged-in links.
     pub max_prelogin_connections: usize,
@@ -112,6 +115,7 @@ impl Default for FirewallConfig {
     fn default() -> Self {
         FirewallConfig {
             max_connections: 10_000,
+            listen_backlog: 4_096,
             max_prelogin_connections: 2_000,
             max_connections_per_source: 64,
             handshake_timeout_ms: 10_000,
@@ -148,6 +152,7 @@ impl FirewallConfig {
     pub fn check(&self) -> Result<(), String> {
         let positive = [
             ("max_connections", self.max_connections as u64),
+            ("listen_backlog", u64::from(self.listen_backlog)),
             (
                 "max_prelogin_connections",
                 self.max_prelogin_connections as u64,

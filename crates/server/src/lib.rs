@@ -198,6 +198,24 @@ impl Server {
         &self.state.core
     }
 
+    /// A listening socket on `addr` (HOST:PORT) with the firewall's `listen_backlog`: room in the
+    /// kernel for connections arriving faster than they are accepted (a connection that finds the
+    /// queue full waits a second for its SYN to be sent again).
+    pub async fn listen(&self, addr: &str) -> std::io::Result<TcpListener> {
+        let addr = tokio::net::lookup_host(addr)
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::other("the address resolves to nothing"))?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(self.state.firewall.config.listen_backlog)
+    }
+
     /// Serve on `listener` until `shutdown` completes.
     pub async fn run(
         self,
