@@ -9,11 +9,13 @@
 #   scripts/bench-flood.sh [ATTACK ...]            # default: all of them
 #   SECONDS_EACH=20 SOURCES=8 TASKS=200 SETTLE=10 scripts/bench-flood.sh hello
 #   BIN=/path/to/stampline scripts/bench-flood.sh
+#   SERVER_BIN=/path/to/older/stampline scripts/bench-flood.sh   # attack another build's server
 set -euo pipefail
 ATTACKS=("$@")
 [ ${#ATTACKS[@]} -gt 0 ] || ATTACKS=(slow-body big-body connections hello lockout signup status)
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/stampline}
 [ -x "$BIN" ] || { echo "build first: cargo build --release ($BIN not found)" >&2; exit 2; }
+SERVER_BIN=${SERVER_BIN:-$BIN}
 SECONDS_EACH=${SECONDS_EACH:-20}; SOURCES=${SOURCES:-8}; SETTLE=${SETTLE:-10}
 # Each attack's tasks (connections or requests at once) unless TASKS says otherwise.
 declare -A TASKS_FOR=([slow-body]=2000 [big-body]=200 [connections]=4000 [hello]=200 [lockout]=50 [signup]=100 [status]=100)
@@ -21,7 +23,7 @@ ulimit -n 65536 2>/dev/null || true
 
 for attack in "${ATTACKS[@]}"; do
   DIR=$(mktemp -d /var/tmp/stampline-flood.XXXXXX)
-  "$BIN" server --data-dir "$DIR" --listen 127.0.0.1:0 --json >"$DIR/server.out" 2>"$DIR/server.log" &
+  "$SERVER_BIN" server --data-dir "$DIR" --listen 127.0.0.1:0 --json >"$DIR/server.out" 2>"$DIR/server.log" &
   SERVER=$!
   for _ in $(seq 1 300); do grep -q '"listening"' "$DIR/server.out" 2>/dev/null && break; sleep 0.1; done
   URL=$(grep -o 'https://[0-9.:]*' "$DIR/server.out" | head -1)
