@@ -46,7 +46,6 @@ pub fn error_response(e: &CoreError) -> Response {
         }
         CoreError::Refused { .. } => StatusCode::BAD_REQUEST,
         CoreError::BadCredentials => StatusCode::UNAUTHORIZED,
-        CoreError::Locked { .. } => StatusCode::FORBIDDEN,
         CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
