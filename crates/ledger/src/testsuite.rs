@@ -1330,7 +1330,7 @@ pub fn create_user_refuses_taken_key_and_users_read_back(store: &dyn Store) {
 pub fn login_failures_back_off_per_name_and_source(store: &dyn Store) {
     let u = add_user(store, 1);
     let policy = crate::ThrottlePolicy {
-        free_failures: 2,
+        free_failures: 3,
         first_ms: 1_000,
         max_ms: 4_000,
     };
@@ -1371,7 +1371,7 @@ pub fn login_failures_back_off_per_name_and_source(store: &dyn Store) {
     assert_eq!(refused("nobody", x, T0_MS + 3), Some(T0_MS + 1_002));
     fail("user1", y, T0_MS + 10);
 
-    let listed = ok(store.login_throttles(T0_MS + 10_000), "list");
+    let listed = ok(store.login_throttles(T0_MS + 3_000), "list");
     let view: Vec<_> = listed
         .iter()
         .map(|t| {
@@ -1387,26 +1387,26 @@ pub fn login_failures_back_off_per_name_and_source(store: &dyn Store) {
         view,
         vec![
             ("nobody", x, 3, None),
-            ("user1", y, 1, None),
             ("user1", x, 6, Some(T0_MS + 11_002)),
+            ("user1", y, 1, None),
         ]
     );
     // A success forgets its own source's failures only.
     ok(
-        store.record_login_success(u, y, T0_MS + 10_001, "client stampline/0.1"),
+        store.record_login_success(u, y, T0_MS + 3_001, "client stampline/0.1"),
         "success",
     );
-    assert_eq!(ok(store.login_throttles(T0_MS + 10_001), "list").len(), 2);
+    assert_eq!(ok(store.login_throttles(T0_MS + 3_001), "list").len(), 2);
     // An operator clears every source of one name.
     assert_eq!(
         ok(
-            store.clear_login_throttles("user1", "admin:9", T0_MS + 10_002),
+            store.clear_login_throttles("user1", "admin:9", T0_MS + 3_002),
             "clear"
         ),
         1
     );
-    assert_eq!(refused("user1", x, T0_MS + 10_002), None);
-    let left = ok(store.login_throttles(T0_MS + 10_002), "list");
+    assert_eq!(refused("user1", x, T0_MS + 3_002), None);
+    let left = ok(store.login_throttles(T0_MS + 3_002), "list");
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].user_key, "nobody");
     // Pairs are forgotten `max_ms` after their back-off ended, and pruned at the next failure.
@@ -1428,8 +1428,8 @@ pub fn login_failures_back_off_per_name_and_source(store: &dyn Store) {
     );
     let report = ok(store.audit(), "audit");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    // register + 10 failures + 1 login + 1 clear + 1 failure
-    assert_eq!(report.audit_entries, 14);
+    // register + 11 failures + 1 login + 1 clear + 1 failure
+    assert_eq!(report.audit_entries, 15);
 }
 
 pub fn redeem_marks_printed_tickets_once(store: &dyn Store) {
