@@ -390,6 +390,20 @@ async fn a_hello_is_answered_busy_at_once_when_every_hash_slot_is_in_use() {
 }
 
 #[tokio::test]
+async fn a_registration_is_answered_busy_when_every_hash_slot_is_in_use() {
+    let w = world(500, 2_000, 60_000).await;
+    let pool = w.core.hash_pool();
+    let held: Vec<_> = std::iter::from_fn(|| pool.try_slot()).collect();
+    let form = json!({"user": "ann", "password": PASSWORD, "name": "Ann Example",
+        "address": "1 Main St", "city": "Boston", "state": "MA", "zip": "02134"});
+    let e = w.endpoint.register(&form).await.unwrap_err();
+    assert_eq!(e.code(), "busy", "{e}");
+    drop(held);
+    // Nothing was registered: the same form goes through once a slot is free.
+    w.endpoint.register(&form).await.unwrap();
+}
+
+#[tokio::test]
 async fn the_client_gives_up_when_the_server_stays_busy() {
     let w = world(500, 2_000, 60_000).await;
     drop(w.user("ann", 0).await);
