@@ -10,7 +10,9 @@ use stampline_sandbox::{SandboxBank, SandboxCmls};
 use stampline_server::core::{Core, CoreConfig};
 use stampline_server::database::{Database, open_store};
 use stampline_wire::Op;
-use stampline_wire::replies::{AdminKeysReply, AdminRevokeKeyReply, AdminRotateKeyReply};
+use stampline_wire::replies::{
+    AdminKeysReply, AdminRevokeKeyReply, AdminRotateKeyReply, AdminThrottlesReply, AdminUnlockReply,
+};
 
 use crate::args::{AdminArgs, AdminCommand, Global};
 use crate::client_cmds::{connect, password, user};
@@ -85,6 +87,33 @@ pub async fn admin(global: &Global, a: AdminArgs, out: Out) -> Result<(), CliErr
                 v.key_id,
                 v.key.revoked_at.as_deref().unwrap_or(""),
                 v.key.revocation_reason.as_deref().unwrap_or("")
+            );
+            out.reply(&v, &human);
+            Ok(())
+        }
+        AdminCommand::Throttles => {
+            let v: AdminThrottlesReply = request(global, Op::AdminThrottles {}).await?;
+            let mut human = String::from("user  source  failures  refused until");
+            for t in &v.throttles {
+                let until = t
+                    .until_ms
+                    .and_then(|ms| stampline_server::core::rfc3339(ms.div_euclid(1000)))
+                    .unwrap_or_else(|| "-".into());
+                human.push_str(&format!(
+                    "\n{}  {}  {}  {until}",
+                    t.user, t.source, t.failures
+                ));
+            }
+            out.reply(&v, &human);
+            Ok(())
+        }
+        AdminCommand::Unlock { name } => {
+            let v: AdminUnlockReply = request(global, Op::AdminUnlock { user: name }).await?;
+            let human = format!(
+                "cleared {} login back-off{} of {}",
+                v.cleared,
+                if v.cleared == 1 { "" } else { "s" },
+                v.user
             );
             out.reply(&v, &human);
             Ok(())

@@ -468,4 +468,11 @@ pub enum AdminCommand {
         #[arg(long, default_value = "revoked by an administrator")]
         reason: String,
     },
+    /// List the login back-offs: failed logins per user name and source, and until when.
+    Throttles,
+    /// Clear every login back-off of a user name, from every source.
+    Unlock {
+        /// The user name.
+        name: String,
+    },
 }

@@ -194,7 +194,7 @@ async fn a_batch_reports_each_piece_as_it_settles_and_prints_them_into_one_file(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_reprint_counts_and_keeps_the_item_printed() {
+async fn a_printed_item_is_not_reprinted_and_nothing_changes() {
     let server = TestServer::start();
     let client = funded_client(&server, "eve").await;
     let dir = tempfile::tempdir().unwrap();
@@ -213,21 +213,19 @@ async fn a_reprint_counts_and_keeps_the_item_printed() {
     )
     .unwrap();
 
-    let reprint = client
+    let refused = client
         .reprint(ReprintRequest {
             serial: bought.serial.clone(),
             targets,
             dpi: 300,
         })
         .await
-        .unwrap();
+        .unwrap_err();
 
-    assert_eq!(reprint.status, "printed");
-    assert_eq!(reprint.reprints, 1);
-    assert_eq!(reprint.files(), vec![again.with_extension("raw")]);
-    assert_eq!(
-        std::fs::read(again.with_extension("raw")).unwrap(),
-        bought.item
+    assert_eq!(refused.code(), "already_printed", "{refused}");
+    assert!(
+        !again.with_extension("raw").exists(),
+        "no second copy of a printed indicium is written"
     );
     assert_eq!(balance_mills(&client).await, 20_000 - 780);
 }

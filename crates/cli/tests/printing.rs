@@ -476,44 +476,29 @@ fn a_dead_raw_port_refuses_before_anything_is_issued() {
 }
 
 #[test]
-fn reprints_are_limited_and_logged() {
+fn a_printed_item_is_not_printed_again() {
     let server = Server::start(60_000);
     server.funded_user("gil");
     let out = server.path("label");
     let v = server.ok("gil", &common::buy_letter(&["--out", s(&out)]));
     let serial = v["serial"].as_str().unwrap().to_owned();
-    for n in 1..=3u64 {
-        let target = server.path(&format!("reprint{n}"));
-        let printer = format!("file:{}", target.display());
-        let r = server.ok("gil", &["print", &serial, "--printer", &printer]);
-        assert_eq!(r["reprints"], n, "{r}");
-        assert_eq!(r["reprints_left"], 3 - n, "{r}");
-        assert_eq!(r["status"], "printed");
-        let verdict = server.ok("gil", &["verify", s(&target.with_extension("png"))]);
-        assert!(target.with_extension("pdf").exists());
-        assert_eq!(verdict["serial"], serial.as_str());
-    }
-    let target = server.path("reprint4");
+    let target = server.path("reprint");
     let printer = format!("file:{}", target.display());
     let v = server.fails_with(
         "gil",
         &["print", &serial, "--printer", &printer],
-        "reprint_limit",
+        "already_printed",
     );
-    assert!(v["message"].as_str().unwrap().contains('3'), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("refund"), "{v}");
     assert!(
         !target.with_extension("png").exists(),
         "a refused reprint writes nothing"
     );
-    // The server logged each reprint (and the ledger's audit log holds them too).
     let log = std::fs::read_to_string(&server.log).unwrap();
-    let logged = log
-        .lines()
-        .filter(|l| l.contains("item reprinted") && l.contains(&serial))
-        .count();
-    assert_eq!(logged, 3, "{log}");
+    assert!(!log.contains("item reprinted"), "{log}");
+    assert_eq!(server.status_of("gil", &serial), "printed");
     common::assert_audit_passes(&server.data);
-    // Money: one stamp, printed once and reprinted three times, charged once.
+    // Money: one stamp, printed once, charged once.
     assert_eq!(server.balance_mills("gil"), 19_220);
 }
 

@@ -279,6 +279,33 @@ fn the_whole_flow_and_rotation_run_with_the_software_device_under_a_passphrase()
 }
 
 #[test]
+fn an_admin_lists_and_clears_login_back_offs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let device = Device::software(Some(PASSPHRASE));
+    let (ok, v) = admin_create(&data, &device, "root");
+    assert!(ok, "{v}");
+    let server = start(&data, &device).unwrap();
+    server.ok("ann", &common::REGISTER);
+    for _ in 0..5 {
+        let (ok, v) = server.run_as("ann", "wrong password entirely", &["balance"]);
+        assert!(!ok);
+        assert_eq!(v["error"], "bad_credentials", "{v}");
+    }
+    let listed = server.ok("root", &["admin", "throttles"]);
+    let throttles = listed["throttles"].as_array().unwrap();
+    assert_eq!(throttles.len(), 1, "{listed}");
+    assert_eq!(throttles[0]["user"], "ann");
+    assert_eq!(throttles[0]["source"], "127.0.0.1");
+    assert_eq!(throttles[0]["failures"], 5);
+    let cleared = server.ok("root", &["admin", "unlock", "ann"]);
+    assert_eq!(cleared["cleared"], 1, "{cleared}");
+    let listed = server.ok("root", &["admin", "throttles"]);
+    assert_eq!(listed["throttles"], serde_json::json!([]));
+    server.ok("ann", &["balance"]);
+}
+
+#[test]
 fn the_whole_flow_and_rotation_run_with_softhsm2_over_pkcs11() {
     let dir = tempfile::tempdir().unwrap();
     let Some(device) = softhsm(dir.path()) else {

@@ -52,11 +52,10 @@ impl From<IssueReply> for Issued {
 /// The answer to `confirm`: the item's new status and the balance after it.
 pub type Confirmed = ConfirmReply;
 
-/// The answer to `reprint`.
+/// The answer to `reprint` (always for an unconfirmed item: a printed one is refused with
+/// `already_printed`).
 #[derive(Clone, Debug)]
 pub struct Reprinted {
-    /// The item's status before this print: `issued` (never confirmed) or `printed`.
-    pub status: String,
     /// The item's bytes; empty when the answer's `item` is not base64 (the item check refuses it).
     pub item: Vec<u8>,
     pub reprints: u64,
@@ -67,7 +66,6 @@ impl From<ReprintReply> for Reprinted {
     fn from(r: ReprintReply) -> Reprinted {
         Reprinted {
             item: decode_item(&r.item).unwrap_or_default(),
-            status: r.status,
             reprints: r.reprints.into(),
             reprints_left: r.reprints_left.into(),
         }

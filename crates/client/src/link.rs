@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use stampline_wire::{
     Channel, Direction, Frame, Hex, Op, PROTOCOL_VERSION, Request, Response, Secret, WireError,
-    auth_transcript, beat_ack_mac, decode_frame, encode_frame, session_key, user_key,
+    auth_transcript, beat_ack_mac, codes, decode_frame, encode_frame, session_key, user_key,
     verify_auth_signature, verify_beat_mac,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -123,9 +123,15 @@ pub fn new_request_id() -> Uuid {
     Uuid::now_v7()
 }
 
+/// The pauses before a hello answered `busy` (every password-hashing slot of the server in use,
+/// as in a flood of hellos) is sent again, each jittered between half and the whole: 1 to 2 s
+/// in all before the last `busy` is the answer.
+pub const BUSY_HELLO_PAUSES_MS: [u64; 4] = [150, 300, 600, 1_000];
+
 impl Link {
     /// Log in and bring the link up. `K_user` is derived first (PBKDF2, 600,000 rounds) so the
-    /// first heartbeat can be checked the moment it arrives.
+    /// first heartbeat can be checked the moment it arrives. A hello answered `busy` is sent
+    /// again after the pauses of [`BUSY_HELLO_PAUSES_MS`].
     pub async fn connect(
         endpoint: &Endpoint,
         user: &str,
@@ -135,7 +141,30 @@ impl Link {
         let k_user: Zeroizing<[u8; 32]> = tokio::task::spawn_blocking(move || user_key(&pw, &u))
             .await
             .map_err(|e| LinkError::Protocol(e.to_string()))?;
+        let mut pauses = BUSY_HELLO_PAUSES_MS.iter();
+        loop {
+            match Link::hello(endpoint, user, password, k_user.clone()).await {
+                Err(LinkError::Refused { code, message }) if code == codes::BUSY => {
+                    let Some(&pause_ms) = pauses.next() else {
+                        return Err(LinkError::Refused { code, message });
+                    };
+                    // Jittered (half to the whole pause), so that clients refused together do
+                    // not all come back together.
+                    let jitter = u64::from(random8()[0]) * pause_ms / 2 / 255;
+                    tokio::time::sleep(Duration::from_millis(pause_ms / 2 + jitter)).await;
+                }
+                other => return other,
+            }
+        }
+    }
 
+    /// One hello: TLS, WebSocket, hello, welcome (or the server's refusal), the link up.
+    async fn hello(
+        endpoint: &Endpoint,
+        user: &str,
+        password: &str,
+        k_user: Zeroizing<[u8; 32]>,
+    ) -> Result<Link, LinkError> {
         let tls = endpoint.connect_tls(&[b"http/1.1"]).await?;
         let url = format!("wss://{}:{}/v1/link", endpoint.host, endpoint.port);
         let mut config = WebSocketConfig::default();

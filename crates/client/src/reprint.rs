@@ -1,13 +1,14 @@
-//! [`Client::reprint`]: fetch an issued item again (`reprint`, limited and counted by the server),
-//! check it and print it link-safely. An item still awaiting its confirmation is confirmed from
-//! the jobs' end, as in [`Client::buy`]; a printed one stays printed whatever the printer does.
+//! [`Client::reprint`]: fetch an item still awaiting its print confirmation again (`reprint`,
+//! limited and counted by the server), check it, print it link-safely and confirm it from the
+//! jobs' end, as in [`Client::buy`]. A printed item is never handed out again: the server answers
+//! `already_printed` (the user refunds or voids it instead) and the opened jobs are cancelled.
 
 use stampline_wire::replies::ReprintReply;
 
 use crate::answers::{self, Reprinted};
 use crate::check::check_item;
 use crate::error::ClientError;
-use crate::jobs::{self, Target, Verdict};
+use crate::jobs::{self, Target};
 use crate::label;
 use crate::print::JobReport;
 use crate::session::Client;
@@ -43,7 +44,7 @@ impl Reprint {
 }
 
 impl Client {
-    /// Prints an issued item again (or for the first time, when its print never completed).
+    /// Prints an unconfirmed item again (or for the first time, when its print never completed).
     pub async fn reprint(&self, request: ReprintRequest) -> Result<Reprint, ClientError> {
         label::check_dpi(request.dpi)?;
         let serial = request.serial;
@@ -87,21 +88,7 @@ impl Client {
             &lost,
         )
         .await;
-        let status = if answer.status == "issued" {
-            let confirmed = self.settle(&serial, &reports).await?;
-            confirmed.status
-        } else {
-            match jobs::verdict(&reports, self.link().lost_reason()) {
-                Verdict::Printed => answer.status.clone(),
-                Verdict::LinkLost(why) | Verdict::Failed(why) => {
-                    jobs::remove_files(&reports);
-                    return Err(ClientError::PrintFailed(format!(
-                        "the reprint did not print: {why}; the item stays {}, {} reprints left",
-                        answer.status, answer.reprints_left
-                    )));
-                }
-            }
-        };
+        let status = self.settle(&serial, &reports).await?.status;
         Ok(Reprint {
             serial,
             status,

@@ -114,27 +114,54 @@ impl<B: Backend> Store for B {
         self.read(move |tx, _| accounts::user_by_id(tx, id))
     }
 
+    fn login_throttle(
+        &self,
+        user_key: &str,
+        source: &str,
+        now_ms: i64,
+    ) -> Result<Option<i64>, LedgerError> {
+        let (user_key, source) = (user_key.to_owned(), source.to_owned());
+        self.read(move |tx, _| accounts::login_throttle(tx, &user_key, &source, now_ms))
+    }
+
     fn record_login_failure(
         &self,
-        id: UserId,
+        failure: &LoginFailure,
+        policy: ThrottlePolicy,
         now_ms: i64,
-        max_failures: u32,
-        lockout_ms: i64,
     ) -> Result<Option<i64>, LedgerError> {
-        self.write(move |tx, _| {
-            accounts::record_login_failure(tx, id, now_ms, max_failures, lockout_ms)
-        })
+        values::check_text("user_key", &failure.user_key, 1, crate::MAX_TEXT_LEN)?;
+        values::check_text("source", &failure.source, 1, crate::MAX_TEXT_LEN)?;
+        values::check_text("detail", &failure.detail, 0, crate::MAX_AUDIT_FIELD_LEN)?;
+        let failure = failure.clone();
+        self.write(move |tx, _| accounts::record_login_failure(tx, &failure, policy, now_ms))
     }
 
     fn record_login_success(
         &self,
         id: UserId,
+        source: &str,
         now_ms: i64,
         detail: &str,
     ) -> Result<(), LedgerError> {
         values::check_text("detail", detail, 0, crate::MAX_AUDIT_FIELD_LEN)?;
-        let detail = detail.to_owned();
-        self.write(move |tx, _| accounts::record_login_success(tx, id, now_ms, &detail))
+        let (source, detail) = (source.to_owned(), detail.to_owned());
+        self.write(move |tx, _| accounts::record_login_success(tx, id, &source, now_ms, &detail))
+    }
+
+    fn login_throttles(&self, now_ms: i64) -> Result<Vec<LoginThrottle>, LedgerError> {
+        self.read(move |tx, _| accounts::login_throttles(tx, now_ms))
+    }
+
+    fn clear_login_throttles(
+        &self,
+        user_key: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<u64, LedgerError> {
+        values::check_text("actor", actor, 1, crate::MAX_AUDIT_FIELD_LEN)?;
+        let (user_key, actor) = (user_key.to_owned(), actor.to_owned());
+        self.write(move |tx, _| accounts::clear_login_throttles(tx, &user_key, &actor, now_ms))
     }
 
     // ---- Postage ----

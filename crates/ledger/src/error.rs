@@ -30,6 +30,9 @@ pub enum LedgerError {
     /// The item was issued too long ago to be reprinted.
     #[error("reprint window closed")]
     ReprintWindowClosed,
+    /// The item's print was confirmed: a printed indicium is never handed out again.
+    #[error("the item was already printed; refund or void it instead of printing it again")]
+    AlreadyPrinted,
     #[error("item kind cannot be redeemed")]
     NotRedeemable,
     #[error("payment already recorded")]
@@ -107,6 +110,7 @@ impl LedgerError {
             LedgerError::RefundWindowClosed => "refund_window_closed",
             LedgerError::ReprintLimit { .. } => "reprint_limit",
             LedgerError::ReprintWindowClosed => "reprint_window_closed",
+            LedgerError::AlreadyPrinted => "already_printed",
             LedgerError::NotRedeemable => "not_redeemable",
             LedgerError::DuplicatePayment => "duplicate_payment",
             LedgerError::AccountClosed => "account_closed",

@@ -165,10 +165,53 @@ pub struct UserRecord {
     pub device_id: String,
     pub license_id: String,
     pub role: Role,
-    /// Failed logins since the last success or lock.
-    pub failed_logins: u32,
-    /// Logins are refused until this time, when set and in the future.
-    pub locked_until_ms: Option<i64>,
+}
+
+/// The login back-off: after `free_failures` failed logins for one user name from one source,
+/// further attempts from that source for that name are refused for `first_ms`, doubling with
+/// each further failure up to `max_ms`. A (name, source) pair with no failure for `max_ms` after
+/// its back-off ended is forgotten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    pub free_failures: u32,
+    pub first_ms: i64,
+    pub max_ms: i64,
+}
+
+impl ThrottlePolicy {
+    /// How long the `failures`-th failure in a row refuses further attempts (0: not at all).
+    pub fn back_off_ms(&self, failures: u32) -> i64 {
+        match failures.checked_sub(self.free_failures) {
+            Some(extra) => self
+                .first_ms
+                .saturating_mul(1_i64 << extra.min(40))
+                .min(self.max_ms),
+            None => 0,
+        }
+    }
+}
+
+/// A failed login, as [`Store::record_login_failure`] counts and logs it.
+#[derive(Clone, Debug)]
+pub struct LoginFailure {
+    pub user_key: String,
+    /// The user's id when the name is a user's.
+    pub user: Option<UserId>,
+    pub source: String,
+    /// What the audit entry records besides (client, address, session).
+    pub detail: String,
+}
+
+/// The failed logins of one user name (lowercase NFC, whether or not the user exists) from one
+/// source (an address reduced to a key by the server).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginThrottle {
+    pub user_key: String,
+    pub source: String,
+    /// Failures counted in a row.
+    pub failures: u32,
+    /// Attempts from the source for the name are refused until then, when set.
+    pub until_ms: Option<i64>,
 }
 
 /// What a user can see of the money: `balance_mills` is spendable now (reservations excluded).
@@ -504,24 +547,46 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The user with this id.
     fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, LedgerError>;
 
-    /// Counts a failed login; when failures reach `max_failures`, locks until `now_ms + lockout_ms`
-    /// and resets the count. Returns the lock end if the user is now locked (a failure while locked
-    /// is logged but neither counted nor extends the lock). Audit "login_failed".
-    fn record_login_failure(
+    /// Until when logins for `user_key` from `source` are refused, if they are now.
+    fn login_throttle(
         &self,
-        id: UserId,
+        user_key: &str,
+        source: &str,
         now_ms: i64,
-        max_failures: u32,
-        lockout_ms: i64,
     ) -> Result<Option<i64>, LedgerError>;
 
-    /// Resets the failure count and any lock; audit "login" with `detail`.
+    /// Counts a failed login for `user_key` (whether or not such a user exists: `user` is its id
+    /// when it does) from `source`, and returns until when further attempts are refused (see
+    /// [`ThrottlePolicy`]). A failure while refused is logged but neither counted nor extends
+    /// the back-off. Forgets the pairs whose time is up (the table stays bounded). Audit
+    /// "login_failed" with the name, the source and `detail`.
+    fn record_login_failure(
+        &self,
+        failure: &LoginFailure,
+        policy: ThrottlePolicy,
+        now_ms: i64,
+    ) -> Result<Option<i64>, LedgerError>;
+
+    /// Forgets the user's failures from `source`; audit "login" with `detail`.
     fn record_login_success(
         &self,
         id: UserId,
+        source: &str,
         now_ms: i64,
         detail: &str,
     ) -> Result<(), LedgerError>;
+
+    /// Every (name, source) pair with failures not yet forgotten at `now_ms`, by name and source.
+    fn login_throttles(&self, now_ms: i64) -> Result<Vec<LoginThrottle>, LedgerError>;
+
+    /// Forgets every failure of `user_key` from every source (an operator's `admin unlock`);
+    /// returns how many pairs were cleared. Audit "login_throttles_cleared" by `actor`.
+    fn clear_login_throttles(
+        &self,
+        user_key: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<u64, LedgerError>;
 
     // ---- Postage (`logic::postage`, `logic::confirm_window`) ----
 
@@ -563,8 +628,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now_ms: i64,
     ) -> Result<StatusOutcome, LedgerError>;
 
-    /// Hands the user's item bytes out again to print, counting and logging it: allowed for an
-    /// `issued` item (its confirmation still pending) or a `printed` one, at most
+    /// Hands the user's item bytes out again to print, counting and logging it: allowed only for
+    /// an `issued` item (its confirmation still pending; a `printed` one is `AlreadyPrinted`), at most
     /// `limits.max_reprints` times and within `limits.window_ms` of issue (`ReprintLimit`,
     /// `ReprintWindowClosed`); audit "reprint". An issued item whose confirmation window has closed
     /// is voided as expired (that void commits) and the answer is `NotPending { status: Voided }`;

@@ -105,8 +105,8 @@ pub const BEHAVIOURS: &[(&str, Behaviour)] = &[
         create_user_refuses_taken_key_and_users_read_back,
     ),
     (
-        "login_failures_lock_the_user_and_success_resets",
-        login_failures_lock_the_user_and_success_resets,
+        "login_failures_back_off_per_name_and_source",
+        login_failures_back_off_per_name_and_source,
     ),
     (
         "redeem_marks_printed_tickets_once",
@@ -1310,8 +1310,6 @@ pub fn create_user_refuses_taken_key_and_users_read_back(store: &dyn Store) {
     assert_eq!(record.password_hash, new_user(1).password_hash);
     assert_eq!(record.wrapped_link_key, new_user(1).wrapped_link_key);
     assert_eq!(record.role, Role::User);
-    assert_eq!(record.failed_logins, 0);
-    assert_eq!(record.locked_until_ms, None);
     let by_id = ok(store.user_by_id(admin_id), "user_by_id").expect("admin exists");
     assert_eq!(by_id.role, Role::Admin);
     assert!(ok(store.user_by_key("nobody"), "user_by_key").is_none());
@@ -1324,51 +1322,114 @@ pub fn create_user_refuses_taken_key_and_users_read_back(store: &dyn Store) {
     assert_clean(store);
 }
 
-pub fn login_failures_lock_the_user_and_success_resets(store: &dyn Store) {
+/// Failed logins are counted per (user name, source), whether or not the name is a user's: after
+/// the free failures, that source is refused for that name for a doubling time, capped; a
+/// refused attempt is logged but not counted; other sources and names are not touched; a success
+/// forgets its source's failures; pairs are forgotten once their time is up; an operator can
+/// list and clear them; every failure is in the audit log with its source.
+pub fn login_failures_back_off_per_name_and_source(store: &dyn Store) {
     let u = add_user(store, 1);
-    let max = 3;
-    let lockout_ms = 60_000;
-    let fail = |now: i64| {
-        ok(
-            store.record_login_failure(u, now, max, lockout_ms),
-            "failure",
-        )
+    let policy = crate::ThrottlePolicy {
+        free_failures: 3,
+        first_ms: 1_000,
+        max_ms: 4_000,
     };
-    assert_eq!(fail(T0_MS), None);
-    assert_eq!(fail(T0_MS + 1), None);
+    let fail = |name: &str, source: &str, now: i64| {
+        let failure = crate::LoginFailure {
+            user_key: name.into(),
+            user: (name == "user1").then_some(u),
+            source: source.into(),
+            detail: format!("address={source}:4711"),
+        };
+        ok(store.record_login_failure(&failure, policy, now), "failure")
+    };
+    let refused = |name: &str, source: &str, now: i64| {
+        ok(store.login_throttle(name, source, now), "throttle")
+    };
+    let x = "198.51.100.7";
+    let y = "2001:db8:1:2::/64";
+    assert_eq!(fail("user1", x, T0_MS), None);
+    assert_eq!(fail("user1", x, T0_MS + 1), None);
+    assert_eq!(refused("user1", x, T0_MS + 1), None);
+    // The third failure in a row refuses that source for 1 s …
+    assert_eq!(fail("user1", x, T0_MS + 2), Some(T0_MS + 1_002));
+    assert_eq!(refused("user1", x, T0_MS + 500), Some(T0_MS + 1_002));
+    // … and only that source, for that name.
+    assert_eq!(refused("user1", y, T0_MS + 500), None);
+    assert_eq!(refused("user2", x, T0_MS + 500), None);
+    // A failure while refused is not counted and does not extend the back-off.
+    assert_eq!(fail("user1", x, T0_MS + 600), Some(T0_MS + 1_002));
+    assert_eq!(refused("user1", x, T0_MS + 1_002), None);
+    // Then it doubles, up to the cap.
+    assert_eq!(fail("user1", x, T0_MS + 1_002), Some(T0_MS + 3_002));
+    assert_eq!(fail("user1", x, T0_MS + 3_002), Some(T0_MS + 7_002));
+    assert_eq!(fail("user1", x, T0_MS + 7_002), Some(T0_MS + 11_002));
+    // Unknown names are counted the same way.
+    for i in 0..3 {
+        fail("nobody", x, T0_MS + i);
+    }
+    assert_eq!(refused("nobody", x, T0_MS + 3), Some(T0_MS + 1_002));
+    fail("user1", y, T0_MS + 10);
+
+    let listed = ok(store.login_throttles(T0_MS + 3_000), "list");
+    let view: Vec<_> = listed
+        .iter()
+        .map(|t| {
+            (
+                t.user_key.as_str(),
+                t.source.as_str(),
+                t.failures,
+                t.until_ms,
+            )
+        })
+        .collect();
     assert_eq!(
-        ok(store.user_by_id(u), "user").map(|r| r.failed_logins),
-        Some(2)
+        view,
+        vec![
+            ("nobody", x, 3, None),
+            ("user1", x, 6, Some(T0_MS + 11_002)),
+            ("user1", y, 1, None),
+        ]
     );
-    let until = T0_MS + 2 + lockout_ms;
-    assert_eq!(fail(T0_MS + 2), Some(until));
-    let record = ok(store.user_by_id(u), "user").expect("user");
-    assert_eq!(record.failed_logins, 0);
-    assert_eq!(record.locked_until_ms, Some(until));
-    // Failing while locked neither counts nor extends the lock.
-    assert_eq!(fail(until - 1), Some(until));
-    assert_eq!(
-        ok(store.user_by_id(u), "user").map(|r| r.failed_logins),
-        Some(0)
-    );
-    // After the lock ends, counting starts again.
-    assert_eq!(fail(until), None);
+    // A success forgets its own source's failures only.
     ok(
-        store.record_login_success(u, until + 1, "client stampline/0.1 from 127.0.0.1"),
+        store.record_login_success(u, y, T0_MS + 3_001, "client stampline/0.1"),
         "success",
     );
-    let record = ok(store.user_by_id(u), "user").expect("user");
-    assert_eq!((record.failed_logins, record.locked_until_ms), (0, None));
+    assert_eq!(ok(store.login_throttles(T0_MS + 3_001), "list").len(), 2);
+    // An operator clears every source of one name.
+    assert_eq!(
+        ok(
+            store.clear_login_throttles("user1", "admin:9", T0_MS + 3_002),
+            "clear"
+        ),
+        1
+    );
+    assert_eq!(refused("user1", x, T0_MS + 3_002), None);
+    let left = ok(store.login_throttles(T0_MS + 3_002), "list");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].user_key, "nobody");
+    // Pairs are forgotten `max_ms` after their back-off ended, and pruned at the next failure.
+    assert!(ok(store.login_throttles(T0_MS + 1_002 + 4_000), "list").is_empty());
+    assert_eq!(
+        fail("nobody", x, T0_MS + 6_000),
+        None,
+        "counting starts again"
+    );
+    assert_eq!(
+        ok(store.login_throttles(T0_MS + 6_000), "list")[0].failures,
+        1
+    );
 
-    let unknown = store.record_login_failure(u + 1000, T0_MS, max, lockout_ms);
+    let unknown = store.record_login_success(u + 1000, x, T0_MS, "x");
     assert!(
         matches!(unknown, Err(LedgerError::UnknownUser)),
         "{unknown:?}"
     );
     let report = ok(store.audit(), "audit");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    // register + 5 failures + 1 login
-    assert_eq!(report.audit_entries, 7);
+    // register + 11 failures + 1 login + 1 clear + 1 failure
+    assert_eq!(report.audit_entries, 15);
 }
 
 pub fn redeem_marks_printed_tickets_once(store: &dyn Store) {
@@ -1497,14 +1558,25 @@ pub fn mixed_workload(store: &dyn Store) -> Vec<UserId> {
             "refund",
         );
         ok(
-            store.record_login_success(u, T0_MS, "login"),
+            store.record_login_success(u, "192.0.2.1", T0_MS, "login"),
             "login success",
         );
     }
     ok(store.start_confirm_window(None, T0_MS + 100), "window");
     ok(store.void_expired(T0_MS + 100), "void expired");
+    let failure = crate::LoginFailure {
+        user_key: "user1".into(),
+        user: Some(users[0]),
+        source: "192.0.2.1".into(),
+        detail: "address=192.0.2.1:4711".into(),
+    };
+    let policy = crate::ThrottlePolicy {
+        free_failures: 5,
+        first_ms: 1000,
+        max_ms: 60_000,
+    };
     ok(
-        store.record_login_failure(users[0], T0_MS, 5, 1000),
+        store.record_login_failure(&failure, policy, T0_MS),
         "login failure",
     );
     ok(
@@ -1923,9 +1995,10 @@ pub fn audit_detects_deleted_audit_entry(store: &dyn Store, tamper: &dyn Tamper)
     assert_dirty(store);
 }
 
-/// Reprints hand out the stored bytes, count against the limit, are logged, answer a repeated
-/// request id without counting twice, and are refused after the limit, after the window, and for
-/// voided items; no money moves.
+/// Reprints hand out the stored bytes of an unconfirmed item, count against the limit, are
+/// logged, answer a repeated request id without counting twice, and are refused after the limit,
+/// after the window, for printed items (`AlreadyPrinted`: one paid indicium, one printed copy)
+/// and for voided items; no money moves.
 pub fn reprints_are_limited_counted_and_logged(store: &dyn Store) {
     let u = add_user(store, 1);
     fund(store, u, "f1", FUND_MILLS);
@@ -1947,16 +2020,16 @@ pub fn reprints_are_limited_counted_and_logged(store: &dyn Store) {
     let before = snapshot(store, u);
 
     let first = ok(
-        store.reprint(&req(u, "p1", "a"), &printed.serial, limits, T0_MS + 10),
-        "reprint",
+        store.reprint(&req(u, "p1", "a"), &pending.serial, limits, T0_MS + 10),
+        "reprint of an unconfirmed item",
     );
-    assert_eq!(first.item, printed.item);
+    assert_eq!(first.item, pending.item);
     assert_eq!(
         (first.status, first.reprints, first.reprints_left),
-        (ItemStatus::Printed, 1, 1)
+        (ItemStatus::Issued, 1, 1)
     );
     let again = ok(
-        store.reprint(&req(u, "p1", "a"), &printed.serial, limits, T0_MS + 20),
+        store.reprint(&req(u, "p1", "a"), &pending.serial, limits, T0_MS + 20),
         "repeat",
     );
     assert_eq!(
@@ -1964,21 +2037,21 @@ pub fn reprints_are_limited_counted_and_logged(store: &dyn Store) {
         "a repeated request id answers the first outcome"
     );
     let second = ok(
-        store.reprint(&req(u, "p2", "b"), &printed.serial, limits, T0_MS + 30),
+        store.reprint(&req(u, "p2", "b"), &pending.serial, limits, T0_MS + 30),
         "reprint",
     );
     assert_eq!((second.reprints, second.reprints_left), (2, 0));
-    let third = store.reprint(&req(u, "p3", "c"), &printed.serial, limits, T0_MS + 40);
+    let third = store.reprint(&req(u, "p3", "c"), &pending.serial, limits, T0_MS + 40);
     assert!(
         matches!(third, Err(LedgerError::ReprintLimit { reprints: 2 })),
         "{third:?}"
     );
 
-    let unconfirmed = ok(
-        store.reprint(&req(u, "p4", "d"), &pending.serial, limits, T0_MS + 50),
-        "reprint of an unconfirmed item",
+    let copy = store.reprint(&req(u, "p4", "d"), &printed.serial, limits, T0_MS + 50);
+    assert!(
+        matches!(copy, Err(LedgerError::AlreadyPrinted)),
+        "a printed item is never handed out again: {copy:?}"
     );
-    assert_eq!(unconfirmed.status, ItemStatus::Issued);
     let late = store.reprint(&req(u, "p5", "e"), &pending.serial, limits, T0_MS + 1001);
     assert!(
         matches!(late, Err(LedgerError::ReprintWindowClosed)),
@@ -1995,18 +2068,21 @@ pub fn reprints_are_limited_counted_and_logged(store: &dyn Store) {
         "{gone:?}"
     );
     let other = add_user(store, 2);
-    let foreign = store.reprint(&req(other, "p7", "g"), &printed.serial, limits, T0_MS);
+    let foreign = store.reprint(&req(other, "p7", "g"), &pending.serial, limits, T0_MS);
     assert!(
         matches!(foreign, Err(LedgerError::UnknownItem)),
         "{foreign:?}"
     );
-
+    assert_eq!(
+        ok(store.item_status(&printed.serial), "status"),
+        Some(ItemStatus::Printed)
+    );
     let after = snapshot(store, u);
     assert_eq!(after.balance, before.balance, "reprints move no money");
     assert_eq!(after.transfers, before.transfers);
     assert_eq!(
         after.audit_entries,
-        before.audit_entries + 3 + 1,
+        before.audit_entries + 2 + 1,
         "each counted reprint is logged (and the second user's registration)"
     );
     assert_clean(store);

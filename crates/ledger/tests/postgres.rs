@@ -233,10 +233,10 @@ fn create_user_refuses_taken_key_and_users_read_back() {
 }
 
 #[test]
-fn login_failures_lock_the_user_and_success_resets() {
+fn login_failures_back_off_per_name_and_source() {
     on_pg(
-        "login_failures_lock_the_user_and_success_resets",
-        testsuite::login_failures_lock_the_user_and_success_resets,
+        "login_failures_back_off_per_name_and_source",
+        testsuite::login_failures_back_off_per_name_and_source,
     );
 }
 

@@ -194,8 +194,8 @@ fn create_user_refuses_taken_key_and_users_read_back() {
 }
 
 #[test]
-fn login_failures_lock_the_user_and_success_resets() {
-    on_file(testsuite::login_failures_lock_the_user_and_success_resets);
+fn login_failures_back_off_per_name_and_source() {
+    on_file(testsuite::login_failures_back_off_per_name_and_source);
 }
 
 #[test]

@@ -1,8 +1,7 @@
-//! A small durable JSON state file: read at open, rewritten atomically (temp file, fsync, rename)
-//! after every change.
+//! A small durable JSON state file: read at open, rewritten atomically (temp file, fsync, rename;
+//! mode 0600) after every change.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -39,11 +38,8 @@ impl<T: Serialize + DeserializeOwned + Default> JsonState<T> {
         if let Some(path) = &self.path {
             let bytes = serde_json::to_vec_pretty(&*guard)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            let tmp = path.with_extension("tmp");
-            let mut file = fs::File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            fs::rename(&tmp, path)?;
+            // Mode 0600: the state holds card tokens and account numbers' last digits.
+            stampline_https::serve::write_file(path, &bytes, true)?;
         }
         Ok(result)
     }

@@ -66,7 +66,7 @@ pub fn write(data_dir: &Path, store: &dyn Store, psd: &dyn Psd) -> anyhow::Resul
     stampline_https::serve::write_file(
         &data_dir.join(ANCHOR_FILE),
         &serde_json::to_vec_pretty(&anchor)?,
-        false,
+        true,
     )?;
     Ok(())
 }

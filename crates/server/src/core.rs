@@ -5,7 +5,9 @@
 //! It owns the ledger, the crypto device, CMLS and the bank; it never sees a TLS connection.
 //!
 //! It is cut by capability, each a module of `impl Core` blocks that do not import each other:
-//! - `accounts`: registration, login and lockout, admin accounts;
+//! - `accounts`: registration, login and its back-off per (user name, source), admin accounts
+//!   (and the admin ops that list and clear back-offs);
+//! - `hashing`: the password-hash pool (its own threads, a bounded number of hashes at once);
 //! - `postage`: quote, issue, confirm, reprint, the confirmation window and its voids;
 //! - `payments`: funding, the one card-charge path, item refunds, returned debits, auto-refill
 //!   and account closure;
@@ -18,7 +20,7 @@
 use std::sync::Arc;
 
 use stampline_items::Serial;
-use stampline_ledger::{RequestKey, Store, UserId};
+use stampline_ledger::{RequestKey, Role, Store, ThrottlePolicy, UserId};
 use stampline_psd::Psd;
 use stampline_sandbox::{Bank, Cmls};
 use stampline_wire::replies::ByeReply;
@@ -30,6 +32,7 @@ use crate::clock::Clock;
 pub use crate::error::CoreError;
 
 mod accounts;
+pub mod hashing;
 mod keys;
 mod payments;
 mod postage;
@@ -49,13 +52,29 @@ pub use reports::{Difference, MAX_HISTORY, ReconcileReport, compare};
 /// (the first one of every process is); clients verify every item before they print it.
 pub const DEFAULT_VERIFY_EVERY: u64 = 1;
 
+/// After 5 failed logins for one name from one source, that source is refused for that name for
+/// 1 s, doubling with each further failure up to 15 min.
+pub const DEFAULT_LOGIN_THROTTLE: ThrottlePolicy = ThrottlePolicy {
+    free_failures: 5,
+    first_ms: 1_000,
+    max_ms: 15 * 60 * 1000,
+};
+
+/// Twice the number of cores (hashing is CPU-bound; two per core hides a little scheduling).
+pub fn default_hash_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| 2 * n.get())
+}
+
 /// Settings of the private tier.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
     pub confirm_window_ms: i64,
     pub refund_window_ms: i64,
-    pub max_login_failures: u32,
-    pub lockout_ms: i64,
+    /// The login back-off per (user name, source): free failures, first refusal, its cap.
+    pub login_throttle: ThrottlePolicy,
+    /// Password hashes (login, registration) run at once, each on a thread of the hash pool;
+    /// one more is answered `busy` (default: twice the number of cores).
+    pub hash_slots: usize,
     /// argon2id memory in KiB (at least 19 MiB, the OWASP minimum for argon2id).
     pub argon2_memory_kib: u32,
     pub argon2_passes: u32,
@@ -71,8 +90,8 @@ impl Default for CoreConfig {
         CoreConfig {
             confirm_window_ms: 10 * 60 * 1000,
             refund_window_ms: 30 * 24 * 3600 * 1000,
-            max_login_failures: 10,
-            lockout_ms: 30 * 60 * 1000,
+            login_throttle: DEFAULT_LOGIN_THROTTLE,
+            hash_slots: default_hash_slots(),
             argon2_memory_kib: 19 * 1024,
             argon2_passes: 2,
             verify_every: DEFAULT_VERIFY_EVERY,
@@ -92,6 +111,8 @@ pub struct Core {
     /// A hash of a random password, verified against for unknown users so that a login's timing
     /// does not reveal whether a user exists.
     decoy_hash: String,
+    /// Where password hashes run (`cfg.hash_slots` at once).
+    hashes: hashing::HashPool,
     /// Items signed by this process (drives the sampling of fresh-signature checks).
     signed: std::sync::atomic::AtomicU64,
 }
@@ -121,14 +142,19 @@ impl Caller {
     }
 }
 
-/// Runs blocking work (the store, argon2, the outside systems' synchronous clients) off the async
-/// threads.
+/// Runs blocking work (the store, the crypto device, the outside systems' synchronous clients) off
+/// the async threads, on tokio's blocking pool (password hashes run on the hash pool instead).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CoreError> + Send + 'static,
 ) -> Result<T, CoreError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| CoreError::Internal(format!("worker: {e}")))?
+}
+
+/// Who is acting in an admin op: `admin:NAME`, for the audit log.
+struct Admin {
+    actor: String,
 }
 
 /// A serial that does not parse is no item of anyone's.
@@ -147,7 +173,10 @@ impl Core {
         bank: Arc<dyn Bank>,
         cfg: CoreConfig,
     ) -> Result<Core, CoreError> {
+        let hashes = hashing::HashPool::new(cfg.hash_slots)
+            .map_err(|e| CoreError::Internal(format!("hash pool: {e}")))?;
         let mut core = Core {
+            hashes,
             store,
             psd,
             cmls,
@@ -173,6 +202,11 @@ impl Core {
         self.cfg.clock.now_ms()
     }
 
+    /// The password-hash pool (tests hold its slots to see `busy`).
+    pub fn hash_pool(&self) -> &hashing::HashPool {
+        &self.hashes
+    }
+
     pub fn psd(&self) -> &Arc<dyn Psd> {
         &self.psd
     }
@@ -189,6 +223,32 @@ impl Core {
     /// The licensing system this core uses.
     pub fn cmls(&self) -> &Arc<dyn Cmls> {
         &self.cmls
+    }
+
+    /// Run an admin op off the async threads: refused with `forbidden` unless the user has the
+    /// admin role.
+    async fn as_admin<T: Send + 'static>(
+        self: &Arc<Self>,
+        user_id: UserId,
+        op: &'static str,
+        work: impl FnOnce(&Core, Admin) -> Result<T, CoreError> + Send + 'static,
+    ) -> Result<T, CoreError> {
+        let core = Arc::clone(self);
+        blocking(move || {
+            let user = core
+                .store
+                .user_by_id(user_id)?
+                .ok_or_else(|| CoreError::Internal(format!("no user {user_id}")))?;
+            if user.role != Role::Admin {
+                return Err(CoreError::refused(
+                    codes::FORBIDDEN,
+                    format!("{op} needs the admin role"),
+                ));
+            }
+            let actor = format!("admin:{}", user.user);
+            work(&core, Admin { actor })
+        })
+        .await
     }
 
     /// Handle one request from a live link. Never fails: errors become `ok:false` responses.
@@ -244,6 +304,12 @@ impl Core {
                 &id,
                 &self.admin_revoke_key(user_id, key_id, reason).await?,
             ),
+            Op::AdminThrottles {} => {
+                Response::ok_with(name, &id, &self.admin_throttles(user_id).await?)
+            }
+            Op::AdminUnlock { user } => {
+                Response::ok_with(name, &id, &self.admin_unlock(user_id, user).await?)
+            }
             Op::PaymentOptions {} => {
                 Response::ok_with(name, &id, &self.payment_options(user_id).await?)
             }

@@ -67,7 +67,10 @@ pub fn open_store(
     let sealer = psd.map(|psd| Arc::new(PsdSealer(psd)) as Arc<dyn MeterSealer>);
     Ok(match database {
         Database::Sqlite => {
-            let mut store = SqliteStore::open(&data_dir.join(SQLITE_FILE))?;
+            let path = data_dir.join(SQLITE_FILE);
+            // Made 0600 before SQLite opens it: SQLite gives its -wal and -shm files its mode.
+            crate::data_dir::private_file(&path)?;
+            let mut store = SqliteStore::open(&path)?;
             if let Some(max) = std::env::var(GROUP_MAX_ENV)
                 .ok()
                 .and_then(|v| v.parse::<usize>().ok())

@@ -59,7 +59,6 @@ pub fn error_response(e: &CoreError) -> Response {
         CoreError::Refused { code, .. } if *code == codes::BUSY => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Refused { .. } => StatusCode::BAD_REQUEST,
         CoreError::BadCredentials => StatusCode::UNAUTHORIZED,
-        CoreError::Locked { .. } => StatusCode::FORBIDDEN,
         CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };

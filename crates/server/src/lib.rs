@@ -11,6 +11,7 @@ pub mod anchor;
 pub mod clock;
 pub mod config_file;
 pub mod core;
+pub mod data_dir;
 pub mod database;
 pub mod error;
 pub mod firewall;
@@ -120,7 +121,8 @@ impl Server {
     /// worker threads (`spawn_blocking`), as `stampline server` does.
     pub fn open(cfg: ServerConfig) -> anyhow::Result<Server> {
         cfg.firewall.check().map_err(anyhow::Error::msg)?;
-        std::fs::create_dir_all(&cfg.data_dir)?;
+        // The data dir is the server's alone: 0700, every file in it 0600 (`data_dir`).
+        data_dir::prepare(&cfg.data_dir)?;
         let now_unix = cfg.core.clock.now_unix();
         // The device self-tests as it opens; a failing device refuses to serve.
         let device = stampline_psd::open_device(&cfg.psd, &cfg.data_dir, now_unix)

@@ -151,7 +151,13 @@ pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr, ticket: A
     let detail = format!("client={client} address={peer} session={session}");
     let grant = match state
         .core
-        .login(user.clone(), password, transcript, detail)
+        .login(
+            user.clone(),
+            password,
+            transcript,
+            detail,
+            crate::source::SourceKey::of(peer.ip()),
+        )
         .await
     {
         Ok(g) => g,

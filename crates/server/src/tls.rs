@@ -39,7 +39,7 @@ impl TlsIdentity {
         psd: &dyn Psd,
     ) -> anyhow::Result<TlsIdentity> {
         let dir = data_dir.join("tls");
-        fs::create_dir_all(&dir)?;
+        crate::data_dir::private_dir(&dir)?;
         let cert_path = dir.join("cert.der");
         let key_path = dir.join("key.wrapped");
         let legacy_key_path = dir.join("key.p8");
@@ -56,7 +56,7 @@ impl TlsIdentity {
                 &psd.wrap_secret(&key_der, TLS_KEY_CONTEXT)?,
                 true,
             )?;
-            write_file(&cert_path, &cert, false)?;
+            write_file(&cert_path, &cert, true)?;
         }
         let cert_der = fs::read(&cert_path)?;
         let key_der = psd
@@ -68,7 +68,8 @@ impl TlsIdentity {
             pem("CERTIFICATE", &cert_der),
             pem("PUBLIC KEY", &psd.auth_public_key())
         );
-        write_file(&trust_path, trust.as_bytes(), false)?;
+        // Public, but in the data dir, where every file is 0600: clients get a copy.
+        write_file(&trust_path, trust.as_bytes(), true)?;
         Ok(TlsIdentity {
             cert_der,
             key_der,

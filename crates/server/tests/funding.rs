@@ -399,6 +399,19 @@ async fn every_op_answers_with_the_fields_of_its_typed_reply() {
     )
     .await;
     assert_eq!(confirmed.status, "printed");
+    // A printed item is never handed out again, and the refusal changes nothing.
+    let before: BalanceReply = reply(core, uid, Op::Balance {}).await;
+    let copy = handle(
+        core,
+        uid,
+        Op::Reprint {
+            serial: issued.serial.clone(),
+        },
+    )
+    .await;
+    assert_eq!(copy.code(), Some("already_printed"), "{copy:?}");
+    let after: BalanceReply = reply(core, uid, Op::Balance {}).await;
+    assert_eq!(after, before);
     let refunded: RefundReply = reply(
         core,
         uid,

@@ -11,7 +11,6 @@ pub const BAD_FRAME: &str = "bad_frame";
 pub const FRAME_TOO_LARGE: &str = "frame_too_large";
 pub const UNSUPPORTED_VERSION: &str = "unsupported_version";
 pub const BAD_CREDENTIALS: &str = "bad_credentials";
-pub const LOCKED: &str = "locked";
 pub const RATE_LIMITED: &str = "rate_limited";
 pub const BAD_SEQUENCE: &str = "bad_sequence";
 pub const UNOPENABLE: &str = "unopenable";
@@ -43,6 +42,7 @@ pub const NOT_PENDING: &str = "not_pending";
 pub const REFUND_WINDOW_CLOSED: &str = "refund_window_closed";
 pub const REPRINT_LIMIT: &str = "reprint_limit";
 pub const REPRINT_WINDOW_CLOSED: &str = "reprint_window_closed";
+pub const ALREADY_PRINTED: &str = "already_printed";
 pub const UNSUPPORTED: &str = "unsupported";
 pub const SIGNING_FAILED: &str = "signing_failed";
 pub const METER_FROZEN: &str = "meter_frozen";
@@ -84,7 +84,6 @@ pub const ALL: &[(&str, &str)] = &[
         BAD_CREDENTIALS,
         "wrong user name or password (the same for an unknown user)",
     ),
-    (LOCKED, "too many failed logins; try later"),
     (
         RATE_LIMITED,
         "too many logins or registrations from this address, too many links for this user, or too many requests in flight on one link",
@@ -172,6 +171,10 @@ pub const ALL: &[(&str, &str)] = &[
         "the item was issued more than 24 h ago (extension `reprint`)",
     ),
     (
+        ALREADY_PRINTED,
+        "the item's print was confirmed: it is never handed out again; refund or void it instead (extension `reprint`)",
+    ),
+    (
         UNSUPPORTED,
         "a v1 op or kind this server version does not offer yet (`card_token`, non-postage kinds)",
     ),
@@ -195,7 +198,7 @@ pub const ALL: &[(&str, &str)] = &[
     (ACCOUNT_BUSY, "items still await print confirmation"),
     (
         BUSY,
-        "the ledger has too many operations waiting (its writer's queue is full); nothing was done; retry later with the same request id",
+        "the server is at capacity: the ledger's writer queue is full, or (hello, registration) every password-hashing slot is in use; nothing was done; retry later (a request with the same request id)",
     ),
     (
         REFUND_UNAVAILABLE,
@@ -266,7 +269,10 @@ mod tests {
             );
             assert!(!meaning.is_empty() && !meaning.contains('|'), "{code}");
         }
-        assert_eq!(meaning(LOCKED), Some("too many failed logins; try later"));
+        assert_eq!(
+            meaning(BAD_CREDENTIALS),
+            Some("wrong user name or password (the same for an unknown user)")
+        );
         assert_eq!(meaning("no_such_code"), None);
     }
 }

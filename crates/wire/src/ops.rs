@@ -86,6 +86,12 @@ pub enum Op {
         key_id: String,
         reason: String,
     },
+    /// Admin role only: every login back-off not yet forgotten (user name, source, failures, until).
+    AdminThrottles {},
+    /// Admin role only: forget every failed login of a user name, from every source.
+    AdminUnlock {
+        user: String,
+    },
     /// Extension of v1 (docs/PROTOCOL.md): the item's bytes again, to print, counted and limited.
     Reprint {
         serial: String,
@@ -126,6 +132,8 @@ impl Op {
             Op::AdminKeys {} => "admin_keys",
             Op::AdminRotateKey {} => "admin_rotate_key",
             Op::AdminRevokeKey { .. } => "admin_revoke_key",
+            Op::AdminThrottles {} => "admin_throttles",
+            Op::AdminUnlock { .. } => "admin_unlock",
             Op::Reprint { .. } => "reprint",
             Op::PaymentOptions {} => "payment_options",
             Op::AutoRefill { .. } => "auto_refill",
@@ -148,7 +156,7 @@ impl Op {
     }
 }
 
-const OPS: [&str; 15] = [
+const OPS: [&str; 17] = [
     "balance",
     "quote",
     "issue",
@@ -160,6 +168,8 @@ const OPS: [&str; 15] = [
     "admin_keys",
     "admin_rotate_key",
     "admin_revoke_key",
+    "admin_throttles",
+    "admin_unlock",
     "reprint",
     "payment_options",
     "auto_refill",

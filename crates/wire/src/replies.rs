@@ -149,6 +149,32 @@ pub struct AdminRevokeKeyReply {
     pub cmls_registered: bool,
 }
 
+/// One login back-off: failed logins for a user name (lowercase) from a source (an IPv4 address
+/// or an IPv6 /64), and until when that source is refused for that name (`null`: not now).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginThrottle {
+    pub user: String,
+    pub source: String,
+    pub failures: u32,
+    pub until_ms: Option<i64>,
+}
+
+/// `admin_throttles`: every back-off not yet forgotten, by user name and source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminThrottlesReply {
+    pub throttles: Vec<LoginThrottle>,
+}
+
+/// `admin_unlock`: the user name (lowercase) and how many (name, source) back-offs were cleared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUnlockReply {
+    pub user: String,
+    pub cleared: u64,
+}
+
 /// A standing authorisation to refill: `{"active":false}`, or active with its terms.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

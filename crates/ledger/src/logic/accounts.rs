@@ -1,5 +1,7 @@
 //! Users and logins: registration (the user, the two accounts and the meter at zero), the user
-//! records login reads, and the failed-login count that locks a user out for a while.
+//! records login reads, and the failed logins per (user name, source) that back that source off
+//! for a while (`login_throttles`; the `users.failed_logins` and `locked_until_ms` columns of
+//! earlier versions are no longer read or written).
 
 use super::Ctx;
 use super::audit_log::{append_audit_entry, user_actor};
@@ -7,8 +9,8 @@ use super::meter::{Meter, check_user_invariants, seal_of};
 use super::values::check_text;
 use crate::sql::{Param, Tx};
 use crate::{
-    LedgerError, MAX_TEXT_LEN, MAX_WRAPPED_KEY_LEN, NewUser, Role, UserId, UserRecord,
-    customer_account, reserved_account,
+    LedgerError, LoginFailure, LoginThrottle, MAX_TEXT_LEN, MAX_WRAPPED_KEY_LEN, NewUser, Role,
+    ThrottlePolicy, UserId, UserRecord, customer_account, reserved_account,
 };
 
 use Param::{Blob, Int, OptInt, Text};
@@ -133,7 +135,7 @@ fn load_user(
 ) -> Result<Option<UserRecord>, LedgerError> {
     let sql = format!(
         "SELECT u.id, u.\"user\", u.password_hash, u.wrapped_link_key, m.device_id, m.license_id,
-                u.role, u.failed_logins, u.locked_until_ms
+                u.role
          FROM users u JOIN meters m ON m.user_id = u.id WHERE {condition}{}",
         tx.for_update()
     );
@@ -141,7 +143,6 @@ fn load_user(
         return Ok(None);
     };
     let role = r.text(6)?;
-    let fails = r.int(7)?;
     Ok(Some(UserRecord {
         id: r.int(0)?,
         user: r.text(1)?,
@@ -151,72 +152,151 @@ fn load_user(
         license_id: r.text(5)?,
         role: Role::parse(&role)
             .ok_or_else(|| LedgerError::Corrupt(format!("unknown role {role:?}")))?,
-        failed_logins: u32::try_from(fails)
-            .map_err(|_| LedgerError::Corrupt(format!("failed_logins is {fails}")))?,
-        locked_until_ms: r.opt_int(8)?,
     }))
+}
+
+pub(crate) fn login_throttle(
+    tx: &mut dyn Tx,
+    user_key: &str,
+    source: &str,
+    now_ms: i64,
+) -> Result<Option<i64>, LedgerError> {
+    let row = tx.row(
+        "SELECT until_ms FROM login_throttles
+         WHERE user_key = ?1 AND source = ?2 AND until_ms > ?3",
+        &[Text(user_key), Text(source), Int(now_ms)],
+    )?;
+    row.map(|r| r.int(0)).transpose()
+}
+
+/// Forgets the pairs whose time is up: no failure for `max_ms` after their back-off ended.
+fn forget_expired_throttles(tx: &mut dyn Tx, now_ms: i64) -> Result<(), LedgerError> {
+    tx.exec(
+        "DELETE FROM login_throttles WHERE expires_at_ms <= ?1",
+        &[Int(now_ms)],
+    )?;
+    Ok(())
 }
 
 pub(crate) fn record_login_failure(
     tx: &mut dyn Tx,
-    id: UserId,
+    f: &LoginFailure,
+    policy: ThrottlePolicy,
     now_ms: i64,
-    max_failures: u32,
-    lockout_ms: i64,
 ) -> Result<Option<i64>, LedgerError> {
-    let user = load_user(tx, "u.id = ?1", Int(id))?.ok_or(LedgerError::UnknownUser)?;
-    if let Some(until_ms) = user.locked_until_ms.filter(|&until| until > now_ms) {
-        let detail = serde_json::json!({ "locked_until_ms": until_ms, "counted": false });
-        log_login_failure(tx, id, now_ms, &detail)?;
-        return Ok(Some(until_ms));
-    }
-    let failures = user.failed_logins.saturating_add(1);
-    let (failures, locked_until_ms) = if failures >= max_failures {
-        (0, Some(now_ms.saturating_add(lockout_ms)))
-    } else {
-        (failures, None)
-    };
+    forget_expired_throttles(tx, now_ms)?;
+    // Insert-then-lock, so that servers sharing a database count every failure once.
     tx.exec(
-        "UPDATE users SET failed_logins = ?1, locked_until_ms = ?2 WHERE id = ?3",
-        &[Int(i64::from(failures)), OptInt(locked_until_ms), Int(id)],
+        "INSERT INTO login_throttles (user_key, source, failures, until_ms, expires_at_ms)
+         VALUES (?1, ?2, 0, NULL, ?3) ON CONFLICT (user_key, source) DO NOTHING",
+        &[Text(&f.user_key), Text(&f.source), Int(now_ms)],
     )?;
+    let sql = format!(
+        "SELECT failures, until_ms FROM login_throttles WHERE user_key = ?1 AND source = ?2{}",
+        tx.for_update()
+    );
+    let r = tx
+        .row(&sql, &[Text(&f.user_key), Text(&f.source)])?
+        .ok_or_else(|| LedgerError::Invariant("login throttle row vanished".into()))?;
+    let done = r.int(0)?;
+    let done = u32::try_from(done)
+        .map_err(|_| LedgerError::Corrupt(format!("login throttle failures: {done}")))?;
+    let refusing = r.opt_int(1)?.filter(|&until| until > now_ms);
+    let (failures, until_ms, counted) = match refusing {
+        Some(until) => (done, Some(until), false),
+        None => {
+            let failures = done.saturating_add(1);
+            let back_off = policy.back_off_ms(failures);
+            let until = (back_off > 0).then(|| now_ms.saturating_add(back_off));
+            (failures, until, true)
+        }
+    };
+    if counted {
+        let expires = until_ms.unwrap_or(now_ms).saturating_add(policy.max_ms);
+        tx.exec(
+            "UPDATE login_throttles SET failures = ?1, until_ms = ?2, expires_at_ms = ?3
+             WHERE user_key = ?4 AND source = ?5",
+            &[
+                Int(i64::from(failures)),
+                OptInt(until_ms),
+                Int(expires),
+                Text(&f.user_key),
+                Text(&f.source),
+            ],
+        )?;
+    }
     let detail = serde_json::json!({
-        "failed_logins": failures,
-        "locked_until_ms": locked_until_ms,
-        "counted": true,
+        "user": f.user_key,
+        "source": f.source,
+        "failures": failures,
+        "refused_until_ms": until_ms,
+        "counted": counted,
+        "detail": f.detail,
     });
-    log_login_failure(tx, id, now_ms, &detail)?;
-    Ok(locked_until_ms)
-}
-
-/// Audit "login_failed" by the user, with what the failure did to the count and lock.
-fn log_login_failure(
-    tx: &mut dyn Tx,
-    id: UserId,
-    now_ms: i64,
-    detail: &serde_json::Value,
-) -> Result<(), LedgerError> {
-    append_audit_entry(
-        tx,
-        now_ms,
-        &user_actor(id),
-        "login_failed",
-        &detail.to_string(),
-    )
+    let actor = f.user.map_or_else(|| "login".to_owned(), user_actor);
+    append_audit_entry(tx, now_ms, &actor, "login_failed", &detail.to_string())?;
+    Ok(until_ms)
 }
 
 pub(crate) fn record_login_success(
     tx: &mut dyn Tx,
     id: UserId,
+    source: &str,
     now_ms: i64,
     detail: &str,
 ) -> Result<(), LedgerError> {
-    let changed = tx.exec(
-        "UPDATE users SET failed_logins = 0, locked_until_ms = NULL WHERE id = ?1",
-        &[Int(id)],
+    let user = tx
+        .row("SELECT user_key FROM users WHERE id = ?1", &[Int(id)])?
+        .ok_or(LedgerError::UnknownUser)?;
+    let user_key = user.text(0)?;
+    tx.exec(
+        "DELETE FROM login_throttles WHERE user_key = ?1 AND source = ?2",
+        &[Text(&user_key), Text(source)],
     )?;
-    if changed != 1 {
-        return Err(LedgerError::UnknownUser);
-    }
     append_audit_entry(tx, now_ms, &user_actor(id), "login", detail)
+}
+
+pub(crate) fn login_throttles(
+    tx: &mut dyn Tx,
+    now_ms: i64,
+) -> Result<Vec<LoginThrottle>, LedgerError> {
+    let rows = tx.rows(
+        "SELECT user_key, source, failures, until_ms FROM login_throttles
+         WHERE expires_at_ms > ?1 ORDER BY user_key, source",
+        &[Int(now_ms)],
+    )?;
+    rows.into_iter()
+        .map(|r| {
+            let failures = r.int(2)?;
+            Ok(LoginThrottle {
+                user_key: r.text(0)?,
+                source: r.text(1)?,
+                failures: u32::try_from(failures).map_err(|_| {
+                    LedgerError::Corrupt(format!("login throttle failures: {failures}"))
+                })?,
+                until_ms: r.opt_int(3)?.filter(|&until| until > now_ms),
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn clear_login_throttles(
+    tx: &mut dyn Tx,
+    user_key: &str,
+    actor: &str,
+    now_ms: i64,
+) -> Result<u64, LedgerError> {
+    let cleared = tx.exec(
+        "DELETE FROM login_throttles WHERE user_key = ?1",
+        &[Text(user_key)],
+    )?;
+    let detail = serde_json::json!({ "user": user_key, "cleared": cleared });
+    append_audit_entry(
+        tx,
+        now_ms,
+        actor,
+        "login_throttles_cleared",
+        &detail.to_string(),
+    )?;
+    Ok(cleared)
 }

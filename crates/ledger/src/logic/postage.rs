@@ -484,7 +484,8 @@ pub(crate) fn reprint(
         ItemStatus::Issued if is_expired(&item, now_ms) => {
             return refuse_late(tx, ctx, &item, now_ms);
         }
-        ItemStatus::Issued | ItemStatus::Printed => {}
+        ItemStatus::Issued => {}
+        ItemStatus::Printed => return Ok(Err(LedgerError::AlreadyPrinted)),
         status => return Ok(Err(LedgerError::NotPending { status })),
     }
     if now_ms.saturating_sub(item.issued_at_ms) > limits.window_ms {

@@ -6,10 +6,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 7] = [V1, V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: [&str; 8] = [V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// Version 1. Tables are STRICT so that a wrong type is an error, never a silent conversion.
 /// Amounts are integer mills. The audit log refuses updates and deletes (a direct edit must drop
@@ -260,6 +260,21 @@ ALTER TABLE closures ADD COLUMN finished INTEGER NOT NULL DEFAULT 1 CHECK (finis
 /// a resumed closure refunds exactly what the first attempt planned.
 const V7: &str = "
 ALTER TABLE closures ADD COLUMN plan TEXT;
+";
+
+/// Version 8: failed logins are counted per (user name, source) — whether or not the name is a
+/// user's — instead of per user (`users.failed_logins` and `locked_until_ms` stay, unused), and
+/// a pair is deleted once `expires_at_ms` has passed. Existing locks are not carried over.
+const V8: &str = "
+CREATE TABLE login_throttles (
+    user_key      TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    failures      INTEGER NOT NULL CHECK (failures >= 0),
+    until_ms      INTEGER,
+    expires_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_key, source)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX login_throttles_expiry ON login_throttles (expires_at_ms);
 ";
 
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a database written by a newer build.

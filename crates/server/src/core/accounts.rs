@@ -1,14 +1,21 @@
 //! Accounts: registration (the form's checks, the CMLS licence and device, the user with the link
-//! key wrapped by the crypto device), login with argon2id and lockout, and admin accounts made on
-//! the server's machine.
+//! key wrapped by the crypto device), login with argon2id and a back-off per (user name, source),
+//! admin accounts made on the server's machine, and the admin ops that list and clear back-offs.
+//!
+//! Password hashes run on the hash pool (`hashing`); the ledger's reads and writes on tokio's
+//! blocking pool. Every failed login — wrong password, unknown name, or a source backed off for
+//! that name — answers the same `bad_credentials` after the same work: one ledger read, one
+//! argon2id verify (a backed-off attempt verifies against the decoy hash, never the real one) and
+//! one ledger write (the failure counted and audited with its source).
 
 use std::sync::Arc;
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
 use serde::Deserialize;
 use stampline_items::{DeviceId, Zip5};
-use stampline_ledger::{NewUser, Role, UserId};
+use stampline_ledger::{LoginFailure, NewUser, Role, UserId, UserRecord};
 use stampline_sandbox::{DEVICE_MODEL, LicenseApplication};
+use stampline_wire::replies::{AdminThrottlesReply, AdminUnlockReply, LoginThrottle};
 use stampline_wire::{
     MAX_PASSWORD_BYTES, MAX_USER_BYTES, MIN_PASSWORD_CHARS, Secret, codes, normalize_user, user_key,
 };
@@ -16,6 +23,11 @@ use zeroize::Zeroizing;
 
 use super::{Core, CoreError, blocking};
 use crate::error::cmls_error;
+use crate::source::SourceKey;
+
+/// The back-off key of a name that is no valid user name (no user has it): all such names share
+/// one, so they cannot fill the table.
+const INVALID_NAME_KEY: &str = "(invalid name)";
 
 /// Longest name, address or city at registration.
 pub const MAX_FIELD_CHARS: usize = 100;
@@ -159,44 +171,72 @@ struct Credentials {
     wrapped_link_key: Vec<u8>,
 }
 
+/// argon2id with the configured cost.
+fn argon2(cfg: &super::CoreConfig) -> Result<Argon2<'static>, CoreError> {
+    let params = Params::new(cfg.argon2_memory_kib, cfg.argon2_passes, 1, None)
+        .map_err(|e| CoreError::Internal(format!("argon2 params: {e}")))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// A fresh salted argon2id hash of `password` (on the calling thread).
+fn hash_password(argon: &Argon2<'_>, password: &str) -> Result<String, CoreError> {
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| CoreError::Internal("rng".into()))?;
+    let hash = argon
+        .hash_password_with_salt(password.as_bytes(), &salt)
+        .map_err(|e| CoreError::Internal(format!("argon2: {e}")))?;
+    Ok(hash.to_string())
+}
+
+/// Whether `password` matches `hash` (on the calling thread).
+fn verify_password(argon: &Argon2<'_>, password: &str, hash: &str) -> bool {
+    argon.verify_password(password.as_bytes(), hash).is_ok()
+}
+
+/// What a login found in the ledger before its password check.
+struct LoginLookup {
+    user: Option<UserRecord>,
+    /// The back-off key of the name.
+    user_key: String,
+    /// Until when this source is refused for this name, if it is now.
+    refused_until: Option<i64>,
+}
+
 impl Core {
-    fn argon2(&self) -> Result<Argon2<'static>, CoreError> {
-        let params = Params::new(self.cfg.argon2_memory_kib, self.cfg.argon2_passes, 1, None)
-            .map_err(|e| CoreError::Internal(format!("argon2 params: {e}")))?;
-        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
-    }
-
-    fn hash_password(&self, password: &str) -> Result<String, CoreError> {
-        let mut salt = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut salt).map_err(|_| CoreError::Internal("rng".into()))?;
-        let hash = self
-            .argon2()?
-            .hash_password_with_salt(password.as_bytes(), &salt)
-            .map_err(|e| CoreError::Internal(format!("argon2: {e}")))?;
-        Ok(hash.to_string())
-    }
-
     /// The hash of a random password that logins of unknown users are checked against.
     pub(super) fn decoy_hash(&self) -> Result<String, CoreError> {
         let mut decoy = [0u8; 24];
         aws_lc_rs::rand::fill(&mut decoy).map_err(|_| CoreError::Internal("rng".into()))?;
-        self.hash_password(&hex::encode(decoy))
+        hash_password(&argon2(&self.cfg)?, &hex::encode(decoy))
     }
 
-    /// Refuse a taken user name, then hash the password and wrap the user's link key.
-    fn new_credentials(
-        &self,
-        user: &str,
-        password: &str,
-        user_key_str: &str,
-    ) -> Result<Credentials, CoreError> {
+    /// Hash `password` on the hash pool; `busy` at once when every slot is in use.
+    async fn hash_on_pool(&self, password: Secret) -> Result<String, CoreError> {
+        let slot = self.hashes.slot()?;
+        let argon = argon2(&self.cfg)?;
+        slot.run(move || hash_password(&argon, &password.0)).await?
+    }
+
+    /// Refuse a taken user name.
+    fn check_name_free(&self, user_key_str: &str) -> Result<(), CoreError> {
         if self.store.user_by_key(user_key_str)?.is_some() {
             return Err(CoreError::refused(
                 codes::USER_EXISTS,
                 "that user name is taken",
             ));
         }
-        let password_hash = self.hash_password(password)?;
+        Ok(())
+    }
+
+    /// A new user's secrets: the password hash (made by the caller) and the link key wrapped by
+    /// the crypto device.
+    fn new_credentials(
+        &self,
+        user: &str,
+        password: &str,
+        user_key_str: &str,
+        password_hash: String,
+    ) -> Result<Credentials, CoreError> {
         let k_user = user_key(password, user);
         let wrapped_link_key = self
             .psd
@@ -227,8 +267,13 @@ impl Core {
             .map_err(|_| CoreError::refused(codes::BAD_ZIP, "ZIP must be exactly 5 digits"))?;
         let user_key_str = normalize_user(&form.user);
         let core = Arc::clone(self);
+        let key = user_key_str.clone();
+        blocking(move || core.check_name_free(&key)).await?;
+        let password_hash = self.hash_on_pool(form.password.clone()).await?;
+        let core = Arc::clone(self);
         blocking(move || {
-            let credentials = core.new_credentials(&form.user, &form.password.0, &user_key_str)?;
+            let credentials =
+                core.new_credentials(&form.user, &form.password.0, &user_key_str, password_hash)?;
             let application = LicenseApplication {
                 name: form.name.clone(),
                 address: form.address.clone(),
@@ -292,65 +337,156 @@ impl Core {
             .map_err(cmls_error)
     }
 
-    /// Check a password (argon2id, with lockout), unwrap the user's link key and sign the auth
-    /// transcript with the crypto device.
+    /// Check a password (argon2id on the hash pool; `busy` at once when it is full), unwrap the
+    /// user's link key and sign the auth transcript with the crypto device. Every failure is
+    /// `bad_credentials` after the same work (see the module doc); `source` is where the hello
+    /// came from, `detail` what the audit log records of it.
     pub async fn login(
         self: &Arc<Self>,
         user: String,
         password: Secret,
         transcript: Vec<u8>,
         detail: String,
+        source: SourceKey,
     ) -> Result<LoginGrant, CoreError> {
+        let slot = self.hashes.slot()?;
+        let source = source.to_string();
         let core = Arc::clone(self);
-        blocking(move || {
-            let now = core.now_ms();
-            let user_key_str = normalize_user(&user);
-            let record = if user.len() <= MAX_USER_BYTES && password.0.len() <= MAX_PASSWORD_BYTES {
-                core.store.user_by_key(&user_key_str)?
-            } else {
-                None
-            };
-            let argon = core.argon2()?;
-            let Some(record) = record else {
-                // Same work as for a real user, then the same answer.
-                let _ = argon.verify_password(password.0.as_bytes(), core.decoy_hash.as_str());
-                return Err(CoreError::BadCredentials);
-            };
-            if let Some(until_ms) = record.locked_until_ms.filter(|&u| u > now) {
-                return Err(CoreError::Locked { until_ms });
+        let (name, from) = (user.clone(), source.clone());
+        let found = blocking(move || core.login_lookup(&name, &from)).await?;
+        let LoginLookup {
+            user: record,
+            user_key: key,
+            refused_until,
+        } = found;
+        // A backed-off source, and an unknown name, are checked against the decoy hash.
+        let hash = match &record {
+            Some(r) if refused_until.is_none() && password.0.len() <= MAX_PASSWORD_BYTES => {
+                r.password_hash.clone()
             }
-            if argon
-                .verify_password(password.0.as_bytes(), record.password_hash.as_str())
-                .is_err()
-            {
-                let locked = core.store.record_login_failure(
-                    record.id,
-                    now,
-                    core.cfg.max_login_failures,
-                    core.cfg.lockout_ms,
+            _ => self.decoy_hash.clone(),
+        };
+        let argon = argon2(&self.cfg)?;
+        let matches = slot
+            .run(move || verify_password(&argon, &password.0, &hash))
+            .await?;
+        let core = Arc::clone(self);
+        blocking(move || match record {
+            Some(record) if matches && refused_until.is_none() => {
+                core.grant(&record, &key, &transcript, &source, &detail)
+            }
+            record => {
+                let failure = LoginFailure {
+                    user_key: key,
+                    user: record.map(|r| r.id),
+                    source,
+                    detail,
+                };
+                let until = core.store.record_login_failure(
+                    &failure,
+                    core.cfg.login_throttle,
+                    core.now_ms(),
                 )?;
-                return Err(match locked {
-                    Some(until_ms) => CoreError::Locked { until_ms },
-                    None => CoreError::BadCredentials,
-                });
+                tracing::warn!(
+                    user = %failure.user_key,
+                    source = %failure.source,
+                    detail = %failure.detail,
+                    refused_until_ms = ?until,
+                    "login failed"
+                );
+                Err(CoreError::BadCredentials)
             }
-            let k_user = core
-                .psd
-                .unwrap_user_key(&record.wrapped_link_key, &link_key_context(&user_key_str))
-                .map_err(|e| CoreError::Internal(e.to_string()))?;
-            let signature = core
-                .psd
-                .sign_auth(&transcript)
-                .map_err(|e| CoreError::Internal(e.to_string()))?;
-            core.store.record_login_success(record.id, now, &detail)?;
-            Ok(LoginGrant {
-                user_id: record.id,
-                admin: record.role == Role::Admin,
-                k_user,
-                signature,
-                auth_key_id: stampline_items::KeyId::of_spki(&core.psd.auth_public_key())
-                    .to_string(),
+        })
+        .await
+    }
+
+    /// The user of a hello's name (if any) and whether its source is backed off for the name.
+    fn login_lookup(&self, user: &str, source: &str) -> Result<LoginLookup, CoreError> {
+        let valid = check_user_name(user).is_ok();
+        let user_key = if valid {
+            normalize_user(user)
+        } else {
+            INVALID_NAME_KEY.to_owned()
+        };
+        let record = if valid {
+            self.store.user_by_key(&user_key)?
+        } else {
+            None
+        };
+        let refused_until = self
+            .store
+            .login_throttle(&user_key, source, self.now_ms())?;
+        Ok(LoginLookup {
+            user: record,
+            user_key,
+            refused_until,
+        })
+    }
+
+    /// The right password: unwrap the link key, sign the transcript, record the login.
+    fn grant(
+        &self,
+        record: &UserRecord,
+        user_key_str: &str,
+        transcript: &[u8],
+        source: &str,
+        detail: &str,
+    ) -> Result<LoginGrant, CoreError> {
+        let k_user = self
+            .psd
+            .unwrap_user_key(&record.wrapped_link_key, &link_key_context(user_key_str))
+            .map_err(|e| CoreError::Internal(e.to_string()))?;
+        let signature = self
+            .psd
+            .sign_auth(transcript)
+            .map_err(|e| CoreError::Internal(e.to_string()))?;
+        self.store
+            .record_login_success(record.id, source, self.now_ms(), detail)?;
+        Ok(LoginGrant {
+            user_id: record.id,
+            admin: record.role == Role::Admin,
+            k_user,
+            signature,
+            auth_key_id: stampline_items::KeyId::of_spki(&self.psd.auth_public_key()).to_string(),
+        })
+    }
+
+    /// `admin_throttles`: every login back-off not yet forgotten.
+    pub(super) async fn admin_throttles(
+        self: &Arc<Self>,
+        user_id: UserId,
+    ) -> Result<AdminThrottlesReply, CoreError> {
+        self.as_admin(user_id, "admin_throttles", |core, _| {
+            let throttles = core.store.login_throttles(core.now_ms())?;
+            Ok(AdminThrottlesReply {
+                throttles: throttles
+                    .into_iter()
+                    .map(|t| LoginThrottle {
+                        user: t.user_key,
+                        source: t.source,
+                        failures: t.failures,
+                        until_ms: t.until_ms,
+                    })
+                    .collect(),
             })
+        })
+        .await
+    }
+
+    /// `admin_unlock`: forget every failed login of a user name, from every source.
+    pub(super) async fn admin_unlock(
+        self: &Arc<Self>,
+        user_id: UserId,
+        user: String,
+    ) -> Result<AdminUnlockReply, CoreError> {
+        check_user_name(&user)?;
+        self.as_admin(user_id, "admin_unlock", move |core, admin| {
+            let key = normalize_user(&user);
+            let cleared = core
+                .store
+                .clear_login_throttles(&key, &admin.actor, core.now_ms())?;
+            tracing::info!(user = %key, cleared, actor = %admin.actor, "login back-offs cleared");
+            Ok(AdminUnlockReply { user: key, cleared })
         })
         .await
     }
@@ -362,7 +498,10 @@ impl Core {
         check_user_name(user)?;
         check_password(password, user)?;
         let key = normalize_user(user);
-        let credentials = self.new_credentials(user, password, &key)?;
+        self.check_name_free(&key)?;
+        // On this thread: a command on the server's machine, not a request from the network.
+        let password_hash = hash_password(&argon2(&self.cfg)?, password)?;
+        let credentials = self.new_credentials(user, password, &key, password_hash)?;
         let now = self.now_ms();
         self.store.create_user(
             &NewUser {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use stampline_items::KeyId;
-use stampline_ledger::{Role, UserId};
+use stampline_ledger::UserId;
 use stampline_psd::PublishedKey;
 use stampline_sandbox::KeyRegistration;
 use stampline_wire::codes;
@@ -14,7 +14,7 @@ use stampline_wire::replies::{
     AdminKeysReply, AdminRevokeKeyReply, AdminRotateKeyReply, SigningKey,
 };
 
-use super::{Core, CoreError, blocking};
+use super::{Core, CoreError};
 use crate::error::psd_error;
 
 /// RFC 3339 for a Unix time (`None` when out of range).
@@ -53,11 +53,6 @@ fn registration(k: &PublishedKey) -> KeyRegistration {
     }
 }
 
-/// Who is acting in an admin op: `admin:NAME`, for the audit log.
-struct Admin {
-    actor: String,
-}
-
 impl Core {
     /// Every signing key, as published.
     pub fn keys(&self) -> Vec<PublishedKey> {
@@ -83,32 +78,6 @@ impl Core {
             .register_key(&registration(k))
             .inspect_err(|e| tracing::warn!(error = %e, "CMLS key registration failed"))
             .is_ok()
-    }
-
-    /// Run an admin op off the async threads: refused with `forbidden` unless the user has the
-    /// admin role.
-    async fn as_admin<T: Send + 'static>(
-        self: &Arc<Self>,
-        user_id: UserId,
-        op: &'static str,
-        work: impl FnOnce(&Core, Admin) -> Result<T, CoreError> + Send + 'static,
-    ) -> Result<T, CoreError> {
-        let core = Arc::clone(self);
-        blocking(move || {
-            let user = core
-                .store
-                .user_by_id(user_id)?
-                .ok_or_else(|| CoreError::Internal(format!("no user {user_id}")))?;
-            if user.role != Role::Admin {
-                return Err(CoreError::refused(
-                    codes::FORBIDDEN,
-                    format!("{op} needs the admin role"),
-                ));
-            }
-            let actor = format!("admin:{}", user.user);
-            work(&core, Admin { actor })
-        })
-        .await
     }
 
     /// `admin_keys`: every signing key with its status.
