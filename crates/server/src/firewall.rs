@@ -131,7 +131,7 @@ impl Default for FirewallConfig {
             },
             logins: Rate {
                 per_source_per_minute: 60,
-                per_source_burst: 10,
+                per_source_burst: 20,
                 global_per_minute: 1_200,
                 global_burst: 200,
             },
