@@ -3,12 +3,12 @@
 //! registers continue from one report to the next, withdraws devices, and tells verifiers a
 //! device's status and key.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::JsonState;
+use crate::store::{Changes, Journaled, JsonState, Table};
 
 /// Provider and model of every Stampline device id ("SL01" + 4-byte serial).
 pub const DEVICE_MODEL: &str = "SL01";
@@ -183,14 +183,23 @@ struct DeviceRecord {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
     next_serial: u32,
-    licenses: BTreeMap<String, LicenseApplication>,
-    resets: Vec<(String, u64, u64, u64)>,
+    licenses: Table<LicenseApplication>,
     #[serde(default)]
-    keys: BTreeMap<String, KeyRegistration>,
-    devices: BTreeMap<String, DeviceRecord>,
+    keys: Table<KeyRegistration>,
+    devices: Table<DeviceRecord>,
     /// Licence idempotency key → (the application as JSON, the licence).
     #[serde(default)]
-    license_keys: BTreeMap<String, (String, License)>,
+    license_keys: Table<(String, License)>,
+}
+
+impl Journaled for State {
+    fn changes(&mut self, out: &mut Changes) -> serde_json::Result<()> {
+        out.scalar("next_serial", &self.next_serial)?;
+        out.table("licenses", &mut self.licenses)?;
+        out.table("keys", &mut self.keys)?;
+        out.table("devices", &mut self.devices)?;
+        out.table("license_keys", &mut self.license_keys)
+    }
 }
 
 /// The in-process CMLS sandbox (also the storage of `stampline sandbox cmls`).
@@ -205,7 +214,7 @@ fn now_ms() -> i64 {
 }
 
 impl SandboxCmls {
-    /// State in `path` (a JSON file), or in memory with `None`.
+    /// State in `path` (a JSON snapshot and its journal, `PATH.journal`), or in memory with `None`.
     pub fn open(path: Option<&Path>) -> Result<SandboxCmls, CmlsError> {
         Ok(SandboxCmls {
             state: JsonState::open(path)?,
