@@ -19,6 +19,6 @@ pub use bank::{
 };
 pub use cmls::{
     Cmls, CmlsError, DEVICE_MODEL, DeviceStatus, KeyRegistration, License, LicenseApplication,
-    RegisterReport, SandboxCmls, UsageReport,
+    RegisterReport, SANDBOX_DEVICE_MODEL, SandboxCmls, UsageReport,
 };
 pub use store::state_json;
