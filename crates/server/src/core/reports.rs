@@ -331,8 +331,8 @@ mod tests {
     fn meter(user_id: i64, device: &str) -> stampline_ledger::MeterState {
         stampline_ledger::MeterState {
             user_id,
-            device_id: device.into(),
-            license_id: "LIC-1".into(),
+            device_id: Some(device.into()),
+            license_id: Some("LIC-1".into()),
             ascending_mills: 0,
             descending_mills: 0,
             piece: 0,
