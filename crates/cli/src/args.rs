@@ -165,8 +165,14 @@ pub struct ReportUsageArgs {
 pub struct ServerArgs {
     #[arg(long, default_value = "./stampline-data")]
     pub data_dir: PathBuf,
+    /// Address to listen on. In DEV MODE (the public development passphrase) or SANDBOX MODE
+    /// (built-in CMLS or bank) only a loopback address is accepted without --insecure-dev.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: String,
+    /// Listen on a non-loopback address although the keys are sealed under the public
+    /// development passphrase or the licensing system / bank are the built-in stand-ins.
+    #[arg(long)]
+    pub insecure_dev: bool,
     /// sqlite (default, DIR/ledger.sqlite) or postgres://USER@HOST:PORT/DB (several servers may
     /// share one; each needs the same crypto device keys in its data dir).
     #[arg(long, env = "STAMPLINE_DATABASE")]

@@ -68,8 +68,8 @@ pub async fn register(global: &Global, a: RegisterArgs, out: Out) -> Result<(), 
     let ep = endpoint(global)?;
     let v = do_register(&ep, &user(global)?, &password()?, &a).await?;
     let human = format!(
-        "registered {} — licence {}, meter {}",
-        v.user, v.license_id, v.device_id
+        "registered {} — the meter is licensed at the first funding (stampline fund)",
+        v.user
     );
     out.reply(&v, &human);
     Ok(())
@@ -137,8 +137,12 @@ pub async fn balance(global: &Global, out: Out) -> Result<(), CliError> {
     let client = connect(global).await?;
     let v = client.balance().await?;
     let _ = client.bye().await;
+    let meter = match (&v.device_id, &v.license_id) {
+        (Some(device), Some(licence)) => format!("meter {device}, licence {licence}"),
+        _ => "meter not licensed yet: the first funding licenses it".to_owned(),
+    };
     let human = format!(
-        "balance {}  (ascending register {}, descending register {}, {} pieces)",
+        "balance {}  (ascending register {}, descending register {}, {} pieces; {meter})",
         dollars(v.balance_mills),
         dollars(v.ascending_mills),
         dollars(v.descending_mills),

@@ -40,7 +40,7 @@ pub async fn demo(a: DemoArgs, out: Out) -> Result<(), CliError> {
     let ep = Endpoint::new(&format!("https://{addr}"), Trust::from_file(&trust_path)?)?;
     // A fresh random password (UUID v4: 122 random bits).
     let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
-    let reg = do_register(
+    do_register(
         &ep,
         "demo",
         &password,
@@ -97,12 +97,12 @@ pub async fn demo(a: DemoArgs, out: Out) -> Result<(), CliError> {
     let valid = verdict["valid"] == json!(true);
     let v = json!({
         "label_png": png, "label_pdf": pdf, "serial": bought.serial, "postage_mills": bought.postage.mills(),
-        "balance_mills": balance.balance_mills, "valid": valid, "device_id": reg.device_id,
+        "balance_mills": balance.balance_mills, "valid": valid, "device_id": balance.device_id,
         "dir": dir, "trust": trust_path,
     });
     let human = format!(
-        "Stampline demo (sandbox: no real postage or money)\n  registered meter {}\n  funded $20.00 by test card\n  bought {} postage, serial {}\n  balance now {}\n  label PNG: {}\n  label PDF: {}\n  verify: {}",
-        reg.device_id,
+        "Stampline demo (sandbox: no real postage or money)\n  registered, and licensed meter {} at the first funding ($20.00 by test card)\n  bought {} postage, serial {}\n  balance now {}\n  label PNG: {}\n  label PDF: {}\n  verify: {}",
+        balance.device_id.as_deref().unwrap_or("-"),
         dollars(bought.postage.mills()),
         bought.serial,
         dollars(balance.balance_mills),

@@ -63,6 +63,37 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
     Ok(cfg)
 }
 
+/// A server on public keys (DEV MODE) or on stand-ins (SANDBOX MODE) listens on loopback only,
+/// unless `--insecure-dev` says to listen anyway (with a warning).
+fn check_listen(
+    addr: std::net::SocketAddr,
+    dev_mode: bool,
+    sandbox: bool,
+    insecure_dev: bool,
+) -> Result<(), CliError> {
+    if addr.ip().is_loopback() || !(dev_mode || sandbox) {
+        return Ok(());
+    }
+    let why = match (dev_mode, sandbox) {
+        (true, true) => {
+            "DEV MODE (keys sealed under the public development passphrase) and SANDBOX MODE (built-in licensing system and bank)"
+        }
+        (true, false) => "DEV MODE (keys sealed under the public development passphrase)",
+        _ => "SANDBOX MODE (built-in licensing system or bank)",
+    };
+    if insecure_dev {
+        eprintln!("stampline: WARNING: listening on {addr} in {why} (--insecure-dev)");
+        return Ok(());
+    }
+    Err(CliError::new(
+        "insecure_listen",
+        format!(
+            "refusing to listen on {addr}, which is not loopback, in {why}; listen on 127.0.0.1 or ::1, \
+             configure a passphrase (STAMPLINE_PSD_PASSPHRASE), --cmls and --bank, or pass --insecure-dev"
+        ),
+    ))
+}
+
 pub async fn server(a: ServerArgs, out: Out) -> Result<(), CliError> {
     let cfg = config(&a)?;
     // Opening may connect to PostgreSQL with its blocking client, which must not run on the
@@ -78,6 +109,8 @@ pub async fn server(a: ServerArgs, out: Out) -> Result<(), CliError> {
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::new("listen", e.to_string()))?;
+    let (dev_mode, sandbox) = (server.psd_dev_mode(), server.is_sandbox());
+    check_listen(addr, dev_mode, sandbox, a.insecure_dev)?;
     let url = format!("https://{addr}");
     let trust = server.trust_path().display().to_string();
     if server.is_sandbox() {
@@ -92,7 +125,8 @@ pub async fn server(a: ServerArgs, out: Out) -> Result<(), CliError> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
             .map_err(|e| CliError::new("server_start", format!("signal handler: {e}")))?;
     out.done(
-        &json!({"event": "listening", "url": url, "trust": trust}),
+        &json!({"event": "listening", "url": url, "trust": trust, "dev_mode": dev_mode,
+            "sandbox": sandbox}),
         &format!("listening on {url}\ntrust file: {trust}"),
     );
     let shutdown = async move {

@@ -92,6 +92,8 @@ fn describe(item: &Item) -> Value {
         "key_id": item.body.key_id().to_string(),
         "serial": item.body.serial().to_string(),
         "amount_mills": item.body.amount().mills(),
+        // Signed by a sandbox device (the reserved test model): not postage.
+        "test_item": item.body.device_id().is_test(),
     })
 }
 
@@ -163,8 +165,13 @@ pub async fn verify_cmd(global: &Global, a: VerifyArgs, out: Out) -> Result<(), 
     let v = do_verify(ep.as_ref(), a.keys.as_deref(), &a.file).await?;
     let valid = v["valid"] == json!(true);
     let human = if valid {
+        let test = if v["test_item"] == json!(true) {
+            "TEST ITEM (signed by a sandbox device; not postage) "
+        } else {
+            ""
+        };
         format!(
-            "VALID {} {} — {} mills, status {}",
+            "VALID {test}{} {} — {} mills, status {}",
             v["kind"].as_str().unwrap_or(""),
             v["serial"].as_str().unwrap_or(""),
             v["amount_mills"],

@@ -14,17 +14,33 @@ fn register_fund_buy_balance_verify_end_to_end() {
     let server = TestServer::start();
     let reg = server.register("ann");
     assert_eq!(reg["user"], "ann");
-    assert!(reg["license_id"].as_str().unwrap().starts_with("LIC-"));
-    let device_id = reg["device_id"].as_str().unwrap().to_owned();
-    assert_eq!(device_id.len(), 12);
-    assert!(device_id.starts_with("SL01"));
+    // Registration stores the user only: the first funding licenses the meter.
+    assert_eq!(reg["license_id"], Value::Null, "{reg}");
+    assert_eq!(reg["device_id"], Value::Null, "{reg}");
+    let bal = server.ok("ann", &["balance"]);
+    assert_eq!(bal["device_id"], Value::Null, "{bal}");
+    let out = tempfile::tempdir().unwrap();
+    let early = out.path().join("early");
+    server.fails_with(
+        "ann",
+        &common::buy_letter(&["--format", "raw", "--out", s(&early)]),
+        "not_licensed",
+    );
 
     let fund = server.ok("ann", &common::fund_card("20"));
     assert_eq!(fund["amount_mills"], 20_000);
     assert_eq!(fund["balance_mills"], 20_000);
     assert!(fund["payment_id"].as_str().is_some());
+    let bal = server.ok("ann", &["balance"]);
+    assert!(
+        bal["license_id"].as_str().unwrap().starts_with("LIC-"),
+        "{bal}"
+    );
+    let device_id = bal["device_id"].as_str().unwrap().to_owned();
+    assert_eq!(device_id.len(), 12);
+    // The sandbox licensing system hands out the reserved test model.
+    assert!(device_id.starts_with("TEST"), "{device_id}");
 
-    let out = tempfile::tempdir().unwrap();
     let label = out.path().join("label");
     let buy = server.ok(
         "ann",
@@ -69,6 +85,10 @@ fn register_fund_buy_balance_verify_end_to_end() {
         assert_eq!(v["kind"], "postage");
         assert_eq!(v["serial"], serial.as_str());
         assert_eq!(v["device_id"], device_id.as_str());
+        assert_eq!(
+            v["test_item"], true,
+            "a sandbox item says it is a test item: {v}"
+        );
         assert_eq!(v["amount_mills"], 780);
         assert_eq!(v["status"], "printed");
         assert_eq!(v["key_id"].as_str().unwrap().len(), 8);

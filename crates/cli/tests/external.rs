@@ -227,20 +227,27 @@ fn register_and_fund_by_card_and_eft_through_separate_sandbox_processes() {
     let w = World::start(&[]);
     let (ok, reg) = w.register("ann");
     assert!(ok, "{reg}");
-    assert!(reg["license_id"].as_str().unwrap().starts_with("LIC-"));
-    let device = reg["device_id"].as_str().unwrap().to_owned();
-
-    // CMLS holds the device, active, with the key that signs for it.
+    assert_eq!(
+        reg["license_id"],
+        Value::Null,
+        "licensed at the first funding: {reg}"
+    );
     let cmls = w.cmls.as_ref().unwrap();
-    let (status, d) = call(cmls, "GET", &format!("/v1/devices/{device}"), None);
-    assert_eq!(status, 200, "{d}");
-    assert_eq!(d["status"], "active");
-    assert_eq!(d["license_id"], reg["license_id"]);
-    assert!(!d["public_key_spki_der_base64"].as_str().unwrap().is_empty());
+    let (_, devices) = call(cmls, "GET", "/v1/devices", None);
+    assert_eq!(devices, json!([]), "registration asks CMLS nothing");
 
     let (ok, card) = w.fund_card("ann", "20");
     assert!(ok, "{card}");
     assert_eq!(card["balance_mills"], 20_000);
+    let bal = w.ok("ann", &["balance"]);
+    let device = bal["device_id"].as_str().unwrap().to_owned();
+
+    // CMLS holds the device, active, with the key that signs for it.
+    let (status, d) = call(cmls, "GET", &format!("/v1/devices/{device}"), None);
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["status"], "active");
+    assert_eq!(d["license_id"], bal["license_id"]);
+    assert!(!d["public_key_spki_der_base64"].as_str().unwrap().is_empty());
     let eft = w.ok("ann", &common::fund_eft("10"));
     assert_eq!(eft["balance_mills"], 30_000);
 
@@ -382,16 +389,19 @@ fn a_returned_ach_debit_locks_the_account_until_it_is_paid() {
 }
 
 #[test]
-fn registration_fails_cleanly_while_cmls_is_down_and_succeeds_when_retried() {
+fn a_first_funding_fails_cleanly_while_cmls_is_down_and_succeeds_when_retried() {
     let mut w = World::start(&["--external-timeout-ms", "1000"]);
     let cmls = w.cmls.take().unwrap();
     let listen = cmls.url.trim_start_matches("https://").to_owned();
     drop(cmls);
-    let v = w.fails_with("ann", &common::REGISTER, "unavailable");
+    // Registration needs no CMLS; the first funding does, and charges nothing without it.
+    assert!(w.register("ann").0);
+    let v = w.fails_with("ann", &common::fund_card("20"), "unavailable");
     assert!(
         v["message"].as_str().unwrap().contains("licensing system"),
         "{v}"
     );
+    assert!(bank_payments(&w).is_empty(), "nothing was charged");
     let log = w.dir.path().join("logs.txt");
     w.cmls = Some(spawn(
         &[
@@ -405,9 +415,14 @@ fn registration_fails_cleanly_while_cmls_is_down_and_succeeds_when_retried() {
         ],
         &log,
     ));
-    let (ok, reg) = w.register("ann");
-    assert!(ok, "the retry registers: {reg}");
-    assert!(reg["device_id"].as_str().unwrap().starts_with("SL01"));
+    let (ok, paid) = w.fund_card("ann", "20");
+    assert!(ok, "the retry licenses and funds: {paid}");
+    let bal = w.ok("ann", &["balance"]);
+    assert!(
+        bal["device_id"].as_str().unwrap().starts_with("TEST"),
+        "{bal}"
+    );
+    assert_eq!(bank_payments(&w).len(), 1);
 }
 
 #[test]
@@ -531,8 +546,11 @@ fn closing_an_account_refunds_the_balance_to_the_card_and_withdraws_the_device()
     let w = World::start(&[]);
     let (ok, reg) = w.register("bob2");
     assert!(ok, "{reg}");
-    let device2 = reg["device_id"].as_str().unwrap().to_owned();
     assert!(w.fund_card("bob2", "20").0);
+    let device2 = w.ok("bob2", &["balance"])["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     w.ok("bob2", &common::buy_raw(&label));
     let closed = w.ok("bob2", &["close-account", "--yes"]);
     assert_eq!(closed["status"], "closed");
@@ -557,19 +575,22 @@ fn closing_an_account_refunds_the_balance_to_the_card_and_withdraws_the_device()
 }
 
 #[test]
-fn a_registration_that_failed_after_its_licence_gets_the_same_licence_when_retried() {
+fn a_first_funding_that_failed_after_its_licence_gets_the_same_licence_when_retried() {
     // CMLS licenses, then refuses the device registration three times (every attempt).
     let w = World::start_with(
         &["--fault", "error_5xx:3:0:/v1/devices"],
         &[],
         &["--external-timeout-ms", "2000"],
     );
-    let (ok, v) = w.register("ann");
+    assert!(w.register("ann").0);
+    let (ok, v) = w.fund_card("ann", "20");
     assert!(!ok && v["error"] == "unavailable", "{v}");
-    let (ok, reg) = w.register("ann");
-    assert!(ok, "{reg}");
-    assert_eq!(reg["license_id"], "LIC-00000001", "the same licence: {reg}");
-    assert_eq!(reg["device_id"], "SL0100000001");
+    assert!(bank_payments(&w).is_empty(), "nothing was charged");
+    let (ok, paid) = w.fund_card("ann", "20");
+    assert!(ok, "{paid}");
+    let bal = w.ok("ann", &["balance"]);
+    assert_eq!(bal["license_id"], "LIC-00000001", "the same licence: {bal}");
+    assert_eq!(bal["device_id"], "TEST00000001");
     let (_, devices) = call(w.cmls.as_ref().unwrap(), "GET", "/v1/devices", None);
     assert_eq!(devices.as_array().unwrap().len(), 1);
     let (clean, r) = w.reconcile();

@@ -247,8 +247,7 @@ fn rotation_flow(data: &Path, device: &Device) {
     assert!(ok, "{v}");
 
     // CMLS (the sandbox) knows both keys and the revocation.
-    let cmls: Value =
-        serde_json::from_slice(&std::fs::read(data.join("sandbox-cmls.json")).unwrap()).unwrap();
+    let cmls = stampline_sandbox::state_json(&data.join("sandbox-cmls.json")).unwrap();
     assert!(cmls["keys"][&key_b].is_object(), "{cmls}");
     assert_eq!(cmls["keys"][&key_a]["revocation_reason"], "key compromised");
 

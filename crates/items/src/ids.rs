@@ -11,6 +11,9 @@ use crate::ItemError;
 pub const DEVICE_MODEL_LEN: usize = 4;
 /// Digits of a device serial as written: zero-padded to 8, more only above 99,999,999.
 pub const DEVICE_SERIAL_MIN_DIGITS: usize = 8;
+/// The model reserved for test devices: the sandbox licensing system hands it out, so every item
+/// a sandbox signs says it is a test item (`"TEST00001234"`); no production device has it.
+pub const TEST_DEVICE_MODEL: [u8; 4] = *b"TEST";
 /// Length of an encoded device id: 4 model bytes + a big-endian u32 serial.
 pub const DEVICE_ID_LEN: usize = 8;
 /// Length of a key id: the first 4 bytes of SHA-256 over the key's SPKI DER.
@@ -56,6 +59,11 @@ impl DeviceId {
     pub fn model_str(&self) -> &str {
         // Model bytes are validated ASCII in `new`, so this never falls back.
         std::str::from_utf8(&self.model).unwrap_or("????")
+    }
+
+    /// Whether this is a test device ([`TEST_DEVICE_MODEL`]): its items are not postage.
+    pub fn is_test(&self) -> bool {
+        self.model == TEST_DEVICE_MODEL
     }
 
     /// The device serial within the model.
@@ -200,6 +208,17 @@ mod tests {
 
     fn device() -> DeviceId {
         DeviceId::new(*b"SL01", 1234).expect("valid model")
+    }
+
+    #[test]
+    fn only_the_reserved_test_model_marks_a_test_device() {
+        assert!(DeviceId::new(TEST_DEVICE_MODEL, 7).unwrap().is_test());
+        assert!(!DeviceId::new(*b"SL01", 7).unwrap().is_test());
+        assert!(!DeviceId::new(*b"TES7", 7).unwrap().is_test());
+        assert_eq!(
+            "TEST00000007".parse::<DeviceId>().map(|d| d.is_test()),
+            Ok(true)
+        );
     }
 
     #[test]

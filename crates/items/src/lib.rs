@@ -34,6 +34,7 @@ pub use date::{ItemDate, MAX_YEAR, MIN_YEAR};
 pub use error::ItemError;
 pub use ids::{
     DEVICE_ID_LEN, DEVICE_MODEL_LEN, DEVICE_SERIAL_MIN_DIGITS, DeviceId, KEY_ID_LEN, KeyId, Serial,
+    TEST_DEVICE_MODEL,
 };
 pub use item::{Body, Field, Item, PostageIndicium, ValueItem};
 pub use kind::{Kind, field_tag};

@@ -407,25 +407,25 @@ fn check_meters(
     )?;
     for row in rows {
         let user_id: UserId = row.int(0)?;
-        let device_id: String = row.text(1)?;
         let ascending: i64 = row.int(3)?;
         let descending: i64 = row.int(4)?;
         let piece: i64 = row.int(5)?;
         with_meter.insert(user_id);
-        let who = format!("meter {device_id} (user {user_id})");
+        let mut meter = Meter {
+            user_id,
+            device_id: row.opt_text(1)?,
+            license_id: row.opt_text(2)?,
+            ascending_mills: ascending,
+            descending_mills: descending,
+            piece: 0,
+            seal: row.opt_blob(6)?,
+        };
+        let who = format!("meter {} (user {user_id})", meter.label());
         let sealed = match u32::try_from(piece) {
-            Ok(piece_u32) => seal_holds(
-                ctx,
-                &Meter {
-                    user_id,
-                    device_id: device_id.clone(),
-                    license_id: row.text(2)?,
-                    ascending_mills: ascending,
-                    descending_mills: descending,
-                    piece: piece_u32,
-                    seal: row.opt_blob(6)?,
-                },
-            )?,
+            Ok(piece_u32) => {
+                meter.piece = piece_u32;
+                seal_holds(ctx, &meter)?
+            }
             Err(_) => false,
         };
         if !sealed {

@@ -137,6 +137,29 @@ impl<B: Backend> Store for B {
         self.write(move |tx, _| accounts::record_login_failure(tx, &failure, policy, now_ms))
     }
 
+    fn license_meter(
+        &self,
+        user_id: UserId,
+        license_id: &str,
+        device_id: &str,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        values::check_text("license_id", license_id, 1, crate::MAX_TEXT_LEN)?;
+        values::check_text("device_id", device_id, 1, crate::MAX_TEXT_LEN)?;
+        let (license_id, device_id) = (license_id.to_owned(), device_id.to_owned());
+        self.write(move |tx, ctx| {
+            accounts::license_meter(tx, ctx, user_id, &license_id, &device_id, now_ms)
+        })
+    }
+
+    fn expire_unlicensed_users(
+        &self,
+        created_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<String>, LedgerError> {
+        self.write(move |tx, _| accounts::expire_unlicensed_users(tx, created_before_ms, now_ms))
+    }
+
     fn record_login_success(
         &self,
         id: UserId,

@@ -50,6 +50,11 @@ pub enum LedgerError {
         payment_id: String,
         amount_mills: u64,
     },
+    /// The user's meter has no device yet: CMLS licenses it at the first funding.
+    #[error(
+        "not licensed yet: the meter gets its device id at the first funding; fund the account first"
+    )]
+    NotLicensed,
     /// A malformed argument (empty or too long id, zero amount, unknown payment method, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -115,6 +120,7 @@ impl LedgerError {
             LedgerError::DuplicatePayment => "duplicate_payment",
             LedgerError::AccountClosed => "account_closed",
             LedgerError::AccountLocked { .. } => "account_locked",
+            LedgerError::NotLicensed => "not_licensed",
             LedgerError::InvalidInput(_) => "invalid_input",
             LedgerError::Overflow => "overflow",
             LedgerError::Signing(_) => "signing_failed",

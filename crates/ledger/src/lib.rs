@@ -149,9 +149,10 @@ pub struct NewUser {
     pub password_hash: String,
     /// The user's link key, wrapped by the crypto device.
     pub wrapped_link_key: Vec<u8>,
-    pub license_id: String,
-    /// The meter's device id, e.g. "SL0100001234"; unique.
-    pub device_id: String,
+    /// The CMLS licence, or `None` until the first funding licenses the customer.
+    pub license_id: Option<String>,
+    /// The meter's device id, e.g. "SL0100001234"; unique; `None` while not licensed.
+    pub device_id: Option<String>,
     pub role: Role,
 }
 
@@ -160,10 +161,18 @@ pub struct NewUser {
 pub struct UserRecord {
     pub id: UserId,
     pub user: String,
+    pub user_key: String,
+    /// The name and address the customer registered (what CMLS licenses).
+    pub name: String,
+    pub address: String,
+    pub city: String,
+    pub state: String,
+    pub zip: String,
     pub password_hash: String,
     pub wrapped_link_key: Vec<u8>,
-    pub device_id: String,
-    pub license_id: String,
+    /// `None` until the first funding licenses the customer.
+    pub device_id: Option<String>,
+    pub license_id: Option<String>,
     pub role: Role,
 }
 
@@ -230,8 +239,9 @@ pub struct BalanceView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MeterState {
     pub user_id: UserId,
-    pub device_id: String,
-    pub license_id: String,
+    /// `None` until the first funding licenses the customer.
+    pub device_id: Option<String>,
+    pub license_id: Option<String>,
     pub ascending_mills: u64,
     pub descending_mills: u64,
     /// The last piece number issued (0 before the first).
@@ -566,6 +576,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         policy: ThrottlePolicy,
         now_ms: i64,
     ) -> Result<Option<i64>, LedgerError>;
+
+    /// Records the CMLS licence and device of a user's meter (set once; the same pair again
+    /// changes nothing, another pair is refused); reseals the meter; audit "licensed".
+    fn license_meter(
+        &self,
+        user_id: UserId,
+        license_id: &str,
+        device_id: &str,
+        now_ms: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// Deletes the users (role `user`) registered before `created_before_ms` whose meter was never
+    /// licensed (so never funded: no payment, transfer or item names them), with their zero
+    /// accounts, meter, stored requests and standing authorisation; audit "expired" for each.
+    /// Returns the user names deleted (their names may be registered again).
+    fn expire_unlicensed_users(
+        &self,
+        created_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<String>, LedgerError>;
 
     /// Forgets the user's failures from `source`; audit "login" with `detail`.
     fn record_login_success(

@@ -32,7 +32,7 @@ use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError, MeterSeale
 /// Connections one store keeps open at most (each in-flight store call holds one).
 pub const PG_POOL_SIZE: usize = 16;
 /// The schema version this build writes (the same tables as SQLite's, in PostgreSQL types).
-pub const PG_SCHEMA_VERSION: i64 = 6;
+pub const PG_SCHEMA_VERSION: i64 = 7;
 /// High half of the advisory lock key of one audit chain (the low half is the chain): "SLN" + 1.
 const AUDIT_CHAIN_LOCK_CLASS: i64 = 0x534C_4E01;
 /// Advisory lock key serialising schema migrations of servers starting together.
@@ -228,7 +228,16 @@ CREATE TABLE login_throttles (
 CREATE INDEX login_throttles_expiry ON login_throttles (expires_at_ms);
 "#;
 
-const PG_MIGRATIONS: [&str; 6] = [PG_V1, PG_V2, PG_V3, PG_V4, PG_V5, PG_V6];
+/// Version 7: a meter's device id and licence are set at the first funding (as SQLite's
+/// version 9).
+const PG_V7: &str = r#"
+ALTER TABLE meters ALTER COLUMN device_id DROP NOT NULL;
+ALTER TABLE meters ALTER COLUMN license_id DROP NOT NULL;
+ALTER TABLE meters ADD CONSTRAINT meters_licensed_together
+    CHECK ((device_id IS NULL) = (license_id IS NULL));
+"#;
+
+const PG_MIGRATIONS: [&str; 7] = [PG_V1, PG_V2, PG_V3, PG_V4, PG_V5, PG_V6, PG_V7];
 
 /// A pooled connection and its prepared statements (keyed by the ledger's `?N` SQL).
 struct Conn {

@@ -33,6 +33,14 @@ pub type Behaviour = fn(&dyn Store);
 /// Every behaviour that needs nothing but the store, by name.
 pub const BEHAVIOURS: &[(&str, Behaviour)] = &[
     (
+        "an_unlicensed_meter_takes_no_money_until_it_is_licensed_once",
+        an_unlicensed_meter_takes_no_money_until_it_is_licensed_once,
+    ),
+    (
+        "unlicensed_users_expire_and_their_names_are_free_again",
+        unlicensed_users_expire_and_their_names_are_free_again,
+    ),
+    (
         "every_item_is_signed_for_the_meter_state_it_leaves",
         every_item_is_signed_for_the_meter_state_it_leaves,
     ),
@@ -263,8 +271,8 @@ pub fn new_user(n: u32) -> NewUser {
         zip: "02134".into(),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         wrapped_link_key: vec![0xAB; 60],
-        license_id: format!("LIC{n:06}"),
-        device_id: device_id(n),
+        license_id: Some(format!("LIC{n:06}")),
+        device_id: Some(device_id(n)),
         role: Role::User,
     }
 }
@@ -306,6 +314,103 @@ pub fn try_fund(
     store.fund(&req(user_id, id, &format!("fund {mills}")), &input, T0_MS)
 }
 
+/// A user registered without a licence (the server licenses at the first funding).
+pub fn add_unlicensed_user(store: &dyn Store, n: u32, at_ms: i64) -> UserId {
+    let u = NewUser {
+        license_id: None,
+        device_id: None,
+        ..new_user(n)
+    };
+    ok(store.create_user(&u, at_ms), "create unlicensed user")
+}
+
+/// A meter without a device takes no funding and issues nothing (`NotLicensed`); licensing sets
+/// the device once (the same pair again is answered again, another pair or a taken device is
+/// refused), and then money moves as for any user.
+pub fn an_unlicensed_meter_takes_no_money_until_it_is_licensed_once(store: &dyn Store) {
+    let taken = add_user(store, 1);
+    let u = add_unlicensed_user(store, 2, T0_MS);
+    let record = ok(store.user_by_id(u), "user").expect("user");
+    assert_eq!((record.device_id, record.license_id), (None, None));
+    assert!(matches!(
+        try_fund(store, u, "f1", 5_000),
+        Err(LedgerError::NotLicensed)
+    ));
+    assert!(matches!(
+        try_issue(store, u, "i1", PRICE_MILLS, T0_MS),
+        Err(LedgerError::NotLicensed)
+    ));
+    assert_eq!(ok(store.balance(u), "balance").balance_mills, 0);
+    // Another user's device is not handed out twice.
+    assert!(
+        store
+            .license_meter(u, "LIC-X", &device_id(1), T0_MS)
+            .is_err()
+    );
+    ok(
+        store.license_meter(u, "LIC000002", &device_id(2), T0_MS),
+        "license",
+    );
+    ok(
+        store.license_meter(u, "LIC000002", &device_id(2), T0_MS),
+        "the same licence again",
+    );
+    assert!(
+        store
+            .license_meter(u, "LIC000009", &device_id(9), T0_MS)
+            .is_err()
+    );
+    let meter = ok(store.meter(u), "meter").expect("meter");
+    assert_eq!(meter.device_id, Some(device_id(2)));
+    assert_eq!(meter.license_id.as_deref(), Some("LIC000002"));
+    fund(store, u, "f1", 5_000);
+    issue(store, u, "i1", PRICE_MILLS);
+    fund(store, taken, "f1", 5_000);
+    assert_clean(store);
+}
+
+/// Users never licensed (so never funded) and registered before the cut-off are deleted with
+/// their zero accounts; their names can be registered again; licensed users and newer
+/// registrations stay; the audit log says so and stays clean.
+pub fn unlicensed_users_expire_and_their_names_are_free_again(store: &dyn Store) {
+    let funded = add_user(store, 1);
+    fund(store, funded, "f1", 5_000);
+    let old = add_unlicensed_user(store, 2, T0_MS);
+    let new = add_unlicensed_user(store, 3, T0_MS + 10_000);
+    let admin = ok(
+        store.create_user(
+            &NewUser {
+                role: Role::Admin,
+                license_id: None,
+                device_id: None,
+                ..new_user(4)
+            },
+            T0_MS,
+        ),
+        "admin",
+    );
+    let expired = ok(
+        store.expire_unlicensed_users(T0_MS + 5_000, T0_MS + 20_000),
+        "expire",
+    );
+    assert_eq!(expired, vec!["User2".to_owned()]);
+    assert!(ok(store.user_by_id(old), "old").is_none());
+    assert!(ok(store.user_by_id(new), "new").is_some());
+    assert!(ok(store.user_by_id(funded), "funded").is_some());
+    assert!(ok(store.user_by_id(admin), "admin").is_some());
+    assert_eq!(ok(store.balance(funded), "balance").balance_mills, 5_000);
+    assert!(
+        ok(
+            store.expire_unlicensed_users(T0_MS + 5_000, T0_MS + 20_000),
+            "again"
+        )
+        .is_empty()
+    );
+    let again = add_unlicensed_user(store, 2, T0_MS + 30_000);
+    assert_ne!(again, old);
+    assert_clean(store);
+}
+
 /// Whatever happens between issues (a funding, a void, a failed issue, a repeat), every item's
 /// bytes name exactly the meter state its own issue left.
 pub fn every_item_is_signed_for_the_meter_state_it_leaves(store: &dyn Store) {
@@ -314,7 +419,7 @@ pub fn every_item_is_signed_for_the_meter_state_it_leaves(store: &dyn Store) {
     let check = |item: &IssueOutcome| {
         let meter = ok(store.meter(u), "meter").expect("meter");
         let expected = sign_ok(&PieceState {
-            device_id: meter.device_id.clone(),
+            device_id: meter.device_id.clone().expect("licensed"),
             piece: meter.piece,
             ascending_mills: meter.ascending_mills,
             descending_mills: meter.descending_mills,
@@ -520,7 +625,7 @@ pub fn fund_issue_and_print_move_money_and_registers(store: &dyn Store) {
     );
     let meter = ok(store.meter(u), "meter").expect("the user has a meter");
     assert_eq!(meter.piece, 1);
-    assert_eq!(meter.device_id, device_id(1));
+    assert_eq!(meter.device_id, Some(device_id(1)));
 
     let history = ok(store.history(u, 10), "history");
     assert_eq!(
@@ -1305,8 +1410,10 @@ pub fn create_user_refuses_taken_key_and_users_read_back(store: &dyn Store) {
     let record = ok(store.user_by_key("user1"), "user_by_key").expect("user1 exists");
     assert_eq!(record.id, id);
     assert_eq!(record.user, "User1");
-    assert_eq!(record.device_id, device_id(1));
-    assert_eq!(record.license_id, "LIC000001");
+    assert_eq!(record.device_id, Some(device_id(1)));
+    assert_eq!(record.license_id.as_deref(), Some("LIC000001"));
+    assert_eq!(record.name, "Test User 1");
+    assert_eq!(record.zip, "02134");
     assert_eq!(record.password_hash, new_user(1).password_hash);
     assert_eq!(record.wrapped_link_key, new_user(1).wrapped_link_key);
     assert_eq!(record.role, Role::User);

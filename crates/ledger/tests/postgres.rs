@@ -485,3 +485,19 @@ fn a_closure_pays_out_only_the_plan_it_fixed_first() {
         testsuite::payments::a_closure_pays_out_only_the_plan_it_fixed_first,
     );
 }
+
+#[test]
+fn an_unlicensed_meter_takes_no_money_until_it_is_licensed_once() {
+    on_pg(
+        "an_unlicensed_meter_takes_no_money_until_it_is_licensed_once",
+        testsuite::an_unlicensed_meter_takes_no_money_until_it_is_licensed_once,
+    );
+}
+
+#[test]
+fn unlicensed_users_expire_and_their_names_are_free_again() {
+    on_pg(
+        "unlicensed_users_expire_and_their_names_are_free_again",
+        testsuite::unlicensed_users_expire_and_their_names_are_free_again,
+    );
+}

@@ -602,3 +602,13 @@ fn a_full_writer_queue_answers_busy_and_changes_nothing() {
     testsuite::issue(&store, u, "i9", testsuite::PRICE_MILLS);
     testsuite::assert_clean(&store);
 }
+
+#[test]
+fn an_unlicensed_meter_takes_no_money_until_it_is_licensed_once() {
+    on_file(testsuite::an_unlicensed_meter_takes_no_money_until_it_is_licensed_once);
+}
+
+#[test]
+fn unlicensed_users_expire_and_their_names_are_free_again() {
+    on_file(testsuite::unlicensed_users_expire_and_their_names_are_free_again);
+}

@@ -5,13 +5,12 @@
 //! 4000000000000002 is declined, 4000000000009995 is declined for insufficient funds; any other
 //! number that passes the Luhn check is approved. The bank keeps tokens and last four digits only.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::store::JsonState;
+use crate::store::{Changes, Journaled, JsonState, Table};
 
 /// Largest single charge the sandbox accepts, in mills ($10,000).
 pub const MAX_CHARGE_MILLS: u64 = 10_000_000;
@@ -274,12 +273,24 @@ enum Behaviour {
 struct State {
     next_id: u64,
     /// token → (last four, how the test card behaves). No card number is kept.
-    tokens: BTreeMap<String, (String, Behaviour)>,
+    tokens: Table<(String, Behaviour)>,
     /// payment id → record.
-    payments: BTreeMap<String, PaymentRecord>,
-    refunds: Vec<Refund>,
+    payments: Table<PaymentRecord>,
+    /// refund id → refund (a list before the journal; older files' list is not read back).
+    #[serde(default)]
+    refund_rows: Table<Refund>,
     /// idempotency key → (what was asked, the stored answer as JSON).
-    keys: BTreeMap<String, (String, String)>,
+    keys: Table<(String, String)>,
+}
+
+impl Journaled for State {
+    fn changes(&mut self, out: &mut Changes) -> serde_json::Result<()> {
+        out.scalar("next_id", &self.next_id)?;
+        out.table("tokens", &mut self.tokens)?;
+        out.table("payments", &mut self.payments)?;
+        out.table("refund_rows", &mut self.refund_rows)?;
+        out.table("keys", &mut self.keys)
+    }
 }
 
 /// The in-process bank sandbox (also the storage of `stampline sandbox bank`).
@@ -612,7 +623,8 @@ impl Bank for SandboxBank {
                 payment_id: payment_id.to_owned(),
                 amount_mills,
             };
-            s.refunds.push(refund.clone());
+            s.refund_rows
+                .insert(refund.refund_id.clone(), refund.clone());
             Ok(refund)
         })
     }
@@ -745,7 +757,8 @@ mod tests {
         b.today = || (2026, 11);
         let t = card(&b, "4242424242424242", "t");
         b.charge(&t.token, 5_000, "k").unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap()
+            + &std::fs::read_to_string(crate::store::journal_path(&path)).unwrap();
         assert!(!text.contains("4242424242424242"));
         assert!(text.contains(&t.token));
     }

@@ -3,15 +3,19 @@
 //! registers continue from one report to the next, withdraws devices, and tells verifiers a
 //! device's status and key.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::JsonState;
+use crate::store::{Changes, Journaled, JsonState, Table};
 
-/// Provider and model of every Stampline device id ("SL01" + 4-byte serial).
+/// Provider and model of every Stampline device id ("SL01" + 4-byte serial) a licensing system
+/// that names no model hands out.
 pub const DEVICE_MODEL: &str = "SL01";
+/// The model the sandbox hands out: [`stampline_items::TEST_DEVICE_MODEL`], so that every item a
+/// sandbox server signs is marked as a test item.
+pub const SANDBOX_DEVICE_MODEL: &str = "TEST";
 /// Longest name or address line CMLS accepts.
 pub const MAX_FIELD_CHARS: usize = 100;
 /// Longest public key (SPKI DER) a device may register.
@@ -66,8 +70,16 @@ pub struct LicenseApplication {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct License {
     pub license_id: String,
-    /// Serial half of the device id; the model is [`DEVICE_MODEL`].
+    /// Model half of the device id (4 capitals or digits); [`DEVICE_MODEL`] when the licensing
+    /// system names none, [`SANDBOX_DEVICE_MODEL`] from the sandbox.
+    #[serde(default = "default_device_model")]
+    pub device_model: String,
+    /// Serial half of the device id.
     pub device_serial: u32,
+}
+
+fn default_device_model() -> String {
+    DEVICE_MODEL.to_owned()
 }
 
 /// An item-signing public key as registered with the licensing system (verifiers find keys there
@@ -183,14 +195,23 @@ struct DeviceRecord {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
     next_serial: u32,
-    licenses: BTreeMap<String, LicenseApplication>,
-    resets: Vec<(String, u64, u64, u64)>,
+    licenses: Table<LicenseApplication>,
     #[serde(default)]
-    keys: BTreeMap<String, KeyRegistration>,
-    devices: BTreeMap<String, DeviceRecord>,
+    keys: Table<KeyRegistration>,
+    devices: Table<DeviceRecord>,
     /// Licence idempotency key → (the application as JSON, the licence).
     #[serde(default)]
-    license_keys: BTreeMap<String, (String, License)>,
+    license_keys: Table<(String, License)>,
+}
+
+impl Journaled for State {
+    fn changes(&mut self, out: &mut Changes) -> serde_json::Result<()> {
+        out.scalar("next_serial", &self.next_serial)?;
+        out.table("licenses", &mut self.licenses)?;
+        out.table("keys", &mut self.keys)?;
+        out.table("devices", &mut self.devices)?;
+        out.table("license_keys", &mut self.license_keys)
+    }
 }
 
 /// The in-process CMLS sandbox (also the storage of `stampline sandbox cmls`).
@@ -205,7 +226,7 @@ fn now_ms() -> i64 {
 }
 
 impl SandboxCmls {
-    /// State in `path` (a JSON file), or in memory with `None`.
+    /// State in `path` (a JSON snapshot and its journal, `PATH.journal`), or in memory with `None`.
     pub fn open(path: Option<&Path>) -> Result<SandboxCmls, CmlsError> {
         Ok(SandboxCmls {
             state: JsonState::open(path)?,
@@ -342,6 +363,7 @@ impl Cmls for SandboxCmls {
             s.licenses.insert(license_id.clone(), app.clone());
             let license = License {
                 license_id,
+                device_model: SANDBOX_DEVICE_MODEL.to_owned(),
                 device_serial: s.next_serial,
             };
             if let Some(key) = idempotency_key {
@@ -566,6 +588,19 @@ mod tests {
     }
 
     #[test]
+    fn the_sandbox_hands_out_the_test_device_model() {
+        assert_eq!(
+            SANDBOX_DEVICE_MODEL.as_bytes(),
+            stampline_items::TEST_DEVICE_MODEL
+        );
+        let lic = SandboxCmls::open(None)
+            .unwrap()
+            .license_customer(&app(), None)
+            .unwrap();
+        assert_eq!(lic.device_model, SANDBOX_DEVICE_MODEL);
+    }
+
+    #[test]
     fn bad_applications_are_refused() {
         let cmls = SandboxCmls::open(None).unwrap();
         let mut bad = app();
@@ -586,14 +621,14 @@ mod tests {
     fn usage_reports_that_skip_pieces_or_value_are_flagged() {
         let cmls = SandboxCmls::open(None).unwrap();
         let lic = cmls.license_customer(&app(), None).unwrap();
-        cmls.register_device(&lic.license_id, "SL0100000001", "0a0b0c0d", &[1, 2, 3])
+        cmls.register_device(&lic.license_id, "TEST00000001", "0a0b0c0d", &[1, 2, 3])
             .unwrap();
-        cmls.report_reset("SL0100000001", &registers("pay_1", 20_000, 0, 20_000))
+        cmls.report_reset("TEST00000001", &registers("pay_1", 20_000, 0, 20_000))
             .unwrap();
-        cmls.report_reset("SL0100000001", &registers("pay_1", 20_000, 0, 20_000))
+        cmls.report_reset("TEST00000001", &registers("pay_1", 20_000, 0, 20_000))
             .unwrap();
         let report = |pieces, postage, last_piece, asc| UsageReport {
-            device_id: "SL0100000001".into(),
+            device_id: "TEST00000001".into(),
             date: "2026-11-28".into(),
             pieces,
             postage_mills: postage,
@@ -608,7 +643,7 @@ mod tests {
         );
         let flags = cmls.report_usage(&report(1, 780, 4, 3_120)).unwrap();
         assert_eq!(flags.len(), 2, "{flags:?}");
-        let status = cmls.device_status("SL0100000001").unwrap();
+        let status = cmls.device_status("TEST00000001").unwrap();
         assert_eq!(status.resets, 1);
         assert_eq!(status.reset_total_mills, 20_000);
         assert_eq!(status.flags, flags);
@@ -619,17 +654,17 @@ mod tests {
         let cmls = SandboxCmls::open(None).unwrap();
         let lic = cmls.license_customer(&app(), None).unwrap();
         assert!(matches!(
-            cmls.register_device("LIC-99999999", "SL0100000001", "0a0b0c0d", &[1]),
+            cmls.register_device("LIC-99999999", "TEST00000001", "0a0b0c0d", &[1]),
             Err(CmlsError::Unknown(_))
         ));
-        cmls.register_device(&lic.license_id, "SL0100000001", "0a0b0c0d", &[1])
+        cmls.register_device(&lic.license_id, "TEST00000001", "0a0b0c0d", &[1])
             .unwrap();
         let s = cmls
-            .withdraw_device("SL0100000001", "account closed")
+            .withdraw_device("TEST00000001", "account closed")
             .unwrap();
         assert_eq!(s.status, "withdrawn");
         assert!(
-            cmls.report_reset("SL0100000001", &registers("p", 1, 0, 1))
+            cmls.report_reset("TEST00000001", &registers("p", 1, 0, 1))
                 .is_err()
         );
     }

@@ -1,7 +1,7 @@
 //! Stand-ins for the two external systems: the postal licensing system (CMLS) and the financial
 //! system (a card processor and ACH). The [`Cmls`] and [`Bank`] traits are the seams the server
 //! calls; [`SandboxCmls`] and [`SandboxBank`] are in-process implementations that keep their own
-//! state in a JSON file, so a retried call after a crash sees what the first one did.
+//! state in a JSON file and its journal (`store`), so a retried call after a crash sees what the first one did.
 //!
 //! [`service`] serves either one as a standalone HTTPS/JSON service (`stampline sandbox cmls|bank`).
 //!
@@ -19,5 +19,6 @@ pub use bank::{
 };
 pub use cmls::{
     Cmls, CmlsError, DEVICE_MODEL, DeviceStatus, KeyRegistration, License, LicenseApplication,
-    RegisterReport, SandboxCmls, UsageReport,
+    RegisterReport, SANDBOX_DEVICE_MODEL, SandboxCmls, UsageReport,
 };
+pub use store::state_json;

@@ -34,6 +34,7 @@ pub use crate::error::CoreError;
 mod accounts;
 pub mod hashing;
 mod keys;
+mod licensing;
 mod payments;
 mod postage;
 mod reports;
@@ -81,6 +82,8 @@ pub struct CoreConfig {
     /// Check one fresh item signature in this many with the published key before it is returned
     /// (1 checks every one; see docs/DECISIONS.md on why the default samples).
     pub verify_every: u64,
+    /// How long an account may stay unfunded (never licensed) before the sweep deletes it.
+    pub unfunded_expiry_ms: i64,
     /// Where time comes from: the system clock, or a manual clock in tests.
     pub clock: Clock,
 }
@@ -95,6 +98,7 @@ impl Default for CoreConfig {
             argon2_memory_kib: 19 * 1024,
             argon2_passes: 2,
             verify_every: DEFAULT_VERIFY_EVERY,
+            unfunded_expiry_ms: licensing::DEFAULT_UNFUNDED_EXPIRY_MS,
             clock: Clock::system(),
         }
     }

@@ -172,6 +172,7 @@ mod tests {
                 payment_id: "p".into(),
                 amount_mills: 1,
             },
+            LedgerError::NotLicensed,
             LedgerError::InvalidInput("x".into()),
             LedgerError::Overflow,
             LedgerError::Signing("x".into()),
@@ -202,6 +203,7 @@ mod tests {
                 | LedgerError::DuplicatePayment
                 | LedgerError::AccountClosed
                 | LedgerError::AccountLocked { .. }
+                | LedgerError::NotLicensed
                 | LedgerError::InvalidInput(_)
                 | LedgerError::Overflow
                 | LedgerError::Signing(_)

@@ -237,6 +237,7 @@ impl Server {
             );
         }
         let sweeper = tokio::spawn(sweep_loop(Arc::clone(&self.state.core)));
+        let expiry = tokio::spawn(expiry_loop(Arc::clone(&self.state.core)));
         let anchors = tokio::spawn(anchor_loop(
             Arc::clone(&self.state.core),
             self.data_dir.clone(),
@@ -277,6 +278,7 @@ impl Server {
         )
         .await;
         sweeper.abort();
+        expiry.abort();
         settlements.abort();
         anchors.abort();
         if let Some(r) = reports {
@@ -353,6 +355,21 @@ async fn usage_report_loop(core: Arc<Core>, every: Duration) {
             }
             Err(e) => tracing::warn!(error = %e, "usage report failed"),
         }
+    }
+}
+
+/// How often accounts never funded are looked for (they expire after
+/// `CoreConfig::unfunded_expiry_ms`, 7 days by default).
+pub const EXPIRY_SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
+
+/// Delete accounts never funded once they are older than the expiry, at start and every
+/// [`EXPIRY_SWEEP_EVERY`].
+async fn expiry_loop(core: Arc<Core>) {
+    loop {
+        if let Err(e) = core.expire_unfunded().await {
+            tracing::warn!(error = %e, "expiring unfunded accounts failed");
+        }
+        tokio::time::sleep(EXPIRY_SWEEP_EVERY).await;
     }
 }
 

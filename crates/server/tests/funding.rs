@@ -12,27 +12,134 @@ async fn server_with_user(dir: &tempfile::TempDir) -> (Server, i64) {
     let mut cfg = ServerConfig::new(dir.path().join("data"));
     cfg.core.argon2_memory_kib = 19 * 1024;
     let server = Server::open(cfg).unwrap();
-    server
+    let uid = register(&server, "ann", "02134").await;
+    (server, uid)
+}
+
+/// Registers `user` with an address in `zip`; answers the user id.
+async fn register(server: &Server, user: &str, zip: &str) -> i64 {
+    let registered = server
         .core()
         .register(RegisterForm {
-            user: "ann".into(),
+            user: user.into(),
             password: Secret("correct horse battery staple".into()),
             name: "Ann Example".into(),
             address: "1 Main St".into(),
             city: "Boston".into(),
             state: "MA".into(),
-            zip: "02134".into(),
+            zip: zip.into(),
         })
         .await
         .unwrap();
-    let uid = server
-        .core()
-        .store()
-        .user_by_key("ann")
-        .unwrap()
-        .unwrap()
-        .id;
-    (server, uid)
+    assert_eq!(
+        (registered.license_id, registered.device_id),
+        (None, None),
+        "registration licenses nothing"
+    );
+    server.core().store().user_by_key(user).unwrap().unwrap().id
+}
+
+/// The `fund` op by the sandbox's approving card.
+fn fund_op(amount_mills: u64) -> stampline_wire::Op {
+    stampline_wire::Op::Fund {
+        amount_mills,
+        card: Some(stampline_wire::Card {
+            number: Secret("4242424242424242".into()),
+            exp: "12/30".into(),
+            cvc: Secret("123".into()),
+        }),
+        card_token: None,
+        eft: None,
+    }
+}
+
+/// A letter's `issue` op for today.
+fn issue_op() -> stampline_wire::Op {
+    stampline_wire::Op::Issue {
+        kind: "postage".into(),
+        postage_mills: 780,
+        from_zip: "02134".into(),
+        to_zip: "94105".into(),
+        mail_date: time::OffsetDateTime::now_utc().date().to_string(),
+        class: "first-class-letter".into(),
+        weight_oz: None,
+    }
+}
+
+#[tokio::test]
+async fn registration_licenses_nothing_and_the_first_funding_licenses_before_it_charges() {
+    use stampline_wire::Op;
+    use stampline_wire::replies::BalanceReply;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, uid) = server_with_user(&dir).await;
+    let core = server.core();
+    assert!(
+        core.cmls().devices().unwrap().is_empty(),
+        "CMLS was not asked"
+    );
+    let balance: BalanceReply = handle(core, uid, Op::Balance {}).await.decode().unwrap();
+    assert_eq!((balance.license_id, balance.device_id), (None, None));
+    // Nothing to buy with and no device to sign for: a clear refusal, nothing changes.
+    let refused = handle(core, uid, issue_op()).await;
+    assert_eq!(refused.code(), Some("not_licensed"), "{refused:?}");
+
+    let funded = handle(core, uid, fund_op(5_000)).await;
+    assert!(funded.ok, "{funded:?}");
+    let balance: BalanceReply = handle(core, uid, Op::Balance {}).await.decode().unwrap();
+    let device = balance.device_id.expect("licensed by the first funding");
+    assert!(device.starts_with("TEST"), "a sandbox device: {device}");
+    let at_cmls = core.cmls().device_status(&device).unwrap();
+    assert_eq!(Some(at_cmls.license_id), balance.license_id);
+    assert_eq!(at_cmls.reset_total_mills, 5_000);
+    // A second funding licenses nothing more.
+    assert!(handle(core, uid, fund_op(1_000)).await.ok);
+    assert_eq!(core.cmls().devices().unwrap().len(), 1);
+    assert!(handle(core, uid, issue_op()).await.ok);
+}
+
+#[tokio::test]
+async fn a_licence_cmls_refuses_at_the_first_funding_charges_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new(dir.path().join("data"));
+    cfg.core.argon2_memory_kib = 19 * 1024;
+    let server = Server::open(cfg).unwrap();
+    // The sandbox CMLS refuses ZIP 00000 (not a delivery area; docs/SANDBOXES.md).
+    let uid = register(&server, "zed", "00000").await;
+    let refused = handle(server.core(), uid, fund_op(5_000)).await;
+    assert_eq!(refused.code(), Some("license_refused"), "{refused:?}");
+    assert!(
+        server.core().bank().payments().unwrap().is_empty(),
+        "the card was not charged"
+    );
+    let meter = server.core().store().meter(uid).unwrap().unwrap();
+    assert_eq!((meter.device_id, meter.descending_mills), (None, 0));
+}
+
+#[tokio::test]
+async fn accounts_never_funded_expire_after_the_configured_time_and_their_names_are_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = stampline_server::clock::now_ms();
+    let (clock, manual) = stampline_server::clock::Clock::manual(start);
+    let mut cfg = ServerConfig::new(dir.path().join("data"));
+    cfg.core.argon2_memory_kib = 19 * 1024;
+    cfg.core.clock = clock;
+    cfg.core.unfunded_expiry_ms = 3_600_000;
+    let server = Server::open(cfg).unwrap();
+    let idle = register(&server, "idle", "02134").await;
+    let funded = register(&server, "paid", "02134").await;
+    assert!(handle(server.core(), funded, fund_op(5_000)).await.ok);
+    manual.advance_ms(3_600_000 - 1);
+    assert!(server.core().expire_unfunded().await.unwrap().is_empty());
+    manual.advance_ms(2);
+    assert_eq!(
+        server.core().expire_unfunded().await.unwrap(),
+        vec!["idle".to_owned()]
+    );
+    assert!(server.core().store().user_by_id(idle).unwrap().is_none());
+    assert!(server.core().store().user_by_id(funded).unwrap().is_some());
+    // The name may be registered again.
+    register(&server, "idle", "02134").await;
+    assert!(server.core().store().audit().unwrap().problems.is_empty());
 }
 
 #[tokio::test]
@@ -177,7 +284,14 @@ async fn resets_and_refunds_are_reported_to_cmls_with_the_registers() {
     assert!(confirmed.ok, "{confirmed:?}");
     let refunded = handle(server.core(), uid, Op::Refund { serial }).await;
     assert!(refunded.ok, "{refunded:?}");
-    let device = server.core().store().meter(uid).unwrap().unwrap().device_id;
+    let device = server
+        .core()
+        .store()
+        .meter(uid)
+        .unwrap()
+        .unwrap()
+        .device_id
+        .expect("the first funding licensed the meter");
     let status = server.core().cmls().device_status(&device).unwrap();
     assert_eq!((status.resets, status.reset_total_mills), (1, 5_000));
     assert_eq!(status.last_reset_registers, Some((0, 5_000)));

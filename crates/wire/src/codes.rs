@@ -57,6 +57,7 @@ pub const NOT_REDEEMABLE: &str = "not_redeemable";
 pub const DUPLICATE_PAYMENT: &str = "duplicate_payment";
 pub const INVALID_INPUT: &str = "invalid_input";
 pub const OVERFLOW: &str = "overflow";
+pub const NOT_LICENSED: &str = "not_licensed";
 // Admin ops.
 pub const FORBIDDEN: &str = "forbidden";
 pub const UNKNOWN_KEY: &str = "unknown_key";
@@ -205,6 +206,10 @@ pub const ALL: &[(&str, &str)] = &[
         "the bank cannot refund part of the balance yet; try later",
     ),
     (UNKNOWN_USER, "the ledger holds no such user"),
+    (
+        NOT_LICENSED,
+        "the account has no licensed meter yet (CMLS licenses it at the first funding); fund the account first",
+    ),
     (NOT_REDEEMABLE, "the item's kind cannot be redeemed"),
     (DUPLICATE_PAYMENT, "the bank's payment was already recorded"),
     (
@@ -234,7 +239,10 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (BAD_STATE, "state is not a 2-letter code such as MA"),
     (USER_EXISTS, "that user name is taken"),
-    (LICENSE_REFUSED, "CMLS refused to license the customer"),
+    (
+        LICENSE_REFUSED,
+        "CMLS refused to license the customer (at the first funding; nothing was charged)",
+    ),
     (
         TOO_LARGE,
         "the HTTP request body is over the limit (8 KiB by default); refused from its declared length, unread",
@@ -245,7 +253,7 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (
         UNAVAILABLE,
-        "CMLS cannot be reached; nothing was registered, send the same registration again",
+        "CMLS cannot be reached; nothing was licensed or charged, send the same request again",
     ),
 ];
 

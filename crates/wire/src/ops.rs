@@ -442,13 +442,15 @@ mod tests {
             descending_mills: 5,
             pieces: 1,
             reserved_mills: 0,
+            license_id: Some("LIC-1".into()),
+            device_id: None,
         };
         let typed = Response::ok_with("balance", "x", &reply);
         let by_map = Response::ok(
             "balance",
             "x",
             serde_json::json!({"balance_mills": 5, "ascending_mills": 7, "descending_mills": 5,
-                "pieces": 1, "reserved_mills": 0}),
+                "pieces": 1, "reserved_mills": 0, "license_id": "LIC-1", "device_id": null}),
         );
         assert_eq!(typed.to_json(), by_map.to_json());
         let back = Response::from_json(&typed.to_json()).unwrap();

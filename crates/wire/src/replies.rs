@@ -16,6 +16,9 @@ pub struct BalanceReply {
     pub descending_mills: u64,
     pub pieces: u64,
     pub reserved_mills: u64,
+    /// The meter's licence and device id; null until the first funding licenses it.
+    pub license_id: Option<String>,
+    pub device_id: Option<String>,
 }
 
 /// `quote` (and `GET /v1/quote`): the price of one piece.
@@ -236,8 +239,9 @@ pub struct CloseReply {
 #[serde(deny_unknown_fields)]
 pub struct RegisterReply {
     pub user: String,
-    pub license_id: String,
-    pub device_id: String,
+    /// Null: CMLS licenses the customer at the first funding (see `balance`).
+    pub license_id: Option<String>,
+    pub device_id: Option<String>,
 }
 
 /// `GET /v1/items/SERIAL/status`.

@@ -94,6 +94,8 @@ pub struct Listening {
     pub child: Child,
     pub url: String,
     pub trust: PathBuf,
+    /// The whole listening line.
+    pub line: Value,
 }
 
 /// Spawns `cmd` — a `stampline server` or `sandbox` command with `--json` — with its stdout
@@ -116,6 +118,7 @@ pub fn spawn_listening(cmd: &mut Command) -> Result<Listening, Value> {
         child,
         url: v["url"].as_str().unwrap().to_owned(),
         trust: PathBuf::from(v["trust"].as_str().unwrap()),
+        line: v,
     })
 }
 

@@ -4,8 +4,8 @@
 //! earlier versions are no longer read or written).
 
 use super::Ctx;
-use super::audit_log::{append_audit_entry, user_actor};
-use super::meter::{Meter, check_user_invariants, seal_of};
+use super::audit_log::{ACTOR_SYSTEM, append_audit_entry, user_actor};
+use super::meter::{Meter, check_user_invariants, lock_meter, seal_of};
 use super::values::check_text;
 use crate::sql::{Param, Tx};
 use crate::{
@@ -13,7 +13,7 @@ use crate::{
     ThrottlePolicy, UserId, UserRecord, customer_account, reserved_account,
 };
 
-use Param::{Blob, Int, OptInt, Text};
+use Param::{Blob, Int, OptInt, OptText, Text};
 
 pub(crate) fn create_user(
     tx: &mut dyn Tx,
@@ -28,15 +28,8 @@ pub(crate) fn create_user(
     if taken.is_some() {
         return Err(LedgerError::UserExists);
     }
-    let device_taken = tx.row(
-        "SELECT user_id FROM meters WHERE device_id = ?1",
-        &[Text(&u.device_id)],
-    )?;
-    if device_taken.is_some() {
-        return Err(LedgerError::Invariant(format!(
-            "device id {} is already assigned",
-            u.device_id
-        )));
+    if let Some(device_id) = &u.device_id {
+        refuse_taken_device(tx, device_id)?;
     }
     let id = tx.insert_id(
         "INSERT INTO users (\"user\", user_key, name, address, city, state, zip, password_hash,
@@ -78,8 +71,8 @@ pub(crate) fn create_user(
          VALUES (?1, ?2, ?3, 0, 0, 0, ?4)",
         &[
             Int(id),
-            Text(&u.device_id),
-            Text(&u.license_id),
+            OptText(u.device_id.as_deref()),
+            OptText(u.license_id.as_deref()),
             Param::OptBlob(seal.as_ref().map(|s| s.as_slice())),
         ],
     )?;
@@ -92,6 +85,131 @@ pub(crate) fn create_user(
     append_audit_entry(tx, now_ms, &user_actor(id), "register", &detail.to_string())?;
     check_user_invariants(tx, ctx, id)?;
     Ok(id)
+}
+
+fn refuse_taken_device(tx: &mut dyn Tx, device_id: &str) -> Result<(), LedgerError> {
+    if tx
+        .row(
+            "SELECT user_id FROM meters WHERE device_id = ?1",
+            &[Text(device_id)],
+        )?
+        .is_some()
+    {
+        return Err(LedgerError::Invariant(format!(
+            "device id {device_id} is already assigned"
+        )));
+    }
+    Ok(())
+}
+
+/// Set the licence and device of a meter that has none (the first funding); the same pair again
+/// is answered again, another pair is refused. The meter is resealed with its device id.
+pub(crate) fn license_meter(
+    tx: &mut dyn Tx,
+    ctx: Ctx<'_>,
+    user_id: UserId,
+    license_id: &str,
+    device_id: &str,
+    now_ms: i64,
+) -> Result<(), LedgerError> {
+    let meter = lock_meter(tx, ctx, user_id)?;
+    match (&meter.license_id, &meter.device_id) {
+        (Some(l), Some(d)) if l == license_id && d == device_id => return Ok(()),
+        (None, None) => {}
+        _ => {
+            return Err(LedgerError::Invariant(format!(
+                "the meter of user {user_id} is licensed already ({})",
+                meter.label()
+            )));
+        }
+    }
+    refuse_taken_device(tx, device_id)?;
+    let licensed = Meter {
+        device_id: Some(device_id.to_owned()),
+        license_id: Some(license_id.to_owned()),
+        ..meter.clone()
+    };
+    let seal = seal_of(ctx, &licensed)?;
+    let changed = tx.exec(
+        "UPDATE meters SET device_id = ?1, license_id = ?2, seal = ?3
+         WHERE user_id = ?4 AND device_id IS NULL",
+        &[
+            Text(device_id),
+            Text(license_id),
+            Param::OptBlob(seal.as_ref().map(|s| s.as_slice())),
+            Int(user_id),
+        ],
+    )?;
+    if changed != 1 {
+        return Err(LedgerError::Invariant(format!(
+            "meter of user {user_id} changed during the transaction"
+        )));
+    }
+    let detail = serde_json::json!({ "device_id": device_id, "license_id": license_id });
+    append_audit_entry(
+        tx,
+        now_ms,
+        &user_actor(user_id),
+        "licensed",
+        &detail.to_string(),
+    )?;
+    check_user_invariants(tx, ctx, user_id)
+}
+
+/// Tables that hold a user's rows while the account was never funded (none of them money).
+const UNFUNDED_ROWS: [&str; 2] = ["requests", "auto_refills"];
+
+pub(crate) fn expire_unlicensed_users(
+    tx: &mut dyn Tx,
+    created_before_ms: i64,
+    now_ms: i64,
+) -> Result<Vec<String>, LedgerError> {
+    let rows = tx.rows(
+        "SELECT u.id, u.\"user\", u.created_at_ms FROM users u JOIN meters m ON m.user_id = u.id
+         WHERE m.device_id IS NULL AND u.role = 'user' AND u.created_at_ms < ?1
+           AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.user_id = u.id)
+           AND NOT EXISTS (SELECT 1 FROM items i WHERE i.user_id = u.id)
+         ORDER BY u.id",
+        &[Int(created_before_ms)],
+    )?;
+    let mut expired = Vec::with_capacity(rows.len());
+    for r in rows {
+        let (id, user, created_at_ms) = (r.int(0)?, r.text(1)?, r.int(2)?);
+        for account in [customer_account(id), reserved_account(id)] {
+            // Never funded: both accounts are at zero and no transfer names them.
+            let deleted = tx.exec(
+                "DELETE FROM accounts WHERE id = ?1 AND balance = 0
+                   AND NOT EXISTS (SELECT 1 FROM transfers t
+                                   WHERE t.from_account = ?1 OR t.to_account = ?1)",
+                &[Text(&account)],
+            )?;
+            if deleted != 1 {
+                return Err(LedgerError::Invariant(format!(
+                    "unfunded user {id} has money in {account}"
+                )));
+            }
+        }
+        for table in UNFUNDED_ROWS {
+            tx.exec(
+                &format!("DELETE FROM {table} WHERE user_id = ?1"),
+                &[Int(id)],
+            )?;
+        }
+        tx.exec(
+            "DELETE FROM meters WHERE user_id = ?1 AND device_id IS NULL AND ascending_mills = 0
+               AND descending_mills = 0",
+            &[Int(id)],
+        )?;
+        tx.exec("DELETE FROM users WHERE id = ?1", &[Int(id)])?;
+        let detail = serde_json::json!({
+            "user": id,
+            "reason": "never funded",
+            "registered_at_ms": created_at_ms,
+        });
+        append_audit_entry(tx, now_ms, ACTOR_SYSTEM, "expired", &detail.to_string())?;
+        expired.push(user);
+    }
+    Ok(expired)
 }
 
 pub(crate) fn validate_new_user(u: &NewUser) -> Result<(), LedgerError> {
@@ -107,8 +225,18 @@ pub(crate) fn validate_new_user(u: &NewUser) -> Result<(), LedgerError> {
         check_text(what, value, 0, MAX_TEXT_LEN)?;
     }
     check_text("password_hash", &u.password_hash, 1, MAX_TEXT_LEN)?;
-    check_text("license_id", &u.license_id, 1, MAX_TEXT_LEN)?;
-    check_text("device_id", &u.device_id, 1, MAX_TEXT_LEN)?;
+    match (&u.license_id, &u.device_id) {
+        (Some(license_id), Some(device_id)) => {
+            check_text("license_id", license_id, 1, MAX_TEXT_LEN)?;
+            check_text("device_id", device_id, 1, MAX_TEXT_LEN)?;
+        }
+        (None, None) => {}
+        _ => {
+            return Err(LedgerError::InvalidInput(
+                "a licence and a device id come together".into(),
+            ));
+        }
+    }
     if u.wrapped_link_key.len() > MAX_WRAPPED_KEY_LEN {
         return Err(LedgerError::InvalidInput(
             "wrapped link key too long".into(),
@@ -135,7 +263,7 @@ fn load_user(
 ) -> Result<Option<UserRecord>, LedgerError> {
     let sql = format!(
         "SELECT u.id, u.\"user\", u.password_hash, u.wrapped_link_key, m.device_id, m.license_id,
-                u.role
+                u.role, u.user_key, u.name, u.address, u.city, u.state, u.zip
          FROM users u JOIN meters m ON m.user_id = u.id WHERE {condition}{}",
         tx.for_update()
     );
@@ -148,8 +276,14 @@ fn load_user(
         user: r.text(1)?,
         password_hash: r.text(2)?,
         wrapped_link_key: r.blob(3)?,
-        device_id: r.text(4)?,
-        license_id: r.text(5)?,
+        user_key: r.text(7)?,
+        name: r.text(8)?,
+        address: r.text(9)?,
+        city: r.text(10)?,
+        state: r.text(11)?,
+        zip: r.text(12)?,
+        device_id: r.opt_text(4)?,
+        license_id: r.opt_text(5)?,
         role: Role::parse(&role)
             .ok_or_else(|| LedgerError::Corrupt(format!("unknown role {role:?}")))?,
     }))

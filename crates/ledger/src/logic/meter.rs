@@ -14,16 +14,26 @@ use Param::Int;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Meter {
     pub(crate) user_id: UserId,
-    pub(crate) device_id: String,
-    pub(crate) license_id: String,
+    /// `None` until the first funding licenses the customer.
+    pub(crate) device_id: Option<String>,
+    pub(crate) license_id: Option<String>,
     pub(crate) ascending_mills: i64,
     pub(crate) descending_mills: i64,
     pub(crate) piece: u32,
     pub(crate) seal: Option<Vec<u8>>,
 }
 
-/// The bytes a register seal covers: a domain label, the user, the device id (length-prefixed)
-/// and the three registers, all big-endian.
+impl Meter {
+    /// The device id, or what names an unlicensed meter in messages.
+    pub(crate) fn label(&self) -> String {
+        self.device_id
+            .clone()
+            .unwrap_or_else(|| format!("(not licensed yet, user {})", self.user_id))
+    }
+}
+
+/// The bytes a register seal covers: a domain label, the user, the device id (length-prefixed;
+/// empty while the meter is not licensed) and the three registers, all big-endian.
 pub fn meter_seal_message(
     user_id: UserId,
     device_id: &str,
@@ -51,7 +61,7 @@ pub(crate) fn seal_of(ctx: Ctx<'_>, m: &Meter) -> Result<Option<[u8; 32]>, Ledge
     };
     let msg = meter_seal_message(
         m.user_id,
-        &m.device_id,
+        m.device_id.as_deref().unwrap_or(""),
         m.ascending_mills,
         m.descending_mills,
         m.piece,
@@ -89,8 +99,8 @@ pub(crate) fn load_meter_raw(
     let piece = r.int(4)?;
     Ok(Some(Meter {
         user_id,
-        device_id: r.text(0)?,
-        license_id: r.text(1)?,
+        device_id: r.opt_text(0)?,
+        license_id: r.opt_text(1)?,
         ascending_mills: r.int(2)?,
         descending_mills: r.int(3)?,
         piece: u32::try_from(piece)
@@ -108,7 +118,7 @@ pub(crate) fn require_meter(
     let meter = load_meter_raw(tx, user_id)?.ok_or(LedgerError::UnknownUser)?;
     if !seal_holds(ctx, &meter)? {
         return Err(LedgerError::MeterFrozen {
-            device_id: meter.device_id,
+            device_id: meter.label(),
             reason: "its register seal does not match the registers".into(),
         });
     }
@@ -137,7 +147,7 @@ pub(crate) fn lock_meter_with_balance(
     let customer = balance_of(tx, &customer_account(user_id))?;
     if customer != meter.descending_mills {
         return Err(LedgerError::MeterFrozen {
-            device_id: meter.device_id,
+            device_id: meter.label(),
             reason: format!(
                 "its descending register ({}) differs from the balance ({customer})",
                 meter.descending_mills

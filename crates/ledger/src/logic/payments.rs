@@ -60,6 +60,10 @@ pub(crate) fn fund(
     if let Some(json) = find_outcome(tx, key, OP_FUND)? {
         return replay(&json);
     }
+    // Money goes only to a licensed meter (the server licenses it before it charges).
+    if meter.device_id.is_none() {
+        return Err(LedgerError::NotLicensed);
+    }
     let amount = positive_mills(input.amount)?;
     check_text("payment_id", input.payment_id, 1, MAX_TEXT_LEN)?;
     if !matches!(input.method, "card" | "eft") {

@@ -60,6 +60,9 @@ pub(crate) fn issue(
         check_text("session", session, 1, MAX_TEXT_LEN)?;
     }
     refuse_if_locked(tx, user_id)?;
+    if meter.device_id.is_none() {
+        return Err(LedgerError::NotLicensed);
+    }
     let customer = customer_account(user_id);
     if balance < amount {
         return Err(LedgerError::InsufficientFunds {
@@ -81,7 +84,10 @@ pub(crate) fn issue(
     // Everything that refuses an issue comes before its first write (the meter update below), so
     // that SQLite's writer needs no savepoint around it (`Undo::RefusesFirst`): signing too.
     let piece_state = PieceState {
-        device_id: new_meter.device_id.clone(),
+        device_id: new_meter
+            .device_id
+            .clone()
+            .ok_or(LedgerError::NotLicensed)?,
         piece: new_meter.piece,
         ascending_mills: to_u64(new_meter.ascending_mills, "ascending register")?,
         descending_mills: to_u64(new_meter.descending_mills, "descending register")?,

@@ -71,8 +71,8 @@ pub(crate) fn meters(tx: &mut dyn Tx) -> Result<Vec<MeterState>, LedgerError> {
         let piece = r.int(5)?;
         Ok(MeterState {
             user_id: r.int(0)?,
-            device_id: r.text(1)?,
-            license_id: r.text(2)?,
+            device_id: r.opt_text(1)?,
+            license_id: r.opt_text(2)?,
             ascending_mills: to_u64(r.int(3)?, "ascending register")?,
             descending_mills: to_u64(r.int(4)?, "descending register")?,
             piece: u32::try_from(piece)

@@ -6,10 +6,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 8] = [V1, V2, V3, V4, V5, V6, V7, V8];
+const MIGRATIONS: [&str; 9] = [V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Version 1. Tables are STRICT so that a wrong type is an error, never a silent conversion.
 /// Amounts are integer mills. The audit log refuses updates and deletes (a direct edit must drop
@@ -275,6 +275,25 @@ CREATE TABLE login_throttles (
     PRIMARY KEY (user_key, source)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX login_throttles_expiry ON login_throttles (expires_at_ms);
+";
+
+/// Version 9 (licensing at the first funding): a meter's device id and licence are unknown until
+/// CMLS licenses the customer, which the first funding does; both are set together, once.
+const V9: &str = "
+CREATE TABLE meters_v9 (
+    user_id          INTEGER PRIMARY KEY REFERENCES users (id),
+    device_id        TEXT UNIQUE,
+    license_id       TEXT,
+    ascending_mills  INTEGER NOT NULL CHECK (ascending_mills >= 0),
+    descending_mills INTEGER NOT NULL CHECK (descending_mills >= 0),
+    piece            INTEGER NOT NULL CHECK (piece >= 0),
+    seal             BLOB,
+    CHECK ((device_id IS NULL) = (license_id IS NULL))
+) STRICT;
+INSERT INTO meters_v9 SELECT user_id, device_id, license_id, ascending_mills, descending_mills,
+    piece, seal FROM meters;
+DROP TABLE meters;
+ALTER TABLE meters_v9 RENAME TO meters;
 ";
 
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a database written by a newer build.

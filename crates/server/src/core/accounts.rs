@@ -1,6 +1,7 @@
-//! Accounts: registration (the form's checks, the CMLS licence and device, the user with the link
-//! key wrapped by the crypto device), login with argon2id and a back-off per (user name, source),
-//! admin accounts made on the server's machine, and the admin ops that list and clear back-offs.
+//! Accounts: registration (the form's checks, the user with the link key wrapped by the crypto
+//! device; CMLS licenses at the first funding, `licensing`), login with argon2id and a back-off
+//! per (user name, source), admin accounts made on the server's machine, and the admin ops that
+//! list and clear back-offs.
 //!
 //! Password hashes run on the hash pool (`hashing`); the ledger's reads and writes on tokio's
 //! blocking pool. Every failed login — wrong password, unknown name, or a source backed off for
@@ -12,9 +13,8 @@ use std::sync::Arc;
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
 use serde::Deserialize;
-use stampline_items::{DeviceId, Zip5};
+use stampline_items::Zip5;
 use stampline_ledger::{LoginFailure, NewUser, Role, UserId, UserRecord};
-use stampline_sandbox::{DEVICE_MODEL, LicenseApplication};
 use stampline_wire::replies::{AdminThrottlesReply, AdminUnlockReply, LoginThrottle};
 use stampline_wire::{
     MAX_PASSWORD_BYTES, MAX_USER_BYTES, MIN_PASSWORD_CHARS, Secret, codes, normalize_user, user_key,
@@ -22,7 +22,6 @@ use stampline_wire::{
 use zeroize::Zeroizing;
 
 use super::{Core, CoreError, blocking};
-use crate::error::cmls_error;
 use crate::source::SourceKey;
 
 /// The back-off key of a name that is no valid user name (no user has it): all such names share
@@ -51,8 +50,9 @@ pub struct RegisterForm {
 #[derive(Debug, Clone)]
 pub struct Registered {
     pub user: String,
-    pub license_id: String,
-    pub device_id: String,
+    /// `None` until the first funding licenses the customer.
+    pub license_id: Option<String>,
+    pub device_id: Option<String>,
 }
 
 /// What a successful login gives the link: the user, `K_user` and the signed transcript.
@@ -146,25 +146,6 @@ fn link_key_context(user_key: &str) -> Vec<u8> {
     c
 }
 
-/// The CMLS idempotency key of a licence application: the same user repeating the same
-/// application (after CMLS or a later step failed) gets the same licence and device id; a
-/// corrected application is a new one.
-fn license_key(user_key: &str, app: &LicenseApplication) -> String {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for part in [
-        user_key,
-        app.name.as_str(),
-        app.address.as_str(),
-        app.city.as_str(),
-        app.state.as_str(),
-        app.zip.as_str(),
-    ] {
-        ctx.update(&(part.len() as u64).to_be_bytes());
-        ctx.update(part.as_bytes());
-    }
-    format!("license:{}", hex::encode(&ctx.finish().as_ref()[..16]))
-}
-
 /// A new user's secrets: the password's argon2id hash and the link key wrapped by the device.
 struct Credentials {
     password_hash: String,
@@ -248,8 +229,8 @@ impl Core {
         })
     }
 
-    /// Register: check the form, license the customer with CMLS, store the user with the link key
-    /// wrapped by the crypto device.
+    /// Register: check the form, store the user with the link key wrapped by the crypto device.
+    /// CMLS is not asked: the first funding licenses the customer (`licensing`).
     pub async fn register(self: &Arc<Self>, form: RegisterForm) -> Result<Registered, CoreError> {
         check_user_name(&form.user)?;
         check_password(&form.password.0, &form.user)?;
@@ -274,28 +255,6 @@ impl Core {
         blocking(move || {
             let credentials =
                 core.new_credentials(&form.user, &form.password.0, &user_key_str, password_hash)?;
-            let application = LicenseApplication {
-                name: form.name.clone(),
-                address: form.address.clone(),
-                city: form.city.clone(),
-                state: form.state.clone(),
-                zip: form.zip.clone(),
-            };
-            let license = core
-                .cmls
-                .license_customer(
-                    &application,
-                    Some(&license_key(&user_key_str, &application)),
-                )
-                .map_err(cmls_error)?;
-            let model = DEVICE_MODEL.as_bytes();
-            let device_id = DeviceId::new(
-                [model[0], model[1], model[2], model[3]],
-                license.device_serial,
-            )
-            .map_err(|e| CoreError::Internal(e.to_string()))?
-            .to_string();
-            core.register_device(&license.license_id, &device_id)?;
             core.store.create_user(
                 &NewUser {
                     user: form.user.clone(),
@@ -307,34 +266,19 @@ impl Core {
                     zip: form.zip,
                     password_hash: credentials.password_hash,
                     wrapped_link_key: credentials.wrapped_link_key,
-                    license_id: license.license_id.clone(),
-                    device_id: device_id.clone(),
+                    license_id: None,
+                    device_id: None,
                     role: Role::User,
                 },
                 core.now_ms(),
             )?;
             Ok(Registered {
                 user: form.user,
-                license_id: license.license_id,
-                device_id,
+                license_id: None,
+                device_id: None,
             })
         })
         .await
-    }
-
-    /// Register a newly licensed device with CMLS, with the key that will sign for it.
-    fn register_device(&self, license_id: &str, device_id: &str) -> Result<(), CoreError> {
-        let key_id = self.psd.current_signing_key();
-        let spki = self
-            .psd
-            .published_keys()
-            .into_iter()
-            .find(|k| k.key_id == key_id)
-            .map(|k| k.spki_der)
-            .ok_or_else(|| CoreError::Internal("signing key is not published".into()))?;
-        self.cmls
-            .register_device(license_id, device_id, &key_id.to_string(), &spki)
-            .map_err(cmls_error)
     }
 
     /// Check a password (argon2id on the hash pool; `busy` at once when it is full), unwrap the
@@ -514,8 +458,8 @@ impl Core {
                 zip: "00000".into(),
                 password_hash: credentials.password_hash,
                 wrapped_link_key: credentials.wrapped_link_key,
-                license_id: ADMIN_LICENSE_ID.into(),
-                device_id: format!("ADMIN-{key}"),
+                license_id: Some(ADMIN_LICENSE_ID.into()),
+                device_id: Some(format!("ADMIN-{key}")),
                 role: Role::Admin,
             },
             now,

@@ -145,8 +145,9 @@ impl Core {
     /// right and the daily usage report carries the registers again.
     fn report_reset(&self, user_id: UserId, payment_id: &str, amount_mills: u64) {
         if let Ok(Some(meter)) = self.store.meter(user_id)
+            && let Some(device_id) = &meter.device_id
             && let Err(e) = self.cmls.report_reset(
-                &meter.device_id,
+                device_id,
                 &RegisterReport {
                     reference: payment_id.to_owned(),
                     amount_mills,
@@ -206,6 +207,8 @@ impl Core {
         if let Some(returned) = self.store.open_returns(user_id)?.first() {
             return self.pay_returned_debit(caller, returned, amount_mills, pay);
         }
+        // License first, then charge: a customer CMLS refuses is never charged.
+        self.ensure_licensed(user_id)?;
         let (method, token, last4, paid) = match &pay {
             PayWith::Card(card) => {
                 let c = self.charge_card(CardToCharge::New(card), amount_mills, &idem)?;
@@ -312,9 +315,10 @@ impl Core {
                 .meter(user_id)
                 .map_err(|e| e.to_string())?
                 .ok_or("no meter")?;
+            let device_id = meter.device_id.as_deref().ok_or("no device")?;
             self.cmls
                 .report_refund(
-                    &meter.device_id,
+                    device_id,
                     &RegisterReport {
                         reference: serial.to_owned(),
                         amount_mills: amount,

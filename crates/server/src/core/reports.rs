@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use stampline_ledger::{PaymentRow, UserId};
+use stampline_ledger::{MeterState, PaymentRow, UserId};
 use stampline_sandbox::{PaymentStatus, UsageReport};
 use stampline_wire::codes;
 use stampline_wire::replies::{BalanceReply, HistoryLine, HistoryReply};
@@ -44,13 +44,18 @@ impl Core {
         user_id: UserId,
     ) -> Result<BalanceReply, CoreError> {
         let core = Arc::clone(self);
-        let b = blocking(move || Ok(core.store.balance(user_id)?)).await?;
+        let (b, meter) =
+            blocking(move || Ok((core.store.balance(user_id)?, core.store.meter(user_id)?)))
+                .await?;
+        let (license_id, device_id) = meter.map_or((None, None), |m| (m.license_id, m.device_id));
         Ok(BalanceReply {
             balance_mills: b.balance_mills,
             ascending_mills: b.ascending_mills,
             descending_mills: b.descending_mills,
             pieces: b.pieces,
             reserved_mills: b.reserved_mills,
+            license_id,
+            device_id,
         })
     }
 
@@ -91,14 +96,20 @@ impl Core {
         let core = Arc::clone(self);
         blocking(move || {
             let mut out = Vec::new();
-            for m in core.store.meters()? {
-                let status = core.cmls.device_status(&m.device_id).map_err(cmls_error)?;
+            // A meter not licensed yet has no device at CMLS and nothing to report.
+            for (m, device_id) in core
+                .store
+                .meters()?
+                .into_iter()
+                .filter_map(|m| m.device_id.clone().map(|d| (m, d)))
+            {
+                let status = core.cmls.device_status(&device_id).map_err(cmls_error)?;
                 let (prev_piece, prev_asc) = status
                     .last_report
                     .as_ref()
                     .map_or((0, 0), |r| (r.last_piece, r.ascending_mills));
                 let report = UsageReport {
-                    device_id: m.device_id.clone(),
+                    device_id: device_id.clone(),
                     date: date.clone(),
                     pieces: u64::from(m.piece).saturating_sub(prev_piece),
                     postage_mills: m.ascending_mills.saturating_sub(prev_asc),
@@ -107,7 +118,7 @@ impl Core {
                     descending_mills: m.descending_mills,
                 };
                 let flags = core.cmls.report_usage(&report).map_err(cmls_error)?;
-                out.push((m.device_id, flags));
+                out.push((device_id, flags));
             }
             Ok(out)
         })
@@ -239,11 +250,16 @@ pub fn compare(
     }
     let at_cmls: BTreeMap<&str, &stampline_sandbox::DeviceStatus> =
         devices.iter().map(|d| (d.device_id.as_str(), d)).collect();
-    for m in meters {
-        let Some(d) = at_cmls.get(m.device_id.as_str()) else {
+    // Meters not licensed yet have no device at CMLS.
+    let licensed: Vec<(&MeterState, &str)> = meters
+        .iter()
+        .filter_map(|m| m.device_id.as_deref().map(|d| (m, d)))
+        .collect();
+    for &(m, device_id) in &licensed {
+        let Some(d) = at_cmls.get(device_id) else {
             out.push(diff(
                 "device_not_at_cmls",
-                &m.device_id,
+                device_id,
                 "our meter's device is not registered with CMLS".into(),
             ));
             continue;
@@ -252,7 +268,7 @@ pub fn compare(
         if d.reset_total_mills != ours {
             out.push(diff(
                 "resets_differ",
-                &m.device_id,
+                device_id,
                 format!(
                     "we credited {}, CMLS holds resets of {}",
                     dollars(ours),
@@ -261,8 +277,7 @@ pub fn compare(
             ));
         }
     }
-    let ours_devices: std::collections::BTreeSet<&str> =
-        meters.iter().map(|m| m.device_id.as_str()).collect();
+    let ours_devices: std::collections::BTreeSet<&str> = licensed.iter().map(|&(_, d)| d).collect();
     for d in devices {
         if d.status == "active" && !ours_devices.contains(d.device_id.as_str()) {
             out.push(diff(
@@ -316,8 +331,8 @@ mod tests {
     fn meter(user_id: i64, device: &str) -> stampline_ledger::MeterState {
         stampline_ledger::MeterState {
             user_id,
-            device_id: device.into(),
-            license_id: "LIC-1".into(),
+            device_id: Some(device.into()),
+            license_id: Some("LIC-1".into()),
             ascending_mills: 0,
             descending_mills: 0,
             piece: 0,

@@ -160,6 +160,8 @@ impl Core {
             tracing::info!(user = user_id, "auto-refill cap reached; not refilling");
             return Ok(None);
         }
+        // As for a funding: license first, then charge.
+        self.ensure_licensed(user_id)?;
         let n = auth.refills;
         let request_id = format!("auto-refill-{n}");
         let saved = CardToken {

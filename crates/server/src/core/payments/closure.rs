@@ -151,9 +151,8 @@ impl Core {
         }
         let out = self.store.close_account(&key, &payouts, self.now_ms())?;
         if let Ok(Some(meter)) = self.store.meter(user_id)
-            && let Err(e) = self
-                .cmls
-                .withdraw_device(&meter.device_id, "account closed")
+            && let Some(device_id) = &meter.device_id
+            && let Err(e) = self.cmls.withdraw_device(device_id, "account closed")
         {
             tracing::warn!(error = %e, "could not withdraw a device at CMLS");
         }
