@@ -83,12 +83,7 @@ async fn user_client(ep: &Endpoint, user: &str, items: u64) -> Result<Client, Cl
         let amount_mills = needed.min(MAX_FUND_MILLS);
         let amount = Amount::from_mills(amount_mills)
             .ok_or_else(|| CliError::new("internal", "bench funding out of range"))?;
-        let card = Card {
-            number: Secret("4242424242424242".into()),
-            exp: "12/30".into(),
-            cvc: Secret("123".into()),
-        };
-        client.fund(amount, Payment::Card(card)).await?;
+        client.fund(amount, Payment::Card(bench_card())).await?;
         needed -= amount_mills;
     }
     Ok(client)
@@ -101,17 +96,31 @@ struct Schedule {
     every: Duration,
 }
 
-/// Issues and confirms `count` items on `link` (on `schedule`, or back to back); returns the issue
-/// latencies in µs and the number of failed requests.
-async fn worker(client: Arc<Client>, count: u64, schedule: Option<Schedule>) -> (Vec<u64>, u64) {
-    let issue = PostageIssue {
+/// What every bench purchase is: a First-Class letter from 02134 to 94105, mailed today.
+pub fn bench_issue() -> PostageIssue {
+    PostageIssue {
         postage: Amount::from_mills(BENCH_POSTAGE_MILLS).unwrap_or(Amount::ZERO),
         class: "first-class-letter".into(),
         from_zip: "02134".into(),
         to_zip: "94105".into(),
         mail_date: today(),
         weight_oz: None,
-    };
+    }
+}
+
+/// The sandbox bank's test card every bench user funds with.
+pub fn bench_card() -> Card {
+    Card {
+        number: Secret("4242424242424242".into()),
+        exp: "12/30".into(),
+        cvc: Secret("123".into()),
+    }
+}
+
+/// Issues and confirms `count` items on `link` (on `schedule`, or back to back); returns the issue
+/// latencies in µs and the number of failed requests.
+async fn worker(client: Arc<Client>, count: u64, schedule: Option<Schedule>) -> (Vec<u64>, u64) {
+    let issue = bench_issue();
     let mut latencies = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
     let mut errors = 0u64;
     for n in 0..count {

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt as _, StreamExt as _};
 use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
-use stampline_client::{Client, Endpoint, Payment, PostageIssue, new_request_id, today};
+use stampline_client::{Client, Endpoint, Payment, new_request_id};
 use stampline_money::Amount;
-use stampline_wire::{Card, Frame, Hex, Secret, decode_frame, encode_frame};
+use stampline_wire::{Frame, Hex, Secret, decode_frame, encode_frame};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 use crate::args::{FloodArgs, Global};
-use crate::bench::{BENCH_POSTAGE_MILLS, percentile_ms};
+use crate::bench::{BENCH_POSTAGE_MILLS, bench_card, bench_issue, percentile_ms};
 use crate::client_cmds::endpoint;
 use crate::output::{CliError, Out};
 
@@ -262,14 +262,7 @@ async fn legit_logins(ep: Endpoint, user: String, stop: Instant) -> (Vec<u64>, V
 
 /// The legitimate user's link: a buy (issue, then confirm) every [`BUY_EVERY`].
 async fn legit_buys(client: Arc<Client>, stop: Instant) -> (Vec<u64>, Vec<String>) {
-    let issue = PostageIssue {
-        postage: Amount::from_mills(BENCH_POSTAGE_MILLS).unwrap_or(Amount::ZERO),
-        class: "first-class-letter".into(),
-        from_zip: "02134".into(),
-        to_zip: "94105".into(),
-        mail_date: today(),
-        weight_oz: None,
-    };
+    let issue = bench_issue();
     let mut latencies = Vec::new();
     let mut failures = Vec::new();
     let mut next = tokio::time::Instant::now();
@@ -317,12 +310,7 @@ async fn legit_user(ep: &Endpoint, user: &str, seconds: u64) -> Result<Client, C
     let buys = seconds * 1000 / u64::try_from(BUY_EVERY.as_millis()).unwrap_or(100) + 10;
     let amount = Amount::from_mills(buys * BENCH_POSTAGE_MILLS)
         .ok_or_else(|| CliError::new("internal", "flood funding out of range"))?;
-    let card = Card {
-        number: Secret("4242424242424242".into()),
-        exp: "12/30".into(),
-        cvc: Secret("123".into()),
-    };
-    client.fund(amount, Payment::Card(card)).await?;
+    client.fund(amount, Payment::Card(bench_card())).await?;
     Ok(client)
 }
 

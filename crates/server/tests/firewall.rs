@@ -95,6 +95,15 @@ impl World {
         read_answer(&mut tls).await
     }
 
+    /// `POST /v1/register` from `from` with the extra header lines `extra` (each ending in
+    /// CRLF) and `body` as sent (raw): the answer.
+    async fn post_register(&self, from: &str, extra: &str, body: &[u8]) -> String {
+        let head = format!(
+            "POST /v1/register HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}\r\n"
+        );
+        self.http_from(from, &head, body).await
+    }
+
     async fn register(&self, user: &str) {
         self.endpoint
             .register(
@@ -165,12 +174,6 @@ async fn read_answer(tls: &mut TlsStream<TcpStream>) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-fn post_head(path: &str, extra: &str) -> String {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}\r\n"
-    )
-}
-
 fn status_of(answer: &str) -> &str {
     answer.split(' ').nth(1).unwrap_or("")
 }
@@ -180,11 +183,7 @@ async fn a_body_declared_over_the_limit_is_refused_without_being_read() {
     let w = world(FirewallConfig::default()).await;
     // A 1 MB body is declared and never sent: the answer comes from the headers alone.
     let answer = w
-        .http_from(
-            "127.0.0.1",
-            &post_head("/v1/register", "Content-Length: 1000000\r\n"),
-            b"",
-        )
+        .post_register("127.0.0.1", "Content-Length: 1000000\r\n", b"")
         .await;
     assert_eq!(status_of(&answer), "413", "{answer}");
     assert!(answer.contains("\"too_large\""), "{answer}");
@@ -198,11 +197,7 @@ async fn a_chunked_body_is_cut_at_the_limit() {
     body.extend_from_slice(&chunk);
     body.extend_from_slice(b"\r\n");
     let answer = w
-        .http_from(
-            "127.0.0.1",
-            &post_head("/v1/register", "Transfer-Encoding: chunked\r\n"),
-            &body,
-        )
+        .post_register("127.0.0.1", "Transfer-Encoding: chunked\r\n", &body)
         .await;
     assert_eq!(status_of(&answer), "413", "{answer}");
 }
@@ -216,11 +211,7 @@ async fn a_body_that_trickles_is_cut_at_the_request_deadline() {
     .await;
     // 10 of a declared 100 bytes, then nothing.
     let answer = w
-        .http_from(
-            "127.0.0.1",
-            &post_head("/v1/register", "Content-Length: 100\r\n"),
-            b"{\"user\":\"a",
-        )
+        .post_register("127.0.0.1", "Content-Length: 100\r\n", b"{\"user\":\"a")
         .await;
     assert_eq!(status_of(&answer), "408", "{answer}");
     assert!(answer.contains("\"request_timeout\""), "{answer}");
@@ -233,31 +224,19 @@ async fn the_registration_rate_is_counted_before_the_body_is_read() {
     let w = world(fw).await;
     for _ in 0..2 {
         let answer = w
-            .http_from(
-                "127.0.0.1",
-                &post_head("/v1/register", "Content-Length: 2\r\n"),
-                b"{}",
-            )
+            .post_register("127.0.0.1", "Content-Length: 2\r\n", b"{}")
             .await;
         assert_eq!(status_of(&answer), "400", "{answer}");
     }
     // Over the rate: refused before its (huge, never sent) body is even looked at.
     let answer = w
-        .http_from(
-            "127.0.0.1",
-            &post_head("/v1/register", "Content-Length: 1000000\r\n"),
-            b"",
-        )
+        .post_register("127.0.0.1", "Content-Length: 1000000\r\n", b"")
         .await;
     assert_eq!(status_of(&answer), "429", "{answer}");
     assert!(answer.contains("\"rate_limited\""), "{answer}");
     // Another source still registers.
     let answer = w
-        .http_from(
-            "127.0.0.2",
-            &post_head("/v1/register", "Content-Length: 2\r\n"),
-            b"{}",
-        )
+        .post_register("127.0.0.2", "Content-Length: 2\r\n", b"{}")
         .await;
     assert_eq!(status_of(&answer), "400", "{answer}");
 }
