@@ -320,29 +320,26 @@ mod tests {
             .unwrap();
     }
 
+    fn journal_bytes(state: &JsonState<Counter>) -> u64 {
+        state
+            .inner
+            .lock()
+            .unwrap()
+            .files
+            .as_ref()
+            .unwrap()
+            .journal_bytes
+    }
+
     #[test]
     fn changes_are_appended_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         let state = JsonState::<Counter>::open(Some(&path)).unwrap();
         add(&state, "one");
-        let after_one = state
-            .inner
-            .lock()
-            .unwrap()
-            .files
-            .as_ref()
-            .unwrap()
-            .journal_bytes;
+        let after_one = journal_bytes(&state);
         add(&state, "two");
-        let after_two = state
-            .inner
-            .lock()
-            .unwrap()
-            .files
-            .as_ref()
-            .unwrap()
-            .journal_bytes;
+        let after_two = journal_bytes(&state);
         // The second line carries the second row only: about as long as the first.
         assert!(after_two < after_one * 3, "{after_one} then {after_two}");
         state

@@ -562,6 +562,15 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn rate(per_minute: u32, burst: u32, global_per_minute: u32, global_burst: u32) -> Rate {
+        Rate {
+            per_source_per_minute: per_minute,
+            per_source_burst: burst,
+            global_per_minute,
+            global_burst,
+        }
+    }
+
     #[test]
     fn deny_wins_and_a_non_empty_allow_list_is_the_only_way_in() {
         let acl = Acl {
@@ -580,12 +589,7 @@ mod tests {
 
     #[test]
     fn a_source_gets_its_burst_and_other_sources_keep_theirs() {
-        let rate = Rate {
-            per_source_per_minute: 1,
-            per_source_burst: 3,
-            global_per_minute: 0,
-            global_burst: 0,
-        };
+        let rate = rate(1, 3, 0, 0);
         let limiter = Limiter::new(rate, 1_000);
         let a = SourceKey::of(ip("192.0.2.1"));
         assert!((0..3).all(|_| limiter.allow(a)));
@@ -600,12 +604,7 @@ mod tests {
 
     #[test]
     fn the_global_rate_holds_across_sources() {
-        let rate = Rate {
-            per_source_per_minute: 60,
-            per_source_burst: 60,
-            global_per_minute: 120,
-            global_burst: 2,
-        };
+        let rate = rate(60, 60, 120, 2);
         let limiter = Limiter::new(rate, 1_000);
         let allowed = (0..10u8)
             .filter(|i| limiter.allow(SourceKey::of(IpAddr::from([192, 0, 2, *i]))))
@@ -616,12 +615,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_however_many_sources_come() {
-        let rate = Rate {
-            per_source_per_minute: 1,
-            per_source_burst: 1,
-            global_per_minute: 0,
-            global_burst: 0,
-        };
+        let rate = rate(1, 1, 0, 0);
         let limiter = Limiter::new(rate, 100);
         let mut allowed = 0;
         for i in 0..10_000u32 {
@@ -669,12 +663,7 @@ mod tests {
     #[test]
     fn a_source_over_a_rate_cools_down_and_others_do_not() {
         let fw = Firewall::new(FirewallConfig {
-            logins: Rate {
-                per_source_per_minute: 1,
-                per_source_burst: 1,
-                global_per_minute: 0,
-                global_burst: 0,
-            },
+            logins: rate(1, 1, 0, 0),
             over_rate_cooldown_ms: 200,
             ..FirewallConfig::default()
         });
