@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use rustls::pki_types::ServerName;
 use serde_json::Value;
-use stampline_https::CallError;
+use stampline_https::{CallError, Proxy};
 use stampline_wire::replies::{
     HttpError as Refusal, ItemStatusPublic, QuoteReply, RegisterReply, SigningKey,
 };
@@ -35,6 +35,8 @@ pub enum HttpError {
     BadAnswer(String),
     #[error("the server did not answer in time")]
     Timeout,
+    #[error("{0}")]
+    Proxy(String),
 }
 
 impl HttpError {
@@ -47,6 +49,7 @@ impl HttpError {
             HttpError::Refused { code, .. } => code.clone(),
             HttpError::BadAnswer(_) => "bad_answer".into(),
             HttpError::Timeout => "timeout".into(),
+            HttpError::Proxy(_) => "bad_proxy".into(),
         }
     }
 }
@@ -102,20 +105,38 @@ impl TryFrom<SigningKey> for PublishedKey {
     }
 }
 
-/// Where the server is and who it must be.
+/// Where the server is, who it must be, and the HTTP proxy on the way (if any).
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
     pub trust: Trust,
+    /// From `HTTPS_PROXY`/`NO_PROXY` at [`Endpoint::new`]; every connection to the server (the
+    /// HTTPS calls and the link) tunnels through it, TLS end to end.
+    pub proxy: Option<Proxy>,
 }
 
 impl Endpoint {
-    /// `https://HOST:PORT` (a trailing slash is fine; the port defaults to 443).
+    /// `https://HOST:PORT` (a trailing slash is fine; the port defaults to 443), through the
+    /// proxy the environment names for HOST (`HTTPS_PROXY`, `NO_PROXY`), if any.
     pub fn new(url: &str, trust: Trust) -> Result<Endpoint, HttpError> {
         let (host, port) =
             stampline_https::parse_https_url(url).map_err(|_| HttpError::BadUrl(url.into()))?;
-        Ok(Endpoint { host, port, trust })
+        let proxy = Proxy::from_env_for(&host)
+            .map_err(|e| HttpError::Proxy(format!("HTTPS_PROXY: {e}")))?;
+        Ok(Endpoint {
+            host,
+            port,
+            trust,
+            proxy,
+        })
+    }
+
+    /// The same server reached through `proxy` (or directly with `None`), whatever the
+    /// environment says.
+    pub fn with_proxy(mut self, proxy: Option<Proxy>) -> Endpoint {
+        self.proxy = proxy;
+        self
     }
 
     pub fn url(&self) -> String {
@@ -127,10 +148,9 @@ impl Endpoint {
         &self,
         alpn: &[&[u8]],
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, HttpError> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+        let tcp = stampline_https::proxy::dial(&self.host, self.port, self.proxy.as_ref())
             .await
             .map_err(|e| HttpError::Connect(format!("{}: {e}", self.url())))?;
-        let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(self.host.clone())
             .map_err(|_| HttpError::BadUrl(self.host.clone()))?;
         let connector = tokio_rustls::TlsConnector::from(self.trust.client_config(alpn));
@@ -163,7 +183,8 @@ impl Endpoint {
             self.port,
             self.trust.client_config(&[b"http/1.1"]),
             HTTP_TIMEOUT,
-        );
+        )
+        .with_proxy(self.proxy.clone());
         let (status, value) = caller
             .call(method, path, &[], body)
             .await

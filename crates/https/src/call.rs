@@ -10,6 +10,8 @@ use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
+use crate::proxy::{Proxy, dial};
+
 /// Largest response body read.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
@@ -56,6 +58,8 @@ pub struct JsonCaller {
     pub port: u16,
     tls: Arc<rustls::ClientConfig>,
     pub timeout: Duration,
+    /// The HTTP proxy to tunnel through (`None`: connect directly).
+    pub proxy: Option<Proxy>,
 }
 
 impl JsonCaller {
@@ -70,19 +74,26 @@ impl JsonCaller {
             port,
             tls,
             timeout,
+            proxy: None,
         }
+    }
+
+    /// The same caller, through `proxy` (or directly with `None`).
+    pub fn with_proxy(mut self, proxy: Option<Proxy>) -> JsonCaller {
+        self.proxy = proxy;
+        self
     }
 
     pub fn url(&self) -> String {
         format!("https://{}:{}", self.host, self.port)
     }
 
-    /// A TCP connection with the pinned TLS configuration (no timeout of its own).
+    /// A TCP connection (through the proxy, if any) with the pinned TLS configuration (no
+    /// timeout of its own).
     pub async fn connect(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, CallError> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+        let tcp = dial(&self.host, self.port, self.proxy.as_ref())
             .await
             .map_err(|e| CallError::Connect(format!("{}: {e}", self.url())))?;
-        let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(self.host.clone())
             .map_err(|_| CallError::BadUrl(self.host.clone()))?;
         tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))

@@ -9,6 +9,7 @@
 
 mod call;
 mod pinned;
+pub mod proxy;
 #[cfg(feature = "serve")]
 pub mod serve;
 
@@ -16,3 +17,4 @@ pub use call::{CallError, JsonCaller, MAX_RESPONSE_BYTES, parse_https_url};
 pub use pinned::{
     PinError, pem, pem_blocks, pinned_client_config, pinned_client_config_for, read_pinned_cert,
 };
+pub use proxy::{Proxy, ProxyError};

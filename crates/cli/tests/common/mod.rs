@@ -177,8 +177,9 @@ impl TestServer {
     }
 }
 
-impl Cli for TestServer {
-    fn run(&self, user: &str, args: &[&str]) -> (bool, Value) {
+impl TestServer {
+    /// [`Cli::run`] with `env` set for the client too (a proxy, say).
+    pub fn run_with_env(&self, user: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, Value) {
         let out = Command::new(BIN)
             .arg("--json")
             .args(args)
@@ -186,10 +187,20 @@ impl Cli for TestServer {
             .env("STAMPLINE_TRUST", &self.trust)
             .env("STAMPLINE_USER", user)
             .env("STAMPLINE_PASSWORD", PASSWORD)
+            // A proxy in the developer's environment is not the test's.
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .unwrap();
         last_json(&out)
+    }
+}
+
+impl Cli for TestServer {
+    fn run(&self, user: &str, args: &[&str]) -> (bool, Value) {
+        self.run_with_env(user, args, &[])
     }
 }
 
