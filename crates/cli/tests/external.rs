@@ -294,6 +294,51 @@ fn register_and_fund_by_card_and_eft_through_separate_sandbox_processes() {
 }
 
 #[test]
+fn reconciliation_is_clean_right_after_start_with_an_admin_and_every_key_registered() {
+    let w = World::start(&[]);
+    let out = Command::new(BIN)
+        .args(["--json", "--user", "root", "admin", "create", "--data-dir"])
+        .arg(w.dir.path().join("server"))
+        .env("STAMPLINE_PASSWORD", PASSWORD)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (clean, r) = w.reconcile();
+    assert!(clean, "{r}");
+    // The server registered its signing key with the external CMLS at start.
+    let cmls = w.cmls.as_ref().unwrap();
+    let (status, keys) = call(cmls, "GET", "/v1/keys", None);
+    assert_eq!(status, 200, "{keys}");
+    let (_, published) = call_server_keys(&w);
+    let published: Vec<&str> = published
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key_id"].as_str().unwrap())
+        .collect();
+    let at_cmls: Vec<&str> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key_id"].as_str().unwrap())
+        .collect();
+    assert!(!published.is_empty());
+    assert_eq!(at_cmls, published, "{keys}");
+    let logs = std::fs::read_to_string(w.dir.path().join("logs.txt")).unwrap();
+    assert!(!logs.contains("could not register a signing key"), "{logs}");
+}
+
+/// The server's published keys (`GET /v1/keys`).
+fn call_server_keys(w: &World) -> (u16, Value) {
+    call(&w.server, "GET", "/v1/keys", None)
+}
+
+#[test]
 fn a_bank_that_times_out_after_charging_is_retried_with_the_same_key_and_charges_once() {
     let w = World::start(&["--external-timeout-ms", "1000"]);
     assert!(w.register("ann").0);

@@ -21,8 +21,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::{
-    Bank, BankError, Cmls, CmlsError, LicenseApplication, RegisterReport, SandboxBank, SandboxCmls,
-    UsageReport,
+    Bank, BankError, Cmls, CmlsError, KeyRegistration, LicenseApplication, RegisterReport,
+    SandboxBank, SandboxCmls, UsageReport,
 };
 
 /// Largest request body a sandbox reads.
@@ -384,6 +384,20 @@ async fn devices_get(State(s): St) -> Answer {
     to_json(&cmls(&s)?.devices()?)
 }
 
+/// `POST /v1/keys`: register or update an item-signing key (the same key id again updates it).
+async fn keys_post(State(s): St, body: Bytes) -> Answer {
+    let k: KeyRegistration = parse(&body)?;
+    cmls(&s)?.register_key(&k)?;
+    to_json(&k)
+}
+
+/// `GET /v1/keys`: every signing key registered, by key id (what verifiers consult).
+async fn keys_get(State(s): St) -> Answer {
+    let mut keys = cmls(&s)?.registered_keys();
+    keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    to_json(&keys)
+}
+
 // ---- both ----
 
 #[derive(Deserialize)]
@@ -507,6 +521,7 @@ pub fn router(
             common
                 .route("/v1/licenses", post(licenses))
                 .route("/v1/devices", post(devices_post).get(devices_get))
+                .route("/v1/keys", post(keys_post).get(keys_get))
                 .route("/v1/devices/{id}", get(device_get))
                 .route("/v1/devices/{id}/resets", post(resets))
                 .route("/v1/devices/{id}/refunds", post(device_refunds))

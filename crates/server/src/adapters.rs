@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use stampline_https::{CallError, JsonCaller};
 use stampline_sandbox::{
-    Bank, BankError, CardToken, Cmls, CmlsError, DeviceStatus, License, LicenseApplication,
-    Payment, PaymentRecord, Refund, RegisterReport, UsageReport,
+    Bank, BankError, CardToken, Cmls, CmlsError, DeviceStatus, KeyRegistration, License,
+    LicenseApplication, Payment, PaymentRecord, Refund, RegisterReport, UsageReport,
 };
 
 /// Attempts per call, the first included.
@@ -356,6 +356,13 @@ impl Cmls for HttpCmls {
         let body = json!({"license_id": license_id, "device_id": device_id, "key_id": key_id,
             "public_key_spki_der_base64": base64::engine::general_purpose::STANDARD.encode(spki_der)});
         let _: Value = self.call("POST", "/v1/devices", None, Some(body), Retry::Safe)?;
+        Ok(())
+    }
+
+    /// Registering the same key again updates it (an upsert): safe to retry.
+    fn register_key(&self, key: &KeyRegistration) -> Result<(), CmlsError> {
+        let body = serde_json::to_value(key).map_err(|e| CmlsError::Unavailable(e.to_string()))?;
+        let _: Value = self.call("POST", "/v1/keys", None, Some(body), Retry::Safe)?;
         Ok(())
     }
 

@@ -39,9 +39,7 @@ mod payments;
 mod postage;
 mod reports;
 
-pub use accounts::{
-    ADMIN_LICENSE_ID, LoginGrant, MAX_FIELD_CHARS, RegisterForm, Registered, check_user_name,
-};
+pub use accounts::{LoginGrant, MAX_FIELD_CHARS, RegisterForm, Registered, check_user_name};
 pub use keys::{rfc3339, signing_key};
 pub use payments::{MAX_AUTO_REFILL_CAP_MILLS, MAX_FUND_MILLS, SettlementReport};
 pub use postage::{

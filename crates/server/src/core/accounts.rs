@@ -30,8 +30,6 @@ const INVALID_NAME_KEY: &str = "(invalid name)";
 
 /// Longest name, address or city at registration.
 pub const MAX_FIELD_CHARS: usize = 100;
-/// The licence id recorded for admin accounts: staff hold no postage meter licence.
-pub const ADMIN_LICENSE_ID: &str = "staff";
 
 /// `POST /v1/register` body.
 #[derive(Debug, Deserialize)]
@@ -437,7 +435,8 @@ impl Core {
 
     /// Make an admin account directly in the ledger (on the server's machine; `stampline admin
     /// create`). The password rules are those of registration; the link key is wrapped by the
-    /// crypto device as for every user. Admins hold no meter licence.
+    /// crypto device as for every user. Admins hold no meter licence (their meter is never
+    /// licensed; a funding would ask CMLS, which refuses the staff placeholder address).
     pub fn create_admin(&self, user: &str, password: &str) -> Result<(), CoreError> {
         check_user_name(user)?;
         check_password(password, user)?;
@@ -458,8 +457,10 @@ impl Core {
                 zip: "00000".into(),
                 password_hash: credentials.password_hash,
                 wrapped_link_key: credentials.wrapped_link_key,
-                license_id: Some(ADMIN_LICENSE_ID.into()),
-                device_id: Some(format!("ADMIN-{key}")),
+                // Staff hold no postage meter licence: the meter stays unlicensed, unknown to
+                // CMLS (and to reconciliation, which checks licensed meters only).
+                license_id: None,
+                device_id: None,
                 role: Role::Admin,
             },
             now,
