@@ -204,8 +204,8 @@ impl FirewallConfig {
 
 /// A rate for many sources: one bucket per source (a sharded map, no global lock) and, if set,
 /// one bucket for everyone. Memory is bounded: past `max_tracked` sources the map forgets the
-/// ones whose buckets are full again, and while it is still full, sources it does not know share
-/// one bucket.
+/// ones whose buckets are full again, and while it is still full, every source shares one bucket
+/// (the keyed map cannot be asked whether it knows a key without adding it).
 #[derive(Debug)]
 pub struct Limiter {
     per_source: DefaultKeyedRateLimiter<SourceKey>,
