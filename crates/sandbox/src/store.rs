@@ -149,23 +149,25 @@ impl Files {
         Ok(())
     }
 
-    fn append(&mut self, line: &[u8], state: &impl Serialize) -> std::io::Result<()> {
+    /// Append one change line, fsynced; a failed append is cut off again, so the journal holds
+    /// whole lines only.
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
         if let Err(e) = self
             .journal
             .write_all(line)
             .and_then(|()| self.journal.sync_data())
         {
-            // Cut a partly written line off, so the next append does not follow a torn one.
             let _ = self.journal.set_len(self.journal_bytes);
             return Err(e);
         }
         self.journal_bytes += line.len() as u64;
-        if self.journal_bytes >= MIN_COMPACT_BYTES
-            && self.journal_bytes >= self.snapshot_bytes.saturating_mul(COMPACT_FACTOR)
-        {
-            self.compact(state)?;
-        }
         Ok(())
+    }
+
+    /// Whether the journal has grown enough to fold it into the snapshot.
+    fn wants_compaction(&self) -> bool {
+        self.journal_bytes >= MIN_COMPACT_BYTES
+            && self.journal_bytes >= self.snapshot_bytes.saturating_mul(COMPACT_FACTOR)
     }
 }
 
@@ -173,6 +175,9 @@ impl Files {
 struct Inner<T> {
     state: T,
     files: Option<Files>,
+    /// Set when a change could not be written and the state could not be read back from disk
+    /// either: memory may hold what the disk does not, so every later change is refused.
+    broken: Option<String>,
 }
 
 #[derive(Debug)]
@@ -222,6 +227,16 @@ fn load(snapshot: &Path, journal: &Path) -> std::io::Result<Map<String, Value>> 
     Ok(state)
 }
 
+/// The state on disk: the snapshot with the journal replayed (an empty state when neither exists).
+fn load_state<T: DeserializeOwned + Default>(snapshot: &Path) -> std::io::Result<T> {
+    let map = load(snapshot, &journal_path(snapshot))?;
+    if map.is_empty() {
+        Ok(T::default())
+    } else {
+        serde_json::from_value(Value::Object(map)).map_err(invalid)
+    }
+}
+
 /// A state file as JSON (the snapshot with its journal replayed), without opening it: for tests
 /// and tools that look at a sandbox's state while a server keeps it.
 pub fn state_json(path: &Path) -> std::io::Result<Value> {
@@ -236,16 +251,12 @@ impl<T: Journaled> JsonState<T> {
                 inner: Mutex::new(Inner {
                     state: T::default(),
                     files: None,
+                    broken: None,
                 }),
             });
         };
         let journal_path = journal_path(snapshot);
-        let map = load(snapshot, &journal_path)?;
-        let state: T = if map.is_empty() {
-            T::default()
-        } else {
-            serde_json::from_value(Value::Object(map)).map_err(invalid)?
-        };
+        let state: T = load_state(snapshot)?;
         let mut options = fs::OpenOptions::new();
         options.create(true).append(true);
         #[cfg(unix)]
@@ -265,24 +276,45 @@ impl<T: Journaled> JsonState<T> {
             inner: Mutex::new(Inner {
                 state,
                 files: Some(files),
+                broken: None,
             }),
         })
     }
 
-    /// Run `f` on the state; if it succeeds, journal what it changed before returning.
+    /// Run `f` on the state; if it succeeds, journal what it changed before returning. When the
+    /// change cannot be written, the state is read back from disk (so memory never holds what was
+    /// not made durable) and the error returned; a failed compaction only leaves the journal
+    /// longer.
     pub(crate) fn update<R, E: From<std::io::Error>>(
         &self,
         f: impl FnOnce(&mut T) -> Result<R, E>,
     ) -> Result<R, E> {
         let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *guard;
+        if let Some(why) = &inner.broken {
+            return Err(E::from(std::io::Error::other(format!(
+                "the state store is broken ({why}); restart to read it from disk"
+            ))));
+        }
         let result = f(&mut inner.state)?;
         let mut changes = Changes::default();
         inner.state.changes(&mut changes).map_err(invalid)?;
-        if let Some(files) = &mut inner.files {
-            let mut line = serde_json::to_vec(&changes.0).map_err(invalid)?;
-            line.push(b'\n');
-            files.append(&line, &inner.state)?;
+        let Some(files) = &mut inner.files else {
+            return Ok(result);
+        };
+        let mut line = serde_json::to_vec(&changes.0).map_err(invalid)?;
+        line.push(b'\n');
+        if let Err(e) = files.append(&line) {
+            match load_state::<T>(&files.snapshot) {
+                Ok(durable) => inner.state = durable,
+                Err(reload) => inner.broken = Some(format!("{e}; reading it back: {reload}")),
+            }
+            return Err(E::from(e));
+        }
+        if files.wants_compaction()
+            && let Err(e) = files.compact(&inner.state)
+        {
+            tracing::warn!(error = %e, "could not compact a sandbox journal; it stays longer");
         }
         Ok(result)
     }
@@ -329,6 +361,37 @@ mod tests {
             .as_ref()
             .unwrap()
             .journal_bytes
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_written_is_not_kept_in_memory_either() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let state = JsonState::<Counter>::open(Some(&path)).unwrap();
+        add(&state, "one");
+        // The journal can no longer be written (a read-only handle in place of it).
+        {
+            let mut inner = state.inner.lock().unwrap();
+            let files = inner.files.as_mut().unwrap();
+            files.journal = fs::File::open(journal_path(&path)).unwrap();
+        }
+        let failed = state.update(|c| {
+            c.next += 1;
+            c.rows.insert("r2".into(), "two".into());
+            Ok::<_, std::io::Error>(())
+        });
+        assert!(failed.is_err());
+        // Memory holds what the disk holds: the first change, not the second.
+        assert_eq!(
+            state.read(|c| (c.next, c.rows.contains_key("r2"))),
+            (1, false)
+        );
+        drop(state);
+        let reopened = JsonState::<Counter>::open(Some(&path)).unwrap();
+        assert_eq!(
+            reopened.read(|c| (c.next, c.rows.contains_key("r2"))),
+            (1, false)
+        );
     }
 
     #[test]
