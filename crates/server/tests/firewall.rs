@@ -3,20 +3,20 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use futures_util::{SinkExt as _, StreamExt as _};
 use rustls::pki_types::ServerName;
 use serde_json::json;
 use stampline_client::{Endpoint, Link, Trust};
 use stampline_server::firewall::FirewallConfig;
 use stampline_server::{Server, ServerConfig};
-use stampline_wire::{Frame, Hex, Secret, decode_frame, encode_frame};
+use stampline_wire::Frame;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::tungstenite::Message;
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -117,24 +117,9 @@ impl World {
     /// A hello over a raw link from `from`: the first frame the server answers.
     async fn hello_from(&self, from: &str, user: &str, password: &str) -> Frame {
         let tls = self.tls_from(from).await.unwrap();
-        let (mut ws, _) = tokio_tungstenite::client_async(
-            format!("wss://localhost:{}/v1/link", self.addr.port()),
-            tls,
-        )
-        .await
-        .unwrap();
-        let hello = Frame::Hello {
-            version: 1,
-            user: user.into(),
-            password: Secret(password.into()),
-            client_nonce: Hex([7; 8]),
-            client: "firewall-test/1".into(),
-        };
-        ws.send(Message::text(encode_frame(&hello))).await.unwrap();
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => decode_frame(t.as_str()).unwrap(),
-            other => panic!("no answer to hello: {other:?}"),
-        }
+        common::hello_over(tls, "localhost", self.addr.port(), user, password)
+            .await
+            .1
     }
 }
 

@@ -254,20 +254,7 @@ async fn resets_and_refunds_are_reported_to_cmls_with_the_registers() {
     )
     .await;
     assert!(fund.ok, "{fund:?}");
-    let issued = handle(
-        server.core(),
-        uid,
-        Op::Issue {
-            kind: "postage".into(),
-            postage_mills: 780,
-            from_zip: "02134".into(),
-            to_zip: "94105".into(),
-            mail_date: time::OffsetDateTime::now_utc().date().to_string(),
-            class: "first-class-letter".into(),
-            weight_oz: None,
-        },
-    )
-    .await;
+    let issued = handle(server.core(), uid, issue_op()).await;
     let serial = issued
         .decode::<stampline_wire::replies::IssueReply>()
         .unwrap()

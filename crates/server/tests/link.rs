@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,32 +139,9 @@ async fn balance(link: &Link) -> u64 {
 }
 
 /// A raw link: TLS + WebSocket + hello, returning the socket right after the welcome (or error).
-async fn raw_hello(
-    ep: &Endpoint,
-    user: &str,
-    password: &str,
-) -> (
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
-    Frame,
-) {
+async fn raw_hello(ep: &Endpoint, user: &str, password: &str) -> (common::RawLink, Frame) {
     let tls = ep.connect_tls(&[b"http/1.1"]).await.unwrap();
-    let (mut ws, _) =
-        tokio_tungstenite::client_async(format!("wss://{}:{}/v1/link", ep.host, ep.port), tls)
-            .await
-            .unwrap();
-    let hello = Frame::Hello {
-        version: 1,
-        user: user.into(),
-        password: Secret(password.into()),
-        client_nonce: Hex([7; 8]),
-        client: "raw-test/1".into(),
-    };
-    ws.send(Message::text(encode_frame(&hello))).await.unwrap();
-    let first = match ws.next().await {
-        Some(Ok(Message::Text(t))) => decode_frame(t.as_str()).unwrap(),
-        other => panic!("expected a frame, got {other:?}"),
-    };
-    (ws, first)
+    common::hello_over(tls, &ep.host, ep.port, user, password).await
 }
 
 /// Read until the server closes; returns the error frame's code and the close code.
