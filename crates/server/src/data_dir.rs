@@ -1,5 +1,5 @@
-//! The data directory is the server's alone: mode 0700 for it and every directory in it, 0600 for
-//! every file (the ledger holds password hashes, addresses, card tokens and wrapped keys; the
+//! The data directory is the server's alone: mode 0700 for it and every directory of the server's
+//! in it, 0600 for every file the server keeps (the ledger holds password hashes, addresses, card tokens and wrapped keys; the
 //! device's key files, the TLS key, the sandboxes' state, the anchor). Files are created with
 //! their mode (no umask change: it is process-wide); a data dir from an older version, made with
 //! the umask's modes, is tightened when the server opens it, with a log line.
@@ -13,11 +13,36 @@ pub const DIR_MODE: u32 = 0o700;
 /// Mode of every file in the data dir.
 pub const FILE_MODE: u32 = 0o600;
 
+/// What the server keeps in its data dir: these entries (and everything under the directories
+/// among them) are tightened. Anything else an operator put there is left as it is (the dir's
+/// own 0700 already keeps other users out): a data dir pointed at a directory that holds other
+/// files must not have their modes, executable bits included, rewritten.
+const OWN_ENTRIES: [&str; 6] = [
+    "ledger.sqlite",
+    "psd",
+    "tls",
+    "trust.pem",
+    "audit-anchor.json",
+    "sandbox-",
+];
+
+/// Whether `name` is one of the server's own entries (a prefix: `ledger.sqlite-wal`,
+/// `sandbox-bank.json.journal`, a crash's `.tmp` file next to one).
+fn is_own(name: &str) -> bool {
+    OWN_ENTRIES.iter().any(|own| name.starts_with(own))
+}
+
 /// Create `dir` (and missing parents) with mode 0700, or tighten an existing one; then tighten
-/// every directory and file in it.
+/// the server's own directories and files in it.
 pub fn prepare(dir: &Path) -> io::Result<()> {
     private_dir(dir)?;
-    tighten_tree(dir)
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_str().is_some_and(is_own) {
+            tighten_entry(&entry)?;
+        }
+    }
+    Ok(())
 }
 
 /// Create `dir` with mode 0700 if it is missing; an existing one is set to 0700.
@@ -51,20 +76,19 @@ pub fn private_file(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Sets every directory under `dir` to 0700 and every file to 0600 (symbolic links are left
-/// alone, never followed).
-fn tighten_tree(dir: &Path) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            #[cfg(unix)]
-            tighten(&entry.path(), DIR_MODE)?;
-            tighten_tree(&entry.path())?;
-        } else if kind.is_file() {
-            #[cfg(unix)]
-            tighten(&entry.path(), FILE_MODE)?;
+/// Sets a directory (and every directory under it) to 0700 and every file to 0600 (symbolic
+/// links are left alone, never followed).
+fn tighten_entry(entry: &fs::DirEntry) -> io::Result<()> {
+    let kind = entry.file_type()?;
+    if kind.is_dir() {
+        #[cfg(unix)]
+        tighten(&entry.path(), DIR_MODE)?;
+        for inner in fs::read_dir(entry.path())? {
+            tighten_entry(&inner?)?;
         }
+    } else if kind.is_file() {
+        #[cfg(unix)]
+        tighten(&entry.path(), FILE_MODE)?;
     }
     Ok(())
 }
@@ -128,5 +152,30 @@ mod tests {
         assert_eq!(mode(&dir.join("psd")), 0o700);
         assert_eq!(mode(&dir.join("ledger.sqlite")), 0o600);
         assert_eq!(mode(&dir.join("psd/keys.json")), 0o600);
+    }
+
+    #[test]
+    fn what_the_operator_keeps_in_the_data_dir_is_left_as_it_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        fs::create_dir_all(dir.join("notes")).unwrap();
+        fs::write(dir.join("backup.sh"), b"#!/bin/sh\n").unwrap();
+        fs::write(dir.join("sandbox-bank.json.journal"), b"").unwrap();
+        for (p, m) in [
+            (dir.join("notes"), 0o755),
+            (dir.join("backup.sh"), 0o755),
+            (dir.join("sandbox-bank.json.journal"), 0o644),
+        ] {
+            fs::set_permissions(&p, fs::Permissions::from_mode(m)).unwrap();
+        }
+        prepare(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(
+            mode(&dir.join("backup.sh")),
+            0o755,
+            "an executable lost its bits"
+        );
+        assert_eq!(mode(&dir.join("notes")), 0o755);
+        assert_eq!(mode(&dir.join("sandbox-bank.json.journal")), 0o600);
     }
 }
