@@ -127,6 +127,10 @@ impl Proxy {
     /// A TCP connection to `host:port` tunnelled through this proxy (`CONNECT`); what is sent on
     /// it next (the TLS handshake) goes to `host:port` unread by the proxy.
     pub async fn tunnel(&self, host: &str, port: u16) -> Result<TcpStream, ProxyError> {
+        // The host goes into the request line: nothing that could end it or add a header.
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ProxyError::BadUrl(format!("bad server host {host:?}")));
+        }
         let mut tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| ProxyError::Connect(format!("{}:{}: {e}", self.host, self.port)))?;
@@ -231,6 +235,14 @@ mod tests {
             .to_string();
         assert!(!err.contains("hunter2"), "{err}");
         assert_eq!(Proxy::parse("http://[::1]:3128").unwrap().host, "::1");
+    }
+
+    #[tokio::test]
+    async fn a_host_that_would_break_the_connect_line_is_refused_before_connecting() {
+        // Port 9 on loopback: nothing is sent, so nothing needs to listen there.
+        let p = Proxy::parse("http://127.0.0.1:9").unwrap();
+        let err = p.tunnel("evil\r\nX-Injected: 1", 443).await.unwrap_err();
+        assert!(matches!(err, ProxyError::BadUrl(_)), "{err}");
     }
 
     #[test]
