@@ -17,10 +17,11 @@ pub const FILE_MODE: u32 = 0o600;
 /// among them) are tightened. Anything else an operator put there is left as it is (the dir's
 /// own 0700 already keeps other users out): a data dir pointed at a directory that holds other
 /// files must not have their modes, executable bits included, rewritten.
-const OWN_ENTRIES: [&str; 6] = [
+const OWN_ENTRIES: [&str; 7] = [
     "ledger.sqlite",
     "psd",
     "tls",
+    "internal",
     "trust.pem",
     "audit-anchor.json",
     "sandbox-",

@@ -16,6 +16,7 @@ pub mod database;
 pub mod error;
 pub mod firewall;
 pub mod gateway;
+pub mod internal_ca;
 pub mod link;
 pub mod rating;
 pub mod source;

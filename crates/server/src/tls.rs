@@ -77,6 +77,12 @@ impl TlsIdentity {
         })
     }
 
+    /// The private key's PKCS#8 DER, for the internal CA to hand a gateway (which serves this
+    /// same certificate) in its credentials.
+    pub(crate) fn key_der(&self) -> &[u8] {
+        &self.key_der
+    }
+
     /// A rustls server configuration that speaks TLS 1.3 only, with the aws-lc-rs provider.
     pub fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         Ok(tls13_server_config(&self.cert_der, &self.key_der)?)
