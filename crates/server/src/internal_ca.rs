@@ -40,7 +40,7 @@ const CA_KEY_CONTEXT: &[u8] = b"stampline/v1/internal-ca-key";
 /// The wrapping context of the core's private key.
 const CORE_KEY_CONTEXT: &[u8] = b"stampline/v1/internal-core-key";
 
-/// The CA's common name (also how its issuer name is rebuilt when it signs: see [`ca_params`]).
+/// The CA's common name (its subject is rebuilt when it signs: see [`ca_params`]).
 const CA_COMMON_NAME: &str = "Stampline internal CA";
 /// The directory under the data dir.
 const INTERNAL_DIR: &str = "internal";
@@ -156,7 +156,7 @@ impl InternalCa {
         let ca_key_path = dir.join(CA_KEY_FILE);
         if !ca_cert_path.exists() {
             let key = new_key()?;
-            let mut params = ca_params();
+            let mut params = ca_params(&key);
             let now = time::OffsetDateTime::now_utc();
             params.not_before = now - time::Duration::hours(1);
             params.not_after = now + time::Duration::days(CA_VALIDITY_DAYS);
@@ -200,7 +200,7 @@ impl InternalCa {
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
             leaf(&mut params, CA_VALIDITY_DAYS)?;
-            let cert = params.signed_by(&key, &Issuer::new(ca_params(), &ca_key))?;
+            let cert = params.signed_by(&key, &Issuer::new(ca_params(&ca_key), &ca_key))?;
             let key_der = Zeroizing::new(key.serialize_der());
             write_file(
                 &core_key_path,
@@ -295,7 +295,7 @@ impl InternalCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let not_after = leaf(&mut params, GATEWAY_VALIDITY_DAYS)?;
         let ca_key = key_pair(&self.ca_key_der)?;
-        let cert = params.signed_by(&key, &Issuer::new(ca_params(), &ca_key))?;
+        let cert = params.signed_by(&key, &Issuer::new(ca_params(&ca_key), &ca_key))?;
         let key_pem = Zeroizing::new(key.serialize_pem());
         let tls_key = Zeroizing::new(tls.key_der().to_vec());
 
@@ -335,12 +335,19 @@ impl InternalCa {
 
 /// The CA's parameters without its validity and serial: enough to rebuild its issuer name and key
 /// usages when it signs (rcgen reads no certificates), byte for byte the subject it was made with.
-fn ca_params() -> CertificateParams {
+/// Besides the common name the subject carries an id derived from the CA's public key, so two
+/// installations' CAs never share a name: a certificate of the other one is then an unknown
+/// issuer (a clear error), not a chain that fails on its signature.
+fn ca_params(key: &KeyPair) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
         .push(DnType::CommonName, CA_COMMON_NAME);
+    let id = fingerprint(key.public_key_raw());
+    params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, format!("ca-{}", &id[..16]));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params
