@@ -82,9 +82,7 @@ const CREDENTIAL_FILES: [&str; 7] = [
 /// What an operator got wrong; the CLI turns each into its error code.
 #[derive(Debug, thiserror::Error)]
 pub enum InternalCaError {
-    #[error(
-        "bad gateway name {0:?}: 1 to {MAX_GATEWAY_NAME} characters of a-z, 0-9 and '-'"
-    )]
+    #[error("bad gateway name {0:?}: 1 to {MAX_GATEWAY_NAME} characters of a-z, 0-9 and '-'")]
     BadName(String),
     #[error("gateway {0} already has a certificate that is not revoked (revoke it first)")]
     GatewayExists(String),
@@ -120,7 +118,10 @@ pub fn valid_gateway_name(name: &str) -> bool {
 
 /// Hex SHA-256 of a certificate's DER: how the registry knows a certificate.
 pub fn fingerprint(cert_der: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert_der))
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        cert_der,
+    ))
 }
 
 /// The core's internal CA and its own certificate, from `DIR/internal/`.
@@ -165,7 +166,11 @@ impl InternalCa {
             let key_der = Zeroizing::new(key.serialize_der());
             // The key first: a crash between the two leaves a key without a certificate, made
             // again next time; never a certificate without its key.
-            write_file(&ca_key_path, &psd.wrap_secret(&key_der, CA_KEY_CONTEXT)?, true)?;
+            write_file(
+                &ca_key_path,
+                &psd.wrap_secret(&key_der, CA_KEY_CONTEXT)?,
+                true,
+            )?;
             write_file(&ca_cert_path, cert.der(), true)?;
             tracing::info!(path = %dir.display(), "made the internal CA");
         }
@@ -584,9 +589,8 @@ impl GatewayCredentials {
     pub fn load(dir: &Path) -> anyhow::Result<GatewayCredentials> {
         let read = |file: &str| -> anyhow::Result<Vec<u8>> {
             let path = dir.join(file);
-            fs::read(&path).map_err(|e| {
-                anyhow::anyhow!("gateway credentials: {}: {e}", path.display())
-            })
+            fs::read(&path)
+                .map_err(|e| anyhow::anyhow!("gateway credentials: {}: {e}", path.display()))
         };
         let pem_block = |file: &str, label: &str| -> anyhow::Result<Zeroizing<Vec<u8>>> {
             let text = Zeroizing::new(read(file)?);
