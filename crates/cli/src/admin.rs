@@ -1,5 +1,5 @@
-//! `stampline admin …`: `create` works on the server's machine (data dir and crypto device);
-//! the others log in over the link as a user with the admin role.
+//! `stampline admin …`: `create` and the gateway commands work on the server's machine (data dir
+//! and crypto device); the others log in over the link as a user with the admin role.
 
 use std::sync::Arc;
 
@@ -43,6 +43,17 @@ pub async fn admin(global: &Global, a: AdminArgs, out: Out) -> Result<(), CliErr
             );
             Ok(())
         }
+        AdminCommand::GatewayCredentials {
+            data_dir,
+            psd,
+            name,
+            out: dir,
+            hostname,
+        } => crate::gateway_cmds::credentials(data_dir, psd, name, dir, hostname, out).await,
+        AdminCommand::GatewayRevoke { name, data_dir } => {
+            crate::gateway_cmds::revoke(data_dir, name, out).await
+        }
+        AdminCommand::Gateways { data_dir } => crate::gateway_cmds::list(data_dir, out).await,
         AdminCommand::Keys => {
             let v: AdminKeysReply = request(global, Op::AdminKeys {}).await?;
             let mut human = String::new();

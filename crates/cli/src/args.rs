@@ -62,7 +62,7 @@ pub enum Command {
     Audit(AuditArgs),
     /// Load generator: N live links issue and confirm M items against a running server.
     Bench(BenchArgs),
-    /// Administration: admin accounts and signing keys.
+    /// Administration: admin accounts, signing keys and gateway credentials.
     Admin(AdminArgs),
     /// Show the payment methods offered, the standing authorisation and any lock.
     PaymentOptions,
@@ -476,6 +476,39 @@ pub enum AdminCommand {
     },
     /// List the login back-offs: failed logins per user name and source, and until when.
     Throttles,
+    /// On the core's machine: issue a gateway its credentials for the internal channel (a
+    /// certificate of the internal CA, its key, the public certificate and key it serves,
+    /// trust.pem) into a new directory, to copy to the gateway's machine.
+    GatewayCredentials {
+        #[arg(long, default_value = "./stampline-data")]
+        data_dir: PathBuf,
+        /// The core's crypto device (as `stampline server --psd`).
+        #[arg(long)]
+        psd: Option<String>,
+        /// The gateway's name: 1 to 64 characters of a-z, 0-9 and '-'.
+        #[arg(long)]
+        name: String,
+        /// Where to write the credentials: a new (or empty) directory, made 0700.
+        #[arg(long)]
+        out: PathBuf,
+        /// Extra DNS names for the public certificate, used only when the data dir has none yet
+        /// (as `stampline server --hostname`).
+        #[arg(long)]
+        hostname: Vec<String>,
+    },
+    /// On the core's machine: revoke every certificate of a gateway; the core refuses it at its
+    /// next connection.
+    GatewayRevoke {
+        /// The gateway's name.
+        name: String,
+        #[arg(long, default_value = "./stampline-data")]
+        data_dir: PathBuf,
+    },
+    /// On the core's machine: list every gateway certificate issued, revoked ones too.
+    Gateways {
+        #[arg(long, default_value = "./stampline-data")]
+        data_dir: PathBuf,
+    },
     /// Clear every login back-off of a user name, from every source.
     Unlock {
         /// The user name.

@@ -17,6 +17,7 @@ mod demo;
 mod external;
 mod flood;
 mod funding_cmds;
+mod gateway_cmds;
 mod output;
 mod print_cmd;
 mod server_cmd;
