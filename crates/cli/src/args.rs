@@ -202,8 +202,17 @@ pub struct ServerArgs {
     /// How often the daily usage report is sent to CMLS (0 = only by `stampline admin report-usage`).
     #[arg(long, default_value_t = 86_400_000)]
     pub usage_report_ms: u64,
-    #[arg(long, default_value = "all")]
+    /// all (both tiers in one process, the default), core (the private tier: --listen is its
+    /// internal address, for gateways only) or gateway (the public tier: --core and
+    /// --credentials; docs/DEPLOY.md).
+    #[arg(long, default_value = "all", value_parser = ["all", "core", "gateway"])]
     pub role: String,
+    /// For --role gateway: the core's internal address, HOST:PORT.
+    #[arg(long)]
+    pub core: Option<String>,
+    /// For --role gateway: the directory `stampline admin gateway-credentials` wrote.
+    #[arg(long)]
+    pub credentials: Option<PathBuf>,
     #[arg(long, default_value_t = 5000)]
     pub beat_interval_ms: u64,
     #[arg(long, default_value_t = 5000)]

@@ -6,7 +6,7 @@ use serde_json::json;
 use stampline_psd::Psd;
 use stampline_server::config_file::ConfigFile;
 use stampline_server::database::{Database, SQLITE_FILE, open_store};
-use stampline_server::{Server, ServerConfig};
+use stampline_server::{GatewayConfig, GatewayServer, Server, ServerConfig};
 
 use crate::args::{AuditArgs, ServerArgs};
 use crate::output::{CliError, Out};
@@ -24,12 +24,6 @@ pub fn config(a: &ServerArgs) -> Result<ServerConfig, CliError> {
         .unwrap_or("software")
         .parse()
         .map_err(|e: stampline_psd::PsdError| CliError::new("bad_flag", e.to_string()))?;
-    if a.role != "all" {
-        return Err(unsupported(
-            "--role",
-            "this version runs both tiers in one process (--role all)",
-        ));
-    }
     if a.beat_interval_ms == 0
         || a.beat_timeout_ms == 0
         || a.confirm_window_ms == 0
@@ -94,7 +88,98 @@ fn check_listen(
     ))
 }
 
+/// What `--role gateway` is told; the private tier's flags do not apply to it.
+fn gateway_config(a: &ServerArgs) -> Result<GatewayConfig, CliError> {
+    let (Some(core), Some(credentials)) = (&a.core, &a.credentials) else {
+        return Err(CliError::new(
+            "bad_flag",
+            "--role gateway needs --core HOST:PORT and --credentials DIR",
+        ));
+    };
+    let private_only = [
+        ("--database", a.database.is_some()),
+        ("--psd", a.psd.is_some()),
+        ("--cmls", a.cmls.is_some()),
+        ("--bank", a.bank.is_some()),
+    ];
+    if let Some((flag, _)) = private_only.iter().find(|(_, given)| *given) {
+        return Err(unsupported(
+            flag,
+            "a gateway holds no ledger, device or outside links; give it to the core",
+        ));
+    }
+    if a.beat_interval_ms == 0 || a.beat_timeout_ms == 0 {
+        return Err(CliError::new("bad_flag", "intervals must be positive"));
+    }
+    let mut firewall = stampline_server::firewall::FirewallConfig::default();
+    if let Some(path) = &a.config {
+        firewall = ConfigFile::load(path)
+            .map_err(|e| CliError::new("bad_config", e))?
+            .firewall;
+    }
+    Ok(GatewayConfig {
+        credentials: credentials.clone(),
+        core_addr: core.clone(),
+        beat_interval_ms: a.beat_interval_ms,
+        beat_timeout_ms: a.beat_timeout_ms,
+        firewall,
+    })
+}
+
+/// The interrupt that stops a server, installed before it announces its address (so that an
+/// interrupt sent as soon as "listening" appears shuts it down instead of killing it).
+fn interrupt() -> Result<impl std::future::Future<Output = ()>, CliError> {
+    #[cfg(unix)]
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| CliError::new("server_start", format!("signal handler: {e}")))?;
+    Ok(async move {
+        #[cfg(unix)]
+        interrupt.recv().await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+/// `stampline server --role gateway`.
+async fn gateway(a: ServerArgs, out: Out) -> Result<(), CliError> {
+    let cfg = gateway_config(&a)?;
+    let gateway =
+        GatewayServer::open(cfg).map_err(|e| CliError::new("server_start", format!("{e:#}")))?;
+    let listener = gateway
+        .listen(&a.listen)
+        .await
+        .map_err(|e| CliError::new("listen", format!("cannot listen on {}: {e}", a.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::new("listen", e.to_string()))?;
+    let url = format!("https://{addr}");
+    let trust = gateway.trust_path().display().to_string();
+    let shutdown = interrupt()?;
+    out.done(
+        &json!({"event": "listening", "role": "gateway", "name": gateway.name(), "url": url,
+            "trust": trust, "core": a.core}),
+        &format!(
+            "gateway {} listening on {url}\ntrust file: {trust}",
+            gateway.name()
+        ),
+    );
+    gateway
+        .run(listener, shutdown)
+        .await
+        .map_err(|e| CliError::new("server", format!("{e:#}")))
+}
+
 pub async fn server(a: ServerArgs, out: Out) -> Result<(), CliError> {
+    if a.role == "gateway" {
+        return gateway(a, out).await;
+    }
+    if a.core.is_some() || a.credentials.is_some() {
+        return Err(unsupported(
+            "--core/--credentials",
+            "only a gateway (--role gateway) is told where the core is",
+        ));
+    }
     let cfg = config(&a)?;
     // Opening may connect to PostgreSQL with its blocking client, which must not run on the
     // async runtime's threads.
@@ -118,23 +203,24 @@ pub async fn server(a: ServerArgs, out: Out) -> Result<(), CliError> {
             "stampline: SANDBOX MODE — the licensing system and the bank are built-in stand-ins; no real postage or money moves."
         );
     }
-    // Install the interrupt handler before announcing the address, so that an interrupt sent
-    // as soon as "listening" appears shuts the server down instead of killing it.
-    #[cfg(unix)]
-    let mut interrupt =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-            .map_err(|e| CliError::new("server_start", format!("signal handler: {e}")))?;
+    let shutdown = interrupt()?;
+    if a.role == "core" {
+        let internal = addr.to_string();
+        out.done(
+            &json!({"event": "listening", "role": "core", "internal": internal, "trust": trust,
+                "dev_mode": dev_mode, "sandbox": sandbox}),
+            &format!("core listening for gateways on {internal}\ntrust file: {trust}"),
+        );
+        return server
+            .run_core(listener, shutdown)
+            .await
+            .map_err(|e| CliError::new("server", format!("{e:#}")));
+    }
     out.done(
-        &json!({"event": "listening", "url": url, "trust": trust, "dev_mode": dev_mode,
-            "sandbox": sandbox}),
+        &json!({"event": "listening", "role": "all", "url": url, "trust": trust,
+            "dev_mode": dev_mode, "sandbox": sandbox}),
         &format!("listening on {url}\ntrust file: {trust}"),
     );
-    let shutdown = async move {
-        #[cfg(unix)]
-        interrupt.recv().await;
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    };
     server
         .run(listener, shutdown)
         .await

@@ -12,6 +12,8 @@
 //! - `payments`: funding, the one card-charge path, item refunds, returned debits, auto-refill
 //!   and account closure;
 //! - `reports`: balance, history, usage reports to CMLS, reconciliation;
+//! - `links`: the live links' keys (`K_user` stays here; the public tier gets `K_s` and
+//!   heartbeats made in advance);
 //! - `keys`: the signing keys: publication, registration with CMLS, admin rotation and revocation.
 //!
 //! [`Core::handle`] is the one dispatcher from ops to them. Every refusal is a
@@ -35,6 +37,7 @@ mod accounts;
 pub mod hashing;
 mod keys;
 mod licensing;
+pub mod links;
 mod payments;
 mod postage;
 mod reports;
@@ -117,6 +120,8 @@ pub struct Core {
     hashes: hashing::HashPool,
     /// Items signed by this process (drives the sampling of fresh-signature checks).
     signed: std::sync::atomic::AtomicU64,
+    /// The live links' keys (`links`).
+    links: links::Links,
 }
 
 /// Who sent a request on a live link and what binds it: the user, the request id (also its
@@ -186,6 +191,7 @@ impl Core {
             cfg,
             decoy_hash: String::new(),
             signed: std::sync::atomic::AtomicU64::new(0),
+            links: links::Links::default(),
         };
         core.decoy_hash = core.decoy_hash()?;
         Ok(core)

@@ -80,7 +80,7 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
 }
 
 async fn home(State(state): State<AppState>) -> Response {
-    let mode = if state.sandbox {
+    let mode = if state.tier.sandbox() {
         "<p><strong>Sandbox mode:</strong> the licensing system and the bank are built-in stand-ins; no real postage or money moves.</p>"
     } else {
         ""
@@ -108,7 +108,7 @@ async fn register(State(state): State<AppState>, body: Bytes) -> Response {
             ));
         }
     };
-    match state.core.register(form).await {
+    match state.tier.register(form).await {
         Ok(r) => json(
             StatusCode::CREATED,
             &RegisterReply {
@@ -149,19 +149,16 @@ async fn quote(query: Result<Query<QuoteQuery>, QueryRejection>) -> Response {
 }
 
 async fn keys(State(state): State<AppState>) -> Response {
-    let keys: Vec<_> = state
-        .core
-        .keys()
-        .iter()
-        .map(crate::core::signing_key)
-        .collect();
-    json(StatusCode::OK, &keys)
+    match state.tier.keys().await {
+        Ok(keys) => json(StatusCode::OK, &keys),
+        Err(e) => error_response(&e),
+    }
 }
 
 async fn item_status(State(state): State<AppState>, Path(serial): Path<String>) -> Response {
-    match state.core.item_status(serial.clone()).await {
+    match state.tier.item_status(serial.clone()).await {
         Ok(status) => {
-            let status = status.map_or("unknown", |s| s.as_str()).to_owned();
+            let status = status.unwrap_or_else(|| "unknown".to_owned());
             json(StatusCode::OK, &ItemStatusPublic { serial, status })
         }
         Err(e) => error_response(&e),

@@ -16,11 +16,13 @@ pub mod database;
 pub mod error;
 pub mod firewall;
 pub mod gateway;
+pub mod internal;
 pub mod internal_ca;
 pub mod link;
 pub mod rating;
 pub mod source;
 pub mod state;
+pub mod tier;
 pub mod tls;
 
 use std::future::Future;
@@ -36,6 +38,7 @@ use crate::core::{Core, CoreConfig};
 use crate::firewall::{Firewall, FirewallConfig};
 use crate::gateway::{AppState, Peer};
 use crate::link::{LinkConfig, Sessions};
+use crate::tier::PrivateTier;
 
 /// Everything `stampline server` can be told.
 #[derive(Clone, Debug)]
@@ -100,10 +103,11 @@ impl ServerConfig {
     }
 }
 
-/// A prepared server.
+/// A prepared server: both tiers (`--role all`), or the private tier alone (`--role core`).
 #[derive(Debug)]
 pub struct Server {
     state: AppState,
+    core: Arc<Core>,
     /// Where the audit log's anchor is kept (the data dir).
     data_dir: PathBuf,
     tls: Arc<rustls::ServerConfig>,
@@ -151,21 +155,21 @@ impl Server {
         anchor::check(&cfg.data_dir, store.as_ref(), psd.as_ref())?;
         anchor::write(&cfg.data_dir, store.as_ref(), psd.as_ref())?;
         let (cmls, bank) = external_links(&cfg)?;
-        let sandbox = cmls.is_sandbox() || bank.is_sandbox();
         let core = Core::new(store, psd, cmls, bank, cfg.core.clone())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         core.register_keys_with_cmls();
+        let core = Arc::new(core);
         let state = AppState {
-            core: Arc::new(core),
+            tier: PrivateTier::local(Arc::clone(&core)),
             sessions: Arc::new(Sessions::default()),
             link: LinkConfig {
                 beat_interval_ms: cfg.beat_interval_ms,
                 beat_timeout_ms: cfg.beat_timeout_ms,
             },
             firewall: Arc::new(Firewall::new(cfg.firewall.clone())),
-            sandbox,
         };
         Ok(Server {
+            core,
             settlement_poll: cfg.external.settlement_poll,
             usage_report: cfg.external.usage_report,
             state,
@@ -188,7 +192,7 @@ impl Server {
 
     /// Whether CMLS and the bank are the built-in stand-ins.
     pub fn is_sandbox(&self) -> bool {
-        self.state.sandbox
+        self.state.tier.sandbox()
     }
 
     /// The live links (what the admin console shows).
@@ -198,94 +202,226 @@ impl Server {
 
     /// The private tier, for in-process callers (tests, `demo`).
     pub fn core(&self) -> &Arc<Core> {
-        &self.state.core
+        &self.core
     }
 
     /// A listening socket on `addr` (HOST:PORT) with the firewall's `listen_backlog`: room in the
     /// kernel for connections arriving faster than they are accepted (a connection that finds the
     /// queue full waits a second for its SYN to be sent again).
     pub async fn listen(&self, addr: &str) -> std::io::Result<TcpListener> {
-        let addr = tokio::net::lookup_host(addr)
-            .await?
-            .next()
-            .ok_or_else(|| std::io::Error::other("the address resolves to nothing"))?;
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(self.state.firewall.config.listen_backlog)
+        listen(addr, self.state.firewall.config.listen_backlog).await
     }
 
-    /// Serve on `listener` until `shutdown` completes.
+    /// Serve both tiers on `listener` until `shutdown` completes.
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let voided = self
-            .state
-            .core
-            .sweep(true)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let background = self.start_background().await?;
+        let served = serve_public(listener, self.tls, self.state, shutdown).await;
+        background.stop().await;
+        Ok(served?)
+    }
+
+    /// Serve the private tier alone (`--role core`): gateways connect to `listener` over mutual
+    /// TLS under the internal CA (crate::internal_ca, created in the data dir on first use).
+    pub async fn run_core(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let ca = internal_ca::InternalCa::load_or_create(&self.data_dir, self.core.psd().as_ref())?;
+        let tls = ca.core_server_config()?;
+        let background = self.start_background().await?;
+        let served = internal::serve::serve(
+            listener,
+            Arc::clone(&self.core),
+            self.data_dir.clone(),
+            tls,
+            shutdown,
+        )
+        .await;
+        background.stop().await;
+        Ok(served?)
+    }
+
+    /// The private tier's own loops: the sweep at start and then periodically, expiry of
+    /// unfunded accounts, the audit anchor, settlements and usage reports.
+    async fn start_background(&self) -> anyhow::Result<Background> {
+        let core = &self.core;
+        let voided = core.sweep(true).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         if !voided.is_empty() {
             tracing::info!(
                 count = voided.len(),
                 "voided items whose confirmation window had passed"
             );
         }
-        let sweeper = tokio::spawn(sweep_loop(Arc::clone(&self.state.core)));
-        let expiry = tokio::spawn(expiry_loop(Arc::clone(&self.state.core)));
-        let anchors = tokio::spawn(anchor_loop(
-            Arc::clone(&self.state.core),
-            self.data_dir.clone(),
-        ));
-        let core = Arc::clone(&self.state.core);
-        let data_dir = self.data_dir.clone();
-        let settlements = tokio::spawn(settlement_loop(
-            Arc::clone(&self.state.core),
-            self.settlement_poll,
-        ));
-        let reports = (!self.usage_report.is_zero()).then(|| {
-            tokio::spawn(usage_report_loop(
-                Arc::clone(&self.state.core),
+        let mut tasks = vec![
+            tokio::spawn(sweep_loop(Arc::clone(core))),
+            tokio::spawn(expiry_loop(Arc::clone(core))),
+            tokio::spawn(anchor_loop(Arc::clone(core), self.data_dir.clone())),
+            tokio::spawn(settlement_loop(Arc::clone(core), self.settlement_poll)),
+        ];
+        if !self.usage_report.is_zero() {
+            tasks.push(tokio::spawn(usage_report_loop(
+                Arc::clone(core),
                 self.usage_report,
-            ))
-        });
-        let firewall = Arc::clone(&self.state.firewall);
-        let limits = stampline_https::serve::Limits {
-            max_connections: firewall.config.max_connections,
-            handshake_timeout: firewall.config.handshake_timeout(),
-        };
-        let router = gateway::router(self.state);
-        // A connection the firewall does not admit is closed before its TLS handshake.
-        let served = stampline_https::serve::serve_with(
-            listener,
-            self.tls,
-            limits,
-            |peer| {
-                let ticket = Arc::new(firewall.admit(peer.ip())?);
-                Some(
-                    router
-                        .clone()
-                        .layer(axum::Extension(ticket))
-                        .layer(axum::Extension(Peer(peer))),
-                )
-            },
-            shutdown,
-        )
-        .await;
-        sweeper.abort();
-        expiry.abort();
-        settlements.abort();
-        anchors.abort();
-        if let Some(r) = reports {
-            r.abort();
+            )));
         }
-        write_anchor(core, data_dir).await;
+        Ok(Background {
+            tasks,
+            core: Arc::clone(core),
+            data_dir: self.data_dir.clone(),
+        })
+    }
+}
+
+/// The private tier's loops, stopped (and the audit anchor written) when serving ends.
+struct Background {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    core: Arc<Core>,
+    data_dir: PathBuf,
+}
+
+impl Background {
+    async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        write_anchor(self.core, self.data_dir).await;
+    }
+}
+
+/// A listening socket on `addr` (HOST:PORT) with `backlog` places in the kernel's queue.
+pub async fn listen(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let addr = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other("the address resolves to nothing"))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// The public tier on `listener`: TLS for clients, the firewall, the router and the links.
+async fn serve_public(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: AppState,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let firewall = Arc::clone(&state.firewall);
+    let limits = stampline_https::serve::Limits {
+        max_connections: firewall.config.max_connections,
+        handshake_timeout: firewall.config.handshake_timeout(),
+    };
+    let router = gateway::router(state);
+    // A connection the firewall does not admit is closed before its TLS handshake.
+    stampline_https::serve::serve_with(
+        listener,
+        tls,
+        limits,
+        |peer| {
+            let ticket = Arc::new(firewall.admit(peer.ip())?);
+            Some(
+                router
+                    .clone()
+                    .layer(axum::Extension(ticket))
+                    .layer(axum::Extension(Peer(peer))),
+            )
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// What `stampline server --role gateway` is told.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// The credentials directory `stampline admin gateway-credentials` wrote.
+    pub credentials: PathBuf,
+    /// The core's internal address (HOST:PORT).
+    pub core_addr: String,
+    pub beat_interval_ms: u64,
+    pub beat_timeout_ms: u64,
+    pub firewall: FirewallConfig,
+}
+
+/// The public tier alone (`--role gateway`): it holds no ledger, no signing keys, no password
+/// hashes and no card data; it reaches the core over the internal channel (crate::internal).
+#[derive(Debug)]
+pub struct GatewayServer {
+    state: AppState,
+    client: Arc<internal::client::CoreClient>,
+    tls: Arc<rustls::ServerConfig>,
+    trust_path: PathBuf,
+    name: String,
+}
+
+impl GatewayServer {
+    pub fn open(cfg: GatewayConfig) -> anyhow::Result<GatewayServer> {
+        cfg.firewall.check().map_err(anyhow::Error::msg)?;
+        let creds = internal_ca::GatewayCredentials::load(&cfg.credentials)?;
+        let client =
+            internal::client::CoreClient::new(cfg.core_addr.clone(), creds.core_client_config()?);
+        let state = AppState {
+            tier: PrivateTier::remote(Arc::clone(&client)),
+            sessions: Arc::new(Sessions::default()),
+            link: LinkConfig {
+                beat_interval_ms: cfg.beat_interval_ms,
+                beat_timeout_ms: cfg.beat_timeout_ms,
+            },
+            firewall: Arc::new(Firewall::new(cfg.firewall)),
+        };
+        Ok(GatewayServer {
+            state,
+            client,
+            tls: creds.public_server_config()?,
+            trust_path: creds.trust_path(),
+            name: creds.name.clone(),
+        })
+    }
+
+    /// The gateway's name, as its certificate gives it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The trust file clients pin (the same for every gateway of one core).
+    pub fn trust_path(&self) -> &std::path::Path {
+        &self.trust_path
+    }
+
+    /// The live links of this gateway.
+    pub fn sessions(&self) -> Arc<Sessions> {
+        Arc::clone(&self.state.sessions)
+    }
+
+    /// Which connection to the core is up (`None`: none).
+    pub fn core_watch(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
+        self.client.watch()
+    }
+
+    /// A listening socket with the firewall's backlog (as [`Server::listen`]).
+    pub async fn listen(&self, addr: &str) -> std::io::Result<TcpListener> {
+        listen(addr, self.state.firewall.config.listen_backlog).await
+    }
+
+    /// Serve clients on `listener` until `shutdown` completes, keeping a connection to the core.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let keeper = tokio::spawn(Arc::clone(&self.client).run());
+        let served = serve_public(listener, self.tls, self.state, shutdown).await;
+        keeper.abort();
         Ok(served?)
     }
 }

@@ -11,13 +11,13 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use stampline_wire::replies::ByeReply;
 use stampline_wire::{
     Channel, Direction, Frame, Hex, MAX_CLIENT_BYTES, MAX_PASSWORD_BYTES, MAX_USER_BYTES,
-    PROTOCOL_VERSION, Response, WireError, auth_transcript, beat_mac, codes, decode_frame,
-    encode_frame, parse_request, session_key, verify_beat_ack_mac,
+    PROTOCOL_VERSION, Response, WireError, codes, decode_frame, encode_frame, parse_request,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::core::links::{BeatTicket, SessionHello};
 use crate::error::CoreError;
 use crate::firewall::{RateKind, Ticket};
 use crate::state::AppState;
@@ -29,6 +29,10 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_IN_FLIGHT_PER_LINK: usize = 32;
 /// Live links one user may hold.
 pub const MAX_LINKS_PER_USER: usize = 16;
+/// Heartbeats asked of the private tier at a time (at the default 5 s, over five minutes' worth).
+pub const BEAT_BATCH: u32 = 64;
+/// More are asked for when no more than this many are left.
+pub const BEAT_LOW_WATER: usize = 8;
 
 /// Why a link ended; sent as an error frame before a 1008 close (except a clean bye).
 struct Fault {
@@ -50,14 +54,6 @@ fn fault(code: &'static str, message: impl Into<String>) -> Fault {
         code,
         message: message.into(),
     }
-}
-
-fn random8() -> [u8; 8] {
-    let mut b = [0u8; 8];
-    // aws-lc-rs's system RNG does not fail on supported platforms; a zero challenge would still
-    // be MAC'd and unique per seq.
-    let _ = aws_lc_rs::rand::fill(&mut b);
-    b
 }
 
 async fn send_frame(ws: &mut WebSocket, frame: &Frame) -> bool {
@@ -144,63 +140,57 @@ pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr, ticket: A
         .await;
     }
 
-    // 2. check the password, sign the transcript
-    let session = Uuid::new_v4();
-    let sn = random8();
-    let transcript = auth_transcript(&user, &cn, &sn, &session);
-    let detail = format!("client={client} address={peer} session={session}");
-    let grant = match state
-        .core
-        .login(
-            user.clone(),
-            password,
-            transcript,
-            detail,
-            crate::source::SourceKey::of(peer.ip()),
-        )
-        .await
-    {
-        Ok(g) => g,
-        Err(e) => {
-            let code = e.code();
-            return end_with(&mut ws, fault(code, e.public_message())).await;
-        }
+    // 2. the private tier checks the password, signs the transcript and opens the link
+    let up = state.tier.watch();
+    let hello = SessionHello {
+        user: user.clone(),
+        password,
+        client_nonce: Hex(cn),
+        client: client.clone(),
+        peer,
     };
-    if grant.admin && !state.firewall.config.admin.allows(peer.ip()) {
+    let (mut grant, connection) = match state.tier.open_session(hello, BEAT_BATCH).await {
+        Ok(g) => g,
+        Err(e) => return end_with(&mut ws, e.into()).await,
+    };
+    let session = grant.session;
+    // From here on the private tier holds the link's keys: every way out closes it there.
+    let refusal = if grant.admin && !state.firewall.config.admin.allows(peer.ip()) {
         tracing::warn!(user = %user, %peer, "admin login refused: not from an admin address");
-        return end_with(
-            &mut ws,
-            fault(
-                codes::FORBIDDEN,
-                "the admin role may not log in from this address",
-            ),
-        )
-        .await;
-    }
-    if state.sessions.count_for(grant.user_id) >= MAX_LINKS_PER_USER {
-        return end_with(
-            &mut ws,
-            fault(
-                codes::RATE_LIMITED,
-                format!("at most {MAX_LINKS_PER_USER} live links per user"),
-            ),
-        )
-        .await;
-    }
-    let channel = session_key(&grant.k_user, &cn, &sn, &session)
-        .and_then(|k_s| Channel::new(&k_s, session, Direction::ServerToClient));
-    let Ok(mut channel) = channel else {
-        return end_with(&mut ws, fault(codes::INTERNAL, "key derivation failed")).await;
+        Some(fault(
+            codes::FORBIDDEN,
+            "the admin role may not log in from this address",
+        ))
+    } else if state.sessions.count_for(grant.user_id) >= MAX_LINKS_PER_USER {
+        Some(fault(
+            codes::RATE_LIMITED,
+            format!("at most {MAX_LINKS_PER_USER} live links per user"),
+        ))
+    } else {
+        None
+    };
+    let channel = Channel::new(&grant.k_s.0, session, Direction::ServerToClient);
+    let mut channel = match (refusal, channel) {
+        (None, Ok(channel)) => channel,
+        (Some(f), _) => {
+            state.tier.close_session(session).await;
+            return end_with(&mut ws, f).await;
+        }
+        (None, Err(_)) => {
+            state.tier.close_session(session).await;
+            return end_with(&mut ws, fault(codes::INTERNAL, "key derivation failed")).await;
+        }
     };
     let welcome = Frame::Welcome {
         session,
-        server_nonce: Hex(sn),
+        server_nonce: grant.server_nonce,
         key_id: grant.auth_key_id.clone(),
-        signature: Hex(grant.signature),
+        signature: grant.signature,
         beat_interval_ms: state.link.beat_interval_ms,
         beat_timeout_ms: state.link.beat_timeout_ms,
     };
     if !send_frame(&mut ws, &welcome).await {
+        state.tier.close_session(session).await;
         return;
     }
     // Logged in: the connection now counts against its user's links, not its source's.
@@ -213,31 +203,29 @@ pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr, ticket: A
             user_id: grant.user_id,
             client,
             address: peer.to_string(),
-            connected_at_ms: state.core.clock().now_ms(),
+            connected_at_ms: state.tier.now_ms(),
             last_beat_ms: None,
             round_trip_ms: None,
         },
     );
     tracing::info!(%session, user = %user, %peer, "link up");
 
-    let k_user = Arc::new(grant.k_user);
-    let (done_tx, mut done_rx) = mpsc::channel::<Response>(MAX_IN_FLIGHT_PER_LINK);
-    let result = serve_link(
-        &mut ws,
-        &state,
+    let beats: VecDeque<BeatTicket> = std::mem::take(&mut grant.beats).into();
+    let live = Live {
         session,
-        grant.user_id,
-        k_user,
-        &mut channel,
-        done_tx,
-        &mut done_rx,
-    )
-    .await;
+        connection,
+        up,
+        next_fetch: beats.back().map_or(1, |b| b.seq.saturating_add(1)),
+        beats,
+    };
+    drop(grant);
+    let (done_tx, mut done_rx) = mpsc::channel::<Vec<u8>>(MAX_IN_FLIGHT_PER_LINK);
+    let result = serve_link(&mut ws, &state, live, &mut channel, done_tx, &mut done_rx).await;
     state.sessions.lock().remove(&session);
     // Let requests already in the private tier finish, so that an item issued just as the link
-    // broke is covered by the confirmation window started below.
+    // broke is covered by the confirmation window that closing the link starts.
     while done_rx.recv().await.is_some() {}
-    state.core.link_ended(grant.user_id).await;
+    state.tier.close_session(session).await;
     match result {
         Ok(()) => {
             tracing::info!(%session, "link closed by bye");
@@ -247,42 +235,85 @@ pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr, ticket: A
     }
 }
 
+/// What a live link holds besides its socket and channel.
+struct Live {
+    session: Uuid,
+    /// The connection to the private tier the link was opened on (crate::tier::PrivateTier::watch).
+    connection: u64,
+    up: watch::Receiver<Option<u64>>,
+    /// Heartbeats made in advance by the private tier, oldest first.
+    beats: VecDeque<BeatTicket>,
+    /// The sequence number of the first heartbeat to ask for next.
+    next_fetch: u64,
+}
+
+impl Live {
+    /// The next heartbeat, asking the private tier for more when few are left. A private tier
+    /// that does not hand them out in time ends the link.
+    async fn next_beat(&mut self, state: &AppState) -> Result<BeatTicket, Fault> {
+        if self.beats.len() <= BEAT_LOW_WATER {
+            let wait = Duration::from_millis(state.link.beat_timeout_ms.max(1));
+            let more = state.tier.beats(self.session, self.next_fetch, BEAT_BATCH);
+            match tokio::time::timeout(wait, more).await {
+                Ok(Ok(more)) => {
+                    if let Some(last) = more.last() {
+                        self.next_fetch = last.seq.saturating_add(1);
+                    }
+                    self.beats.extend(more);
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    return Err(fault(
+                        codes::UNAVAILABLE,
+                        "the private tier did not answer in time",
+                    ));
+                }
+            }
+        }
+        self.beats
+            .pop_front()
+            .ok_or_else(|| fault(codes::INTERNAL, "no heartbeat to send"))
+    }
+}
+
 /// The live part of a link: returns Ok after a bye, Err with the fault that ended it otherwise.
-#[allow(clippy::too_many_arguments)]
 async fn serve_link(
     ws: &mut WebSocket,
     state: &AppState,
-    session: Uuid,
-    user_id: i64,
-    k_user: Arc<zeroize::Zeroizing<[u8; 32]>>,
+    mut live: Live,
     channel: &mut Channel,
-    done_tx: mpsc::Sender<Response>,
-    done_rx: &mut mpsc::Receiver<Response>,
+    done_tx: mpsc::Sender<Vec<u8>>,
+    done_rx: &mut mpsc::Receiver<Vec<u8>>,
 ) -> Result<(), Fault> {
+    let session = live.session;
     let interval = Duration::from_millis(state.link.beat_interval_ms.max(1));
     let timeout = Duration::from_millis(state.link.beat_timeout_ms.max(1));
     let mut next_beat = Instant::now() + interval;
-    let mut beat_seq: u64 = 0;
-    // Beats sent and not yet acknowledged, oldest first: (seq, challenge, sent at).
-    let mut outstanding: VecDeque<(u64, [u8; 8], Instant)> = VecDeque::new();
+    // Beats sent and not yet acknowledged, oldest first: (seq, the ack's MAC, sent at).
+    let mut outstanding: VecDeque<(u64, [u8; 32], Instant)> = VecDeque::new();
     let mut in_flight = 0usize;
 
     loop {
         let ack_deadline = outstanding.front().map(|(_, _, at)| *at + timeout);
         tokio::select! {
             _ = tokio::time::sleep_until(next_beat) => {
-                beat_seq += 1;
-                let challenge = random8();
-                let mac = beat_mac(&k_user, &session, beat_seq, &challenge);
-                let frame = Frame::Beat { seq: beat_seq, challenge: Hex(challenge), mac: Hex(mac) };
+                let beat = live.next_beat(state).await?;
+                let frame = Frame::Beat { seq: beat.seq, challenge: beat.challenge, mac: beat.mac };
                 if !send_frame(ws, &frame).await {
                     return Err(fault(codes::SESSION_ENDED, "connection lost"));
                 }
-                outstanding.push_back((beat_seq, challenge, Instant::now()));
+                outstanding.push_back((beat.seq, beat.ack.0, Instant::now()));
                 next_beat += interval;
             }
             _ = async { match ack_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 return Err(fault(codes::BEAT_TIMEOUT, "heartbeat not acknowledged in time"));
+            }
+            changed = live.up.changed() => {
+                // The connection this link was opened on is gone: the private tier has forgotten
+                // the link, which must not look alive.
+                if changed.is_err() || *live.up.borrow_and_update() != Some(live.connection) {
+                    return Err(fault(codes::UNAVAILABLE, "the private tier is unreachable; log in again shortly"));
+                }
             }
             Some(response) = done_rx.recv() => {
                 // Answers that are ready at the same time leave in one write (one TLS record and
@@ -290,7 +321,7 @@ async fn serve_link(
                 let mut next = Some(response);
                 while let Some(response) = next {
                     in_flight -= 1;
-                    let frame = channel.seal(&response.to_json())?;
+                    let frame = channel.seal(&response)?;
                     if ws.feed(Message::Text(encode_frame(&frame).into())).await.is_err() {
                         return Err(fault(codes::SESSION_ENDED, "connection lost"));
                     }
@@ -310,19 +341,20 @@ async fn serve_link(
                 };
                 match decode_frame(text.as_str())? {
                     Frame::BeatAck { seq, mac } => {
-                        let Some((want, challenge, sent)) = outstanding.pop_front() else {
+                        let Some((want, expected, sent)) = outstanding.pop_front() else {
                             return Err(fault(codes::UNEXPECTED_FRAME, "ack without a beat"));
                         };
                         if seq != want {
                             return Err(fault(codes::BAD_SEQUENCE, format!("ack {seq} for beat {want}")));
                         }
-                        verify_beat_ack_mac(&k_user, &session, seq, &challenge, &mac.0)?;
+                        aws_lc_rs::constant_time::verify_slices_are_equal(&expected, &mac.0)
+                            .map_err(|_| Fault::from(WireError::BadMac))?;
                         let rtt = sent.elapsed();
                         if rtt > timeout {
                             return Err(fault(codes::BEAT_TIMEOUT, "heartbeat acknowledged late"));
                         }
                         if let Some(info) = state.sessions.lock().get_mut(&session) {
-                            info.last_beat_ms = Some(state.core.clock().now_ms());
+                            info.last_beat_ms = Some(state.tier.now_ms());
                             info.round_trip_ms = Some(u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX));
                         }
                     }
@@ -354,11 +386,10 @@ async fn serve_link(
                             continue;
                         }
                         in_flight += 1;
-                        let core = Arc::clone(&state.core);
-                        let k = Arc::clone(&k_user);
+                        let tier = state.tier.clone();
                         let tx = done_tx.clone();
                         tokio::spawn(async move {
-                            let resp = core.handle(user_id, k, request, canonical, session).await;
+                            let resp = tier.handle(session, request, canonical, plain).await;
                             let _ = tx.send(resp).await;
                         });
                     }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::core::Core;
 use crate::firewall::Firewall;
+use crate::tier::PrivateTier;
 
 /// The peer address of a connection, added to each request by the server loop.
 #[derive(Clone, Copy, Debug)]
@@ -19,11 +19,11 @@ pub struct Peer(pub SocketAddr);
 /// Everything the handlers share.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    pub core: Arc<Core>,
+    /// The private tier: in this process or across the internal channel.
+    pub tier: PrivateTier,
     pub sessions: Arc<Sessions>,
     pub link: LinkConfig,
     pub firewall: Arc<Firewall>,
-    pub sandbox: bool,
 }
 
 /// Heartbeat settings.

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use stampline_items::Zip5;
 use stampline_ledger::{LoginFailure, NewUser, Role, UserId, UserRecord};
 use stampline_wire::replies::{AdminThrottlesReply, AdminUnlockReply, LoginThrottle};
@@ -32,7 +32,7 @@ const INVALID_NAME_KEY: &str = "(invalid name)";
 pub const MAX_FIELD_CHARS: usize = 100;
 
 /// `POST /v1/register` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterForm {
     pub user: String,
@@ -45,7 +45,7 @@ pub struct RegisterForm {
 }
 
 /// The answer to a registration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Registered {
     pub user: String,
     /// `None` until the first funding licenses the customer.
