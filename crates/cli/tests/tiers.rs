@@ -275,7 +275,20 @@ fn split_mode_end_to_end_through_two_gateways_of_one_core() {
         .unwrap();
     assert!(!ok);
     assert_eq!(v["error"], "bad_credentials", "{v}");
-    drop(split.gateways);
+
+    // A gateway dies: its client's link ends; the client logs in through the other gateway.
+    let mut gateways = split.gateways;
+    runtime.block_on(async {
+        let link = link_when_up(&gateways[0].endpoint(), "ann").await;
+        drop(gateways.remove(0));
+        let lost = link.wait_lost(Duration::from_secs(5)).await;
+        assert!(lost.is_some(), "a link lived on without its gateway");
+        let link = link_when_up(&gateways[0].endpoint(), "ann").await;
+        let r = link.request(Op::Balance {}).await.unwrap();
+        assert_eq!(r.fields["balance_mills"], 20_000, "{r:?}");
+        link.bye().await.unwrap();
+    });
+    drop(gateways);
     assert_audit_clean(&split.data);
 }
 
@@ -526,4 +539,35 @@ async fn a_core_killed_under_load_ends_every_link_and_loses_no_acknowledged_purc
     );
     link.bye().await.unwrap();
     assert_audit_clean(&data);
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a process.
+fn signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_that_stops_answering_without_a_reset_ends_the_links_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("core");
+    let core = start_core(&data, "127.0.0.1:0");
+    let creds = dir.path().join("gw");
+    credentials(&data, "gw", &creds);
+    let gw = start_gateway(&creds, &core.internal);
+    register_retrying(&gw).await;
+    let link = link_when_up(&gw.endpoint(), "ann").await;
+    // Frozen, the core keeps its sockets open: only the gateway's keep-alive can tell.
+    signal(&core._proc.0, "STOP");
+    let lost = link.wait_lost(Duration::from_secs(8)).await;
+    signal(&core._proc.0, "CONT");
+    assert!(lost.is_some(), "a link lived on while its core was frozen");
+    // Thawed, the core is reached again and serves without a restart of either process.
+    let again = link_when_up(&gw.endpoint(), "ann").await;
+    let r = again.request(Op::Balance {}).await.unwrap();
+    assert!(r.ok, "{r:?}");
+    again.bye().await.unwrap();
 }

@@ -25,6 +25,11 @@ pub const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting (TCP and TLS) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the gateway asks the core whether it is there, when nothing else is asked...
+pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(1);
+/// ...and how long it waits for the answer before it takes the connection for lost (a core
+/// cut off without a reset, its links would otherwise look alive).
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<ReplyFrame>>>>;
 
@@ -171,7 +176,8 @@ impl CoreClient {
     }
 
     /// Use one connection until it ends: learn what the core runs on, announce the connection,
-    /// dispatch answers; then fail every call still waiting and announce that none is up.
+    /// dispatch answers, ask every [`KEEPALIVE_EVERY`] whether the core is still there; then fail
+    /// every call still waiting and announce that none is up.
     async fn serve_connection(
         &self,
         stream: tokio_rustls::client::TlsStream<TcpStream>,
@@ -217,7 +223,15 @@ impl CoreClient {
                 }
                 Err(e) => return format!("the core did not answer its first call: {e}"),
             }
-            std::future::pending::<String>().await
+            loop {
+                tokio::time::sleep(KEEPALIVE_EVERY).await;
+                let asked = tokio::time::timeout(KEEPALIVE_TIMEOUT, self.call(Call::Info {}));
+                match asked.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return format!("keep-alive: {e}"),
+                    Err(_) => return "the core stopped answering".to_owned(),
+                }
+            }
         };
         let why = tokio::select! {
             why = reader => why,

@@ -24,6 +24,12 @@ use crate::internal_ca::GatewayRegistry;
 pub const REVOCATION_CHECK: Duration = Duration::from_secs(1);
 /// How long a gateway may take to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A gateway asks every second (crate::internal::client::KEEPALIVE_EVERY); one silent this long
+/// is taken for gone, and its links end.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections at once on the internal port, gateways and handshakes in progress together
+/// (the port should be reachable from the gateways only; this bounds what anyone else can hold).
+pub const MAX_CONNECTIONS: usize = 256;
 /// Calls one gateway connection may have in the core at once (a gateway's links have at most
 /// 32 each in flight; this bounds what one connection can ask of the core).
 pub const MAX_CALLS_IN_FLIGHT: usize = 4096;
@@ -39,8 +45,13 @@ pub async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     // Owner 0 is the local public tier; gateway connections count from 1.
     let next_owner = Arc::new(AtomicU64::new(1));
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = Arc::clone(&permits).acquire_owned() => p.map_err(std::io::Error::other)?,
+        };
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -53,14 +64,18 @@ pub async fn serve(
             },
         };
         let owner = next_owner.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(connection(
+        let conn = connection(
             tcp,
             peer,
             acceptor.clone(),
             Arc::clone(&core),
             data_dir.clone(),
             owner,
-        ));
+        );
+        tokio::spawn(async move {
+            let _permit = permit;
+            conn.await;
+        });
     }
     Ok(())
 }
@@ -104,16 +119,29 @@ async fn connection(
     let (mut rd, wr) = tokio::io::split(tls);
     let (tx, rx) = mpsc::channel::<Vec<u8>>(1024);
     let writer = tokio::spawn(write_loop(tokio::io::BufWriter::new(wr), rx));
+    // Messages are read in their own task: a read cut off half way (by the revocation check, say)
+    // would lose the stream's framing.
+    let (in_tx, mut incoming) = mpsc::channel::<std::io::Result<Option<Vec<u8>>>>(64);
+    let reader = tokio::spawn(async move {
+        loop {
+            let message = read_message(&mut rd).await;
+            let more = matches!(message, Ok(Some(_)));
+            if in_tx.send(message).await.is_err() || !more {
+                return;
+            }
+        }
+    });
     let calls = Arc::new(tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT));
     let mut check = tokio::time::interval(REVOCATION_CHECK);
     check.tick().await;
     let why = loop {
         tokio::select! {
-            message = read_message(&mut rd) => {
+            message = tokio::time::timeout(IDLE_TIMEOUT, incoming.recv()) => {
                 let body = match message {
-                    Ok(Some(b)) => b,
-                    Ok(None) => break "closed by the gateway".to_owned(),
-                    Err(e) => break format!("read: {e}"),
+                    Err(_) => break format!("silent for {} s", IDLE_TIMEOUT.as_secs()),
+                    Ok(Some(Ok(Some(b)))) => b,
+                    Ok(Some(Ok(None)) | None) => break "closed by the gateway".to_owned(),
+                    Ok(Some(Err(e))) => break format!("read: {e}"),
                 };
                 let frame: CallFrame = match serde_json::from_slice(&body) {
                     Ok(f) => f,
@@ -139,6 +167,7 @@ async fn connection(
             }
         }
     };
+    reader.abort();
     drop(tx);
     // Calls already in the core finish first, so that an item issued just as the connection broke
     // is covered by the confirmation window that ending its link starts.
