@@ -426,6 +426,10 @@ pub struct BenchArgs {
     /// server falling behind shows in the percentiles.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// More servers of the same system (gateways of one core, pinned by the same trust file):
+    /// the links are spread over the server and these in turn.
+    #[arg(long)]
+    pub also: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,5 @@
 //! `stampline bench`: a load generator against a running server (STAMPLINE_SERVER,
-//! STAMPLINE_TRUST). It registers one user per link, logs each in on its own live link (real
+//! STAMPLINE_TRUST; `--also URL` spreads the links over several gateways of one core). It registers one user per link, logs each in on its own live link (real
 //! logins, heartbeats and sealed frames) and funds it over that link through the sandbox bank,
 //! then issues `--count` items in total — `--depth` requests in flight per link — and confirms
 //! each as printed. It reports the issue rate and the latency of each issue request (send →
@@ -175,6 +175,10 @@ pub async fn bench(global: &Global, a: BenchArgs, out: Out) -> Result<(), CliErr
         ));
     }
     let ep = endpoint(global)?;
+    let mut endpoints = vec![ep.clone()];
+    for url in &a.also {
+        endpoints.push(Endpoint::new(url, ep.trust.clone())?);
+    }
     let run = &Uuid::new_v4().simple().to_string()[..8];
     let count = a.count;
     let per_link =
@@ -184,7 +188,8 @@ pub async fn bench(global: &Global, a: BenchArgs, out: Out) -> Result<(), CliErr
     let setup_started = Instant::now();
     let mut links = Vec::with_capacity(a.links);
     for l in 0..a.links {
-        let client = user_client(&ep, &format!("bench-{run}-{l}"), per_link(l)).await?;
+        let ep = &endpoints[l % endpoints.len()];
+        let client = user_client(ep, &format!("bench-{run}-{l}"), per_link(l)).await?;
         links.push(Arc::new(client));
     }
     let setup_s = setup_started.elapsed().as_secs_f64();
