@@ -97,6 +97,7 @@ fn gateway_config(a: &ServerArgs) -> Result<GatewayConfig, CliError> {
         ));
     };
     let private_only = [
+        ("--hostname", !a.hostname.is_empty()),
         ("--database", a.database.is_some()),
         ("--psd", a.psd.is_some()),
         ("--cmls", a.cmls.is_some()),
@@ -178,6 +179,12 @@ pub async fn server(a: ServerArgs, out: Out) -> Result<(), CliError> {
         return Err(unsupported(
             "--core/--credentials",
             "only a gateway (--role gateway) is told where the core is",
+        ));
+    }
+    if a.role == "core" && a.config.is_some() {
+        return Err(unsupported(
+            "--config",
+            "the firewall runs on the gateways (--role gateway --config FILE); the core's port is for gateways only",
         ));
     }
     let cfg = config(&a)?;

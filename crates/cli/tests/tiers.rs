@@ -571,3 +571,51 @@ async fn a_core_that_stops_answering_without_a_reset_ends_the_links_too() {
     assert!(r.ok, "{r:?}");
     again.bye().await.unwrap();
 }
+
+#[test]
+fn each_role_refuses_the_flags_of_the_other_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let refused = |args: &[&str], code: &str| {
+        let o = Command::new(BIN)
+            .args([
+                "--json",
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                s(&data),
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let (ok, v) = last_json(&o);
+        assert!(!ok, "{args:?} started: {v}");
+        assert_eq!(v["error"], code, "{args:?}: {v}");
+    };
+    refused(&["--role", "gateway"], "bad_flag");
+    refused(&["--role", "gateway", "--core", "127.0.0.1:1"], "bad_flag");
+    let gw = [
+        "--role",
+        "gateway",
+        "--core",
+        "127.0.0.1:1",
+        "--credentials",
+        "x",
+    ];
+    refused(
+        &[&gw[..], &["--database", "sqlite"]].concat(),
+        "unsupported",
+    );
+    refused(&[&gw[..], &["--psd", "software"]].concat(), "unsupported");
+    refused(
+        &[&gw[..], &["--hostname", "example.com"]].concat(),
+        "unsupported",
+    );
+    refused(&["--core", "127.0.0.1:1"], "unsupported");
+    refused(&["--role", "core", "--config", "f.toml"], "unsupported");
+    refused(&["--role", "middle"], "bad_usage");
+    // Nothing was made for any of them.
+    assert!(!data.exists());
+}
