@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use stampline_wire::replies::SigningKey;
 use stampline_wire::{Request, Response, codes};
 use tokio::sync::watch;
@@ -26,8 +27,8 @@ enum Inner {
     Remote(Arc<CoreClient>),
 }
 
-fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, CoreError> {
-    serde_json::from_value(value).map_err(|e| CoreError::Internal(format!("core's answer: {e}")))
+fn decode<T: DeserializeOwned>(raw: &RawValue) -> Result<T, CoreError> {
+    serde_json::from_str(raw.get()).map_err(|e| CoreError::Internal(format!("core's answer: {e}")))
 }
 
 impl PrivateTier {
@@ -72,7 +73,7 @@ impl PrivateTier {
     }
 
     async fn ask<T: DeserializeOwned>(client: &CoreClient, call: Call) -> Result<T, CoreError> {
-        decode(client.call(call).await?.0)
+        decode(&client.call(call).await?.0)
     }
 
     pub async fn register(&self, form: RegisterForm) -> Result<Registered, CoreError> {
@@ -111,7 +112,7 @@ impl PrivateTier {
             Inner::Local(core, _) => Ok((core.open_session(hello, LOCAL, beats).await?, 0)),
             Inner::Remote(client) => {
                 let (value, connection) = client.call(Call::OpenSession { hello, beats }).await?;
-                Ok((decode(value)?, connection))
+                Ok((decode(&value)?, connection))
             }
         }
     }
@@ -163,19 +164,19 @@ impl PrivateTier {
                     )
                     .to_json()
                 };
-                let Ok(plain) = String::from_utf8(plain) else {
-                    return error(CoreError::refused(codes::BAD_REQUEST, "not UTF-8"));
+                // The link parsed it already: it is JSON.
+                let Some(plain) = String::from_utf8(plain)
+                    .ok()
+                    .and_then(|p| RawValue::from_string(p).ok())
+                else {
+                    return error(CoreError::refused(codes::BAD_REQUEST, "not JSON"));
                 };
-                match Self::ask::<String>(
-                    client,
-                    Call::Handle {
-                        session,
-                        request: plain,
-                    },
-                )
-                .await
-                {
-                    Ok(json) => json.into_bytes(),
+                let call = Call::Handle {
+                    session,
+                    request: plain,
+                };
+                match client.call(call).await {
+                    Ok((json, _)) => String::from(Box::<str>::from(json)).into_bytes(),
                     Err(e) => error(e),
                 }
             }

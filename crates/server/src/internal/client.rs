@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
+use serde_json::value::RawValue;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -98,7 +99,7 @@ impl CoreClient {
     }
 
     /// Call the core; the answer and the number of the connection that carried it.
-    pub async fn call(&self, call: Call) -> Result<(serde_json::Value, u64), CoreError> {
+    pub async fn call(&self, call: Call) -> Result<(Box<RawValue>, u64), CoreError> {
         let conn = self.current().ok_or_else(unreachable_core)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -131,7 +132,7 @@ impl CoreClient {
         match (reply.ok, reply.err) {
             (_, Some(refusal)) => Err(refusal.into()),
             (Some(ok), None) => Ok((ok, conn.number)),
-            (None, None) => Ok((serde_json::Value::Null, conn.number)),
+            (None, None) => Err(CoreError::Internal("the core sent an empty answer".into())),
         }
     }
 
@@ -216,7 +217,7 @@ impl CoreClient {
         let greet = async {
             match self.call(Call::Info {}).await {
                 Ok((info, _)) => {
-                    let info: CoreInfo = serde_json::from_value(info).unwrap_or_default();
+                    let info: CoreInfo = serde_json::from_str(info.get()).unwrap_or_default();
                     self.sandbox.store(info.sandbox, Ordering::Relaxed);
                     self.set_current(Some(conn.clone()));
                     tracing::info!(core = %self.addr, connection = number, "connected to the core");

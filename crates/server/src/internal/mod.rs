@@ -12,6 +12,7 @@ pub mod client;
 pub mod serve;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use stampline_wire::codes;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use uuid::Uuid;
@@ -44,10 +45,11 @@ pub enum Call {
         first_seq: u64,
         count: u32,
     },
-    /// One request of a live link, as the plaintext the client sealed.
+    /// One request of a live link, as the plaintext the client sealed (a JSON object, carried
+    /// as it is).
     Handle {
         session: Uuid,
-        request: String,
+        request: Box<RawValue>,
     },
     CloseSession {
         session: Uuid,
@@ -73,7 +75,7 @@ pub struct Refusal {
 pub struct ReplyFrame {
     pub id: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ok: Option<serde_json::Value>,
+    pub ok: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub err: Option<Refusal>,
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use stampline_wire::{Response, parse_request};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -119,55 +120,62 @@ async fn connection(
     let (mut rd, wr) = tokio::io::split(tls);
     let (tx, rx) = mpsc::channel::<Vec<u8>>(1024);
     let writer = tokio::spawn(write_loop(tokio::io::BufWriter::new(wr), rx));
-    // Messages are read in their own task: a read cut off half way (by the revocation check, say)
-    // would lose the stream's framing.
-    let (in_tx, mut incoming) = mpsc::channel::<std::io::Result<Option<Vec<u8>>>>(64);
-    let reader = tokio::spawn(async move {
-        loop {
-            let message = read_message(&mut rd).await;
-            let more = matches!(message, Ok(Some(_)));
-            if in_tx.send(message).await.is_err() || !more {
-                return;
-            }
-        }
-    });
     let calls = Arc::new(tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT));
-    let mut check = tokio::time::interval(REVOCATION_CHECK);
-    check.tick().await;
-    let why = loop {
-        tokio::select! {
-            message = tokio::time::timeout(IDLE_TIMEOUT, incoming.recv()) => {
-                let body = match message {
-                    Err(_) => break format!("silent for {} s", IDLE_TIMEOUT.as_secs()),
-                    Ok(Some(Ok(Some(b)))) => b,
-                    Ok(Some(Ok(None)) | None) => break "closed by the gateway".to_owned(),
-                    Ok(Some(Err(e))) => break format!("read: {e}"),
+    // Calls are read and dispatched in their own task, never cut off half way (the framing would
+    // be lost); the revocation check runs beside it, and whichever ends first ends the other.
+    let reading = {
+        let (core, tx, calls) = (Arc::clone(&core), tx.clone(), Arc::clone(&calls));
+        async move {
+            loop {
+                let body = match tokio::time::timeout(IDLE_TIMEOUT, read_message(&mut rd)).await {
+                    Err(_) => return format!("silent for {} s", IDLE_TIMEOUT.as_secs()),
+                    Ok(Ok(Some(b))) => b,
+                    Ok(Ok(None)) => return "closed by the gateway".to_owned(),
+                    Ok(Err(e)) => return format!("read: {e}"),
                 };
                 let frame: CallFrame = match serde_json::from_slice(&body) {
                     Ok(f) => f,
-                    Err(e) => break format!("malformed call: {e}"),
+                    Err(e) => return format!("malformed call: {e}"),
                 };
                 let Ok(permit) = Arc::clone(&calls).acquire_owned().await else {
-                    break "closing".to_owned();
+                    return "closing".to_owned();
                 };
                 let (core, tx) = (Arc::clone(&core), tx.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
                     let reply = match execute(&core, owner, frame.call).await {
-                        Ok(ok) => ReplyFrame { id: frame.id, ok: Some(ok), err: None },
-                        Err(e) => ReplyFrame { id: frame.id, ok: None, err: Some(Refusal::from(&e)) },
+                        Ok(ok) => ReplyFrame {
+                            id: frame.id,
+                            ok: Some(ok),
+                            err: None,
+                        },
+                        Err(e) => ReplyFrame {
+                            id: frame.id,
+                            ok: None,
+                            err: Some(Refusal::from(&e)),
+                        },
                     };
                     let _ = tx.send(encode(&reply)).await;
                 });
             }
-            _ = check.tick() => {
-                if let Err(why) = admitted(&data_dir, &cert) {
-                    break format!("no longer admitted: {why}");
-                }
+        }
+    };
+    let reader = tokio::spawn(reading);
+    let revoked = async {
+        let mut check = tokio::time::interval(REVOCATION_CHECK);
+        loop {
+            check.tick().await;
+            if let Err(why) = admitted(&data_dir, &cert) {
+                return format!("no longer admitted: {why}");
             }
         }
     };
-    reader.abort();
+    let reader_abort = reader.abort_handle();
+    let why = tokio::select! {
+        why = reader => why.unwrap_or_else(|e| format!("reader: {e}")),
+        why = revoked => why,
+    };
+    reader_abort.abort();
     drop(tx);
     // Calls already in the core finish first, so that an item issued just as the connection broke
     // is covered by the confirmation window that ending its link starts.
@@ -178,16 +186,12 @@ async fn connection(
     tracing::warn!(gateway = %name, %peer, %why, links_ended = ended, "gateway disconnected");
 }
 
-fn value<T: Serialize>(v: &T) -> Result<serde_json::Value, CoreError> {
-    serde_json::to_value(v).map_err(|e| CoreError::Internal(format!("reply: {e}")))
+fn value<T: Serialize>(v: &T) -> Result<Box<RawValue>, CoreError> {
+    serde_json::value::to_raw_value(v).map_err(|e| CoreError::Internal(format!("reply: {e}")))
 }
 
 /// One call, answered by the core's own methods.
-async fn execute(
-    core: &Arc<Core>,
-    owner: Owner,
-    call: Call,
-) -> Result<serde_json::Value, CoreError> {
+async fn execute(core: &Arc<Core>, owner: Owner, call: Call) -> Result<Box<RawValue>, CoreError> {
     match call {
         Call::Info {} => value(&CoreInfo {
             sandbox: core.cmls().is_sandbox() || core.bank().is_sandbox(),
@@ -213,7 +217,7 @@ async fn execute(
             count,
         } => value(&core.beats(session, owner, first_seq, count)?),
         Call::Handle { session, request } => {
-            let response = match parse_request(request.as_bytes()) {
+            let response = match parse_request(request.get().as_bytes()) {
                 Ok((request, canonical)) => {
                     core.handle_on(session, owner, request, canonical).await
                 }
@@ -224,13 +228,14 @@ async fn execute(
                     &e.message,
                 ),
             };
-            let json = String::from_utf8(response.to_json())
-                .map_err(|e| CoreError::Internal(format!("response: {e}")))?;
-            Ok(serde_json::Value::String(json))
+            String::from_utf8(response.to_json())
+                .ok()
+                .and_then(|json| RawValue::from_string(json).ok())
+                .ok_or_else(|| CoreError::Internal("a response that is not JSON".into()))
         }
         Call::CloseSession { session } => {
             core.close_session(session, owner).await;
-            Ok(serde_json::Value::Null)
+            value(&())
         }
     }
 }
