@@ -253,7 +253,7 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (
         UNAVAILABLE,
-        "CMLS cannot be reached; nothing was licensed or charged, send the same request again",
+        "a system the server depends on (its private tier, CMLS) cannot be reached; nothing was done that sending the same request again would repeat",
     ),
 ];
 
