@@ -17,21 +17,14 @@ use stampline_client::{Endpoint, Link, Trust};
 use stampline_wire::{Card, Op, Secret};
 
 mod common;
-use common::{BIN, Cli, PASSWORD, buy_letter, fund_card, last_json, s, spawn_listening};
-
-/// A child process, killed (SIGKILL) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{
+    BIN, Cli, Killed, PASSWORD, as_client, buy_letter, fund_card, gateway_credentials, last_json,
+    s, spawn_listening,
+};
 
 /// A running core: its internal address and the trust file clients pin.
 struct CoreProc {
-    _proc: Proc,
+    _proc: Killed,
     internal: String,
     trust: PathBuf,
 }
@@ -54,34 +47,15 @@ fn start_core(data: &Path, listen: &str) -> CoreProc {
     assert_eq!(v["event"], "listening", "{v}");
     assert_eq!(v["role"], "core", "{v}");
     CoreProc {
-        _proc: Proc(child),
+        _proc: Killed(child),
         internal: v["internal"].as_str().unwrap().to_owned(),
         trust: PathBuf::from(v["trust"].as_str().unwrap()),
     }
 }
 
-/// `stampline admin gateway-credentials` for `name` into `out`: its JSON.
-fn credentials(data: &Path, name: &str, out: &Path) -> Value {
-    let o = Command::new(BIN)
-        .args([
-            "--json",
-            "admin",
-            "gateway-credentials",
-            "--data-dir",
-            s(data),
-        ])
-        .args(["--name", name, "--out", s(out)])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let (ok, v) = last_json(&o);
-    assert!(ok, "gateway-credentials {name}: {v}");
-    v
-}
-
 /// A running gateway, which the `stampline` client can be pointed at.
 struct GatewayProc {
-    _proc: Proc,
+    _proc: Killed,
     url: String,
     trust: PathBuf,
 }
@@ -102,7 +76,7 @@ fn start_gateway(credentials: &Path, core: &str) -> GatewayProc {
     let l = spawn_listening(&mut cmd).unwrap_or_else(|v| panic!("gateway did not start: {v}"));
     assert_eq!(l.line["role"], "gateway", "{}", l.line);
     GatewayProc {
-        _proc: Proc(l.child),
+        _proc: Killed(l.child),
         url: l.url,
         trust: l.trust,
     }
@@ -116,16 +90,9 @@ impl GatewayProc {
 
 impl Cli for GatewayProc {
     fn run(&self, user: &str, args: &[&str]) -> (bool, Value) {
-        let out = Command::new(BIN)
-            .arg("--json")
+        let mut cmd = Command::new(BIN);
+        let out = as_client(&mut cmd, &self.url, &self.trust, user)
             .args(args)
-            .env("STAMPLINE_SERVER", &self.url)
-            .env("STAMPLINE_TRUST", &self.trust)
-            .env("STAMPLINE_USER", user)
-            .env("STAMPLINE_PASSWORD", PASSWORD)
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
-            .stdin(Stdio::null())
             .output()
             .unwrap();
         last_json(&out)
@@ -145,29 +112,13 @@ fn start_split(dir: &Path) -> Split {
     let mut gateways = Vec::new();
     for name in ["gw-a", "gw-b"] {
         let creds = dir.join(name);
-        credentials(&data, name, &creds);
+        gateway_credentials(&data, name, &creds);
         gateways.push(start_gateway(&creds, &core.internal));
     }
     Split {
         core,
         gateways,
         data,
-    }
-}
-
-impl GatewayProc {
-    /// [`Cli::ok`], retried while the gateway answers `unavailable` (it reaches its core
-    /// shortly after it starts, and again after the core comes back).
-    fn ok_when_up(&self, user: &str, args: &[&str]) -> Value {
-        for _ in 0..100 {
-            let (ok, v) = self.run(user, args);
-            if ok {
-                return v;
-            }
-            assert_eq!(v["error"], "unavailable", "{args:?}: {v}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("{args:?}: the gateway never reached its core");
     }
 }
 
@@ -322,7 +273,7 @@ async fn the_core_refuses_plain_tls_another_cas_certificate_and_a_revoked_gatewa
     let data = dir.path().join("core");
     let core = start_core(&data, "127.0.0.1:0");
     let good = dir.path().join("good");
-    credentials(&data, "good", &good);
+    gateway_credentials(&data, "good", &good);
     let good_config = stampline_server::internal_ca::GatewayCredentials::load(&good)
         .unwrap()
         .core_client_config()
@@ -353,7 +304,7 @@ async fn the_core_refuses_plain_tls_another_cas_certificate_and_a_revoked_gatewa
     let other = dir.path().join("other-core");
     let other_core = start_core(&other, "127.0.0.1:0");
     let foreign = dir.path().join("foreign");
-    credentials(&other, "good", &foreign);
+    gateway_credentials(&other, "good", &foreign);
     drop(other_core);
     let foreign_config = stampline_server::internal_ca::GatewayCredentials::load(&foreign)
         .unwrap()
@@ -430,7 +381,7 @@ async fn a_core_killed_under_load_ends_every_link_and_loses_no_acknowledged_purc
     let mut gateways = Vec::new();
     for name in ["gw-a", "gw-b"] {
         let creds = dir.path().join(name);
-        credentials(&data, name, &creds);
+        gateway_credentials(&data, name, &creds);
         gateways.push(start_gateway(&creds, &internal));
     }
     register_retrying(&gateways[0]).await;
@@ -556,7 +507,7 @@ async fn a_core_that_stops_answering_without_a_reset_ends_the_links_too() {
     let data = dir.path().join("core");
     let core = start_core(&data, "127.0.0.1:0");
     let creds = dir.path().join("gw");
-    credentials(&data, "gw", &creds);
+    gateway_credentials(&data, "gw", &creds);
     let gw = start_gateway(&creds, &core.internal);
     register_retrying(&gw).await;
     let link = link_when_up(&gw.endpoint(), "ann").await;

@@ -18,13 +18,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
 mod common;
-use common::{BIN, PASSWORD, buy_letter, fund_card, last_json, s};
+use common::{
+    BIN, Cli, Killed, as_client, buy_letter, fund_card, gateway_credentials, last_json, s,
+};
 
 const CLIENT_NET: &str = "10.231.1.0/24";
 const CLIENT_ADDR: &str = "10.231.1.2";
@@ -63,16 +64,6 @@ fn program(name: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
-}
-
-/// A process started in a namespace (`ip netns exec` execs it: same pid), killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The three namespaces, deleted when dropped (which deletes their veths too).
@@ -269,7 +260,8 @@ impl Net {
 }
 
 /// Reads the first line a `stampline server --json` printed: its listening event.
-fn listening(mut cmd: Command) -> (Proc, Value) {
+/// (A process started in a namespace is `ip netns exec`'s own pid: killing it kills the server.)
+fn listening(mut cmd: Command) -> (Killed, Value) {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -277,7 +269,7 @@ fn listening(mut cmd: Command) -> (Proc, Value) {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let proc = Proc(child);
+    let proc = Killed(child);
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
     let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("printed {line:?}"));
@@ -292,37 +284,14 @@ struct ClientNs<'a> {
     trust: PathBuf,
 }
 
-impl ClientNs<'_> {
+impl Cli for ClientNs<'_> {
     fn run(&self, user: &str, args: &[&str]) -> (bool, Value) {
-        let o = self
-            .net
-            .exec(&self.net.client, BIN)
-            .arg("--json")
+        let mut cmd = self.net.exec(&self.net.client, BIN);
+        let o = as_client(&mut cmd, &self.url, &self.trust, user)
             .args(args)
-            .env("STAMPLINE_SERVER", &self.url)
-            .env("STAMPLINE_TRUST", &self.trust)
-            .env("STAMPLINE_USER", user)
-            .env("STAMPLINE_PASSWORD", PASSWORD)
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
-            .stdin(Stdio::null())
             .output()
             .unwrap();
         last_json(&o)
-    }
-
-    /// The command's JSON, retried while the gateway answers `unavailable` (it has not yet
-    /// reached its core).
-    fn ok_when_up(&self, user: &str, args: &[&str]) -> Value {
-        for _ in 0..100 {
-            let (ok, v) = self.run(user, args);
-            if ok {
-                return v;
-            }
-            assert_eq!(v["error"], "unavailable", "{args:?}: {v}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("{args:?}: the gateway never reached its core");
     }
 }
 
@@ -353,14 +322,7 @@ fn a_client_buys_through_the_dmz_gateway_and_cannot_reach_the_core() {
 
     // The gateway's credentials, issued on the core's machine.
     let creds = dir.path().join("gw-dmz");
-    let o = Command::new(BIN)
-        .args(["--json", "admin", "gateway-credentials", "--data-dir"])
-        .args([s(&data), "--name", "gw-dmz", "--out", s(&creds)])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let (ok, v) = last_json(&o);
-    assert!(ok, "gateway-credentials: {v}");
+    gateway_credentials(&data, "gw-dmz", &creds);
 
     // Something listening in the dmz on a port the rules do not open (a gateway whose core is
     // nowhere: it listens all the same).

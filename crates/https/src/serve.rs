@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::pinned::pem;
 
@@ -186,29 +187,10 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let timeout = limits.handshake_timeout;
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = Arc::clone(&permits).acquire_owned() => p.map_err(std::io::Error::other)?,
-        };
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors, say: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let serve = |tcp: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit| {
         let Some(service) = router_for(peer) else {
-            drop(tcp);
-            continue;
+            return;
         };
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
@@ -232,6 +214,39 @@ pub async fn serve_with(
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    };
+    accept_loop(listener, limits.max_connections, serve, shutdown).await
+}
+
+/// The accept loop every listener here shares: at most `max_connections` connections at once
+/// (the next waits in the kernel's backlog until one ends), a failed accept (out of file
+/// descriptors, say) backs off 50 ms instead of spinning. `serve` gets each connection with its
+/// place, to hold until the connection ends. Returns when `shutdown` completes.
+pub async fn accept_loop(
+    listener: TcpListener,
+    max_connections: usize,
+    mut serve: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = Arc::clone(&permits).acquire_owned() => p.map_err(std::io::Error::other)?,
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        serve(tcp, peer, permit);
     }
     Ok(())
 }

@@ -177,25 +177,61 @@ impl TestServer {
     }
 }
 
+/// `cmd` (the `stampline` binary, perhaps run by another program) as a client of `url` pinning
+/// `trust`, logging in as `user` with the tests' password, with --json and no stdin.
+pub fn as_client<'a>(cmd: &'a mut Command, url: &str, trust: &Path, user: &str) -> &'a mut Command {
+    cmd.arg("--json")
+        .env("STAMPLINE_SERVER", url)
+        .env("STAMPLINE_TRUST", trust)
+        .env("STAMPLINE_USER", user)
+        .env("STAMPLINE_PASSWORD", PASSWORD)
+        // A proxy in the developer's environment is not the test's.
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .stdin(Stdio::null())
+}
+
 impl TestServer {
     /// [`Cli::run`] with `env` set for the client too (a proxy, say).
     pub fn run_with_env(&self, user: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, Value) {
-        let out = Command::new(BIN)
-            .arg("--json")
+        let mut cmd = Command::new(BIN);
+        let out = as_client(&mut cmd, &self.url, &self.trust, user)
             .args(args)
-            .env("STAMPLINE_SERVER", &self.url)
-            .env("STAMPLINE_TRUST", &self.trust)
-            .env("STAMPLINE_USER", user)
-            .env("STAMPLINE_PASSWORD", PASSWORD)
-            // A proxy in the developer's environment is not the test's.
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
             .output()
             .unwrap();
         last_json(&out)
     }
+}
+
+/// A child process (a server, say), killed (SIGKILL) when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `stampline admin gateway-credentials` for `name` from the core's data dir `data` into `out`:
+/// its JSON.
+pub fn gateway_credentials(data: &Path, name: &str, out: &Path) -> Value {
+    let o = Command::new(BIN)
+        .args([
+            "--json",
+            "admin",
+            "gateway-credentials",
+            "--data-dir",
+            s(data),
+        ])
+        .args(["--name", name, "--out", s(out)])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (ok, v) = last_json(&o);
+    assert!(ok, "gateway-credentials {name}: {v}");
+    v
 }
 
 impl Cli for TestServer {
@@ -224,6 +260,20 @@ pub trait Cli {
         assert_eq!(v["error"], code, "{args:?}: {v}");
         assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
         v
+    }
+
+    /// [`Cli::ok`], retried while the server answers `unavailable` (a gateway reaches its core
+    /// shortly after it starts, and again after the core comes back).
+    fn ok_when_up(&self, user: &str, args: &[&str]) -> Value {
+        for _ in 0..100 {
+            let (ok, v) = self.run(user, args);
+            if ok {
+                return v;
+            }
+            assert_eq!(v["error"], "unavailable", "{args:?}: {v}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("{args:?}: the gateway never reached its core");
     }
 
     /// `stampline register` with the tests' name and address.

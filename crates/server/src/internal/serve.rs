@@ -45,25 +45,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     // Owner 0 is the local public tier; gateway connections count from 1.
-    let next_owner = Arc::new(AtomicU64::new(1));
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = Arc::clone(&permits).acquire_owned() => p.map_err(std::io::Error::other)?,
-        };
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "internal accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let next_owner = AtomicU64::new(1);
+    let serve = |tcp: TcpStream, peer: SocketAddr, permit| {
         let owner = next_owner.fetch_add(1, Ordering::Relaxed);
         let conn = connection(
             tcp,
@@ -77,8 +60,8 @@ pub async fn serve(
             let _permit = permit;
             conn.await;
         });
-    }
-    Ok(())
+    };
+    stampline_https::serve::accept_loop(listener, MAX_CONNECTIONS, serve, shutdown).await
 }
 
 /// Whether the registry (read afresh) admits this certificate; the gateway's name if so.
