@@ -128,6 +128,92 @@ impl Amount {
     }
 }
 
+impl Amount {
+    /// Whether this is a whole number of cents (what a check, a bank or a card can pay).
+    pub fn is_whole_cents(self) -> bool {
+        self.0.is_multiple_of(10)
+    }
+
+    /// The amount written out as on a check's legal line: `"One hundred twenty-three and 45/100"`,
+    /// `"Zero and 05/100"`. Whole dollars in words, cents as a fraction; `None` when the amount
+    /// is not a whole number of cents (a check cannot say a mill).
+    pub fn check_words(self) -> Option<String> {
+        if !self.is_whole_cents() {
+            return None;
+        }
+        let dollars = self.0 / MILLS_PER_DOLLAR;
+        let cents = (self.0 % MILLS_PER_DOLLAR) / 10;
+        let mut words = number_words(dollars);
+        if let Some(first) = words.get_mut(..1) {
+            first.make_ascii_uppercase();
+        }
+        Some(format!("{words} and {cents:02}/100"))
+    }
+
+    /// `"$1,234.56"`: as [`Display`](fmt::Display), with a comma between thousands (for people
+    /// to read on a printed item; it does not parse back).
+    pub fn with_separators(self) -> String {
+        let plain = self.to_string();
+        let (int, frac) = plain[1..].split_once('.').unwrap_or((&plain[1..], ""));
+        let mut grouped = String::new();
+        for (i, digit) in int.chars().enumerate() {
+            if i > 0 && (int.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(digit);
+        }
+        format!("${grouped}.{frac}")
+    }
+}
+
+/// `n` in English words, lower case: "zero", "forty-two", "one million two hundred thousand".
+fn number_words(n: u64) -> String {
+    const ONES: [&str; 20] = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+        "nineteen",
+    ];
+    const TENS: [&str; 10] = [
+        "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
+    const SCALES: [(u64, &str); 4] = [
+        (1_000_000_000_000, "trillion"),
+        (1_000_000_000, "billion"),
+        (1_000_000, "million"),
+        (1_000, "thousand"),
+    ];
+    fn below_thousand(n: u64, out: &mut Vec<String>) {
+        let (hundreds, rest) = (n / 100, n % 100);
+        if hundreds > 0 {
+            out.push(format!("{} hundred", ONES[hundreds as usize]));
+        }
+        match rest {
+            0 => {}
+            1..=19 => out.push(ONES[rest as usize].to_owned()),
+            _ if rest % 10 == 0 => out.push(TENS[(rest / 10) as usize].to_owned()),
+            _ => out.push(format!(
+                "{}-{}",
+                TENS[(rest / 10) as usize],
+                ONES[(rest % 10) as usize]
+            )),
+        }
+    }
+    if n == 0 {
+        return ONES[0].to_owned();
+    }
+    let mut out = Vec::new();
+    let mut rest = n;
+    for (scale, name) in SCALES {
+        if rest >= scale {
+            below_thousand(rest / scale, &mut out);
+            out.push(name.to_owned());
+            rest %= scale;
+        }
+    }
+    below_thousand(rest, &mut out);
+    out.join(" ")
+}
+
 /// `"$0.78"`, `"$20.00"`, `"$4.155"`, `"$0.00"`: always at least two decimals, a third only when
 /// the amount is not a whole number of cents. No thousands separators, so the text parses back.
 impl fmt::Display for Amount {
@@ -341,5 +427,37 @@ mod tests {
                 prop_assert_eq!(total.checked_sub(y), Some(x));
             }
         }
+    }
+
+    #[test]
+    fn check_words_write_dollars_out_and_cents_as_a_fraction() {
+        let words = |mills: u64| Amount::from_mills(mills).unwrap().check_words();
+        assert_eq!(words(123_450).as_deref(), Some("One hundred twenty-three and 45/100"));
+        assert_eq!(words(50).as_deref(), Some("Zero and 05/100"));
+        assert_eq!(words(1_000).as_deref(), Some("One and 00/100"));
+        assert_eq!(words(40_000).as_deref(), Some("Forty and 00/100"));
+        assert_eq!(words(19_990).as_deref(), Some("Nineteen and 99/100"));
+        assert_eq!(
+            words(1_200_015_000).as_deref(),
+            Some("One million two hundred thousand fifteen and 00/100")
+        );
+        assert_eq!(
+            words(MAX_MILLS - MAX_MILLS % 10).as_deref(),
+            Some(
+                "One billion ninety-nine million five hundred eleven thousand six hundred \
+                 twenty-seven and 77/100"
+            )
+        );
+        // A mill is not something a check can say.
+        assert_eq!(words(4_155), None);
+    }
+
+    #[test]
+    fn separators_group_thousands_for_reading() {
+        let sep = |mills: u64| Amount::from_mills(mills).unwrap().with_separators();
+        assert_eq!(sep(0), "$0.00");
+        assert_eq!(sep(999_990), "$999.99");
+        assert_eq!(sep(1_234_560), "$1,234.56");
+        assert_eq!(sep(1_000_000_005), "$1,000,000.005");
     }
 }
