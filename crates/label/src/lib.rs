@@ -16,10 +16,13 @@
 //! - [`page`]: the layouts (#10 envelope, 4×6 label, sheet of indicia) as marks in points;
 //!   [`render_layout`] draws them as PNG (`raster`), SVG (`svg`), multi-page PDF (`pdf`) or ZPL
 //!   (`zpl`, a `^GF` graphic of the raster) — one piece or a whole batch.
+//! - [`document`]: value documents (ticket, check, coupon, gift certificate) as pages of the same
+//!   marks, rendered by the same four formats ([`render_document`]).
 //! - [`impb`]: the IMpb tracking number and its GS1-128 symbol (rxing's Code 128 writer).
 //! - [`decode_png`] / [`decode_luma`]: image → symbol (rxing) → bytes (`datamatrix` decodation).
 
 mod decode;
+pub mod document;
 pub mod impb;
 pub mod page;
 mod pdf;
@@ -31,6 +34,7 @@ mod text;
 mod zpl;
 
 pub use decode::{decode_luma, decode_png};
+pub use document::{Document, render_document};
 pub use impb::Impb;
 pub use page::{Layout, Piece};
 pub use pdf::{PDF_FONT_PT, PDF_MODULE_PT, render_pdf};

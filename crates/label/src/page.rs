@@ -20,8 +20,8 @@
 //! too.
 
 use crate::{
-    LabelError, MAX_LINE_CHARS, QUIET_ZONE_MODULES, Symbol, datamatrix, impb::Impb,
-    pdf::PDF_MODULE_PT, text::validate_lines,
+    LabelError, QUIET_ZONE_MODULES, Symbol, datamatrix, impb::Impb, pdf::PDF_MODULE_PT,
+    text::validate_lines,
 };
 
 /// #10 envelope, 9.5 × 4.125 in, in points.
@@ -400,13 +400,13 @@ fn address(
 }
 
 /// The largest size up to `nominal` at which every line fits `width`.
-fn fit(what: &str, lines: &[String], width: f32, nominal: f32) -> Result<f32, LabelError> {
-    let longest = lines
-        .iter()
-        .map(String::len)
-        .max()
-        .unwrap_or(0)
-        .min(MAX_LINE_CHARS);
+pub(crate) fn fit(
+    what: &str,
+    lines: &[String],
+    width: f32,
+    nominal: f32,
+) -> Result<f32, LabelError> {
+    let longest = lines.iter().map(String::len).max().unwrap_or(0);
     if longest == 0 {
         return Ok(nominal);
     }
@@ -420,7 +420,7 @@ fn fit(what: &str, lines: &[String], width: f32, nominal: f32) -> Result<f32, La
 }
 
 /// Left-aligned lines from `(x, y)`; returns the y of the last line's descenders.
-fn lines(marks: &mut Vec<Mark>, lines: &[String], x: f32, y: f32, size: f32) -> f32 {
+pub(crate) fn lines(marks: &mut Vec<Mark>, lines: &[String], x: f32, y: f32, size: f32) -> f32 {
     for (i, line) in lines.iter().enumerate() {
         text(
             marks,
@@ -437,7 +437,7 @@ fn lines(marks: &mut Vec<Mark>, lines: &[String], x: f32, y: f32, size: f32) -> 
     }
 }
 
-fn text(marks: &mut Vec<Mark>, x: f32, y: f32, size: f32, anchor: Anchor, text: &str) {
+pub(crate) fn text(marks: &mut Vec<Mark>, x: f32, y: f32, size: f32, anchor: Anchor, text: &str) {
     marks.push(Mark::Text {
         x,
         y,

@@ -57,3 +57,62 @@ pub fn piece(item: &[u8]) -> Piece<'_> {
 fn lines(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| (*s).to_owned()).collect()
 }
+
+/// One document of each kind carrying `item`, with typical text, named by kind.
+pub fn documents(item: &[u8]) -> Vec<(&'static str, crate::Document<'_>)> {
+    use crate::document::{Certificate, Check, Coupon, Document, Ticket};
+    vec![
+        (
+            "ticket",
+            Document::Ticket(Ticket {
+                item,
+                event: "SPRING CONCERT".to_owned(),
+                venue: "TOWN HALL, SPRINGFIELD".to_owned(),
+                date: "SAT 2027-03-06 19:30".to_owned(),
+                seat: "ROW F  SEAT 12".to_owned(),
+                price: "$45.00".to_owned(),
+                serial: "SL0100001234-7".to_owned(),
+            }),
+        ),
+        (
+            "check",
+            Document::Check(Check {
+                item,
+                drawer: lines(&["ANN EXAMPLE", "1 MAIN ST", "BOSTON MA 02134"]),
+                number: "1001".to_owned(),
+                date: "2026-12-05".to_owned(),
+                payee: "SPRINGFIELD WATER DEPT".to_owned(),
+                amount: "$1,234.56".to_owned(),
+                words: "One thousand two hundred thirty-four and 56/100".to_owned(),
+                memo: "ACCT 88-1204".to_owned(),
+                micr: "C001001C A021000021A 000123456789C".to_owned(),
+                serial: "SL0100001234-8".to_owned(),
+            }),
+        ),
+        (
+            "coupon",
+            Document::Coupon(Coupon {
+                item,
+                issuer: "CORNER BAKERY".to_owned(),
+                amount: "$5.00 OFF".to_owned(),
+                terms: lines(&[
+                    "ON ANY PURCHASE OF $25 OR MORE.",
+                    "ONE PER CUSTOMER. NOT FOR CASH.",
+                ]),
+                expires: "EXPIRES 2027-01-31".to_owned(),
+                serial: "SL0100001234-9".to_owned(),
+            }),
+        ),
+        (
+            "certificate",
+            Document::Certificate(Certificate {
+                item,
+                recipient: "JANE DOE".to_owned(),
+                amount: "$50.00".to_owned(),
+                code: "SL0100001234-10".to_owned(),
+                expires: "VALID UNTIL 2027-12-31".to_owned(),
+                serial: "SL0100001234-10".to_owned(),
+            }),
+        ),
+    ]
+}

@@ -18,6 +18,11 @@ pub(crate) fn validate_lines(lines: &[String]) -> Result<(), LabelError> {
             lines.len()
         )));
     }
+    validate_text(lines, MAX_LINE_CHARS)
+}
+
+/// Checks that every line is printable ASCII of at most `max_chars` characters.
+pub(crate) fn validate_text(lines: &[String], max_chars: usize) -> Result<(), LabelError> {
     for (index, line) in lines.iter().enumerate() {
         let line_number = index + 1;
         if let Some(ch) = line.chars().find(|ch| !is_printable_ascii(*ch)) {
@@ -26,9 +31,9 @@ pub(crate) fn validate_lines(lines: &[String]) -> Result<(), LabelError> {
             )));
         }
         // Printable ASCII: one byte per character.
-        if line.len() > MAX_LINE_CHARS {
+        if line.len() > max_chars {
             return Err(LabelError::BadText(format!(
-                "line {line_number} has {} characters, at most {MAX_LINE_CHARS}",
+                "line {line_number} has {} characters, at most {max_chars}",
                 line.len()
             )));
         }

@@ -19,7 +19,7 @@ use common::{ScratchDir, find_tool, png_of_luma, random_bytes, skip_or_fail};
 
 use stampline_label::{
     Format, LabelError, Layout, MAX_BATCH_PIECES, Piece, decode_luma, decode_png,
-    impb::mod10_check_digit, page::MAX_ADDRESS_LINES, render_layout, sample,
+    impb::mod10_check_digit, page::MAX_ADDRESS_LINES, render_document, render_layout, sample,
 };
 
 const LAYOUTS: [Layout; 3] = [Layout::Envelope10, Layout::Label4x6, Layout::Sheet];
@@ -579,4 +579,134 @@ fn pdfinfo_shows_the_exact_page_size_of_every_layout() {
             "{layout:?}: {info}"
         );
     }
+}
+
+// ---- Value documents (ticket, check, coupon, gift certificate) ----------------------------
+
+/// An item the size of a value item with a few fields (160 bytes).
+fn value_item(seed: u64) -> Vec<u8> {
+    random_bytes(seed, 160)
+}
+
+#[test]
+fn every_document_as_png_at_203_300_and_600_dpi_reads_back_and_has_its_page_size() {
+    for dpi in [203, 300, 600] {
+        let item = value_item(u64::from(dpi));
+        for (name, doc) in sample::documents(&item) {
+            let png = render_document(&doc, Format::Png, dpi).unwrap();
+            assert_eq!(decode_png(&png).unwrap(), item, "{name} at {dpi} dpi");
+            let (w, h, _) = luma_of_png(&png);
+            let (pw, ph) = doc.page_pt();
+            let px = |pt: f32| (pt / 72.0 * dpi as f32).round() as u32;
+            assert_eq!((w, h), (px(pw), px(ph)), "{name} at {dpi} dpi");
+        }
+    }
+}
+
+#[test]
+fn zxing_cpp_and_dmtxread_read_every_document_from_png_pdf_and_zpl() {
+    let (Some(pdftoppm), Some(dmtx), Some(python)) = (
+        find_tool("pdftoppm", "poppler-utils"),
+        find_tool("dmtxread", "dmtx-utils"),
+        zxing_python(),
+    ) else {
+        return;
+    };
+    let dir = ScratchDir::new("documents");
+    let item = value_item(77);
+    let mut images = Vec::new();
+    for (name, doc) in sample::documents(&item) {
+        for dpi in [203, 300] {
+            let png = render_document(&doc, Format::Png, dpi).unwrap();
+            images.push((
+                format!("{name} png {dpi}"),
+                dir.file(&format!("{name}-{dpi}.png"), &png),
+            ));
+        }
+        let pdf = render_document(&doc, Format::Pdf, 300).unwrap();
+        let pdf_path = dir.file(&format!("{name}.pdf"), &pdf);
+        let stem = dir.path().join(format!("{name}-pdf"));
+        let status = Command::new(&pdftoppm)
+            .args(["-r", "300", "-png", "-singlefile"])
+            .arg(&pdf_path)
+            .arg(&stem)
+            .status()
+            .unwrap();
+        assert!(status.success(), "pdftoppm failed on {name}");
+        images.push((format!("{name} pdf"), stem.with_extension("png")));
+        if name != "check" {
+            let zpl = render_document(&doc, Format::Zpl, 203).unwrap();
+            let (w, h, luma) = zpl_graphic(std::str::from_utf8(&zpl).unwrap());
+            images.push((
+                format!("{name} zpl"),
+                dir.file(&format!("{name}-zpl.png"), &png_of_luma(w, h, &luma)),
+            ));
+        }
+    }
+    for (name, file) in images {
+        let reads = zxing_read(&python, &file);
+        let matrices: Vec<&Read> = reads.iter().filter(|r| r.format == "Data Matrix").collect();
+        assert_eq!(matrices.len(), 1, "{name}: {reads:?}");
+        assert_eq!(matrices[0].bytes, item, "zxing-cpp on {name}");
+        assert_eq!(dmtxread(&dmtx, &file), item, "dmtxread on {name}");
+    }
+}
+
+#[test]
+fn documents_refuse_what_they_cannot_print_and_say_why() {
+    use stampline_label::Document;
+    let item = value_item(5);
+    let docs = sample::documents(&item);
+    let doc = |kind: &str| docs.iter().find(|(n, _)| *n == kind).unwrap().1.clone();
+    let message = |r: Result<Vec<u8>, LabelError>| r.unwrap_err().to_string();
+
+    // A check is not a thermal label.
+    let m = message(render_document(&doc("check"), Format::Zpl, 203));
+    assert!(m.contains("4 in thermal printer"), "{m}");
+    // Only printable ASCII is printed.
+    let Document::Ticket(mut ticket) = doc("ticket") else {
+        unreachable!()
+    };
+    ticket.event = "CAF\u{c9} CONCERT".to_owned();
+    let m = message(render_document(
+        &Document::Ticket(ticket.clone()),
+        Format::Png,
+        203,
+    ));
+    assert!(m.contains("event") && m.contains("printable ASCII"), "{m}");
+    // A line too long even at the smallest size.
+    ticket.event = "X".repeat(101);
+    let m = message(render_document(&Document::Ticket(ticket), Format::Pdf, 203));
+    assert!(m.contains("event") && m.contains("at most 100"), "{m}");
+    // An item too large for the ticket's stub.
+    let big = random_bytes(6, 400);
+    let Document::Ticket(mut ticket) = doc("ticket") else {
+        unreachable!()
+    };
+    ticket.item = &big;
+    let m = message(render_document(&Document::Ticket(ticket), Format::Png, 203));
+    assert!(m.contains("400 bytes") && m.contains("shorten"), "{m}");
+    // Terms of more than four lines.
+    let Document::Coupon(mut coupon) = doc("coupon") else {
+        unreachable!()
+    };
+    coupon.terms = vec!["SOME TERMS".to_owned(); 5];
+    let m = message(render_document(&Document::Coupon(coupon), Format::Png, 203));
+    assert!(m.contains("at most 4"), "{m}");
+}
+
+#[test]
+fn terms_are_wrapped_at_spaces_within_the_width() {
+    use stampline_label::document::wrap_words;
+    assert_eq!(
+        wrap_words("one two three four five", 9, 4).unwrap(),
+        vec!["one two", "three", "four five"]
+    );
+    assert_eq!(
+        wrap_words("abcdefghijkl mn", 5, 4).unwrap(),
+        vec!["abcde", "fghij", "kl mn"]
+    );
+    assert!(wrap_words("", 10, 1).unwrap().is_empty());
+    let e = wrap_words("a b c d e", 1, 3).unwrap_err().to_string();
+    assert!(e.contains("5 lines") && e.contains("3 lines"), "{e}");
 }

@@ -169,8 +169,25 @@ impl Amount {
 /// `n` in English words, lower case: "zero", "forty-two", "one million two hundred thousand".
 fn number_words(n: u64) -> String {
     const ONES: [&str; 20] = [
-        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
         "nineteen",
     ];
     const TENS: [&str; 10] = [
@@ -432,7 +449,10 @@ mod tests {
     #[test]
     fn check_words_write_dollars_out_and_cents_as_a_fraction() {
         let words = |mills: u64| Amount::from_mills(mills).unwrap().check_words();
-        assert_eq!(words(123_450).as_deref(), Some("One hundred twenty-three and 45/100"));
+        assert_eq!(
+            words(123_450).as_deref(),
+            Some("One hundred twenty-three and 45/100")
+        );
         assert_eq!(words(50).as_deref(), Some("Zero and 05/100"));
         assert_eq!(words(1_000).as_deref(), Some("One and 00/100"));
         assert_eq!(words(40_000).as_deref(), Some("Forty and 00/100"));
