@@ -437,6 +437,24 @@ pub enum BenchCommand {
     /// One pre-login attack from several loopback sources while a legitimate user logs in and
     /// buys; reports the user's latencies (scripts/bench-flood.sh runs them all).
     Flood(FloodArgs),
+    /// Many idle links held with beats (scripts/bench-links.sh measures the server meanwhile).
+    Links(LinksArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LinksArgs {
+    /// Links to hold.
+    #[arg(long, default_value_t = 1_000)]
+    pub count: usize,
+    /// Links per user (each user registered once; the server allows 16).
+    #[arg(long, default_value_t = 16)]
+    pub per_user: usize,
+    /// Seconds to hold them once all are up.
+    #[arg(long, default_value_t = 60)]
+    pub hold: u64,
+    /// More gateways of the same core: the links are spread over them in turn.
+    #[arg(long)]
+    pub also: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ mod admin;
 mod args;
 mod batch;
 mod bench;
+mod bench_links;
 mod buy;
 mod client_cmds;
 mod demo;
@@ -78,6 +79,7 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
         Command::Audit(a) => server_cmd::audit(a, out).await,
         Command::Bench(a) => match a.other {
             Some(args::BenchCommand::Flood(f)) => flood::flood(global, f, out).await,
+            Some(args::BenchCommand::Links(l)) => bench_links::bench_links(global, l, out).await,
             None => bench::bench(global, a, out).await,
         },
         Command::PaymentOptions => funding_cmds::payment_options(global, out).await,

@@ -42,7 +42,7 @@ pub use buy::{BuyRequest, Output, Purchase};
 pub use check::{check_item, key_in_force, today};
 pub use error::ClientError;
 pub use http::{Endpoint, HttpError, PublishedKey};
-pub use link::{CLIENT_NAME, Link, LinkError, REQUEST_TIMEOUT, new_request_id};
+pub use link::{BeatStats, CLIENT_NAME, Link, LinkError, REQUEST_TIMEOUT, new_request_id};
 pub use reprint::{Reprint, ReprintRequest};
 pub use session::{AutoRefill, Client, Payment, PostageIssue};
 pub use trust::{Trust, TrustError};

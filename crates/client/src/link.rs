@@ -63,6 +63,19 @@ struct Shared {
     out: mpsc::UnboundedSender<Message>,
     pending: Pending,
     lost: watch::Sender<Option<String>>,
+    /// Valid heartbeats received.
+    beats: std::sync::atomic::AtomicU64,
+    /// The longest wait for a valid heartbeat so far (from the welcome, then from each beat), µs.
+    max_gap_us: std::sync::atomic::AtomicU64,
+}
+
+/// What a link has seen of its heartbeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BeatStats {
+    /// Valid heartbeats received.
+    pub beats: u64,
+    /// The longest wait for one (from the welcome, then from the previous beat).
+    pub max_gap: Duration,
 }
 
 impl Shared {
@@ -141,6 +154,18 @@ impl Link {
         let k_user: Zeroizing<[u8; 32]> = tokio::task::spawn_blocking(move || user_key(&pw, &u))
             .await
             .map_err(|e| LinkError::Protocol(e.to_string()))?;
+        Link::connect_with_key(endpoint, user, password, k_user).await
+    }
+
+    /// [`Link::connect`] with `K_user` derived already (`stampline_wire::user_key` of this user
+    /// and password): a client that opens many links for one user (the load generator) derives it
+    /// once instead of 600,000 PBKDF2 rounds a link.
+    pub async fn connect_with_key(
+        endpoint: &Endpoint,
+        user: &str,
+        password: &str,
+        k_user: Zeroizing<[u8; 32]>,
+    ) -> Result<Link, LinkError> {
         let mut pauses = BUSY_HELLO_PAUSES_MS.iter();
         loop {
             match Link::hello(endpoint, user, password, k_user.clone()).await {
@@ -243,6 +268,8 @@ impl Link {
             out: out_tx,
             pending: Arc::new(Mutex::new(HashMap::new())),
             lost: lost_tx,
+            beats: std::sync::atomic::AtomicU64::new(0),
+            max_gap_us: std::sync::atomic::AtomicU64::new(0),
         });
         let writer = tokio::spawn(write_loop(sink, out_rx, Arc::clone(&shared)));
         let reader = tokio::spawn(read_loop(
@@ -262,6 +289,15 @@ impl Link {
 
     pub fn session(&self) -> Uuid {
         self.session
+    }
+
+    /// The heartbeats seen so far.
+    pub fn beat_stats(&self) -> BeatStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        BeatStats {
+            beats: self.shared.beats.load(Relaxed),
+            max_gap: Duration::from_micros(self.shared.max_gap_us.load(Relaxed)),
+        }
     }
 
     /// Why the link was lost, if it was.
@@ -407,6 +443,7 @@ async fn read_loop(
     beat_window: Duration,
 ) {
     let mut deadline = Instant::now() + beat_window;
+    let mut last_beat = Instant::now();
     let mut last_seq: u64 = 0;
     let reason = loop {
         let next = tokio::select! {
@@ -444,7 +481,17 @@ async fn read_loop(
                     break "heartbeat MAC does not verify".into();
                 }
                 last_seq = seq;
-                deadline = Instant::now() + beat_window;
+                let now = Instant::now();
+                let gap =
+                    u64::try_from(now.duration_since(last_beat).as_micros()).unwrap_or(u64::MAX);
+                last_beat = now;
+                shared
+                    .beats
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared
+                    .max_gap_us
+                    .fetch_max(gap, std::sync::atomic::Ordering::Relaxed);
+                deadline = now + beat_window;
                 let ack = Frame::BeatAck {
                     seq,
                     mac: Hex(beat_ack_mac(&k_user, &session, seq, &challenge.0)),
