@@ -2,15 +2,17 @@
 //! operations by a few users — fundings (zero, ordinary, near the register limit, a payment id
 //! already used), issues (postage and tickets, zero, beyond the balance, beyond the ascending
 //! register), print confirmations and voids, refunds inside and outside the refund window,
-//! redemptions, confirmation windows and their expiry, time passing, and repeats of earlier
-//! requests (the same request: the first answer, nothing moves twice; another request under a
-//! used id: `id_reused`). The model is a few integers per user and a list of items; after every
-//! step the store must agree with it: the operation's answer (its values or its error), every
-//! user's balance view, meter and history, and the control total (ascending + descending = funded +
-//! voided + refunded, descending = the customer balance, and descending + reserved within the
-//! register's range so that every void fits). After each sequence the audit is clean and the
-//! accounts, read straight from the database, are the model's and sum to zero. A failing sequence
-//! is shrunk by proptest and then by [`minimize`] (single steps removed until none can go).
+//! redemptions, confirmation windows and their expiry, time passing, account closures (begin,
+//! plan, payouts; then everything that moves money is refused), and repeats of earlier requests
+//! (the same request: the first answer, nothing moves twice; another request under a used id:
+//! `id_reused`). The model is a few integers per user and a list of items; after every step the
+//! store must agree with it: the operation's answer (its values or its error), every user's
+//! balance view, meter and history, and the control total (ascending + descending + paid out =
+//! funded + voided + refunded; descending = the customer balance; descending + reserved within
+//! the register's range, so that every void fits). After each sequence the audit is clean and
+//! the accounts, read straight from the database, are the model's and sum to zero. A failing
+//! sequence is shrunk by proptest and then by [`minimize`] (single steps removed until none can
+//! go).
 //!
 //! Case counts (debug build, this machine): SQLite [`SQLITE_CASES`] sequences, PostgreSQL
 //! [`POSTGRES_CASES`] (a fresh database per sequence, and every step is a round trip), each
@@ -26,15 +28,16 @@ use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 use stampline_ledger::pgtest::TestDatabase;
 use stampline_ledger::testsuite::{self, T0_MS, TestSealer};
 use stampline_ledger::{
-    BalanceView, Fingerprint, FundInput, FundOutcome, IssueInput, IssueOutcome, ItemStatus,
-    ItemSummary, LedgerError, MAX_HISTORY_LIMIT, PgStore, PieceState, RequestKey, SqliteStore,
-    StatusOutcome, Store, UserId, customer_account, reserved_account,
+    BalanceView, CloseOutcome, CloseStart, Fingerprint, FundInput, FundOutcome, IssueInput,
+    IssueOutcome, ItemStatus, ItemSummary, LedgerError, MAX_HISTORY_LIMIT, Payout, PgStore,
+    PieceState, RequestKey, SqliteStore, StatusOutcome, Store, UserId, customer_account,
+    reserved_account,
 };
 use stampline_money::{Amount, MAX_MILLS};
 
-/// Sequences run on SQLite (about 26 s in a debug build; `PROPTEST_CASES` overrides both counts).
+/// Sequences run on SQLite (about 25 s in a debug build; `PROPTEST_CASES` overrides both counts).
 const SQLITE_CASES: u32 = 128;
-/// Sequences run on PostgreSQL (about 31 s in a debug build: a database per sequence).
+/// Sequences run on PostgreSQL (about 39 s in a debug build: a database per sequence).
 const POSTGRES_CASES: u32 = 40;
 /// Longest sequence.
 const MAX_STEPS: usize = 200;
@@ -102,6 +105,10 @@ enum Op {
     Advance {
         ms: i64,
     },
+    /// Closes the user's account as the server does: begin, fix the plan, book the payouts.
+    Close {
+        user: usize,
+    },
 }
 
 fn mills() -> impl Strategy<Value = u64> {
@@ -136,16 +143,18 @@ fn delay() -> impl Strategy<Value = i64> {
     ]
 }
 
+/// A closure is rare (about one per sequence), as it ends what its user can do.
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        14 => (0..USERS, call()).prop_map(|(user, call)| Op::New { user, call }),
-        2 => any::<Index>().prop_map(|request| Op::Retry { request }),
-        1 => (any::<Index>(), call()).prop_map(|(request, call)| Op::Reuse { request, call }),
-        1 => any::<Index>().prop_map(|item| Op::Redeem { item }),
-        1 => (prop::option::of(0..USERS), (0..=4i64).prop_map(|q| q * QUARTER_MS))
+        56 => (0..USERS, call()).prop_map(|(user, call)| Op::New { user, call }),
+        8 => any::<Index>().prop_map(|request| Op::Retry { request }),
+        4 => (any::<Index>(), call()).prop_map(|(request, call)| Op::Reuse { request, call }),
+        4 => any::<Index>().prop_map(|item| Op::Redeem { item }),
+        4 => (prop::option::of(0..USERS), (0..=4i64).prop_map(|q| q * QUARTER_MS))
             .prop_map(|(user, in_ms)| Op::StartWindow { user, in_ms }),
-        1 => Just(Op::VoidExpired),
-        2 => delay().prop_map(|ms| Op::Advance { ms }),
+        4 => Just(Op::VoidExpired),
+        8 => delay().prop_map(|ms| Op::Advance { ms }),
+        1 => (0..USERS).prop_map(|user| Op::Close { user }),
     ]
 }
 
@@ -162,6 +171,7 @@ enum Request {
     Issue { kind: &'static str, mills: u64 },
     Confirm { serial: String, printed: bool },
     Refund { serial: String },
+    Close,
 }
 
 impl Request {
@@ -179,6 +189,7 @@ impl Request {
                 &[serial.as_bytes(), if *printed { b"1" } else { b"0" }],
             ),
             Request::Refund { serial } => Fingerprint::of("refund", &[serial.as_bytes()]),
+            Request::Close => Fingerprint::of("close", &[]),
         };
         fp.0
     }
@@ -198,6 +209,7 @@ enum Outcome {
     Fund(FundOutcome),
     Issue(IssueOutcome),
     Status(StatusOutcome),
+    Close(CloseOutcome),
 }
 
 /// An answer: the outcome, or the error as [`error_key`] writes it.
@@ -235,6 +247,9 @@ struct UserModel {
     /// Σ fundings, and Σ voids and refunds: together the control total.
     funded: u64,
     credited: u64,
+    /// Σ payouts at closure (customer:U → bank_clearing).
+    paid_out: u64,
+    closed: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -254,7 +269,8 @@ struct Model {
     users: Vec<UserModel>,
     /// Every item, in issue order.
     items: Vec<ItemModel>,
-    payments: Vec<String>,
+    /// Every payment: id, user, mills.
+    payments: Vec<(String, usize, u64)>,
     /// The stored outcome of every successful request, by user and request id.
     requests: HashMap<(usize, String), (Request, Outcome)>,
     sent: Vec<Sent>,
@@ -277,6 +293,8 @@ impl Model {
                 piece: 0,
                 funded: 0,
                 credited: 0,
+                paid_out: 0,
+                closed: false,
             })
             .collect();
         Model {
@@ -322,7 +340,7 @@ impl Model {
             } => {
                 let payment_id = match reuse_payment {
                     Some(i) if !self.payments.is_empty() => {
-                        self.payments[i.index(self.payments.len())].clone()
+                        self.payments[i.index(self.payments.len())].0.clone()
                     }
                     _ => self.fresh("pay-"),
                 };
@@ -371,6 +389,7 @@ impl Model {
             Request::Issue { kind, mills } => self.issue(user, kind, *mills),
             Request::Confirm { serial, printed } => self.confirm(user, serial, *printed),
             Request::Refund { serial } => self.refund(user, serial),
+            Request::Close => self.close(user),
         };
         if let Ok(outcome) = &answer {
             self.requests
@@ -383,10 +402,13 @@ impl Model {
         if mills == 0 {
             return Err("invalid_input".to_owned());
         }
-        if self.payments.iter().any(|p| p == payment_id) {
+        if self.payments.iter().any(|(p, _, _)| p == payment_id) {
             return Err("duplicate_payment".to_owned());
         }
         let u = &mut self.users[user];
+        if u.closed {
+            return Err("account_closed".to_owned());
+        }
         // The register keeps room for every reservation to come back (a void is never refused).
         if u.descending + u.reserved + mills > MAX_MILLS {
             return Err("overflow".to_owned());
@@ -395,7 +417,7 @@ impl Model {
         u.descending += mills;
         u.funded += mills;
         let balance_mills = u.balance;
-        self.payments.push(payment_id.to_owned());
+        self.payments.push((payment_id.to_owned(), user, mills));
         Ok(Outcome::Fund(FundOutcome {
             payment_id: payment_id.to_owned(),
             amount_mills: mills,
@@ -408,6 +430,9 @@ impl Model {
             return Err("invalid_input".to_owned());
         }
         let u = &mut self.users[user];
+        if u.closed {
+            return Err("account_closed".to_owned());
+        }
         if u.balance < mills {
             return Err(insufficient(u.balance, mills));
         }
@@ -489,6 +514,9 @@ impl Model {
     }
 
     fn refund(&mut self, user: usize, serial: &str) -> Answer {
+        if self.users[user].closed {
+            return Err("account_closed".to_owned());
+        }
         let Some(i) = self.item_of(user, serial) else {
             return Err("unknown_item".to_owned());
         };
@@ -514,6 +542,48 @@ impl Model {
             status => return Err(not_pending(status)),
         }
         self.status_outcome(user, i)
+    }
+
+    /// The payouts that pay out the user's balance: its payments in order, each for at most
+    /// its amount (the balance never exceeds what was funded).
+    fn payout_plan(&self, user: usize) -> Vec<Payout> {
+        let mut left = self.users[user].balance;
+        let mut plan = Vec::new();
+        for (payment_id, _, mills) in self.payments.iter().filter(|p| p.1 == user) {
+            if left == 0 {
+                break;
+            }
+            let amount_mills = left.min(*mills);
+            left -= amount_mills;
+            plan.push(Payout {
+                payment_id: payment_id.clone(),
+                refund_id: format!("refund-{payment_id}"),
+                amount_mills,
+            });
+        }
+        plan
+    }
+
+    fn close(&mut self, user: usize) -> Answer {
+        let u = &self.users[user];
+        if u.closed {
+            return Err("account_closed".to_owned());
+        }
+        if u.reserved != 0 {
+            return Err("invalid_input".to_owned());
+        }
+        let payouts = self.payout_plan(user);
+        let u = &mut self.users[user];
+        let refunded_mills = u.balance;
+        u.paid_out += refunded_mills;
+        u.descending -= refunded_mills;
+        u.balance = 0;
+        u.closed = true;
+        Ok(Outcome::Close(CloseOutcome {
+            refunded_mills,
+            payouts,
+            balance_mills: 0,
+        }))
     }
 
     fn redeem(&mut self, serial: &str) -> Result<ItemStatus, String> {
@@ -620,8 +690,33 @@ fn send(store: &dyn Store, model: &Model, user: usize, id: &str, request: &Reque
         Request::Refund { serial } => store
             .refund(&key, serial, REFUND_WINDOW_MS, now_ms)
             .map(Outcome::Status),
+        Request::Close => close(store, model, user, &key),
     };
     result.map_err(|e| error_key(&e))
+}
+
+/// Closes as the server does: begins, fixes the plan (the model's), books the payouts.
+fn close(
+    store: &dyn Store,
+    model: &Model,
+    user: usize,
+    key: &RequestKey,
+) -> Result<Outcome, LedgerError> {
+    let now_ms = model.now_ms;
+    let balance_mills = match store.begin_close(key, now_ms)? {
+        CloseStart::Closed(outcome) => return Ok(Outcome::Close(outcome)),
+        CloseStart::Closing { balance_mills } => balance_mills,
+    };
+    assert_eq!(balance_mills, model.users[user].balance, "balance to close");
+    let payouts = model.payout_plan(user);
+    let plan: Vec<(String, u64)> = payouts
+        .iter()
+        .map(|p| (p.payment_id.clone(), p.amount_mills))
+        .collect();
+    store.fix_close_plan(key.user_id, &plan, now_ms)?;
+    store
+        .close_account(key, &payouts, now_ms)
+        .map(Outcome::Close)
 }
 
 /// Runs one step on the store and the model; fails when their answers differ.
@@ -652,6 +747,11 @@ fn step(store: &dyn Store, model: &mut Model, op: &Op) -> Result<(), TestCaseErr
                 ..earlier
             })
         }
+        Op::Close { user } => Some(Sent {
+            user: *user,
+            id: model.fresh("r-"),
+            request: Request::Close,
+        }),
         _ => None,
     };
     if let Some(sent) = keyed {
@@ -681,7 +781,9 @@ fn step(store: &dyn Store, model: &mut Model, op: &Op) -> Result<(), TestCaseErr
             prop_assert_eq!(actual, Ok(model.void_expired()));
         }
         Op::Advance { ms } => model.now_ms += ms,
-        Op::New { .. } | Op::Retry { .. } | Op::Reuse { .. } => unreachable!("handled above"),
+        Op::New { .. } | Op::Retry { .. } | Op::Reuse { .. } | Op::Close { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
 }
@@ -695,7 +797,7 @@ fn check_views(store: &dyn Store, model: &Model) -> Result<(), TestCaseError> {
             "model: room for every void"
         );
         prop_assert_eq!(
-            u.ascending + u.descending,
+            u.ascending + u.descending + u.paid_out,
             u.funded + u.credited,
             "model: the control total"
         );
@@ -761,7 +863,7 @@ fn check_books(backend: &mut Backend, model: &Model) -> Result<(), TestCaseError
     let sum: i64 = accounts.iter().map(|(_, balance)| balance).sum();
     prop_assert_eq!(sum, 0, "accounts {:?} do not sum to zero", accounts);
     let signed = |mills: u64| i64::try_from(mills).expect("register-sized");
-    let funded: u64 = model.users.iter().map(|u| u.funded).sum();
+    let funded: u64 = model.users.iter().map(|u| u.funded - u.paid_out).sum();
     let mut expected = vec![
         ("bank_clearing".to_owned(), -signed(funded)),
         ("postage_sold".to_owned(), signed(model.postage_sold)),
@@ -789,7 +891,7 @@ fn check_books(backend: &mut Backend, model: &Model) -> Result<(), TestCaseError
         .map(|p| p.payment_id)
         .collect();
     payments.sort();
-    let mut expected_payments = model.payments.clone();
+    let mut expected_payments: Vec<String> = model.payments.iter().map(|p| p.0.clone()).collect();
     expected_payments.sort();
     prop_assert_eq!(payments, expected_payments, "payments");
     Ok(())
