@@ -535,6 +535,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// A printed item of the user → refunded (postage_sold → customer:U, descending += amount) if it
     /// was issued at most `refund_window_ms` ago. An already refunded item answers its status.
+    /// `Overflow`, as for [`Store::fund`], when the register would leave no room for the voids.
     fn refund(
         &self,
         key: &RequestKey,
@@ -586,6 +587,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<([u8; 32], String, String)>, LedgerError>;
 
     /// Credits a payment: bank_clearing → customer:U, descending += amount; records the payment.
+    /// `Overflow` when the descending register would leave no room for the user's reservations
+    /// to come back (a void is never refused for want of room).
     fn fund(
         &self,
         key: &RequestKey,

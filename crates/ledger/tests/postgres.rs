@@ -185,6 +185,14 @@ fn refund_of_printed_item_returns_funds() {
 }
 
 #[test]
+fn the_register_keeps_room_for_every_void() {
+    on_pg(
+        "the_register_keeps_room_for_every_void",
+        testsuite::the_register_keeps_room_for_every_void,
+    );
+}
+
+#[test]
 fn refund_is_refused_before_print_and_after_window() {
     on_pg(
         "refund_is_refused_before_print_and_after_window",

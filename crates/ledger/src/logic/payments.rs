@@ -16,7 +16,7 @@ use super::values::{MAX_ID_LEN, check_text, mills, positive_mills, register_add,
 use crate::sql::{Param, Row, Tx};
 use crate::{
     ACCOUNT_BANK_CLEARING, AutoRefill, FundInput, FundOutcome, LedgerError, MAX_TEXT_LEN,
-    PaymentRow, RequestKey, UserId, customer_account,
+    PaymentRow, RequestKey, UserId, customer_account, reserved_account,
 };
 
 use Param::{Int, OptText, Text};
@@ -96,6 +96,11 @@ pub(crate) fn fund(
         descending_mills: register_add(meter.descending_mills, amount)?,
         ..meter.clone()
     };
+    // A void cannot be refused: the register keeps room for every reservation to come back.
+    register_add(
+        new_meter.descending_mills,
+        balance_of(tx, &reserved_account(user_id))?,
+    )?;
     tx.exec(
         "INSERT INTO payments (payment_id, user_id, method, amount_mills, token, last4, at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

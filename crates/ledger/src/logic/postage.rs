@@ -424,6 +424,11 @@ pub(crate) fn refund(
             if now_ms.saturating_sub(item.issued_at_ms) > refund_window_ms {
                 return Err(LedgerError::RefundWindowClosed);
             }
+            // As for a funding: the register keeps room for every reservation's void.
+            register_add(
+                register_add(meter.descending_mills, item.amount_mills)?,
+                balance_of(tx, &reserved_account(user_id))?,
+            )?;
             let transfer_id = credit_customer(
                 tx,
                 ctx,
