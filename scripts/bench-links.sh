@@ -2,9 +2,9 @@
 # What idle links cost the server (docs/BENCHMARKS.md): starts a release `stampline server` (or,
 # with SPLIT=N, a core and N gateways), has `stampline bench links` log in COUNT links and hold
 # them HOLD seconds, and reports the server's CPU during the hold (as a share of one core) and its
-# memory per link: RSS with every link up minus RSS with the first tenth up (by then the
-# password-hash pool has run at full width and holds what its allocator keeps), divided by the
-# links opened in between.
+# memory per link: RSS with every link up minus RSS with the first half up (by then the
+# password-hash pool has run at full width long enough to hold what its allocator keeps: 19 MiB
+# per argon2id hash), divided by the links opened in between.
 #
 #   scripts/bench-links.sh COUNT HOLD            # e.g. 10000 60
 #   SPLIT=2 scripts/bench-links.sh 10000 60      # through two gateways

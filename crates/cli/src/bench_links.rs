@@ -1,7 +1,7 @@
 //! `stampline bench links`: what idle links cost. Registers one user per `--per-user` links,
 //! logs every link in (a real hello, argon2id on the server; `K_user` derived once per user
-//! here), prints `{"event":"registered",…}` when the users exist, `{"event":"warm",…}` when a
-//! tenth of the links are up and `{"event":"linked",…}` when all are, holds them `--hold` seconds while the
+//! here), prints `{"event":"registered",…}` when the users exist, `{"event":"warm",…}` when half
+//! of the links are up and `{"event":"linked",…}` when all are, holds them `--hold` seconds while the
 //! server beats them, then reports how many stayed up and how the beats arrived (the longest wait
 //! each link saw for a beat). `scripts/bench-links.sh` reads the server's CPU and memory around
 //! the hold. The firewall's per-source limits must allow the load (the script's config does);
@@ -111,11 +111,11 @@ pub async fn bench_links(global: &Global, a: LinksArgs, out: Out) -> Result<(), 
 
     println!("{}", json!({"event": "registered", "users": users}));
 
-    // The links, LOGINS_AT_ONCE at a time: a first tenth, a line (the script reads the server's
-    // memory there, once its password-hash pool has been used at full width and holds what it
-    // keeps), then the rest.
+    // The links, LOGINS_AT_ONCE at a time: the first half, a line (the script reads the server's
+    // memory there: by then its password-hash pool has run at full width long enough to hold all
+    // its allocator keeps, so what grows after is the links'), then the rest.
     let login_started = Instant::now();
-    let warm = (a.count / 10).clamp(1.min(a.count), 500);
+    let warm = a.count / 2;
     let mut links = Vec::with_capacity(a.count);
     for (from, to) in [(0, warm), (warm, a.count)] {
         let mut opening = Vec::with_capacity(to - from);
