@@ -12,7 +12,8 @@ use crate::logic::values::{hash32, parse_status};
 use crate::sql::Tx;
 use crate::{
     ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, AuditReport, ItemStatus, LedgerError,
-    MAX_AUDIT_PROBLEMS, MAX_REGISTER_MILLS, UserId, customer_account, reserved_account,
+    MAX_AUDIT_PROBLEMS, MAX_REGISTER_MILLS, UserId, VALUE_KINDS, carries_funds, customer_account,
+    outstanding_account, reserved_account, value_item_number,
 };
 
 /// Collects problems, keeping the first [`MAX_AUDIT_PROBLEMS`] and counting the rest.
@@ -47,6 +48,8 @@ struct ItemTransfers {
     post: u32,
     void: u32,
     refund: u32,
+    /// Σ redeem transfers (value items).
+    redeemed_mills: i128,
 }
 
 struct AuditItem {
@@ -55,7 +58,24 @@ struct AuditItem {
     amount_mills: i64,
     status: ItemStatus,
     piece: i64,
+    /// Value items: what is left to redeem.
+    remaining_mills: Option<i64>,
     seen: ItemTransfers,
+}
+
+impl AuditItem {
+    fn is_postage(&self) -> bool {
+        self.kind == "postage"
+    }
+}
+
+/// One (user, kind) value register as the items imply it.
+#[derive(Default, PartialEq, Eq, Debug)]
+struct ImpliedRegister {
+    pieces: Vec<i64>,
+    issued: i128,
+    returned: i128,
+    redeemed: i128,
 }
 
 /// What the transfers say about one user.
@@ -67,6 +87,8 @@ struct UserTotals {
     reserved_ever_mills: i128,
     /// Σ amounts of issued items: what reserved:U must hold.
     pending_mills: i128,
+    /// Σ what the user's funds-carrying value items hold: the meter's value_outstanding_mills.
+    value_outstanding_mills: i128,
     pieces: Vec<i64>,
 }
 
@@ -99,7 +121,7 @@ pub(crate) fn audit(tx: &mut dyn Tx, ctx: Ctx<'_>) -> Result<AuditReport, Ledger
 
     let mut items: HashMap<String, AuditItem> = HashMap::new();
     for row in tx.rows(
-        "SELECT serial, user_id, kind, amount_mills, status, piece FROM items",
+        "SELECT serial, user_id, kind, amount_mills, status, piece, remaining_mills FROM items",
         &[],
     )? {
         {
@@ -120,6 +142,7 @@ pub(crate) fn audit(tx: &mut dyn Tx, ctx: Ctx<'_>) -> Result<AuditReport, Ledger
                     amount_mills: row.int(3)?,
                     status,
                     piece: row.int(5)?,
+                    remaining_mills: row.opt_int(6)?,
                     seen: ItemTransfers::default(),
                 },
             );
@@ -180,7 +203,7 @@ pub(crate) fn audit(tx: &mut dyn Tx, ctx: Ctx<'_>) -> Result<AuditReport, Ledger
                 ("payout", None, Some(pid)) => {
                     check_payout(id, &from, &to, amount, pid, &payments, &mut users)
                 }
-                ("reserve" | "post" | "void" | "refund", Some(serial), None) => {
+                ("reserve" | "post" | "void" | "refund" | "redeem", Some(serial), None) => {
                     check_item_transfer(
                         id, &kind, &from, &to, amount, serial, &mut items, &mut users,
                     )
@@ -206,13 +229,17 @@ pub(crate) fn audit(tx: &mut dyn Tx, ctx: Ctx<'_>) -> Result<AuditReport, Ledger
         }
     }
 
+    let mut registers: BTreeMap<(UserId, String), ImpliedRegister> = BTreeMap::new();
+    let mut outstanding: BTreeMap<String, i128> = BTreeMap::new();
     for (serial, item) in &items {
         let s = &item.seen;
-        let expected = match item.status {
-            ItemStatus::Issued => (1, 0, 0, 0),
-            ItemStatus::Printed | ItemStatus::Redeemed => (1, 1, 0, 0),
-            ItemStatus::Voided => (1, 0, 1, 0),
-            ItemStatus::Refunded => (1, 1, 0, 1),
+        let funded = item.is_postage() || carries_funds(&item.kind);
+        let expected = match (funded, item.status) {
+            (false, _) => (0, 0, 0, 0),
+            (true, ItemStatus::Issued) => (1, 0, 0, 0),
+            (true, ItemStatus::Printed | ItemStatus::Redeemed) => (1, 1, 0, 0),
+            (true, ItemStatus::Voided) => (1, 0, 1, 0),
+            (true, ItemStatus::Refunded) => (1, 1, 0, 1),
         };
         if (s.reserve, s.post, s.void, s.refund) != expected {
             problems.push(format!(
@@ -220,22 +247,80 @@ pub(crate) fn audit(tx: &mut dyn Tx, ctx: Ctx<'_>) -> Result<AuditReport, Ledger
                 item.status, s.reserve, s.post, s.void, s.refund
             ));
         }
-        if item.status == ItemStatus::Redeemed && item.kind == "postage" {
+        if item.status == ItemStatus::Redeemed && item.is_postage() {
             problems.push(format!("postage item {serial} is marked redeemed"));
         }
-        match users.get_mut(&item.user_id) {
-            Some(totals) => {
-                totals.pieces.push(item.piece);
-                if item.status == ItemStatus::Issued {
-                    totals.pending_mills += i128::from(item.amount_mills);
-                }
-            }
-            None => problems.push(format!(
+        let Some(totals) = users.get_mut(&item.user_id) else {
+            problems.push(format!(
                 "item {serial} belongs to unknown user {}",
                 item.user_id
-            )),
+            ));
+            continue;
+        };
+        if funded && item.status == ItemStatus::Issued {
+            totals.pending_mills += i128::from(item.amount_mills);
+        }
+        if item.is_postage() {
+            totals.pieces.push(item.piece);
+            if item.remaining_mills.is_some() || s.redeemed_mills != 0 {
+                problems.push(format!(
+                    "postage item {serial} has a value item's remainder"
+                ));
+            }
+            continue;
+        }
+        // A value item: what is left, what was redeemed, and what it holds of its issuer's funds.
+        let amount = i128::from(item.amount_mills);
+        let left = i128::from(item.remaining_mills.unwrap_or(-1));
+        let redeemed = amount - left;
+        let left_ok = match item.status {
+            ItemStatus::Issued | ItemStatus::Voided | ItemStatus::Refunded => left == amount,
+            ItemStatus::Printed => left > 0 && left <= amount,
+            ItemStatus::Redeemed => left == 0,
+        };
+        if !left_ok {
+            problems.push(format!(
+                "{} {serial} is {} with {} of {amount} left to redeem",
+                item.kind, item.status, left
+            ));
+        }
+        if funded && s.redeemed_mills != redeemed {
+            problems.push(format!(
+                "{} {serial}: {redeemed} redeemed but its redeem transfers move {}",
+                item.kind, s.redeemed_mills
+            ));
+        }
+        let holds = matches!(
+            item.status,
+            ItemStatus::Issued | ItemStatus::Printed | ItemStatus::Redeemed
+        );
+        if funded && holds {
+            totals.value_outstanding_mills += amount;
+        }
+        if funded && item.status == ItemStatus::Printed {
+            *outstanding.entry(item.kind.clone()).or_default() += left;
+        }
+        let register = registers
+            .entry((item.user_id, item.kind.clone()))
+            .or_default();
+        register.pieces.push(item.piece);
+        register.issued += amount;
+        if !holds {
+            register.returned += amount;
+        }
+        register.redeemed += redeemed;
+    }
+    for kind in VALUE_KINDS.into_iter().filter(|k| carries_funds(k)) {
+        let account = outstanding_account(kind);
+        let holds = accounts.get(&account).map_or(0, |a| i128::from(a.0));
+        let implied = outstanding.get(kind).copied().unwrap_or(0);
+        if holds != implied {
+            problems.push(format!(
+                "account {account} holds {holds} but printed {kind}s have {implied} left to redeem"
+            ));
         }
     }
+    check_value_registers(tx, &registers, &mut problems)?;
 
     for (payment_id, payment) in &payments {
         if payment.funds != 1 {
@@ -360,15 +445,26 @@ fn check_item_transfer(
     };
     let customer = customer_account(item.user_id);
     let reserved = reserved_account(item.user_id);
+    let postage = item.is_postage();
+    if !postage && !carries_funds(&item.kind) {
+        return Err(format!(
+            "{kind} transfer {id} names {} {serial}, which carries no funds",
+            item.kind
+        ));
+    }
+    let sold = if postage {
+        ACCOUNT_POSTAGE_SOLD.to_owned()
+    } else {
+        outstanding_account(&item.kind)
+    };
+    if kind == "redeem" {
+        return check_redeem(id, from, to, amount, serial, &sold, item, users);
+    }
     let (expected_from, expected_to, counter) = match kind {
         "reserve" => (customer.as_str(), reserved.as_str(), &mut item.seen.reserve),
-        "post" => (reserved.as_str(), ACCOUNT_POSTAGE_SOLD, &mut item.seen.post),
+        "post" => (reserved.as_str(), sold.as_str(), &mut item.seen.post),
         "void" => (reserved.as_str(), customer.as_str(), &mut item.seen.void),
-        _ => (
-            ACCOUNT_POSTAGE_SOLD,
-            customer.as_str(),
-            &mut item.seen.refund,
-        ),
+        _ => (sold.as_str(), customer.as_str(), &mut item.seen.refund),
     };
     *counter = counter.saturating_add(1);
     if from != expected_from || to != expected_to || amount != item.amount_mills {
@@ -384,10 +480,107 @@ fn check_item_transfer(
             item.user_id
         ));
     };
+    // A value item's reservation and its return never touch the postage registers.
     match kind {
-        "reserve" => totals.reserved_ever_mills += i128::from(amount),
-        "void" | "refund" => totals.control_mills += i128::from(amount),
+        "reserve" if postage => totals.reserved_ever_mills += i128::from(amount),
+        "void" | "refund" if postage => totals.control_mills += i128::from(amount),
         _ => {}
+    }
+    Ok(())
+}
+
+/// A redemption: outstanding:KIND → customer:REDEEMER, within what the item holds; it raises the
+/// redeemer's control total (its descending register rose by it, as for a funding).
+#[allow(clippy::too_many_arguments)]
+fn check_redeem(
+    id: i64,
+    from: &str,
+    to: &str,
+    amount: i64,
+    serial: &str,
+    outstanding: &str,
+    item: &mut AuditItem,
+    users: &mut BTreeMap<UserId, UserTotals>,
+) -> Result<(), String> {
+    if item.is_postage() {
+        return Err(format!("redeem transfer {id} names postage item {serial}"));
+    }
+    item.seen.redeemed_mills += i128::from(amount);
+    let Some(redeemer) = account_user(to, "customer:") else {
+        return Err(format!("redeem transfer {id} credits {to}, not a customer"));
+    };
+    if from != outstanding || amount > item.amount_mills {
+        return Err(format!(
+            "redeem transfer {id} of item {serial} moves {amount} from {from}, expected at most \
+             {} from {outstanding}",
+            item.amount_mills
+        ));
+    }
+    match users.get_mut(&redeemer) {
+        Some(totals) => totals.control_mills += i128::from(amount),
+        None => {
+            return Err(format!(
+                "redeem transfer {id} credits unknown user {redeemer}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each stored value register against what its items imply: the sequence numbered from 1
+/// without gaps, and the issued, returned and redeemed sums.
+fn check_value_registers(
+    tx: &mut dyn Tx,
+    implied: &BTreeMap<(UserId, String), ImpliedRegister>,
+    problems: &mut Problems,
+) -> Result<(), LedgerError> {
+    let mut stored: BTreeMap<(UserId, String), (i64, i64, i64, i64)> = BTreeMap::new();
+    for row in tx.rows(
+        "SELECT user_id, kind, pieces, issued_mills, returned_mills, redeemed_mills
+         FROM value_registers",
+        &[],
+    )? {
+        stored.insert(
+            (row.int(0)?, row.text(1)?),
+            (row.int(2)?, row.int(3)?, row.int(4)?, row.int(5)?),
+        );
+    }
+    let empty = ImpliedRegister::default();
+    let keys: std::collections::BTreeSet<&(UserId, String)> =
+        stored.keys().chain(implied.keys()).collect();
+    for key in keys {
+        let (user_id, kind) = key;
+        let who = format!("{kind} register of user {user_id}");
+        let Some(&(pieces, issued, returned, redeemed)) = stored.get(key) else {
+            problems.push(format!("{who} is missing, though the user issued {kind}s"));
+            continue;
+        };
+        let items = implied.get(key).unwrap_or(&empty);
+        let mut numbers = items.pieces.clone();
+        numbers.sort_unstable();
+        let expected: Vec<i64> = (1..=pieces.max(0))
+            .filter_map(|n| u64::try_from(n).ok())
+            .filter_map(|n| value_item_number(kind, n))
+            .filter_map(|n| i64::try_from(n).ok())
+            .collect();
+        if numbers != expected {
+            problems.push(format!(
+                "{who}: {pieces} issued by its sequence, but {} items numbered otherwise",
+                numbers.len()
+            ));
+        }
+        let sums = [
+            ("issued", issued, items.issued),
+            ("returned", returned, items.returned),
+            ("redeemed", redeemed, items.redeemed),
+        ];
+        for (name, register, from_items) in sums {
+            if i128::from(register) != from_items {
+                problems.push(format!(
+                    "{who}: {name} register {register}, its items say {from_items}"
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -401,7 +594,8 @@ fn check_meters(
 ) -> Result<(), LedgerError> {
     let mut with_meter = std::collections::BTreeSet::new();
     let rows = tx.rows(
-        "SELECT user_id, device_id, license_id, ascending_mills, descending_mills, piece, seal
+        "SELECT user_id, device_id, license_id, ascending_mills, descending_mills, piece, seal,
+                value_outstanding_mills
          FROM meters",
         &[],
     )?;
@@ -418,6 +612,7 @@ fn check_meters(
             ascending_mills: ascending,
             descending_mills: descending,
             piece: 0,
+            value_outstanding_mills: row.int(7)?,
             seal: row.opt_blob(6)?,
         };
         let who = format!("meter {} (user {user_id})", meter.label());
@@ -448,9 +643,17 @@ fn check_meters(
                 problems.push(format!("{who}: {name} register {value} out of range"));
             }
         }
-        if descending != customer {
+        let value_outstanding = meter.value_outstanding_mills;
+        if i128::from(descending) != i128::from(customer) + i128::from(value_outstanding) {
             problems.push(format!(
-                "{who}: descending register {descending} differs from balance {customer}"
+                "{who}: descending register {descending} differs from balance {customer} plus \
+                 the {value_outstanding} its value items hold"
+            ));
+        }
+        if i128::from(value_outstanding) != totals.value_outstanding_mills {
+            problems.push(format!(
+                "{who}: value items hold {value_outstanding} by the meter, {} by the items",
+                totals.value_outstanding_mills
             ));
         }
         if i128::from(ascending) != totals.reserved_ever_mills {

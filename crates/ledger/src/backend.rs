@@ -5,10 +5,11 @@
 
 use crate::logic::{
     Ctx, accounts, audit_log, closure, confirm_window, payments, postage, reports, requests,
-    standing, values,
+    standing, value_items, values,
 };
 use crate::sql::Tx;
 use crate::*;
+use stampline_money::Amount;
 
 /// How a database runs the ledger's transactions.
 ///
@@ -198,7 +199,11 @@ impl<B: Backend> Store for B {
     ) -> Queued<IssueOutcome> {
         let (key, input) = (OwnedKey::of(key), input.clone());
         self.write_queued(Undo::RefusesFirst, move |tx, ctx| {
-            postage::issue(tx, ctx, &key.key(), &input, &mut *sign, now_ms).map(Ok)
+            if VALUE_KINDS.contains(&input.kind) {
+                value_items::issue(tx, ctx, &key.key(), &input, &mut *sign, now_ms).map(Ok)
+            } else {
+                postage::issue(tx, ctx, &key.key(), &input, &mut *sign, now_ms).map(Ok)
+            }
         })
     }
 
@@ -239,10 +244,41 @@ impl<B: Backend> Store for B {
         self.write(move |tx, ctx| postage::reprint(tx, ctx, &key.key(), &serial, limits, now_ms))?
     }
 
-    fn redeem(&self, serial: &str, actor: &str, now_ms: i64) -> Result<ItemStatus, LedgerError> {
-        values::check_text("actor", actor, 1, crate::MAX_AUDIT_FIELD_LEN)?;
-        let (serial, actor) = (serial.to_owned(), actor.to_owned());
-        self.write(move |tx, _| postage::redeem(tx, &serial, &actor, now_ms))
+    fn redeem(
+        &self,
+        key: &RequestKey,
+        serial: &str,
+        amount: Option<Amount>,
+        now_ms: i64,
+    ) -> Result<RedeemOutcome, LedgerError> {
+        let (key, serial) = (OwnedKey::of(key), serial.to_owned());
+        self.write(move |tx, ctx| value_items::redeem(tx, ctx, &key.key(), &serial, amount, now_ms))
+    }
+
+    fn add_redeemer(
+        &self,
+        issuer: UserId,
+        redeemer: UserId,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.write(move |tx, _| value_items::add_redeemer(tx, issuer, redeemer, now_ms))
+    }
+
+    fn remove_redeemer(
+        &self,
+        issuer: UserId,
+        redeemer: UserId,
+        now_ms: i64,
+    ) -> Result<bool, LedgerError> {
+        self.write(move |tx, _| value_items::remove_redeemer(tx, issuer, redeemer, now_ms))
+    }
+
+    fn redeemers(&self, issuer: UserId) -> Result<Vec<(UserId, String)>, LedgerError> {
+        self.read(move |tx, _| value_items::redeemers(tx, issuer))
+    }
+
+    fn value_registers(&self, user_id: UserId) -> Result<Vec<ValueRegister>, LedgerError> {
+        self.read(move |tx, _| value_items::value_registers(tx, user_id))
     }
 
     fn start_confirm_window(
@@ -412,6 +448,11 @@ impl<B: Backend> Store for B {
     fn item_status(&self, serial: &str) -> Result<Option<ItemStatus>, LedgerError> {
         let serial = serial.to_owned();
         self.read(move |tx, _| reports::item_status(tx, &serial))
+    }
+
+    fn item_state(&self, serial: &str) -> Result<Option<ItemState>, LedgerError> {
+        let serial = serial.to_owned();
+        self.read(move |tx, _| reports::item_state(tx, &serial))
     }
 
     fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError> {

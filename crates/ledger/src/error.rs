@@ -35,6 +35,15 @@ pub enum LedgerError {
     AlreadyPrinted,
     #[error("item kind cannot be redeemed")]
     NotRedeemable,
+    /// Nothing is left to redeem of the item.
+    #[error("the item was already redeemed")]
+    AlreadyRedeemed,
+    /// The item's valid-until day is over: it can no longer be redeemed.
+    #[error("the item expired")]
+    Expired,
+    /// The caller may not redeem this item: only its issuer and the users it allows may.
+    #[error("not allowed: only the item's issuer and the users it allows may redeem it")]
+    NotAllowed,
     #[error("payment already recorded")]
     DuplicatePayment,
     /// The account was closed; it issues nothing more.
@@ -117,6 +126,9 @@ impl LedgerError {
             LedgerError::ReprintWindowClosed => "reprint_window_closed",
             LedgerError::AlreadyPrinted => "already_printed",
             LedgerError::NotRedeemable => "not_redeemable",
+            LedgerError::AlreadyRedeemed => "already_redeemed",
+            LedgerError::Expired => "expired",
+            LedgerError::NotAllowed => "not_allowed",
             LedgerError::DuplicatePayment => "duplicate_payment",
             LedgerError::AccountClosed => "account_closed",
             LedgerError::AccountLocked { .. } => "account_locked",

@@ -98,6 +98,41 @@ pub const ACCOUNT_BANK_CLEARING: &str = "bank_clearing";
 /// The account printed postage is posted to.
 pub const ACCOUNT_POSTAGE_SOLD: &str = "postage_sold";
 
+/// The value-item kinds (everything but postage), in the order of their item-format kind codes
+/// 2 to 5. Issuing one never moves the postage meter's registers: each kind counts in its own
+/// registers per user ([`ValueRegister`]).
+pub const VALUE_KINDS: [&str; 4] = ["ticket", "check", "coupon", "certificate"];
+
+/// Whether items of `kind` take their face value out of the issuer's funds (tickets, checks,
+/// certificates) into the liability account [`outstanding_account`]. Coupons carry none: they
+/// are a promise of a discount, counted only in their own register.
+pub fn carries_funds(kind: &str) -> bool {
+    VALUE_KINDS.contains(&kind) && kind != "coupon"
+}
+
+/// The liability account that holds the face value of printed, unredeemed items of a kind
+/// ("outstanding:ticket", "outstanding:check", "outstanding:certificate").
+pub fn outstanding_account(kind: &str) -> String {
+    format!("outstanding:{kind}")
+}
+
+/// The number a value item carries in its serial (`DEVICEID-N`): its kind's code (2 ticket,
+/// 3 check, 4 coupon, 5 certificate) times 10^10 plus its place in the issuer's sequence of that
+/// kind (the check number, for checks). Postage piece numbers stay below 2^32 < 10^10, so no
+/// value item's serial can be a postage serial and each kind's sequence shows in its serial.
+/// `None` for postage, an unknown kind, or a sequence number of 10^10 or more.
+pub fn value_item_number(kind: &str, sequence: u64) -> Option<u64> {
+    let index = VALUE_KINDS.iter().position(|k| *k == kind)?;
+    if sequence == 0 || sequence >= VALUE_NUMBER_BASE {
+        return None;
+    }
+    let code = u64::try_from(index).ok()? + 2;
+    Some(code * VALUE_NUMBER_BASE + sequence)
+}
+
+/// See [`value_item_number`].
+const VALUE_NUMBER_BASE: u64 = 10_000_000_000;
+
 /// The spendable account of a user.
 pub fn customer_account(user_id: UserId) -> String {
     format!("customer:{user_id}")
@@ -255,11 +290,16 @@ pub struct FundOutcome {
     pub balance_mills: u64,
 }
 
-/// What the signing callback gets: the meter state after this piece.
+/// What the signing callback gets: the meter state after this piece. For a value item, `piece`
+/// is its place in the issuer's sequence of its kind (the check number of a check), `number`
+/// the number its serial carries ([`value_item_number`]), and the registers are the postage
+/// meter's, unchanged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PieceState {
     pub device_id: String,
     pub piece: u32,
+    /// The `N` of the item's serial `DEVICEID-N`: the piece number for postage.
+    pub number: u64,
     pub ascending_mills: u64,
     pub descending_mills: u64,
 }
@@ -301,6 +341,8 @@ pub struct IssueInput {
     pub amount: Amount,
     /// The link session the item was issued in, if any.
     pub session: Option<String>,
+    /// A value item is not redeemable after this time (the end of its valid-until day).
+    pub valid_until_ms: Option<i64>,
 }
 
 /// The stored and returned result of an issue request. `item` is serialised as lowercase hex.
@@ -389,6 +431,49 @@ impl std::fmt::Display for ItemStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// What anybody may learn of an item by its serial (the void list verifiers consult).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ItemState {
+    pub serial: String,
+    pub kind: String,
+    pub status: ItemStatus,
+    pub amount_mills: u64,
+    /// What is left to redeem of a value item (a certificate redeems in parts); `None` for
+    /// postage.
+    pub remaining_mills: Option<u64>,
+    /// When a value item stops being redeemable, if it does.
+    pub valid_until_ms: Option<i64>,
+}
+
+/// The stored and returned result of a redemption.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RedeemOutcome {
+    pub serial: String,
+    pub kind: String,
+    /// `redeemed` once nothing is left, else `printed` (a certificate redeemed in part).
+    pub status: ItemStatus,
+    /// Redeemed by this request.
+    pub redeemed_mills: u64,
+    pub remaining_mills: u64,
+    /// The redeemer's spendable balance after the redemption (credited for tickets, checks and
+    /// certificates; unchanged for coupons).
+    pub balance_mills: u64,
+}
+
+/// One kind's registers of one user's value items. `issued − returned` of a kind that carries
+/// funds is what the kind holds of the user's funds (reserved or outstanding); `redeemed` is the
+/// part of that paid out by redemptions (to whoever redeemed).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ValueRegister {
+    pub kind: String,
+    /// Items of the kind issued (the last sequence number).
+    pub pieces: u64,
+    pub issued_mills: u64,
+    /// Voided or refunded back to the issuer.
+    pub returned_mills: u64,
+    pub redeemed_mills: u64,
 }
 
 /// One line of a user's history.
@@ -559,10 +644,47 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now_ms: i64,
     ) -> Result<ReprintOutcome, LedgerError>;
 
-    /// Redeems a printed non-postage item (ticket, coupon, certificate, ...) once: printed →
-    /// redeemed. No money moves. `NotRedeemable` for postage, `NotPending` in any other state.
-    /// Audit "redeem" by `actor`.
-    fn redeem(&self, serial: &str, actor: &str, now_ms: i64) -> Result<ItemStatus, LedgerError>;
+    /// Redeems a printed value item for `key`'s user (the redeemer: its issuer, or a user the
+    /// issuer allowed with [`Store::add_redeemer`], else `NotAllowed`), as one conditional update
+    /// of the item: printed → redeemed, or for a certificate `amount` (default: all that is left)
+    /// off what is left, which stays `printed` until nothing is. Tickets, checks and certificates
+    /// move the amount outstanding:KIND → customer:REDEEMER (transfer `redeem`; the redeemer's
+    /// descending register rises as for a funding); coupons move no money. Refused:
+    /// `NotRedeemable` for postage, `AlreadyRedeemed` when nothing is left, `Expired` after its
+    /// `valid_until_ms`, `NotPending` before it is printed or once voided or refunded,
+    /// `InvalidInput` for a part of anything but a certificate or more than is left,
+    /// `UnknownItem` for no such item. A repeated request answers the first outcome. Audit
+    /// "redeem".
+    fn redeem(
+        &self,
+        key: &RequestKey,
+        serial: &str,
+        amount: Option<Amount>,
+        now_ms: i64,
+    ) -> Result<RedeemOutcome, LedgerError>;
+
+    /// Allows `redeemer` to redeem `issuer`'s value items (idempotent); audit "redeemer_added".
+    /// `InvalidInput` for the issuer itself.
+    fn add_redeemer(
+        &self,
+        issuer: UserId,
+        redeemer: UserId,
+        now_ms: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// Withdraws that permission; returns whether there was one. Audit "redeemer_removed".
+    fn remove_redeemer(
+        &self,
+        issuer: UserId,
+        redeemer: UserId,
+        now_ms: i64,
+    ) -> Result<bool, LedgerError>;
+
+    /// The users `issuer` allows to redeem its items: (user id, user name), by name.
+    fn redeemers(&self, issuer: UserId) -> Result<Vec<(UserId, String)>, LedgerError>;
+
+    /// The user's value-item registers, one per kind it ever issued, by kind.
+    fn value_registers(&self, user_id: UserId) -> Result<Vec<ValueRegister>, LedgerError>;
 
     /// Starts the confirmation window of a user's (or every user's, with `None`) issued items that
     /// have none: `confirm_by_ms = deadline_ms`. Returns how many items it set.
@@ -704,6 +826,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The status of any item (the void list verifiers consult); `None` when unknown.
     fn item_status(&self, serial: &str) -> Result<Option<ItemStatus>, LedgerError>;
+
+    /// What anybody may learn of any item by its serial; `None` when unknown.
+    fn item_state(&self, serial: &str) -> Result<Option<ItemState>, LedgerError>;
 
     /// The amount of one of the user's items (`None`: no such item of this user).
     fn item_amount(&self, user_id: UserId, serial: &str) -> Result<Option<u64>, LedgerError>;

@@ -9,7 +9,9 @@
 //!   [`meter`] (registers, seals, per-user invariants), [`items`] (item rows and statuses),
 //!   [`requests`] (idempotency), [`standing`] (closed or locked accounts);
 //! - the operations: [`accounts`] (users, logins), [`payments`] (funding, ACH returns,
-//!   auto-refill), [`postage`] (issue, print confirmation, void, refund, reprint, redeem),
+//!   auto-refill), [`value_items`] (tickets, checks, coupons, certificates: issue, their
+//!   registers, posting or giving back their funds, redemption, redeemers), [`postage`] (issue,
+//!   print confirmation, void, refund, reprint; value items' confirmations go through it too),
 //!   [`confirm_window`] (deadlines and expiry voids), [`closure`] (closing an account with
 //!   payouts), [`reports`] (balance, meters, history, item status).
 //!
@@ -31,6 +33,7 @@ pub(crate) mod meter;
 pub(crate) mod requests;
 pub(crate) mod standing;
 pub(crate) mod transfers;
+pub(crate) mod value_items;
 
 pub(crate) mod accounts;
 pub(crate) mod closure;

@@ -32,7 +32,7 @@ use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError, MeterSeale
 /// Connections one store keeps open at most (each in-flight store call holds one).
 pub const PG_POOL_SIZE: usize = 16;
 /// The schema version this build writes (the same tables as SQLite's, in PostgreSQL types).
-pub const PG_SCHEMA_VERSION: i64 = 7;
+pub const PG_SCHEMA_VERSION: i64 = 8;
 /// High half of the advisory lock key of one audit chain (the low half is the chain): "SLN" + 1.
 const AUDIT_CHAIN_LOCK_CLASS: i64 = 0x534C_4E01;
 /// Advisory lock key serialising schema migrations of servers starting together.
@@ -237,7 +237,36 @@ ALTER TABLE meters ADD CONSTRAINT meters_licensed_together
     CHECK ((device_id IS NULL) = (license_id IS NULL));
 "#;
 
-const PG_MIGRATIONS: [&str; 7] = [PG_V1, PG_V2, PG_V3, PG_V4, PG_V5, PG_V6, PG_V7];
+/// Version 8: value items (as SQLite's version 10).
+const PG_V8: &str = r#"
+ALTER TABLE meters ADD COLUMN value_outstanding_mills BIGINT NOT NULL DEFAULT 0
+    CHECK (value_outstanding_mills >= 0);
+ALTER TABLE items ADD COLUMN valid_until_ms BIGINT;
+ALTER TABLE items ADD COLUMN remaining_mills BIGINT CHECK (remaining_mills >= 0);
+CREATE TABLE value_registers (
+    user_id        BIGINT NOT NULL REFERENCES users (id),
+    kind           TEXT NOT NULL,
+    pieces         BIGINT NOT NULL CHECK (pieces >= 0),
+    issued_mills   BIGINT NOT NULL CHECK (issued_mills >= 0),
+    returned_mills BIGINT NOT NULL CHECK (returned_mills >= 0),
+    redeemed_mills BIGINT NOT NULL CHECK (redeemed_mills >= 0),
+    PRIMARY KEY (user_id, kind)
+);
+CREATE TABLE redeemers (
+    issuer_id   BIGINT NOT NULL REFERENCES users (id),
+    redeemer_id BIGINT NOT NULL REFERENCES users (id),
+    added_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (issuer_id, redeemer_id)
+);
+CREATE INDEX items_history ON items (user_id, issued_at_ms, piece);
+ALTER TABLE transfers DROP CONSTRAINT transfers_kind_check;
+ALTER TABLE transfers ADD CONSTRAINT transfers_kind_check
+    CHECK (kind IN ('fund', 'reserve', 'post', 'void', 'refund', 'payout', 'redeem'));
+INSERT INTO accounts (id, balance) VALUES ('outstanding:ticket', 0), ('outstanding:check', 0),
+    ('outstanding:certificate', 0) ON CONFLICT DO NOTHING;
+"#;
+
+const PG_MIGRATIONS: [&str; 8] = [PG_V1, PG_V2, PG_V3, PG_V4, PG_V5, PG_V6, PG_V7, PG_V8];
 
 /// A pooled connection and its prepared statements (keyed by the ledger's `?N` SQL).
 struct Conn {

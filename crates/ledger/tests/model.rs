@@ -30,8 +30,8 @@ use stampline_ledger::testsuite::{self, T0_MS, TestSealer};
 use stampline_ledger::{
     BalanceView, CloseOutcome, CloseStart, Fingerprint, FundInput, FundOutcome, IssueInput,
     IssueOutcome, ItemStatus, ItemSummary, LedgerError, MAX_HISTORY_LIMIT, Payout, PgStore,
-    PieceState, RequestKey, SqliteStore, StatusOutcome, Store, UserId, customer_account,
-    reserved_account,
+    PieceState, RedeemOutcome, RequestKey, SqliteStore, StatusOutcome, Store, UserId,
+    customer_account, reserved_account,
 };
 use stampline_money::{Amount, MAX_MILLS};
 
@@ -75,6 +75,12 @@ enum Call {
         item: Index,
         anyone: bool,
     },
+    /// Redeem an item: one of the user's own, or with `anyone` any item (another user's is
+    /// `not_allowed`: the model names no redeemers).
+    Redeem {
+        item: Index,
+        anyone: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -92,9 +98,6 @@ enum Op {
     Reuse {
         request: Index,
         call: Call,
-    },
-    Redeem {
-        item: Index,
     },
     /// Starts the confirmation window of one user's (or everyone's) issued items, `in_ms` from now.
     StartWindow {
@@ -131,6 +134,8 @@ fn call() -> impl Strategy<Value = Call> {
             .prop_map(|(item, anyone, printed)| Call::Confirm { item, anyone, printed }),
         2 => (any::<Index>(), prop::bool::weighted(0.15))
             .prop_map(|(item, anyone)| Call::Refund { item, anyone }),
+        2 => (any::<Index>(), prop::bool::weighted(0.3))
+            .prop_map(|(item, anyone)| Call::Redeem { item, anyone }),
     ]
 }
 
@@ -149,7 +154,6 @@ fn op() -> impl Strategy<Value = Op> {
         56 => (0..USERS, call()).prop_map(|(user, call)| Op::New { user, call }),
         8 => any::<Index>().prop_map(|request| Op::Retry { request }),
         4 => (any::<Index>(), call()).prop_map(|(request, call)| Op::Reuse { request, call }),
-        4 => any::<Index>().prop_map(|item| Op::Redeem { item }),
         4 => (prop::option::of(0..USERS), (0..=4i64).prop_map(|q| q * QUARTER_MS))
             .prop_map(|(user, in_ms)| Op::StartWindow { user, in_ms }),
         4 => Just(Op::VoidExpired),
@@ -171,6 +175,7 @@ enum Request {
     Issue { kind: &'static str, mills: u64 },
     Confirm { serial: String, printed: bool },
     Refund { serial: String },
+    Redeem { serial: String },
     Close,
 }
 
@@ -189,6 +194,7 @@ impl Request {
                 &[serial.as_bytes(), if *printed { b"1" } else { b"0" }],
             ),
             Request::Refund { serial } => Fingerprint::of("refund", &[serial.as_bytes()]),
+            Request::Redeem { serial } => Fingerprint::of("redeem", &[serial.as_bytes()]),
             Request::Close => Fingerprint::of("close", &[]),
         };
         fp.0
@@ -209,6 +215,7 @@ enum Outcome {
     Fund(FundOutcome),
     Issue(IssueOutcome),
     Status(StatusOutcome),
+    Redeem(RedeemOutcome),
     Close(CloseOutcome),
 }
 
@@ -250,6 +257,11 @@ struct UserModel {
     /// Σ payouts at closure (customer:U → bank_clearing).
     paid_out: u64,
     closed: bool,
+    /// Tickets: the last number of the user's sequence, Σ issued (the register), and what the
+    /// user's tickets hold of its funds (issued, printed or redeemed, not voided or refunded).
+    tickets: u32,
+    tickets_issued: u64,
+    outstanding: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -275,6 +287,8 @@ struct Model {
     requests: HashMap<(usize, String), (Request, Outcome)>,
     sent: Vec<Sent>,
     postage_sold: u64,
+    /// The balance of outstanding:ticket: printed tickets not yet redeemed.
+    tickets_outstanding: u64,
     next_id: u64,
 }
 
@@ -295,6 +309,9 @@ impl Model {
                 credited: 0,
                 paid_out: 0,
                 closed: false,
+                tickets: 0,
+                tickets_issued: 0,
+                outstanding: 0,
             })
             .collect();
         Model {
@@ -305,6 +322,7 @@ impl Model {
             requests: HashMap::new(),
             sent: Vec::new(),
             postage_sold: 0,
+            tickets_outstanding: 0,
             next_id: 0,
         }
     }
@@ -364,6 +382,9 @@ impl Model {
             Call::Refund { item, anyone } => Request::Refund {
                 serial: self.pick_for(user, item, *anyone),
             },
+            Call::Redeem { item, anyone } => Request::Redeem {
+                serial: self.pick_for(user, item, *anyone),
+            },
         }
     }
 
@@ -389,6 +410,7 @@ impl Model {
             Request::Issue { kind, mills } => self.issue(user, kind, *mills),
             Request::Confirm { serial, printed } => self.confirm(user, serial, *printed),
             Request::Refund { serial } => self.refund(user, serial),
+            Request::Redeem { serial } => self.redeem(user, serial),
             Request::Close => self.close(user),
         };
         if let Ok(outcome) = &answer {
@@ -436,6 +458,9 @@ impl Model {
         if u.balance < mills {
             return Err(insufficient(u.balance, mills));
         }
+        if kind == "ticket" {
+            return self.issue_ticket(user, mills);
+        }
         if u.ascending + mills > MAX_MILLS {
             return Err("overflow".to_owned());
         }
@@ -447,6 +472,7 @@ impl Model {
         let signed = testsuite::sign_ok(&PieceState {
             device_id: u.device.clone(),
             piece: u.piece,
+            number: u64::from(u.piece),
             ascending_mills: u.ascending,
             descending_mills: u.descending,
         })
@@ -470,15 +496,59 @@ impl Model {
         }))
     }
 
-    /// Issued → voided: the funds and the descending register come back.
+    /// A ticket: its own sequence and register; the meter's registers stay put.
+    fn issue_ticket(&mut self, user: usize, mills: u64) -> Answer {
+        let u = &mut self.users[user];
+        if u.tickets_issued + mills > MAX_MILLS {
+            return Err("overflow".to_owned());
+        }
+        u.balance -= mills;
+        u.reserved += mills;
+        u.outstanding += mills;
+        u.tickets_issued += mills;
+        u.tickets += 1;
+        let number = stampline_ledger::value_item_number("ticket", u64::from(u.tickets))
+            .expect("a ticket number");
+        let signed = testsuite::sign_ok(&PieceState {
+            device_id: u.device.clone(),
+            piece: u.tickets,
+            number,
+            ascending_mills: u.ascending,
+            descending_mills: u.descending,
+        })
+        .expect("the test signer signs");
+        let balance_mills = u.balance;
+        self.items.push(ItemModel {
+            serial: signed.serial.clone(),
+            user,
+            kind: "ticket",
+            mills,
+            status: ItemStatus::Issued,
+            issued_at_ms: self.now_ms,
+            confirm_by_ms: None,
+        });
+        Ok(Outcome::Issue(IssueOutcome {
+            serial: signed.serial,
+            item: signed.bytes,
+            balance_mills,
+            postage_mills: mills,
+            refill_due: false,
+        }))
+    }
+
+    /// Issued → voided: the funds come back, and for postage the descending register.
     fn void(&mut self, i: usize) {
         let item = &mut self.items[i];
         item.status = ItemStatus::Voided;
         let u = &mut self.users[item.user];
         u.reserved -= item.mills;
         u.balance += item.mills;
-        u.descending += item.mills;
-        u.credited += item.mills;
+        if item.kind == "ticket" {
+            u.outstanding -= item.mills;
+        } else {
+            u.descending += item.mills;
+            u.credited += item.mills;
+        }
     }
 
     fn status_outcome(&self, user: usize, i: usize) -> Answer {
@@ -502,9 +572,13 @@ impl Model {
             }
             (ItemStatus::Issued, true) => {
                 let mills = item.mills;
+                if item.kind == "ticket" {
+                    self.tickets_outstanding += mills;
+                } else {
+                    self.postage_sold += mills;
+                }
                 self.items[i].status = ItemStatus::Printed;
                 self.users[user].reserved -= mills;
-                self.postage_sold += mills;
             }
             (ItemStatus::Issued, false) => self.void(i),
             (ItemStatus::Printed, true) | (ItemStatus::Voided, false) => {}
@@ -522,6 +596,17 @@ impl Model {
         };
         let item = &self.items[i];
         match item.status {
+            ItemStatus::Printed if item.kind == "ticket" => {
+                if self.now_ms - item.issued_at_ms > REFUND_WINDOW_MS {
+                    return Err("refund_window_closed".to_owned());
+                }
+                let mills = item.mills;
+                self.items[i].status = ItemStatus::Refunded;
+                self.tickets_outstanding -= mills;
+                let u = &mut self.users[user];
+                u.balance += mills;
+                u.outstanding -= mills;
+            }
             ItemStatus::Printed => {
                 if self.now_ms - item.issued_at_ms > REFUND_WINDOW_MS {
                     return Err("refund_window_closed".to_owned());
@@ -586,19 +671,46 @@ impl Model {
         }))
     }
 
-    fn redeem(&mut self, serial: &str) -> Result<ItemStatus, String> {
+    /// The user redeems an item: only its own (the model names no redeemers), whole.
+    fn redeem(&mut self, user: usize, serial: &str) -> Answer {
         let Some(i) = self.items.iter().position(|item| item.serial == serial) else {
             return Err("unknown_item".to_owned());
         };
-        let item = &mut self.items[i];
+        let item = &self.items[i];
         if item.kind == "postage" {
             return Err("not_redeemable".to_owned());
         }
-        if item.status != ItemStatus::Printed {
-            return Err(not_pending(item.status));
+        if item.user != user {
+            return Err("not_allowed".to_owned());
         }
-        item.status = ItemStatus::Redeemed;
-        Ok(ItemStatus::Redeemed)
+        if self.users[user].closed {
+            return Err("account_closed".to_owned());
+        }
+        match item.status {
+            ItemStatus::Printed => {}
+            ItemStatus::Redeemed => return Err("already_redeemed".to_owned()),
+            status => return Err(not_pending(status)),
+        }
+        let mills = item.mills;
+        let u = &self.users[user];
+        // As for a funding: the register keeps room for every reservation's void.
+        if u.descending + mills > MAX_MILLS || u.descending + mills + u.reserved > MAX_MILLS {
+            return Err("overflow".to_owned());
+        }
+        self.items[i].status = ItemStatus::Redeemed;
+        self.tickets_outstanding -= mills;
+        let u = &mut self.users[user];
+        u.balance += mills;
+        u.descending += mills;
+        u.credited += mills;
+        Ok(Outcome::Redeem(RedeemOutcome {
+            serial: serial.to_owned(),
+            kind: "ticket".to_owned(),
+            status: ItemStatus::Redeemed,
+            redeemed_mills: mills,
+            remaining_mills: 0,
+            balance_mills: u.balance,
+        }))
     }
 
     fn start_window(&mut self, user: Option<usize>, deadline_ms: i64) -> u64 {
@@ -677,6 +789,7 @@ fn send(store: &dyn Store, model: &Model, user: usize, id: &str, request: &Reque
                 kind,
                 amount: amount(*mills),
                 session: None,
+                valid_until_ms: None,
             };
             store
                 .issue(&key, &input, Box::new(testsuite::sign_ok), now_ms)
@@ -690,6 +803,9 @@ fn send(store: &dyn Store, model: &Model, user: usize, id: &str, request: &Reque
         Request::Refund { serial } => store
             .refund(&key, serial, REFUND_WINDOW_MS, now_ms)
             .map(Outcome::Status),
+        Request::Redeem { serial } => store
+            .redeem(&key, serial, None, now_ms)
+            .map(Outcome::Redeem),
         Request::Close => close(store, model, user, &key),
     };
     result.map_err(|e| error_key(&e))
@@ -762,13 +878,6 @@ fn step(store: &dyn Store, model: &mut Model, op: &Op) -> Result<(), TestCaseErr
         return Ok(());
     }
     match op {
-        Op::Redeem { item } => {
-            let serial = model.pick_serial(item);
-            let actual = store
-                .redeem(&serial, "admin:test", model.now_ms)
-                .map_err(|e| error_key(&e));
-            prop_assert_eq!(actual, model.redeem(&serial), "redeem {}", serial);
-        }
         Op::StartWindow { user, in_ms } => {
             let deadline_ms = model.now_ms + in_ms;
             let actual = store
@@ -791,9 +900,19 @@ fn step(store: &dyn Store, model: &mut Model, op: &Op) -> Result<(), TestCaseErr
 /// Every user's balance view, meter and history are the model's.
 fn check_views(store: &dyn Store, model: &Model) -> Result<(), TestCaseError> {
     for (n, u) in model.users.iter().enumerate() {
-        prop_assert_eq!(u.descending, u.balance, "model: descending = balance");
+        prop_assert_eq!(
+            u.descending,
+            u.balance + u.outstanding,
+            "model: descending = balance + what the tickets hold"
+        );
+        let postage_reserved: u64 = model
+            .items
+            .iter()
+            .filter(|i| i.user == n && i.kind == "postage" && i.status == ItemStatus::Issued)
+            .map(|i| i.mills)
+            .sum();
         prop_assert!(
-            u.descending + u.reserved <= MAX_MILLS,
+            u.descending + postage_reserved <= MAX_MILLS,
             "model: room for every void"
         );
         prop_assert_eq!(
@@ -839,7 +958,18 @@ fn check_views(store: &dyn Store, model: &Model) -> Result<(), TestCaseError> {
         let history = store
             .history(u.id, MAX_HISTORY_LIMIT)
             .map_err(|e| error_key(&e));
-        let expected: Vec<ItemSummary> = items
+        // Newest first; within one millisecond by number (a value item's number is above every
+        // postage piece's).
+        let number = |i: &ItemModel| -> u64 {
+            i.serial
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("a numbered serial")
+        };
+        let mut ordered = items.clone();
+        ordered.sort_by_key(|i| (i.issued_at_ms, number(i)));
+        let expected: Vec<ItemSummary> = ordered
             .iter()
             .rev()
             .map(|i| ItemSummary {
@@ -867,6 +997,10 @@ fn check_books(backend: &mut Backend, model: &Model) -> Result<(), TestCaseError
     let mut expected = vec![
         ("bank_clearing".to_owned(), -signed(funded)),
         ("postage_sold".to_owned(), signed(model.postage_sold)),
+        (
+            "outstanding:ticket".to_owned(),
+            signed(model.tickets_outstanding),
+        ),
     ];
     for u in &model.users {
         expected.push((customer_account(u.id), signed(u.balance)));

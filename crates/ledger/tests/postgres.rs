@@ -249,14 +249,6 @@ fn login_failures_back_off_per_name_and_source() {
 }
 
 #[test]
-fn redeem_marks_printed_tickets_once() {
-    on_pg(
-        "redeem_marks_printed_tickets_once",
-        testsuite::redeem_marks_printed_tickets_once,
-    );
-}
-
-#[test]
 fn unknown_users_and_items_are_reported() {
     on_pg(
         "unknown_users_and_items_are_reported",
@@ -508,4 +500,14 @@ fn unlicensed_users_expire_and_their_names_are_free_again() {
         "unlicensed_users_expire_and_their_names_are_free_again",
         testsuite::unlicensed_users_expire_and_their_names_are_free_again,
     );
+}
+
+/// Every value-item behaviour (`testsuite::values`), each on its own database: among them twenty
+/// concurrent redemptions of one item against PostgreSQL's row locks.
+#[test]
+fn value_items_behave_on_postgres() {
+    for (name, behaviour) in testsuite::values::BEHAVIOURS {
+        eprintln!("value items on PostgreSQL: {name}");
+        on_pg(name, *behaviour);
+    }
 }

@@ -204,11 +204,6 @@ fn login_failures_back_off_per_name_and_source() {
 }
 
 #[test]
-fn redeem_marks_printed_tickets_once() {
-    on_file(testsuite::redeem_marks_printed_tickets_once);
-}
-
-#[test]
 fn unknown_users_and_items_are_reported() {
     on_file(testsuite::unknown_users_and_items_are_reported);
 }
@@ -403,6 +398,7 @@ fn panicking_signer_leaves_the_store_usable_and_unchanged() {
         kind: "postage",
         amount: testsuite::amount(testsuite::PRICE_MILLS),
         session: None,
+        valid_until_ms: None,
     };
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _ = store
@@ -548,6 +544,7 @@ fn a_full_writer_queue_answers_busy_and_changes_nothing() {
         kind: "postage",
         amount: testsuite::amount(testsuite::PRICE_MILLS),
         session: None,
+        valid_until_ms: None,
     };
     // The writer runs an issue whose signer waits for the gate: what comes next must queue.
     let (started, has_started) = std::sync::mpsc::channel::<()>();
@@ -616,4 +613,14 @@ fn an_unlicensed_meter_takes_no_money_until_it_is_licensed_once() {
 #[test]
 fn unlicensed_users_expire_and_their_names_are_free_again() {
     on_file(testsuite::unlicensed_users_expire_and_their_names_are_free_again);
+}
+
+/// Every value-item behaviour (`testsuite::values`) on a database file of its own: among them
+/// twenty concurrent redemptions of one item through the single writer.
+#[test]
+fn value_items_behave_on_files() {
+    for (name, behaviour) in testsuite::values::BEHAVIOURS {
+        eprintln!("value items on SQLite: {name}");
+        on_file(*behaviour);
+    }
 }

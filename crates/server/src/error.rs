@@ -166,6 +166,9 @@ mod tests {
             LedgerError::ReprintWindowClosed,
             LedgerError::AlreadyPrinted,
             LedgerError::NotRedeemable,
+            LedgerError::AlreadyRedeemed,
+            LedgerError::Expired,
+            LedgerError::NotAllowed,
             LedgerError::DuplicatePayment,
             LedgerError::AccountClosed,
             LedgerError::AccountLocked {
@@ -200,6 +203,9 @@ mod tests {
                 | LedgerError::ReprintWindowClosed
                 | LedgerError::AlreadyPrinted
                 | LedgerError::NotRedeemable
+                | LedgerError::AlreadyRedeemed
+                | LedgerError::Expired
+                | LedgerError::NotAllowed
                 | LedgerError::DuplicatePayment
                 | LedgerError::AccountClosed
                 | LedgerError::AccountLocked { .. }

@@ -54,6 +54,9 @@ pub const BUSY: &str = "busy";
 pub const REFUND_UNAVAILABLE: &str = "refund_unavailable";
 pub const UNKNOWN_USER: &str = "unknown_user";
 pub const NOT_REDEEMABLE: &str = "not_redeemable";
+pub const ALREADY_REDEEMED: &str = "already_redeemed";
+pub const EXPIRED: &str = "expired";
+pub const NOT_ALLOWED: &str = "not_allowed";
 pub const DUPLICATE_PAYMENT: &str = "duplicate_payment";
 pub const INVALID_INPUT: &str = "invalid_input";
 pub const OVERFLOW: &str = "overflow";
@@ -211,6 +214,18 @@ pub const ALL: &[(&str, &str)] = &[
         "the account has no licensed meter yet (CMLS licenses it at the first funding); fund the account first",
     ),
     (NOT_REDEEMABLE, "the item's kind cannot be redeemed"),
+    (
+        ALREADY_REDEEMED,
+        "nothing is left to redeem of the item (it was redeemed, in full)",
+    ),
+    (
+        EXPIRED,
+        "the item's valid-until day is over; it can no longer be redeemed",
+    ),
+    (
+        NOT_ALLOWED,
+        "only the item's issuer and the users it allows (`redeemers add`) may redeem it",
+    ),
     (DUPLICATE_PAYMENT, "the bank's payment was already recorded"),
     (
         INVALID_INPUT,

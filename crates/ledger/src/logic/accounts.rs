@@ -62,6 +62,7 @@ pub(crate) fn create_user(
         ascending_mills: 0,
         descending_mills: 0,
         piece: 0,
+        value_outstanding_mills: 0,
         seal: None,
     };
     let seal = seal_of(ctx, &meter)?;
@@ -195,6 +196,11 @@ pub(crate) fn expire_unlicensed_users(
                 &[Int(id)],
             )?;
         }
+        // An unfunded user may have been named a redeemer (it issued nothing: no licence).
+        tx.exec(
+            "DELETE FROM redeemers WHERE issuer_id = ?1 OR redeemer_id = ?1",
+            &[Int(id)],
+        )?;
         tx.exec(
             "DELETE FROM meters WHERE user_id = ?1 AND device_id IS NULL AND ascending_mills = 0
                AND descending_mills = 0",

@@ -16,7 +16,7 @@ use Param::{Blob, Int, Text};
 pub(crate) const ACTOR_SYSTEM: &str = "system";
 
 /// Audit actions that log exactly one transfer, whose id is the detail's `"transfer"` field.
-pub(crate) const TRANSFER_ACTIONS: [&str; 7] = [
+pub(crate) const TRANSFER_ACTIONS: [&str; 8] = [
     "fund",
     "issue",
     "confirm",
@@ -24,6 +24,7 @@ pub(crate) const TRANSFER_ACTIONS: [&str; 7] = [
     "void_expired",
     "refund",
     "payout",
+    "redeem",
 ];
 
 pub(crate) fn user_actor(user_id: UserId) -> String {

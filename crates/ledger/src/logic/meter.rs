@@ -20,6 +20,9 @@ pub(crate) struct Meter {
     pub(crate) ascending_mills: i64,
     pub(crate) descending_mills: i64,
     pub(crate) piece: u32,
+    /// What the user's funds-carrying value items hold of its funds (Σ issued − returned over
+    /// tickets, checks and certificates): descending = customer balance + this.
+    pub(crate) value_outstanding_mills: i64,
     pub(crate) seal: Option<Vec<u8>>,
 }
 
@@ -33,13 +36,16 @@ impl Meter {
 }
 
 /// The bytes a register seal covers: a domain label, the user, the device id (length-prefixed;
-/// empty while the meter is not licensed) and the three registers, all big-endian.
+/// empty while the meter is not licensed) and the three registers, all big-endian; then, when
+/// the user's value items hold any of its funds, that amount (8 bytes). A meter without value
+/// items keeps the seal it had before value items existed.
 pub fn meter_seal_message(
     user_id: UserId,
     device_id: &str,
     ascending_mills: i64,
     descending_mills: i64,
     piece: u32,
+    value_outstanding_mills: i64,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + device_id.len());
     out.extend_from_slice(b"stampline/v1/meter-seal");
@@ -51,6 +57,9 @@ pub fn meter_seal_message(
     out.extend_from_slice(&ascending_mills.to_be_bytes());
     out.extend_from_slice(&descending_mills.to_be_bytes());
     out.extend_from_slice(&piece.to_be_bytes());
+    if value_outstanding_mills != 0 {
+        out.extend_from_slice(&value_outstanding_mills.to_be_bytes());
+    }
     out
 }
 
@@ -65,6 +74,7 @@ pub(crate) fn seal_of(ctx: Ctx<'_>, m: &Meter) -> Result<Option<[u8; 32]>, Ledge
         m.ascending_mills,
         m.descending_mills,
         m.piece,
+        m.value_outstanding_mills,
     );
     sealer.seal(&msg).map(Some).map_err(LedgerError::Sealing)
 }
@@ -89,7 +99,8 @@ pub(crate) fn load_meter_raw(
     user_id: UserId,
 ) -> Result<Option<Meter>, LedgerError> {
     let sql = format!(
-        "SELECT device_id, license_id, ascending_mills, descending_mills, piece, seal
+        "SELECT device_id, license_id, ascending_mills, descending_mills, piece, seal,
+                value_outstanding_mills
          FROM meters WHERE user_id = ?1{}",
         tx.for_update()
     );
@@ -105,6 +116,7 @@ pub(crate) fn load_meter_raw(
         descending_mills: r.int(3)?,
         piece: u32::try_from(piece)
             .map_err(|_| LedgerError::Corrupt(format!("piece number {piece} out of range")))?,
+        value_outstanding_mills: r.int(6)?,
         seal: r.opt_blob(5)?,
     }))
 }
@@ -145,12 +157,13 @@ pub(crate) fn lock_meter_with_balance(
 ) -> Result<(Meter, i64), LedgerError> {
     let meter = require_meter(tx, ctx, user_id)?;
     let customer = balance_of(tx, &customer_account(user_id))?;
-    if customer != meter.descending_mills {
+    if Some(meter.descending_mills) != customer.checked_add(meter.value_outstanding_mills) {
         return Err(LedgerError::MeterFrozen {
             device_id: meter.label(),
             reason: format!(
-                "its descending register ({}) differs from the balance ({customer})",
-                meter.descending_mills
+                "its descending register ({}) differs from the balance ({customer}) and what its \
+                 value items hold ({})",
+                meter.descending_mills, meter.value_outstanding_mills
             ),
         });
     }
@@ -180,10 +193,17 @@ pub(crate) fn store_meter(
             return Err(LedgerError::Overflow);
         }
     }
+    if new.value_outstanding_mills < 0 {
+        return Err(LedgerError::Invariant(format!(
+            "value items of user {user_id} would hold a negative amount"
+        )));
+    }
     let seal = seal_of(ctx, new)?;
     let changed = tx.exec(
-        "UPDATE meters SET ascending_mills = ?1, descending_mills = ?2, piece = ?3, seal = ?4
-         WHERE user_id = ?5 AND ascending_mills = ?6 AND descending_mills = ?7 AND piece = ?8",
+        "UPDATE meters SET ascending_mills = ?1, descending_mills = ?2, piece = ?3, seal = ?4,
+                value_outstanding_mills = ?9
+         WHERE user_id = ?5 AND ascending_mills = ?6 AND descending_mills = ?7 AND piece = ?8
+           AND value_outstanding_mills = ?10",
         &[
             Int(new.ascending_mills),
             Int(new.descending_mills),
@@ -193,6 +213,8 @@ pub(crate) fn store_meter(
             Int(old.ascending_mills),
             Int(old.descending_mills),
             Int(i64::from(old.piece)),
+            Int(new.value_outstanding_mills),
+            Int(old.value_outstanding_mills),
         ],
     )?;
     if changed != 1 {
@@ -204,7 +226,8 @@ pub(crate) fn store_meter(
 }
 
 /// The per-user invariants every operation asserts before it commits: customer and reserved
-/// balances are not negative, and the descending register equals the customer balance.
+/// balances are not negative, and the descending register equals the customer balance plus what
+/// the user's value items hold.
 pub(crate) fn check_user_invariants(
     tx: &mut dyn Tx,
     ctx: Ctx<'_>,
@@ -229,10 +252,11 @@ pub(crate) fn user_invariants(
             "user {user_id} would have a negative balance ({customer} spendable, {reserved} reserved)"
         )));
     }
-    if meter.descending_mills != customer {
+    if Some(meter.descending_mills) != customer.checked_add(meter.value_outstanding_mills) {
         return Err(LedgerError::Invariant(format!(
-            "descending register of user {user_id} ({}) differs from the balance ({customer})",
-            meter.descending_mills
+            "descending register of user {user_id} ({}) differs from the balance ({customer}) \
+             and what its value items hold ({})",
+            meter.descending_mills, meter.value_outstanding_mills
         )));
     }
     if meter.ascending_mills < 0 {

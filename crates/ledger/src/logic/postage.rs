@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use super::Ctx;
 use super::audit_log::{ACTOR_SYSTEM, append_audit_entry, detail_json, user_actor};
-use super::items::{Item, load_item, load_item_locked, set_status};
+use super::items::{
+    Item, load_item, load_item_locked, replay_issue, set_status, store_issue_outcome,
+};
 use super::meter::{
     Meter, check_user_invariants, lock_meter, lock_meter_with_balance, require_meter, store_meter,
     user_invariants,
@@ -21,12 +23,13 @@ use super::transfers::{
     KIND_POST, KIND_REFUND, KIND_RESERVE, KIND_VOID, Transfer, balance_of, transfer,
     transfer_with_balances,
 };
+use super::value_items;
 use super::values::{check_text, positive_mills, register_add, to_u64};
 use crate::sql::{Param, Tx};
 use crate::{
     ACCOUNT_POSTAGE_SOLD, IssueInput, IssueOutcome, ItemStatus, LedgerError, MAX_ITEM_BYTES,
-    MAX_KIND_LEN, MAX_SERIAL_LEN, MAX_TEXT_LEN, PieceState, ReprintLimits, ReprintOutcome,
-    RequestKey, SignedItem, StatusOutcome, UserId, customer_account, reserved_account,
+    MAX_SERIAL_LEN, MAX_TEXT_LEN, PieceState, ReprintLimits, ReprintOutcome, RequestKey,
+    SignedItem, StatusOutcome, customer_account, reserved_account,
 };
 
 use Param::{Blob, Int, OptText, Text};
@@ -55,7 +58,12 @@ pub(crate) fn issue(
         return replay_issue(tx, user_id, &json);
     }
     let amount = positive_mills(input.amount)?;
-    check_text("kind", input.kind, 1, MAX_KIND_LEN)?;
+    if input.kind != KIND_POSTAGE {
+        return Err(LedgerError::InvalidInput(format!(
+            "unknown item kind {:?}",
+            input.kind
+        )));
+    }
     if let Some(session) = &input.session {
         check_text("session", session, 1, MAX_TEXT_LEN)?;
     }
@@ -89,6 +97,7 @@ pub(crate) fn issue(
             .clone()
             .ok_or(LedgerError::NotLicensed)?,
         piece: new_meter.piece,
+        number: u64::from(new_meter.piece),
         ascending_mills: to_u64(new_meter.ascending_mills, "ascending register")?,
         descending_mills: to_u64(new_meter.descending_mills, "descending register")?,
     };
@@ -148,13 +157,7 @@ pub(crate) fn issue(
         refill_due: refill_due(tx, user_id, moved.from_after)?,
     };
     let transfer_id = moved.id;
-    let stored = StoredIssue {
-        serial: outcome.serial.clone(),
-        item: None,
-        balance_mills: outcome.balance_mills,
-        postage_mills: outcome.postage_mills,
-    };
-    store_outcome(tx, key, OP_ISSUE, &stored, now_ms)?;
+    store_issue_outcome(tx, key, &outcome, now_ms)?;
     /// The audit detail of an issue (fields in the order `json!` would sort them).
     #[derive(Serialize)]
     struct IssueDetail<'a> {
@@ -179,46 +182,6 @@ pub(crate) fn issue(
         &detail_json(&detail)?,
     )?;
     Ok(outcome)
-}
-
-/// What the ledger keeps for a repeat of an issue: its outcome without the item's bytes, which
-/// the item's row holds (they were two thirds of the request row: measured, docs/BENCHMARKS.md).
-/// Outcomes stored before this hold the bytes (hex) and are answered as stored.
-#[derive(serde::Deserialize, Serialize)]
-struct StoredIssue {
-    serial: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    item: Option<String>,
-    balance_mills: u64,
-    postage_mills: u64,
-}
-
-/// A repeated issue's first outcome (the item's bytes from its row).
-fn replay_issue(tx: &mut dyn Tx, user_id: UserId, json: &str) -> Result<IssueOutcome, LedgerError> {
-    let stored: StoredIssue = replay(json)?;
-    let item = match stored.item {
-        Some(hex) => hex::decode(hex)
-            .map_err(|e| LedgerError::Corrupt(format!("stored outcome unreadable: {e}")))?,
-        None => tx
-            .row(
-                "SELECT bytes FROM items WHERE serial = ?1 AND user_id = ?2",
-                &[Text(&stored.serial), Int(user_id)],
-            )?
-            .ok_or_else(|| {
-                LedgerError::Corrupt(format!(
-                    "item {} of a stored outcome is missing",
-                    stored.serial
-                ))
-            })?
-            .blob(0)?,
-    };
-    Ok(IssueOutcome {
-        serial: stored.serial,
-        item,
-        balance_mills: stored.balance_mills,
-        postage_mills: stored.postage_mills,
-        refill_due: false,
-    })
 }
 
 /// The inner result lets a late print confirmation commit the expiry void and still fail.
@@ -277,6 +240,9 @@ pub(crate) fn confirm(
 
 /// Issued → printed: reserved:U → postage_sold. Returns the reserved balance after it.
 fn post_item(tx: &mut dyn Tx, item: &Item, now_ms: i64) -> Result<i64, LedgerError> {
+    if !item.is_postage() {
+        return value_items::post(tx, item, now_ms);
+    }
     let moved = transfer_with_balances(
         tx,
         &Transfer {
@@ -374,6 +340,9 @@ fn void_item(
     actor: &str,
     action: &str,
 ) -> Result<(), LedgerError> {
+    if !item.is_postage() {
+        return value_items::give_back(tx, ctx, item, ItemStatus::Voided, now_ms, actor, action);
+    }
     let meter = require_meter(tx, ctx, item.user_id)?;
     let transfer_id = credit_customer(
         tx,
@@ -420,6 +389,26 @@ pub(crate) fn refund(
         .filter(|item| item.user_id == user_id)
         .ok_or(LedgerError::UnknownItem)?;
     match item.status {
+        ItemStatus::Printed if !item.is_postage() => {
+            if now_ms.saturating_sub(item.issued_at_ms) > refund_window_ms {
+                return Err(LedgerError::RefundWindowClosed);
+            }
+            if item.remaining_mills != Some(item.amount_mills) {
+                return Err(LedgerError::InvalidInput(format!(
+                    "{} {} was redeemed in part; the rest cannot be refunded",
+                    item.kind, item.serial
+                )));
+            }
+            value_items::give_back(
+                tx,
+                ctx,
+                &item,
+                ItemStatus::Refunded,
+                now_ms,
+                &user_actor(user_id),
+                "refund",
+            )?;
+        }
         ItemStatus::Printed => {
             if now_ms.saturating_sub(item.issued_at_ms) > refund_window_ms {
                 return Err(LedgerError::RefundWindowClosed);
@@ -547,25 +536,4 @@ pub(crate) fn reprint(
     };
     store_outcome(tx, key, OP_REPRINT, &outcome, now_ms)?;
     Ok(Ok(outcome))
-}
-
-pub(crate) fn redeem(
-    tx: &mut dyn Tx,
-    serial: &str,
-    actor: &str,
-    now_ms: i64,
-) -> Result<ItemStatus, LedgerError> {
-    let item = load_item_locked(tx, serial)?.ok_or(LedgerError::UnknownItem)?;
-    if item.kind == KIND_POSTAGE {
-        return Err(LedgerError::NotRedeemable);
-    }
-    if item.status != ItemStatus::Printed {
-        return Err(LedgerError::NotPending {
-            status: item.status,
-        });
-    }
-    set_status(tx, &item, ItemStatus::Redeemed, now_ms)?;
-    let detail = serde_json::json!({ "serial": item.serial, "user": item.user_id });
-    append_audit_entry(tx, now_ms, actor, "redeem", &detail.to_string())?;
-    Ok(ItemStatus::Redeemed)
 }

@@ -8,8 +8,8 @@ use super::transfers::balance_of;
 use super::values::{parse_status, to_u64};
 use crate::sql::{Param, Tx};
 use crate::{
-    BalanceView, ItemStatus, ItemSummary, LedgerError, MAX_HISTORY_LIMIT, MeterState, UserId,
-    customer_account, reserved_account,
+    BalanceView, ItemState, ItemStatus, ItemSummary, LedgerError, MAX_HISTORY_LIMIT, MeterState,
+    UserId, customer_account, reserved_account,
 };
 
 use Param::{Int, Text};
@@ -92,7 +92,7 @@ pub(crate) fn history(
     let limit = limit.min(MAX_HISTORY_LIMIT);
     let rows = tx.rows(
         "SELECT serial, kind, amount_mills, status, issued_at_ms FROM items
-         WHERE user_id = ?1 ORDER BY piece DESC LIMIT ?2",
+         WHERE user_id = ?1 ORDER BY issued_at_ms DESC, piece DESC LIMIT ?2",
         &[Int(user_id), Int(i64::from(limit))],
     )?;
     rows.iter()
@@ -113,6 +113,28 @@ pub(crate) fn item_status(
     serial: &str,
 ) -> Result<Option<ItemStatus>, LedgerError> {
     Ok(load_item(tx, serial)?.map(|item| item.status))
+}
+
+pub(crate) fn item_state(tx: &mut dyn Tx, serial: &str) -> Result<Option<ItemState>, LedgerError> {
+    let Some(item) = load_item(tx, serial)? else {
+        return Ok(None);
+    };
+    Ok(Some(ItemState {
+        remaining_mills: match (item.is_postage(), item.remaining_mills) {
+            (true, _) => None,
+            (false, Some(left)) => Some(to_u64(left, "remaining")?),
+            (false, None) => {
+                return Err(LedgerError::Corrupt(format!(
+                    "value item {serial} has no remainder"
+                )));
+            }
+        },
+        amount_mills: to_u64(item.amount_mills, "item amount")?,
+        valid_until_ms: item.valid_until_ms,
+        serial: item.serial,
+        kind: item.kind,
+        status: item.status,
+    }))
 }
 
 pub(crate) fn item_amount(

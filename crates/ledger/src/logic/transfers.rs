@@ -19,6 +19,8 @@ pub(crate) const KIND_REFUND: &str = "refund";
 
 pub(crate) const KIND_PAYOUT: &str = "payout";
 
+pub(crate) const KIND_REDEEM: &str = "redeem";
+
 pub(crate) fn balance_of(tx: &mut dyn Tx, account: &str) -> Result<i64, LedgerError> {
     tx.row(
         "SELECT balance FROM accounts WHERE id = ?1",

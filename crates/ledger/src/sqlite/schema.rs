@@ -6,10 +6,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use crate::{ACCOUNT_BANK_CLEARING, ACCOUNT_POSTAGE_SOLD, LedgerError};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 9] = [V1, V2, V3, V4, V5, V6, V7, V8, V9];
+const MIGRATIONS: [&str; 10] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// Version 1. Tables are STRICT so that a wrong type is an error, never a silent conversion.
 /// Amounts are integer mills. The audit log refuses updates and deletes (a direct edit must drop
@@ -296,6 +296,54 @@ DROP TABLE meters;
 ALTER TABLE meters_v9 RENAME TO meters;
 ";
 
+/// Version 10 (value items: tickets, checks, coupons, certificates): per (user, kind) registers
+/// and sequence; the meter's `value_outstanding_mills` (what the user's funds-carrying value items
+/// hold, issued − returned, so that descending = balance + outstanding); an item's valid-until
+/// time and what is left to redeem; the users an issuer allows to redeem; the `redeem` transfer;
+/// the liability accounts `outstanding:KIND`.
+const V10: &str = "
+ALTER TABLE meters ADD COLUMN value_outstanding_mills INTEGER NOT NULL DEFAULT 0
+    CHECK (value_outstanding_mills >= 0);
+ALTER TABLE items ADD COLUMN valid_until_ms INTEGER;
+ALTER TABLE items ADD COLUMN remaining_mills INTEGER CHECK (remaining_mills >= 0);
+CREATE TABLE value_registers (
+    user_id        INTEGER NOT NULL REFERENCES users (id),
+    kind           TEXT NOT NULL,
+    pieces         INTEGER NOT NULL CHECK (pieces >= 0),
+    issued_mills   INTEGER NOT NULL CHECK (issued_mills >= 0),
+    returned_mills INTEGER NOT NULL CHECK (returned_mills >= 0),
+    redeemed_mills INTEGER NOT NULL CHECK (redeemed_mills >= 0),
+    PRIMARY KEY (user_id, kind)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE redeemers (
+    issuer_id   INTEGER NOT NULL REFERENCES users (id),
+    redeemer_id INTEGER NOT NULL REFERENCES users (id),
+    added_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (issuer_id, redeemer_id)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE transfers_v10 (
+    id           INTEGER PRIMARY KEY,
+    at_ms        INTEGER NOT NULL,
+    from_account TEXT NOT NULL REFERENCES accounts (id),
+    to_account   TEXT NOT NULL REFERENCES accounts (id),
+    amount_mills INTEGER NOT NULL CHECK (amount_mills > 0),
+    kind         TEXT NOT NULL
+                 CHECK (kind = 'fund' OR kind = 'reserve' OR kind = 'post' OR kind = 'void'
+                        OR kind = 'refund' OR kind = 'payout' OR kind = 'redeem'),
+    item_serial  TEXT REFERENCES items (serial),
+    payment_id   TEXT REFERENCES payments (payment_id),
+    CHECK (from_account <> to_account)
+) STRICT;
+INSERT INTO transfers_v10 SELECT id, at_ms, from_account, to_account, amount_mills, kind,
+    item_serial, payment_id FROM transfers;
+DROP TABLE transfers;
+ALTER TABLE transfers_v10 RENAME TO transfers;
+CREATE INDEX items_history ON items (user_id, issued_at_ms, piece);
+CREATE INDEX transfers_item ON transfers (item_serial) WHERE item_serial IS NOT NULL;
+INSERT INTO accounts (id, balance) VALUES ('outstanding:ticket', 0), ('outstanding:check', 0),
+    ('outstanding:certificate', 0);
+";
+
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a database written by a newer build.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
     // Rebuilding a table drops the old one, which other tables' foreign keys name: keys are off
@@ -425,7 +473,10 @@ mod tests {
         let before: Vec<i64> = tables.iter().map(|t| count(&conn, t)).collect();
         migrate(&mut conn).unwrap();
         let after: Vec<i64> = tables.iter().map(|t| count(&conn, t)).collect();
-        assert_eq!(after, before);
+        let mut expected = before.clone();
+        // Version 10 adds the liability accounts of value items (outstanding:KIND).
+        expected[1] += 3;
+        assert_eq!(after, expected);
         let keys_on: i64 = conn
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();

@@ -227,6 +227,7 @@ impl Core {
                 kind: "postage",
                 amount: order.postage,
                 session: Some(caller.session.to_string()),
+                valid_until_ms: None,
             };
             self.store.issue(&caller.key(), &input, Box::new(sign), now)
         };
