@@ -153,6 +153,9 @@ fn issue_op() -> Op {
         mail_date: time::OffsetDateTime::now_utc().date().to_string(),
         class: "first-class-letter".into(),
         weight_oz: None,
+        amount_mills: None,
+        fields: Default::default(),
+        valid_until: None,
     }
 }
 

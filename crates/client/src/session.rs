@@ -208,6 +208,9 @@ impl Client {
             mail_date: issue.mail_date.clone(),
             class: issue.class.clone(),
             weight_oz: issue.weight_oz.clone(),
+            amount_mills: None,
+            fields: Default::default(),
+            valid_until: None,
         };
         let response = self.link.request_with_id(id, op).await?;
         answers::reply::<IssueReply>(response).map(Issued::from)

@@ -9,6 +9,8 @@
 //!   (and the admin ops that list and clear back-offs);
 //! - `hashing`: the password-hash pool (its own threads, a bounded number of hashes at once);
 //! - `postage`: quote, issue, confirm, reprint, the confirmation window and its voids;
+//! - `value_items`: tickets, checks, coupons and gift certificates (issue, redeem, the users
+//!   an issuer allows to redeem, the public status with expiry);
 //! - `payments`: funding, the one card-charge path, item refunds, returned debits, auto-refill
 //!   and account closure;
 //! - `reports`: balance, history, usage reports to CMLS, reconciliation;
@@ -41,6 +43,7 @@ pub mod links;
 mod payments;
 mod postage;
 mod reports;
+mod value_items;
 
 pub use accounts::{LoginGrant, MAX_FIELD_CHARS, RegisterForm, Registered, check_user_name};
 pub use keys::{rfc3339, signing_key};
@@ -49,6 +52,7 @@ pub use postage::{
     MAX_MAIL_DATE_AHEAD_DAYS, MAX_POSTAGE_MILLS, MAX_REPRINTS, PRINT_POLICY, REPRINT_WINDOW_MS,
 };
 pub use reports::{Difference, MAX_HISTORY, ReconcileReport, compare};
+pub use value_items::{MAX_VALID_DAYS, MAX_VALUE_ITEM_MILLS};
 
 /// By default one fresh signature in this many is verified by the server before it is returned
 /// (the first one of every process is); clients verify every item before they print it.
@@ -340,13 +344,42 @@ impl Core {
             }
             Op::Issue {
                 kind,
+                amount_mills,
+                fields,
+                valid_until,
+                ..
+            } if kind != "postage" => {
+                let order = value_items::ValueOrder::check(
+                    &kind,
+                    amount_mills,
+                    &fields,
+                    valid_until.as_deref(),
+                    self.clock().today_utc(),
+                )?;
+                let (reply, refill_due) = self.issue_value(caller, order).await?;
+                if refill_due {
+                    self.spawn_refill_check(user_id);
+                }
+                Response::ok_with(name, &id, &reply)
+            }
+            Op::Issue {
+                kind,
                 postage_mills,
                 from_zip,
                 to_zip,
                 mail_date,
                 class,
                 weight_oz,
+                amount_mills,
+                fields,
+                valid_until,
             } => {
+                if amount_mills.is_some() || !fields.is_empty() || valid_until.is_some() {
+                    return Err(CoreError::refused(
+                        codes::BAD_REQUEST,
+                        "postage takes postage_mills, not amount_mills, fields or valid_until",
+                    ));
+                }
                 let order = postage::PostageOrder::check(
                     &kind,
                     postage_mills,
@@ -370,6 +403,16 @@ impl Core {
             Op::Reprint { serial } => {
                 check_serial(&serial)?;
                 Response::ok_with(name, &id, &self.reprint(caller, serial).await?)
+            }
+            Op::Redeem {
+                serial,
+                amount_mills,
+            } => {
+                check_serial(&serial)?;
+                Response::ok_with(name, &id, &self.redeem(caller, serial, amount_mills).await?)
+            }
+            Op::Redeemers { add, remove } => {
+                Response::ok_with(name, &id, &self.redeemers(user_id, add, remove).await?)
             }
             Op::Refund { serial } => {
                 check_serial(&serial)?;

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use stampline_wire::codes;
-use stampline_wire::replies::{HttpError, ItemStatusPublic, RegisterReply};
+use stampline_wire::replies::{HttpError, RegisterReply};
 
 use crate::core::RegisterForm;
 use crate::error::CoreError;
@@ -156,11 +156,8 @@ async fn keys(State(state): State<AppState>) -> Response {
 }
 
 async fn item_status(State(state): State<AppState>, Path(serial): Path<String>) -> Response {
-    match state.tier.item_status(serial.clone()).await {
-        Ok(status) => {
-            let status = status.unwrap_or_else(|| "unknown".to_owned());
-            json(StatusCode::OK, &ItemStatusPublic { serial, status })
-        }
+    match state.tier.item_status(serial).await {
+        Ok(status) => json(StatusCode::OK, &status),
         Err(e) => error_response(&e),
     }
 }

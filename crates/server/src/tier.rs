@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
-use stampline_wire::replies::SigningKey;
+use stampline_wire::replies::{ItemStatusPublic, SigningKey};
 use stampline_wire::{Request, Response, codes};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -91,13 +91,10 @@ impl PrivateTier {
         }
     }
 
-    /// An item's status by serial (`None`: no such item).
-    pub async fn item_status(&self, serial: String) -> Result<Option<String>, CoreError> {
+    /// An item's public status by serial.
+    pub async fn item_status(&self, serial: String) -> Result<ItemStatusPublic, CoreError> {
         match &self.0 {
-            Inner::Local(core, _) => Ok(core
-                .item_status(serial)
-                .await?
-                .map(|s| s.as_str().to_owned())),
+            Inner::Local(core, _) => core.item_status_public(serial).await,
             Inner::Remote(client) => Self::ask(client, Call::ItemStatus { serial }).await,
         }
     }

@@ -63,6 +63,9 @@ fn issue_op() -> stampline_wire::Op {
         mail_date: time::OffsetDateTime::now_utc().date().to_string(),
         class: "first-class-letter".into(),
         weight_oz: None,
+        amount_mills: None,
+        fields: Default::default(),
+        valid_until: None,
     }
 }
 
@@ -405,6 +408,9 @@ async fn an_item_whose_fresh_signature_does_not_verify_is_not_issued_and_costs_n
         mail_date: time::OffsetDateTime::now_utc().date().to_string(),
         class: "first-class-letter".into(),
         weight_oz: None,
+        amount_mills: None,
+        fields: Default::default(),
+        valid_until: None,
     };
     let before = real.store().balance(uid).unwrap();
     let refused = handle(&faulty, uid, issue()).await;
@@ -479,6 +485,9 @@ async fn every_op_answers_with_the_fields_of_its_typed_reply() {
         mail_date: core.clock().today_utc().to_string(),
         class: "first-class-letter".into(),
         weight_oz: None,
+        amount_mills: None,
+        fields: Default::default(),
+        valid_until: None,
     };
     let issued: IssueReply = reply(core, uid, issue()).await;
     let again: ReprintReply = reply(

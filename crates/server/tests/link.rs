@@ -401,6 +401,9 @@ async fn quotes_price_pieces_and_underpaid_or_overweight_issues_are_refused() {
         mail_date: today(),
         class: "first-class-letter".into(),
         weight_oz: Some(weight.parse().unwrap()),
+        amount_mills: None,
+        fields: Default::default(),
+        valid_until: None,
     };
     for (op, code) in [
         (rated(1_029, "2"), "underpaid"),

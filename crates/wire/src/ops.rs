@@ -1,6 +1,8 @@
 //! The plaintext inside sealed frames: requests `{"op","id",…}` and responses
 //! `{"op","id","ok",…}`, and the documented error codes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -46,16 +48,49 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to_zip: Option<String>,
     },
+    /// Postage (`kind` "postage": `postage_mills`, the ZIPs, `mail_date`, `class`, optional
+    /// `weight_oz`) or a value item (`kind` "ticket", "check", "coupon" or "certificate":
+    /// `amount_mills`, the kind's `fields` by name, optional `valid_until` "YYYY-MM-DD").
     Issue {
         kind: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
         postage_mills: u64,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         from_zip: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         to_zip: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         mail_date: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         class: String,
         /// The piece's weight; when given, the postage must be at least the rate for it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         weight_oz: Option<serde_json::Number>,
+        /// A value item's face value.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        amount_mills: Option<u64>,
+        /// A value item's text fields by name (`event`, `venue`, `seat`; `payee`, `memo`;
+        /// `issuer`, `terms`; `recipient`).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        fields: BTreeMap<String, String>,
+        /// A value item is redeemable through this day (UTC).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        valid_until: Option<String>,
+    },
+    /// Value items: redeem one (the whole, or `amount_mills` of a gift certificate), as its
+    /// issuer or a user the issuer allows.
+    Redeem {
+        serial: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        amount_mills: Option<u64>,
+    },
+    /// Value items: the users allowed to redeem the caller's items, after allowing `add` or
+    /// withdrawing `remove` (user names), if given.
+    Redeemers {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        add: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remove: Option<String>,
     },
     Confirm {
         serial: String,
@@ -138,6 +173,8 @@ impl Op {
             Op::PaymentOptions {} => "payment_options",
             Op::AutoRefill { .. } => "auto_refill",
             Op::Close {} => "close",
+            Op::Redeem { .. } => "redeem",
+            Op::Redeemers { .. } => "redeemers",
         }
     }
 
@@ -152,11 +189,13 @@ impl Op {
                 | Op::Reprint { .. }
                 | Op::AutoRefill { .. }
                 | Op::Close {}
+                | Op::Redeem { .. }
+                | Op::Redeemers { .. }
         )
     }
 }
 
-const OPS: [&str; 17] = [
+const OPS: [&str; 19] = [
     "balance",
     "quote",
     "issue",
@@ -174,7 +213,13 @@ const OPS: [&str; 17] = [
     "payment_options",
     "auto_refill",
     "close",
+    "redeem",
+    "redeemers",
 ];
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 /// A request: its id (also its idempotency key) and its op.
 #[derive(Clone, Debug, PartialEq, Eq)]

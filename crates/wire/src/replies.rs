@@ -42,6 +42,11 @@ pub struct IssueReply {
     pub serial: String,
     /// The item's bytes, base64 (standard alphabet, padded).
     pub item: String,
+    /// `postage`, `ticket`, `check`, `coupon` or `certificate`.
+    pub kind: String,
+    /// The postage, or a value item's face value.
+    pub amount_mills: u64,
+    /// The postage (0 for value items).
     pub postage_mills: u64,
     pub balance_mills: u64,
     pub print: PrintPolicy,
@@ -249,8 +254,40 @@ pub struct RegisterReply {
 #[serde(deny_unknown_fields)]
 pub struct ItemStatusPublic {
     pub serial: String,
-    /// An item status, or `unknown`.
+    /// An item status, `expired` (a value item past its valid-until day, not redeemed), or
+    /// `unknown`.
     pub status: String,
+    /// Value items: the kind, the face value and what is left to redeem (a gift certificate
+    /// redeems in parts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_mills: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_mills: Option<u64>,
+    /// Value items: redeemable through this day (UTC), "YYYY-MM-DD".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<String>,
+}
+
+/// `redeem`: what this redemption took, what is left, and the redeemer's balance after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemReply {
+    pub serial: String,
+    pub kind: String,
+    /// `redeemed`, or `printed` while part of a gift certificate is left.
+    pub status: String,
+    pub redeemed_mills: u64,
+    pub remaining_mills: u64,
+    pub balance_mills: u64,
+}
+
+/// `redeemers`: the users allowed to redeem the caller's items, by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemersReply {
+    pub redeemers: Vec<String>,
 }
 
 /// Every HTTP refusal's body.

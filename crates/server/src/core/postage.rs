@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use stampline_items::{
-    DeliveryPoint, DeviceId, Item, ItemDate, PostageIndicium, RateCategory, SOFTWARE_ID, Serial,
-    Zip5,
+    DeliveryPoint, DeviceId, Item, ItemDate, PostageIndicium, RateCategory, SOFTWARE_ID, Zip5,
 };
-use stampline_ledger::{IssueInput, ItemStatus, PieceState, ReprintLimits, SignedItem, UserId};
+use stampline_ledger::{IssueInput, PieceState, ReprintLimits, SignedItem, UserId};
 use stampline_money::Amount;
 use stampline_wire::replies::{ConfirmReply, IssueReply, QuoteReply, ReprintReply};
 use stampline_wire::{PrintPolicy, codes};
@@ -235,6 +234,8 @@ impl Core {
         let reply = IssueReply {
             serial: out.serial,
             item: base64(&out.item),
+            kind: "postage".to_owned(),
+            amount_mills: out.postage_mills,
             postage_mills: out.postage_mills,
             balance_mills: out.balance_mills,
             print: PRINT_POLICY,
@@ -317,18 +318,6 @@ impl Core {
             Ok(core.store.void_expired(now)?)
         })
         .await
-    }
-
-    /// An item's status for `GET /v1/items/SERIAL/status` (`None`: no such item).
-    pub async fn item_status(
-        self: &Arc<Self>,
-        serial: String,
-    ) -> Result<Option<ItemStatus>, CoreError> {
-        if serial.parse::<Serial>().is_err() {
-            return Ok(None);
-        }
-        let core = Arc::clone(self);
-        blocking(move || Ok(core.store.item_status(&serial)?)).await
     }
 }
 

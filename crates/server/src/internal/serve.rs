@@ -187,12 +187,7 @@ async fn execute(core: &Arc<Core>, owner: Owner, call: Call) -> Result<Box<RawVa
                 .map(crate::core::signing_key)
                 .collect::<Vec<_>>(),
         ),
-        Call::ItemStatus { serial } => value(
-            &core
-                .item_status(serial)
-                .await?
-                .map(|s| s.as_str().to_owned()),
-        ),
+        Call::ItemStatus { serial } => value(&core.item_status_public(serial).await?),
         Call::OpenSession { hello, beats } => value(&core.open_session(hello, owner, beats).await?),
         Call::Beats {
             session,

@@ -155,6 +155,9 @@ pub fn issue(postage_mills: u64, from_zip: &str, to_zip: &str) -> Op {
         mail_date: today(),
         class: "first-class-letter".into(),
         weight_oz: None,
+        amount_mills: None,
+        fields: Default::default(),
+        valid_until: None,
     }
 }
 
