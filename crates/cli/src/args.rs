@@ -52,6 +52,18 @@ pub enum Command {
     History(HistoryArgs),
     /// Buy postage and print it.
     Buy(BuyArgs),
+    /// Issue a ticket, check, coupon or gift certificate and print it.
+    #[command(subcommand)]
+    Issue(IssueCommand),
+    /// Redeem a value item (FILE: its PNG, PDF or raw bytes; or its SERIAL), once.
+    Redeem(RedeemArgs),
+    /// The users allowed to redeem your value items.
+    Redeemers(RedeemersArgs),
+    /// Refund a printed item that was not used (postage, or an unredeemed value item).
+    Refund(SerialArgs),
+    /// Void an item: an issued one not yet confirmed, or a printed check not yet presented
+    /// (its amount comes back).
+    Void(SerialArgs),
     /// Print an issued item again (limited and logged by the server), or for the first time.
     Print(PrintArgs),
     /// Show printers' state; with --calibrate, print a calibration label (not postage).
@@ -288,6 +300,122 @@ pub struct QuoteArgs {
 pub struct HistoryArgs {
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
+    /// Only items of this kind: postage, ticket, check, coupon or certificate.
+    #[arg(long)]
+    pub kind: Option<String>,
+}
+
+/// `issue KIND`: one value item.
+#[derive(Debug, Subcommand)]
+pub enum IssueCommand {
+    /// A ticket to an event: `--event E --venue V --seat S --price DOLLARS`.
+    Ticket {
+        #[arg(long)]
+        event: String,
+        #[arg(long)]
+        venue: String,
+        #[arg(long)]
+        seat: String,
+        /// The price in dollars (taken from your balance).
+        #[arg(long, allow_hyphen_values = true)]
+        price: String,
+        #[command(flatten)]
+        common: IssueCommon,
+    },
+    /// A check drawn on your balance: `--payee P --amount DOLLARS [--memo M]`; the server numbers
+    /// it from your own check sequence.
+    Check {
+        #[arg(long)]
+        payee: String,
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+        #[arg(long)]
+        memo: Option<String>,
+        #[command(flatten)]
+        common: IssueCommon,
+    },
+    /// A coupon: `--issuer I --amount DOLLARS --terms T` (a promise of a discount; nothing is
+    /// taken from your balance).
+    Coupon {
+        #[arg(long)]
+        issuer: String,
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+        #[arg(long)]
+        terms: String,
+        #[command(flatten)]
+        common: IssueCommon,
+    },
+    /// A gift certificate: `--recipient R --amount DOLLARS` (redeems in parts).
+    Certificate {
+        #[arg(long)]
+        recipient: String,
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+        #[command(flatten)]
+        common: IssueCommon,
+    },
+}
+
+/// What every `issue KIND` takes.
+#[derive(Debug, Args)]
+pub struct IssueCommon {
+    /// Redeemable through this day (UTC), YYYY-MM-DD.
+    #[arg(long)]
+    pub valid_until: Option<String>,
+    /// Output formats (repeatable): png, pdf, svg, zpl (not for checks), raw. Default: png and
+    /// pdf for files, pdf for IPP.
+    #[arg(long)]
+    pub format: Vec<String>,
+    /// Output path; the extension is set per format. Default: ./SERIAL.png / .pdf.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Printer URI: ipp://HOST:PORT/PATH, ipps://…, socket://HOST:9100 or file:PATH.
+    #[arg(long)]
+    pub printer: Option<String>,
+    /// The ipps printer's certificate (PEM), pinned.
+    #[arg(long, env = "STAMPLINE_PRINTER_CERT")]
+    pub printer_cert: Option<PathBuf>,
+    /// Resolution for PNG and ZPL.
+    #[arg(long, default_value_t = 300)]
+    pub dpi: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct RedeemArgs {
+    /// The item: a PNG, PDF or raw-bytes file of it, or its serial.
+    pub item: String,
+    /// Part of a gift certificate, in dollars (default: all that is left).
+    #[arg(long, allow_hyphen_values = true)]
+    pub amount: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RedeemersArgs {
+    #[command(subcommand)]
+    pub action: Option<RedeemersAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RedeemersAction {
+    /// Allow USER to redeem your items.
+    Add {
+        #[arg(value_name = "USER")]
+        redeemer: String,
+    },
+    /// Withdraw USER's permission.
+    Remove {
+        #[arg(value_name = "USER")]
+        redeemer: String,
+    },
+    /// List who may redeem your items (the default).
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct SerialArgs {
+    /// The item's serial, e.g. SL0100000001-30000000001.
+    pub serial: String,
 }
 
 #[derive(Debug, Args)]

@@ -153,9 +153,30 @@ pub async fn balance(global: &Global, out: Out) -> Result<(), CliError> {
 }
 
 pub async fn history(global: &Global, a: HistoryArgs, out: Out) -> Result<(), CliError> {
+    if let Some(kind) = &a.kind {
+        if stampline_items::Kind::from_name(kind).is_none() {
+            return Err(CliError::new(
+                "bad_request",
+                format!("--kind {kind:?}: postage, ticket, check, coupon or certificate"),
+            ));
+        }
+    }
     let client = connect(global).await?;
-    let v = client.history(a.limit).await?;
+    // With --kind, the newest items of that kind among the latest the server keeps listing
+    // (stampline_server::core::MAX_HISTORY), at most --limit of them.
+    let asked = if a.kind.is_some() {
+        stampline_server::core::MAX_HISTORY
+    } else {
+        a.limit
+    };
+    let result = client.history(asked).await;
     let _ = client.bye().await;
+    let mut v = result?;
+    if let Some(kind) = &a.kind {
+        v.items.retain(|item| &item.kind == kind);
+        v.items
+            .truncate(usize::try_from(a.limit).unwrap_or(usize::MAX));
+    }
     let mut human = String::new();
     for item in &v.items {
         human.push_str(&format!(

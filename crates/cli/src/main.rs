@@ -22,6 +22,7 @@ mod gateway_cmds;
 mod output;
 mod print_cmd;
 mod server_cmd;
+mod value_cmds;
 mod verify;
 
 use clap::Parser as _;
@@ -73,6 +74,11 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
             Some(file) => batch::buy_batch(global, &a, &file, out).await,
             None => buy::buy(global, a, out).await,
         },
+        Command::Issue(c) => value_cmds::issue(global, c, out).await,
+        Command::Redeem(a) => value_cmds::redeem(global, a, out).await,
+        Command::Redeemers(a) => value_cmds::redeemers(global, a, out).await,
+        Command::Refund(a) => value_cmds::refund(global, a, out).await,
+        Command::Void(a) => value_cmds::void(global, a, out).await,
         Command::Print(a) => print_cmd::print(global, a, out).await,
         Command::Printers(a) => print_cmd::printers(a, out).await,
         Command::Verify(a) => verify::verify_cmd(global, a, out).await,

@@ -142,18 +142,38 @@ pub async fn do_verify(
         Some(ep) => Some(ep.item_status(&item.body.serial().to_string()).await?),
         None => None,
     };
-    let bad_status = matches!(status.as_deref(), Some("voided" | "refunded" | "unknown"));
+    if let (Value::Object(m), Some(s)) = (&mut v, &status) {
+        m.insert("status".into(), json!(s.status));
+        if let Some(left) = s.remaining_mills {
+            m.insert("remaining_mills".into(), json!(left));
+        }
+        if let Some(until) = &s.valid_until {
+            m.insert("valid_until".into(), json!(until));
+        }
+    }
+    let reason = status.as_ref().and_then(|s| status_problem(&s.status));
     if let Value::Object(m) = &mut v {
-        m.insert("valid".into(), json!(!bad_status));
-        m.insert("status".into(), json!(status));
-        if bad_status {
-            m.insert(
-                "reason".into(),
-                json!(format!("item is {}", status.unwrap_or_default())),
-            );
+        m.insert("valid".into(), json!(reason.is_none()));
+        if status.is_none() {
+            m.insert("status".into(), Value::Null);
+        }
+        if let Some(reason) = reason {
+            m.insert("reason".into(), json!(reason));
         }
     }
     Ok(v)
+}
+
+/// Why an item whose signature holds is still not good, by its status: voided, refunded,
+/// redeemed (in full: a gift certificate redeemed in part stays `printed`), expired, or unknown
+/// to the server.
+fn status_problem(status: &str) -> Option<String> {
+    match status {
+        "voided" | "refunded" | "unknown" => Some(format!("item is {status}")),
+        "redeemed" => Some("item was already redeemed".into()),
+        "expired" => Some("item expired (its valid-until day is over)".into()),
+        _ => None,
+    }
 }
 
 pub async fn verify_cmd(global: &Global, a: VerifyArgs, out: Out) -> Result<(), CliError> {
@@ -170,8 +190,13 @@ pub async fn verify_cmd(global: &Global, a: VerifyArgs, out: Out) -> Result<(), 
         } else {
             ""
         };
+        let left = v["remaining_mills"]
+            .as_u64()
+            .filter(|left| Some(*left) != v["amount_mills"].as_u64())
+            .map(|left| format!(", {left} mills left"))
+            .unwrap_or_default();
         format!(
-            "VALID {test}{} {} — {} mills, status {}",
+            "VALID {test}{} {} — {} mills, status {}{left}",
             v["kind"].as_str().unwrap_or(""),
             v["serial"].as_str().unwrap_or(""),
             v["amount_mills"],

@@ -52,10 +52,11 @@ pub enum Output {
     Printers(Vec<Target>),
 }
 
-/// A piece bought, printed and confirmed.
+/// An item bought (postage) or issued (a value item), printed and confirmed.
 #[derive(Debug)]
 pub struct Purchase {
     pub serial: String,
+    /// The postage, or a value item's face value.
     pub postage: Amount,
     /// The item's bytes, checked against the published keys.
     pub item: Vec<u8>,
@@ -90,7 +91,6 @@ impl Client {
         };
         label::check_dpi(request.dpi)?;
         label::check_before_issue(&request.label, request.dpi)?;
-        let keys = self.keys().await?;
 
         let id = new_request_id();
         let issue = PostageIssue {
@@ -101,15 +101,45 @@ impl Client {
             mail_date: request.mail_date.clone().unwrap_or_else(today),
             weight_oz: request.weight_oz.clone(),
         };
+        let dpi = request.dpi;
+        let choice = request.label;
+        self.issue_and_print(
+            id,
+            request.output,
+            postage,
+            self.issue_postage(id, &issue),
+            move |item: &Item, bytes: &[u8], format| {
+                label::render(item, bytes, format, dpi, &choice)
+            },
+        )
+        .await
+    }
+
+    /// The path every item takes once its request is ready: open the printer jobs (nothing is
+    /// reserved if a printer is off or refuses), issue, check the item against the published keys
+    /// and the request (`amount`), send the rendered document, and confirm from the jobs' final
+    /// states — printed, or voided and refunded (see the module doc).
+    pub(crate) async fn issue_and_print<R>(
+        &self,
+        id: uuid::Uuid,
+        output: Output,
+        amount: Amount,
+        issue: impl std::future::Future<Output = Result<crate::answers::Issued, ClientError>>,
+        render: R,
+    ) -> Result<Purchase, ClientError>
+    where
+        R: Fn(&Item, &[u8], DocFormat) -> Result<Vec<u8>, String>,
+    {
+        let keys = self.keys().await?;
         // Open the printer jobs first: nothing is reserved if a printer is off or refuses.
-        let (early_jobs, file_output) = match request.output {
+        let (early_jobs, file_output) = match output {
             Output::Printers(targets) => (
                 Some(jobs::start_jobs(targets, &format!("stampline-{id}")).await?),
                 None,
             ),
             Output::Files { base, formats } => (None, Some((base, formats))),
         };
-        let issued = match self.issue_postage(id, &issue).await {
+        let issued = match issue.await {
             Ok(issued) => issued,
             Err(e) => {
                 if let Some(jobs) = early_jobs {
@@ -129,7 +159,7 @@ impl Client {
             tracing::warn!("unexpected print policy; printing one copy without spooling");
         }
         let checked = check_item(&item_bytes, keys).and_then(|item| {
-            if item.body.serial().to_string() != serial || item.body.amount() != postage {
+            if item.body.serial().to_string() != serial || item.body.amount() != amount {
                 Err("item does not match the request".to_owned())
             } else {
                 Ok(item)
@@ -163,16 +193,12 @@ impl Client {
         };
 
         let lost = self.link().watch_lost();
-        let reports = jobs::finish_jobs(
-            opened,
-            |format| label::render(&item, &item_bytes, format, request.dpi, &request.label),
-            &lost,
-        )
-        .await;
+        let reports =
+            jobs::finish_jobs(opened, |format| render(&item, &item_bytes, format), &lost).await;
         let confirmed = self.settle(&serial, &reports).await?;
         Ok(Purchase {
             serial,
-            postage,
+            postage: amount,
             item: item_bytes,
             confirmed,
             jobs: reports,

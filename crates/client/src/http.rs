@@ -248,8 +248,9 @@ impl Endpoint {
         typed(self.call("GET", &query, None).await?.1)
     }
 
-    /// `GET /v1/items/SERIAL/status` → the status string.
-    pub async fn item_status(&self, serial: &str) -> Result<String, HttpError> {
+    /// `GET /v1/items/SERIAL/status` → the status (and a value item's kind, amount, what is
+    /// left and its valid-until day).
+    pub async fn item_status(&self, serial: &str) -> Result<ItemStatusPublic, HttpError> {
         if !serial
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -259,7 +260,7 @@ impl Endpoint {
         let (_, v) = self
             .call("GET", &format!("/v1/items/{serial}/status"), None)
             .await?;
-        typed::<ItemStatusPublic>(v).map(|s| s.status)
+        typed::<ItemStatusPublic>(v)
     }
 }
 

@@ -35,6 +35,7 @@ pub mod print;
 mod reprint;
 mod session;
 mod trust;
+pub mod value;
 
 pub use answers::{Confirmed, Issued};
 pub use batch::{BatchEvent, BatchPiece, BatchReport, BatchRequest, PieceEnd, PieceResult};
@@ -46,3 +47,4 @@ pub use link::{BeatStats, CLIENT_NAME, Link, LinkError, REQUEST_TIMEOUT, new_req
 pub use reprint::{Reprint, ReprintRequest};
 pub use session::{AutoRefill, Client, Payment, PostageIssue};
 pub use trust::{Trust, TrustError};
+pub use value::ValueRequest;

@@ -112,6 +112,14 @@ impl Document<'_> {
     }
 }
 
+/// A serial (`SL0100001234-20000000007`) as two lines, cut after its hyphen, for narrow places.
+fn serial_lines(serial: &str) -> Vec<String> {
+    match serial.split_once('-') {
+        Some((device, number)) => vec![format!("{device}-"), number.to_owned()],
+        None => vec![serial.to_owned()],
+    }
+}
+
 /// Cuts `text` into lines of at most `width` characters at spaces (a word longer than a line is
 /// cut where it must). At most `max_lines` lines; more is an error naming how much fits.
 pub fn wrap_words(text: &str, width: usize, max_lines: usize) -> Result<Vec<String>, LabelError> {
@@ -300,7 +308,7 @@ fn ticket(marks: &mut Vec<Mark>, d: &Ticket) -> Result<(), LabelError> {
     // The stub: the symbol, the serial under it.
     let stub_w = w - stub_x - 6.0;
     let side = symbol(marks, d.item, stub_x + 3.0, 5.0, stub_w.min(h - 26.0))?;
-    let serial = wrap_words(&d.serial, 16, 2)?;
+    let serial = serial_lines(&d.serial);
     let size = fit("serial", &serial, stub_w, 6.0)?;
     lines(marks, &serial, stub_x + 5.0, 8.0 + side, size);
     Ok(())
@@ -476,16 +484,11 @@ fn coupon(marks: &mut Vec<Mark>, d: &Coupon) -> Result<(), LabelError> {
             Anchor::Left,
         )?;
     }
-    line(
-        marks,
-        "serial",
-        &d.serial,
-        170.0,
-        h - 17.0,
-        w - 182.0,
-        6.0,
-        Anchor::Left,
-    )?;
+    // The serial lower right, beside the expiry and below the terms, on two lines.
+    let serial = serial_lines(&d.serial);
+    validate_text(&serial, MAX_DOCUMENT_LINE_CHARS)?;
+    let size = fit("serial", &serial, w - 182.0, 6.0)?;
+    lines(marks, &serial, 170.0, h - 19.0, size);
     if bottom > h - 20.0 {
         return Err(LabelError::DoesNotFit(
             "the coupon's terms run into its expiry line; shorten them".to_owned(),

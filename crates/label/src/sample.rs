@@ -71,7 +71,7 @@ pub fn documents(item: &[u8]) -> Vec<(&'static str, crate::Document<'_>)> {
                 date: "SAT 2027-03-06 19:30".to_owned(),
                 seat: "ROW F  SEAT 12".to_owned(),
                 price: "$45.00".to_owned(),
-                serial: "SL0100001234-7".to_owned(),
+                serial: "SL0100001234-20000000007".to_owned(),
             }),
         ),
         (
@@ -86,7 +86,7 @@ pub fn documents(item: &[u8]) -> Vec<(&'static str, crate::Document<'_>)> {
                 words: "One thousand two hundred thirty-four and 56/100".to_owned(),
                 memo: "ACCT 88-1204".to_owned(),
                 micr: "C001001C A021000021A 000123456789C".to_owned(),
-                serial: "SL0100001234-8".to_owned(),
+                serial: "SL0100001234-30000001001".to_owned(),
             }),
         ),
         (
@@ -100,7 +100,7 @@ pub fn documents(item: &[u8]) -> Vec<(&'static str, crate::Document<'_>)> {
                     "ONE PER CUSTOMER. NOT FOR CASH.",
                 ]),
                 expires: "EXPIRES 2027-01-31".to_owned(),
-                serial: "SL0100001234-9".to_owned(),
+                serial: "SL0100001234-40000000009".to_owned(),
             }),
         ),
         (
@@ -109,9 +109,9 @@ pub fn documents(item: &[u8]) -> Vec<(&'static str, crate::Document<'_>)> {
                 item,
                 recipient: "JANE DOE".to_owned(),
                 amount: "$50.00".to_owned(),
-                code: "SL0100001234-10".to_owned(),
+                code: "7K4M-Q2ZD-9XHP".to_owned(),
                 expires: "VALID UNTIL 2027-12-31".to_owned(),
-                serial: "SL0100001234-10".to_owned(),
+                serial: "SL0100001234-50000000010".to_owned(),
             }),
         ),
     ]

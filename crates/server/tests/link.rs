@@ -252,7 +252,10 @@ async fn a_failed_print_confirmation_returns_the_funds_and_voids_the_serial() {
         }
     );
     let serial = issued.serial;
-    assert_eq!(w.endpoint.item_status(&serial).await.unwrap(), "issued");
+    assert_eq!(
+        w.endpoint.item_status(&serial).await.unwrap().status,
+        "issued"
+    );
     let c = link
         .request(Op::Confirm {
             serial: serial.clone(),
@@ -262,7 +265,10 @@ async fn a_failed_print_confirmation_returns_the_funds_and_voids_the_serial() {
         .unwrap();
     assert_eq!(c.decode::<ConfirmReply>().unwrap().status, "voided");
     assert_eq!(balance(&link).await, 2_000);
-    assert_eq!(w.endpoint.item_status(&serial).await.unwrap(), "voided");
+    assert_eq!(
+        w.endpoint.item_status(&serial).await.unwrap().status,
+        "voided"
+    );
     // Registers never run backwards: the void credits the descending register again.
     let b: BalanceReply = link
         .request(Op::Balance {})
@@ -275,7 +281,11 @@ async fn a_failed_print_confirmation_returns_the_funds_and_voids_the_serial() {
     assert_eq!(b.pieces, 0);
     // Unknown serials stay unknown.
     assert_eq!(
-        w.endpoint.item_status("SL0199999999-1").await.unwrap(),
+        w.endpoint
+            .item_status("SL0199999999-1")
+            .await
+            .unwrap()
+            .status,
         "unknown"
     );
 }
@@ -290,7 +300,10 @@ async fn an_unconfirmed_item_is_voided_after_the_window_once_the_link_is_gone() 
     // While the link is live the item has no window: however far time moves, it stays issued.
     hand.advance_ms(2 * window_ms);
     assert!(w.core.sweep(false).await.unwrap().is_empty());
-    assert_eq!(w.endpoint.item_status(&serial).await.unwrap(), "issued");
+    assert_eq!(
+        w.endpoint.item_status(&serial).await.unwrap().status,
+        "issued"
+    );
     drop(link);
     // The server notices the link's end on its own; each round moves time past a window that
     // may have started since the round before, until the sweep voids the item.
@@ -298,7 +311,7 @@ async fn an_unconfirmed_item_is_voided_after_the_window_once_the_link_is_gone() 
     for _ in 0..100 {
         hand.advance_ms(window_ms + 1);
         w.core.sweep(false).await.unwrap();
-        status = w.endpoint.item_status(&serial).await.unwrap();
+        status = w.endpoint.item_status(&serial).await.unwrap().status;
         if status == "voided" {
             break;
         }

@@ -24,8 +24,8 @@ pub const MAX_VALID_DAYS: i64 = 3660;
 /// Longest text of one field, in characters (the label prints it on one line; the item format
 /// allows 255 bytes).
 pub const MAX_FIELD_CHARS: usize = 100;
-/// Longest coupon terms, in characters (printed on up to four lines).
-pub const MAX_TERMS_CHARS: usize = 200;
+/// Longest coupon terms, in characters (printed on up to four lines of 45).
+pub const MAX_TERMS_CHARS: usize = 180;
 
 /// What a kind's fields are: (name, tag, required, longest in characters). The check number is
 /// the server's, never the client's; a certificate's code is the server's too.
@@ -89,6 +89,12 @@ impl ValueOrder {
         }
         let amount = Amount::from_mills(mills)
             .ok_or_else(|| CoreError::refused(codes::BAD_AMOUNT, "amount too large"))?;
+        if kind == Kind::Check && !amount.is_whole_cents() {
+            return Err(CoreError::refused(
+                codes::BAD_AMOUNT,
+                "a check pays whole cents, not mills",
+            ));
+        }
         let rules = field_rules(kind);
         if let Some(unknown) = fields
             .keys()
@@ -469,14 +475,19 @@ mod tests {
         );
         let long = "x".repeat(MAX_FIELD_CHARS + 1);
         assert_eq!(
-            code("check", Some(1), &[("payee", &long)], None),
+            code("check", Some(10), &[("payee", &long)], None),
             Some(codes::BAD_REQUEST)
         );
         assert_eq!(
-            code("check", Some(1), &[("payee", "Ann\nBob")], None),
+            code("check", Some(10), &[("payee", "Ann\nBob")], None),
             Some(codes::BAD_REQUEST)
         );
-        assert_eq!(code("check", Some(1), &[("payee", "Ann")], None), None);
+        assert_eq!(code("check", Some(10), &[("payee", "Ann")], None), None);
+        assert_eq!(
+            code("check", Some(1), &[("payee", "Ann")], None),
+            Some(codes::BAD_AMOUNT),
+            "a check pays whole cents"
+        );
         assert_eq!(
             code(
                 "check",
