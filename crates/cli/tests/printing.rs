@@ -318,6 +318,43 @@ fn a_buy_to_an_ipp_printer_prints_exactly_one_document_and_confirms_printed() {
 }
 
 #[test]
+fn a_ticket_to_an_ipp_printer_prints_one_document_that_verifies() {
+    let Some(printer) = IppEve::start("stampline-tickets", None) else {
+        return;
+    };
+    let server = Server::start(60_000);
+    server.funded_user("ann");
+    let uri = printer.uri();
+    let v = server.ok(
+        "ann",
+        &[
+            "issue",
+            "ticket",
+            "--event",
+            "Spring Concert",
+            "--venue",
+            "Town Hall",
+            "--seat",
+            "Row F Seat 12",
+            "--price",
+            "4.50",
+            "--printer",
+            &uri,
+        ],
+    );
+    assert_eq!(v["status"], "printed", "{v}");
+    assert_eq!(v["kind"], "ticket");
+    assert_eq!(v["jobs"][0]["state"], "completed", "{v}");
+    assert_eq!(v["balance_mills"], 20_000 - 4_500);
+    let docs = printer.documents();
+    assert_eq!(docs.len(), 1, "exactly one document: {docs:?}");
+    let verdict = server.ok("ann", &["verify", s(&docs[0])]);
+    assert_eq!(verdict["valid"], true, "{verdict}");
+    assert_eq!(verdict["kind"], "ticket");
+    assert_eq!(verdict["serial"], v["serial"]);
+}
+
+#[test]
 fn losing_the_link_mid_print_cancels_the_job_and_the_item_is_voided_after_restart() {
     let Some(printer) = IppEve::start("stampline-slow", Some(&format!("sleep {SLOW_PRINT_S}")))
     else {
