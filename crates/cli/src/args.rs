@@ -59,6 +59,9 @@ pub enum Command {
     Redeem(RedeemArgs),
     /// The users allowed to redeem your value items.
     Redeemers(RedeemersArgs),
+    /// Your checks: `checks positive-pay --from DATE --to DATE` for your bank.
+    #[command(subcommand)]
+    Checks(ChecksCommand),
     /// Refund a printed item that was not used (postage, or an unredeemed value item).
     Refund(SerialArgs),
     /// Void an item: an issued one not yet confirmed, or a printed check not yet presented
@@ -410,6 +413,26 @@ pub enum RedeemersAction {
     },
     /// List who may redeem your items (the default).
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChecksCommand {
+    /// The checks issued in a period as a bank's positive-pay file (CSV: account, check number,
+    /// issue date, amount, payee, void indicator) on stdout or into --out.
+    PositivePay {
+        /// First day, YYYY-MM-DD (UTC).
+        #[arg(long)]
+        from: String,
+        /// Last day, YYYY-MM-DD (UTC), included.
+        #[arg(long)]
+        to: String,
+        /// csv (the default) or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Write the file here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

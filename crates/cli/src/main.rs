@@ -77,6 +77,7 @@ async fn run(command: Command, global: &args::Global, out: Out) -> Result<(), Cl
         Command::Issue(c) => value_cmds::issue(global, c, out).await,
         Command::Redeem(a) => value_cmds::redeem(global, a, out).await,
         Command::Redeemers(a) => value_cmds::redeemers(global, a, out).await,
+        Command::Checks(c) => value_cmds::checks(global, c, out).await,
         Command::Refund(a) => value_cmds::refund(global, a, out).await,
         Command::Void(a) => value_cmds::void(global, a, out).await,
         Command::Print(a) => print_cmd::print(global, a, out).await,

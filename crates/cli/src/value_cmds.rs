@@ -9,10 +9,11 @@ use stampline_client::{Client, Output, ValueRequest, jobs};
 use stampline_items::Kind;
 use stampline_money::Amount;
 use stampline_wire::Op;
-use stampline_wire::replies::{ItemStatusReply, RefundReply};
+use stampline_wire::replies::{ChecksReply, ItemStatusReply, RefundReply};
 
 use crate::args::{
-    Global, IssueCommand, IssueCommon, RedeemArgs, RedeemersAction, RedeemersArgs, SerialArgs,
+    ChecksCommand, Global, IssueCommand, IssueCommon, RedeemArgs, RedeemersAction, RedeemersArgs,
+    SerialArgs,
 };
 use crate::buy::FORMATS;
 use crate::client_cmds::{connect, dollars, user};
@@ -268,5 +269,87 @@ pub async fn void(global: &Global, a: SerialArgs, out: Out) -> Result<(), CliErr
         dollars(r.balance_mills)
     );
     out.reply(&r, &human);
+    Ok(())
+}
+
+/// The positive-pay file: one header line, then one line per check — the account, the check
+/// number, the issue date as MM/DD/YYYY, the amount in dollars and cents without a sign or
+/// separators, the payee, and `V` for a check the bank must not pay (voided or refunded).
+pub fn positive_pay_csv(reply: &ChecksReply) -> Result<Vec<u8>, CliError> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let fail = |e: csv::Error| CliError::new("io_error", format!("positive-pay file: {e}"));
+    w.write_record([
+        "Account Number",
+        "Check Number",
+        "Issue Date",
+        "Amount",
+        "Payee Name",
+        "Void Indicator",
+    ])
+    .map_err(fail)?;
+    for c in &reply.checks {
+        let date = match c.issue_date.split('-').collect::<Vec<_>>()[..] {
+            [y, m, d] => format!("{m}/{d}/{y}"),
+            _ => c.issue_date.clone(),
+        };
+        let amount = format!(
+            "{}.{:02}",
+            c.amount_mills / 1000,
+            (c.amount_mills % 1000) / 10
+        );
+        w.write_record([
+            reply.account.as_str(),
+            &c.check_number.to_string(),
+            &date,
+            &amount,
+            &c.payee,
+            if c.void { "V" } else { "" },
+        ])
+        .map_err(fail)?;
+    }
+    w.into_inner()
+        .map_err(|e| CliError::new("io_error", format!("positive-pay file: {e}")))
+}
+
+pub async fn checks(global: &Global, cmd: ChecksCommand, out: Out) -> Result<(), CliError> {
+    let ChecksCommand::PositivePay {
+        from,
+        to,
+        format,
+        out: path,
+    } = cmd;
+    if format != "csv" && format != "json" {
+        return Err(CliError::new(
+            "unsupported",
+            format!("--format {format:?}: csv or json"),
+        ));
+    }
+    let client = connect(global).await?;
+    let result = client.call::<ChecksReply>(Op::Checks { from, to }).await;
+    let _ = client.bye().await;
+    let reply = result?;
+    let body = if format == "csv" {
+        positive_pay_csv(&reply)?
+    } else {
+        serde_json::to_vec_pretty(&reply).unwrap_or_default()
+    };
+    match &path {
+        Some(path) => {
+            std::fs::write(path, &body)
+                .map_err(|e| CliError::new("io_error", format!("{}: {e}", path.display())))?;
+            let v = json!({"file": path.display().to_string(), "checks": reply.checks.len()});
+            out.done(
+                &v,
+                &format!("wrote {} checks to {}", reply.checks.len(), path.display()),
+            );
+        }
+        None if out.json && format == "json" => out.reply(&reply, ""),
+        None => {
+            use std::io::Write as _;
+            std::io::stdout()
+                .write_all(&body)
+                .map_err(|e| CliError::new("io_error", format!("stdout: {e}")))?;
+        }
+    }
     Ok(())
 }

@@ -175,6 +175,42 @@ fn every_kind_is_issued_printed_verified_and_redeemed_once() {
     let v = verify(&server, &file(d, "check2", "png"));
     assert_eq!(v["valid"], false, "{v}");
     assert_eq!(v["status"], "refunded");
+    // The bank's positive-pay file: both checks, the voided one marked.
+    let pp = d.join("positive-pay.csv");
+    let v = server.ok(
+        "ann",
+        &[
+            "checks",
+            "positive-pay",
+            "--from",
+            &day(0),
+            "--to",
+            &day(0),
+            "--out",
+            s(&pp),
+        ],
+    );
+    assert_eq!(v["checks"], 2, "{v}");
+    let csv = std::fs::read_to_string(&pp).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "Account Number,Check Number,Issue Date,Amount,Payee Name,Void Indicator"
+    );
+    let (y, m, dd) = {
+        let t = day(0);
+        let p: Vec<String> = t.split('-').map(str::to_owned).collect();
+        (p[0].clone(), p[1].clone(), p[2].clone())
+    };
+    assert_eq!(
+        lines[1],
+        format!("{device},1,{m}/{dd}/{y},1234.56,Springfield Water Dept,")
+    );
+    assert_eq!(
+        lines[2],
+        format!("{device},2,{m}/{dd}/{y},20.00,Corner Bakery,V")
+    );
+    assert_eq!(lines.len(), 3);
     let checks = server.ok("ann", &["history", "--kind", "check"]);
     let items = checks["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{checks}");

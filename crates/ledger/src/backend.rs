@@ -450,6 +450,17 @@ impl<B: Backend> Store for B {
         self.read(move |tx, _| reports::item_status(tx, &serial))
     }
 
+    fn items_of_kind(
+        &self,
+        user_id: UserId,
+        kind: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<ItemRecord>, LedgerError> {
+        let kind = kind.to_owned();
+        self.read(move |tx, _| reports::items_of_kind(tx, user_id, &kind, from_ms, to_ms))
+    }
+
     fn item_state(&self, serial: &str) -> Result<Option<ItemState>, LedgerError> {
         let serial = serial.to_owned();
         self.read(move |tx, _| reports::item_state(tx, &serial))

@@ -68,6 +68,8 @@ pub use users::{LoginFailure, LoginThrottle, NewUser, Role, ThrottlePolicy, User
 /// A user's row id; also the `U` of the account names `customer:U` and `reserved:U`.
 pub type UserId = i64;
 
+/// Most items one export ([`Store::items_of_kind`]) returns.
+pub const MAX_EXPORT_ITEMS: usize = 10_000;
 /// Most rows [`Store::history`] returns, whatever limit is asked for.
 pub const MAX_HISTORY_LIMIT: u32 = 1000;
 /// Largest value either meter register may hold: the 5-byte register fields of item format v1,
@@ -476,6 +478,17 @@ pub struct ValueRegister {
     pub redeemed_mills: u64,
 }
 
+/// An item with its bytes, as an export reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemRecord {
+    pub serial: String,
+    pub kind: String,
+    pub amount_mills: u64,
+    pub status: ItemStatus,
+    pub issued_at_ms: i64,
+    pub bytes: Vec<u8>,
+}
+
 /// One line of a user's history.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ItemSummary {
@@ -823,6 +836,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The user's items, newest first, at most `min(limit, MAX_HISTORY_LIMIT)`.
     fn history(&self, user_id: UserId, limit: u32) -> Result<Vec<ItemSummary>, LedgerError>;
+
+    /// The user's items of `kind` issued in `[from_ms, to_ms)`, oldest first, with their bytes
+    /// (exports such as positive pay); at most [`MAX_EXPORT_ITEMS`], else `InvalidInput`
+    /// asking for a shorter period.
+    fn items_of_kind(
+        &self,
+        user_id: UserId,
+        kind: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<ItemRecord>, LedgerError>;
 
     /// The status of any item (the void list verifiers consult); `None` when unknown.
     fn item_status(&self, serial: &str) -> Result<Option<ItemStatus>, LedgerError>;

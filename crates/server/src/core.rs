@@ -411,6 +411,9 @@ impl Core {
                 check_serial(&serial)?;
                 Response::ok_with(name, &id, &self.redeem(caller, serial, amount_mills).await?)
             }
+            Op::Checks { from, to } => {
+                Response::ok_with(name, &id, &self.checks(user_id, from, to).await?)
+            }
             Op::Redeemers { add, remove } => {
                 Response::ok_with(name, &id, &self.redeemers(user_id, add, remove).await?)
             }

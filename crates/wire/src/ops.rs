@@ -84,6 +84,12 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         amount_mills: Option<u64>,
     },
+    /// Value items: the caller's checks issued from `from` through `to` ("YYYY-MM-DD", UTC),
+    /// oldest first, for a bank's positive-pay file.
+    Checks {
+        from: String,
+        to: String,
+    },
     /// Value items: the users allowed to redeem the caller's items, after allowing `add` or
     /// withdrawing `remove` (user names), if given.
     Redeemers {
@@ -175,6 +181,7 @@ impl Op {
             Op::Close {} => "close",
             Op::Redeem { .. } => "redeem",
             Op::Redeemers { .. } => "redeemers",
+            Op::Checks { .. } => "checks",
         }
     }
 
@@ -195,7 +202,7 @@ impl Op {
     }
 }
 
-const OPS: [&str; 19] = [
+const OPS: [&str; 20] = [
     "balance",
     "quote",
     "issue",
@@ -215,6 +222,7 @@ const OPS: [&str; 19] = [
     "close",
     "redeem",
     "redeemers",
+    "checks",
 ];
 
 fn is_zero(n: &u64) -> bool {

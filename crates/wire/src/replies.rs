@@ -283,6 +283,30 @@ pub struct RedeemReply {
     pub balance_mills: u64,
 }
 
+/// One check as a bank's positive-pay file lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckLine {
+    pub check_number: u64,
+    pub serial: String,
+    /// The issue date, "YYYY-MM-DD".
+    pub issue_date: String,
+    pub amount_mills: u64,
+    pub payee: String,
+    /// `issued`, `printed`, `voided`, `refunded` or `redeemed`.
+    pub status: String,
+    /// The bank must not pay it: voided, or refunded (a void after printing).
+    pub void: bool,
+}
+
+/// `checks`: the account the checks are drawn on (the meter's device id) and its checks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChecksReply {
+    pub account: String,
+    pub checks: Vec<CheckLine>,
+}
+
 /// `redeemers`: the users allowed to redeem the caller's items, by name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,8 +8,8 @@ use super::transfers::balance_of;
 use super::values::{parse_status, to_u64};
 use crate::sql::{Param, Tx};
 use crate::{
-    BalanceView, ItemState, ItemStatus, ItemSummary, LedgerError, MAX_HISTORY_LIMIT, MeterState,
-    UserId, customer_account, reserved_account,
+    BalanceView, ItemRecord, ItemState, ItemStatus, ItemSummary, LedgerError, MAX_EXPORT_ITEMS,
+    MAX_HISTORY_LIMIT, MeterState, UserId, customer_account, reserved_account,
 };
 
 use Param::{Int, Text};
@@ -148,4 +148,44 @@ pub(crate) fn item_amount(
     )?
     .map(|r| to_u64(r.int(0)?, "item amount"))
     .transpose()
+}
+
+pub(crate) fn items_of_kind(
+    tx: &mut dyn Tx,
+    user_id: UserId,
+    kind: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<ItemRecord>, LedgerError> {
+    load_meter_raw(tx, user_id)?.ok_or(LedgerError::UnknownUser)?;
+    let cap = i64::try_from(MAX_EXPORT_ITEMS).map_err(|_| LedgerError::Overflow)?;
+    let rows = tx.rows(
+        "SELECT serial, kind, amount_mills, status, issued_at_ms, bytes FROM items
+         WHERE user_id = ?1 AND kind = ?2 AND issued_at_ms >= ?3 AND issued_at_ms < ?4
+         ORDER BY issued_at_ms, piece LIMIT ?5",
+        &[
+            Int(user_id),
+            Text(kind),
+            Int(from_ms),
+            Int(to_ms),
+            Int(cap + 1),
+        ],
+    )?;
+    if rows.len() > MAX_EXPORT_ITEMS {
+        return Err(LedgerError::InvalidInput(format!(
+            "more than {MAX_EXPORT_ITEMS} items in the period; ask for a shorter one"
+        )));
+    }
+    rows.iter()
+        .map(|r| {
+            Ok(ItemRecord {
+                serial: r.text(0)?,
+                kind: r.text(1)?,
+                amount_mills: to_u64(r.int(2)?, "item amount")?,
+                status: parse_status(&r.text(3)?)?,
+                issued_at_ms: r.int(4)?,
+                bytes: r.blob(5)?,
+            })
+        })
+        .collect()
 }

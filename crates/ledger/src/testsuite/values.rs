@@ -237,6 +237,22 @@ pub fn value_items_are_numbered_by_kind_from_one(store: &dyn Store) {
         String::from_utf8_lossy(&second_check.item)
     );
     assert_eq!(register(store, u, "check").map(|r| r.pieces), Some(2));
+    // The export of a period: the checks, oldest first, with their bytes; nothing outside it.
+    let checks = ok(store.items_of_kind(u, "check", T0_MS, T0_MS + 1), "export");
+    let serials: Vec<&str> = checks.iter().map(|c| c.serial.as_str()).collect();
+    assert_eq!(
+        serials,
+        [first_check.serial.as_str(), second_check.serial.as_str()]
+    );
+    assert_eq!(checks[1].bytes, second_check.item);
+    assert_eq!(checks[1].status, ItemStatus::Printed);
+    assert!(
+        ok(
+            store.items_of_kind(u, "check", T0_MS + 1, T0_MS + 2),
+            "later"
+        )
+        .is_empty()
+    );
     assert_clean(store);
 }
 

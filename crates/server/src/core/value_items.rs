@@ -12,7 +12,9 @@ use stampline_items::{DeviceId, Field, Item, ItemDate, Kind, Serial, ValueItem, 
 use stampline_ledger::{IssueInput, ItemStatus, PieceState, SignedItem, UserId};
 use stampline_money::Amount;
 use stampline_wire::codes;
-use stampline_wire::replies::{IssueReply, ItemStatusPublic, RedeemReply, RedeemersReply};
+use stampline_wire::replies::{
+    CheckLine, ChecksReply, IssueReply, ItemStatusPublic, RedeemReply, RedeemersReply,
+};
 
 use super::postage::PRINT_POLICY;
 use super::{Caller, Core, CoreError, blocking};
@@ -188,7 +190,89 @@ fn certificate_code() -> Result<String, String> {
         .join("-"))
 }
 
+/// Midnight (UTC) starting `date`, in Unix ms.
+fn midnight_ms(date: time::Date) -> i64 {
+    date.midnight()
+        .assume_utc()
+        .unix_timestamp()
+        .saturating_mul(1000)
+}
+
+/// A positive-pay period: `from` through `to`, inclusive, as `[start, end)` in Unix ms.
+fn period(from: &str, to: &str) -> Result<(i64, i64), CoreError> {
+    let parse = |what: &str, text: &str| {
+        text.parse::<ItemDate>()
+            .map(ItemDate::to_date)
+            .map_err(|_| {
+                CoreError::refused(
+                    codes::BAD_DATE,
+                    format!("{what} must be a valid YYYY-MM-DD"),
+                )
+            })
+    };
+    let (from, to) = (parse("from", from)?, parse("to", to)?);
+    if to < from {
+        return Err(CoreError::refused(codes::BAD_DATE, "to is before from"));
+    }
+    let end = to.next_day().unwrap_or(to);
+    Ok((midnight_ms(from), midnight_ms(end)))
+}
+
+/// A stored check as the positive-pay file lists it.
+fn check_line(record: &stampline_ledger::ItemRecord) -> Result<CheckLine, CoreError> {
+    let item = Item::parse(&record.bytes)
+        .map_err(|e| CoreError::Internal(format!("stored check {}: {e}", record.serial)))?;
+    let stampline_items::Body::Value(check) = &item.body else {
+        return Err(CoreError::Internal(format!(
+            "stored check {} is postage",
+            record.serial
+        )));
+    };
+    let number = check
+        .field(field_tag::check::CHECK_NUMBER)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| CoreError::Internal(format!("check {} has no number", record.serial)))?;
+    Ok(CheckLine {
+        check_number: number,
+        serial: record.serial.clone(),
+        issue_date: check.issue_date.to_date().to_string(),
+        amount_mills: record.amount_mills,
+        payee: check
+            .field(field_tag::check::PAYEE)
+            .unwrap_or("")
+            .to_owned(),
+        status: record.status.as_str().to_owned(),
+        void: matches!(record.status, ItemStatus::Voided | ItemStatus::Refunded),
+    })
+}
+
 impl Core {
+    /// The caller's checks issued in a period, for a bank's positive-pay file.
+    pub(super) async fn checks(
+        self: &Arc<Self>,
+        user_id: UserId,
+        from: String,
+        to: String,
+    ) -> Result<ChecksReply, CoreError> {
+        let (start, end) = period(&from, &to)?;
+        let core = Arc::clone(self);
+        let (records, meter) = blocking(move || {
+            Ok((
+                core.store.items_of_kind(user_id, "check", start, end)?,
+                core.store.meter(user_id)?,
+            ))
+        })
+        .await?;
+        let checks = records
+            .iter()
+            .map(check_line)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ChecksReply {
+            account: meter.and_then(|m| m.device_id).unwrap_or_default(),
+            checks,
+        })
+    }
+
     /// Issue a value item: reserve its face value (not for a coupon), take the next number of
     /// the kind's sequence, sign inside the ledger transaction; the fresh signature is checked
     /// before the item commits, as for postage.
@@ -521,6 +605,21 @@ mod tests {
             Some(codes::BAD_DATE)
         );
         assert_eq!(code("bond", Some(1), &[], None), Some(codes::BAD_REQUEST));
+    }
+
+    #[test]
+    fn a_period_runs_from_its_first_midnight_to_the_day_after_its_last() {
+        let (start, end) = period("2026-12-06", "2026-12-06").unwrap();
+        assert_eq!(end - start, 24 * 3600 * 1000);
+        assert_eq!(end, 1_796_601_600_000);
+        assert_eq!(
+            period("2026-12-07", "2026-12-06").err().map(|e| e.code()),
+            Some(codes::BAD_DATE)
+        );
+        assert_eq!(
+            period("2026-13-01", "2026-12-06").err().map(|e| e.code()),
+            Some(codes::BAD_DATE)
+        );
     }
 
     #[test]
