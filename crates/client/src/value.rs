@@ -90,10 +90,7 @@ pub fn document<'a>(
                 amount: amount.with_separators(),
                 words,
                 memo: field(field_tag::check::MEMO),
-                micr: format!(
-                    "C{number:0>6}C A{CHECK_ROUTING}A {}{account}C",
-                    item.device_id.model_str()
-                ),
+                micr: format!("C{number:0>6}C A{CHECK_ROUTING}A {account}C"),
                 serial,
             })
         }

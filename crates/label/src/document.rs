@@ -304,7 +304,8 @@ fn ticket(marks: &mut Vec<Mark>, d: &Ticket) -> Result<(), LabelError> {
     line(marks, "seat", &d.seat, x, 82.0, inner, 13.0, Anchor::Left)?;
     text(marks, x, 106.0, 6.0, Anchor::Left, "PRICE");
     line(marks, "price", &d.price, x, 114.0, 90.0, 12.0, Anchor::Left)?;
-    text(marks, x + 100.0, 118.0, 8.0, Anchor::Left, "ADMIT ONE");
+    // Right of the price, clear of the perforation at `stub_x`.
+    text(marks, x + 95.0, 119.0, 6.5, Anchor::Left, "ADMIT ONE");
     // The stub: the symbol, the serial under it.
     let stub_w = w - stub_x - 6.0;
     let side = symbol(marks, d.item, stub_x + 3.0, 5.0, stub_w.min(h - 26.0))?;
@@ -360,13 +361,13 @@ fn check(marks: &mut Vec<Mark>, d: &Check) -> Result<(), LabelError> {
         marks,
         "payee",
         &d.payee,
-        70.0,
+        82.0,
         pay_y + 1.0,
-        360.0,
+        350.0,
         12.0,
         Anchor::Left,
     )?;
-    underline(marks, 68.0, pay_y + 16.0, 372.0);
+    underline(marks, 80.0, pay_y + 16.0, 362.0);
     // The amount box.
     frame(marks, 452.0, pay_y - 4.0, w - margin - 452.0, 22.0, 0.75);
     line(
@@ -413,14 +414,16 @@ fn check(marks: &mut Vec<Mark>, d: &Check) -> Result<(), LabelError> {
     )?;
     underline(marks, margin + 26.0, memo_y + 12.0, 224.0);
     underline(marks, 380.0, memo_y + 12.0, w - margin - 380.0);
-    text(
+    line(
         marks,
+        "notice",
+        "VERIFY THE BARCODE BEFORE PAYING",
         380.0,
         memo_y + 15.0,
+        w - margin - 380.0,
         5.5,
         Anchor::Left,
-        "ISSUED ELECTRONICALLY - VERIFY THE BARCODE",
-    );
+    )?;
     let serial = [format!("ITEM {}", d.serial)];
     validate_text(&serial, MAX_DOCUMENT_LINE_CHARS)?;
     text(marks, 380.0, memo_y + 22.0, 5.5, Anchor::Left, &serial[0]);
