@@ -153,13 +153,13 @@ pub async fn balance(global: &Global, out: Out) -> Result<(), CliError> {
 }
 
 pub async fn history(global: &Global, a: HistoryArgs, out: Out) -> Result<(), CliError> {
-    if let Some(kind) = &a.kind {
-        if stampline_items::Kind::from_name(kind).is_none() {
-            return Err(CliError::new(
-                "bad_request",
-                format!("--kind {kind:?}: postage, ticket, check, coupon or certificate"),
-            ));
-        }
+    if let Some(kind) = &a.kind
+        && stampline_items::Kind::from_name(kind).is_none()
+    {
+        return Err(CliError::new(
+            "bad_request",
+            format!("--kind {kind:?}: postage, ticket, check, coupon or certificate"),
+        ));
     }
     let client = connect(global).await?;
     // With --kind, the newest items of that kind among the latest the server keeps listing
