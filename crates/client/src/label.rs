@@ -198,7 +198,7 @@ pub fn piece<'a>(
 }
 
 /// Renders one bought item in `format`: on the chosen layout, or as the bare indicium without
-/// one. `raw` is the item's own bytes either way.
+/// one; a value item as its document. `raw` is the item's own bytes either way.
 pub fn render(
     item: &Item,
     bytes: &[u8],
@@ -207,7 +207,9 @@ pub fn render(
     choice: &LabelChoice,
 ) -> Result<Vec<u8>, String> {
     let Body::Postage(indicium) = &item.body else {
-        return Err("only postage is printed by this version".into());
+        // A value item (a reprint, or `print` after a crash): its own document, without the
+        // drawer block a check has when it is first issued.
+        return crate::value::render(item, bytes, format, dpi, &[]);
     };
     let layout_format = match format {
         DocFormat::Png => Format::Png,

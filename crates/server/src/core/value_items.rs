@@ -575,7 +575,7 @@ mod tests {
         assert_eq!(
             code(
                 "check",
-                Some(1),
+                Some(10),
                 &[("payee", "Ann"), ("check-number", "7")],
                 None
             ),
