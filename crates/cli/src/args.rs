@@ -301,11 +301,27 @@ pub struct QuoteArgs {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
+    /// How many items (newest first; pages are walked as needed).
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
+    /// Start after this item (the last serial of the page before): the next page.
+    #[arg(long)]
+    pub before: Option<String>,
     /// Only items of this kind: postage, ticket, check, coupon or certificate.
     #[arg(long)]
     pub kind: Option<String>,
+    /// Every item issued from this day (YYYY-MM-DD, UTC) …
+    #[arg(long)]
+    pub from: Option<String>,
+    /// … through this day, included (with --from: the whole period, --limit ignored).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// table (the default) or csv.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// With --format csv: write the file here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `issue KIND`: one value item.

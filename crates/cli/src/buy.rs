@@ -16,6 +16,44 @@ use crate::print_cmd;
 /// bytes (what `verify` also accepts). Files default to PNG and PDF; printers choose theirs.
 pub const FORMATS: [&str; 5] = ["png", "pdf", "svg", "zpl", "raw"];
 
+/// `--format` names as document formats, refusing any this version does not write.
+pub fn parse_formats(names: &[String]) -> Result<Vec<DocFormat>, CliError> {
+    names
+        .iter()
+        .map(|f| {
+            DocFormat::parse(f)
+                .filter(|_| FORMATS.contains(&f.as_str()))
+                .ok_or_else(|| {
+                    CliError::new(
+                        "unsupported",
+                        format!("format {f:?}: this version writes png, pdf, svg, zpl and raw"),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Where an item goes: the `--printer` (in `formats`, or the printer's own), or files named
+/// after `out` in `file_formats`.
+pub fn output(
+    printer: Option<&str>,
+    printer_cert: Option<&std::path::Path>,
+    formats: &[DocFormat],
+    out: Option<std::path::PathBuf>,
+    file_formats: &[DocFormat],
+) -> Result<Output, CliError> {
+    Ok(match printer {
+        Some(uri) => {
+            let options = print_cmd::print_options(printer_cert)?;
+            Output::Printers(jobs::targets(uri, formats, &options)?)
+        }
+        None => Output::Files {
+            base: out,
+            formats: file_formats.to_vec(),
+        },
+    })
+}
+
 /// The flags of one purchase as the library's request, checked before anything is charged.
 pub fn request(a: &BuyArgs) -> Result<BuyRequest, CliError> {
     let postage = match &a.postage {
@@ -33,20 +71,7 @@ pub fn request(a: &BuyArgs) -> Result<BuyRequest, CliError> {
         })?),
         None => None,
     };
-    let formats = a
-        .format
-        .iter()
-        .map(|f| {
-            DocFormat::parse(f)
-                .filter(|_| FORMATS.contains(&f.as_str()))
-                .ok_or_else(|| {
-                    CliError::new(
-                        "unsupported",
-                        format!("format {f:?}: this version writes png, pdf, svg, zpl and raw"),
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let formats = parse_formats(&a.format)?;
     label::check_dpi(a.dpi)?;
     if a.from.is_empty() || a.to.is_empty() {
         return Err(CliError::new(
@@ -72,16 +97,13 @@ pub fn request(a: &BuyArgs) -> Result<BuyRequest, CliError> {
         },
     };
     let to_zip = label::destination(&a.to, a.to_address.as_ref().map(|_| choice.to.as_slice()))?;
-    let output = match &a.printer {
-        Some(uri) => {
-            let options = print_cmd::print_options(a.printer_cert.as_deref())?;
-            Output::Printers(jobs::targets(uri, &formats, &options)?)
-        }
-        None => Output::Files {
-            base: a.out.clone(),
-            formats: label_formats.to_vec(),
-        },
-    };
+    let output = output(
+        a.printer.as_deref(),
+        a.printer_cert.as_deref(),
+        &formats,
+        a.out.clone(),
+        label_formats,
+    )?;
     Ok(BuyRequest {
         class: a.class.clone(),
         postage,

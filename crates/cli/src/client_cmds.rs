@@ -152,6 +152,92 @@ pub async fn balance(global: &Global, out: Out) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Midnight (UTC) starting the day `text` ("YYYY-MM-DD"), in Unix ms.
+fn day_start_ms(flag: &str, text: &str) -> Result<i64, CliError> {
+    let date = text
+        .parse::<stampline_items::ItemDate>()
+        .map_err(|_| CliError::new("bad_date", format!("{flag} must be a valid YYYY-MM-DD")))?
+        .to_date();
+    Ok(date.midnight().assume_utc().unix_timestamp() * 1000)
+}
+
+/// What `history` walks: from the newest item (or the one before `--before`) back, a page of the
+/// server's at a time, keeping the items of `--kind` issued in `[from, to)`, until `--limit` of
+/// them are kept (without a period) or an item older than the period comes (with one), or the
+/// items run out. There is no upper bound: the server pages by keyset.
+pub async fn walk_history(
+    client: &stampline_client::Client,
+    before: Option<String>,
+    kind: Option<&str>,
+    period: Option<(i64, i64)>,
+    limit: Option<usize>,
+) -> Result<Vec<stampline_wire::replies::HistoryLine>, CliError> {
+    let page = stampline_server::core::MAX_HISTORY;
+    let mut kept = Vec::new();
+    let mut before = before;
+    loop {
+        let reply = client.history(page, before.as_deref()).await?;
+        let n = reply.items.len();
+        for item in reply.items {
+            before = Some(item.serial.clone());
+            if let Some((from, _)) = period
+                && item.issued_at_ms < from
+            {
+                return Ok(kept);
+            }
+            let in_period = period.is_none_or(|(_, to)| item.issued_at_ms < to);
+            if in_period && kind.is_none_or(|k| item.kind == k) {
+                kept.push(item);
+                if limit.is_some_and(|l| kept.len() >= l) {
+                    return Ok(kept);
+                }
+            }
+        }
+        if n < usize::try_from(page).unwrap_or(usize::MAX) {
+            return Ok(kept);
+        }
+    }
+}
+
+/// `history` as CSV: serial, kind, amount (dollars), amount in mills, status, issue time (RFC
+/// 3339, UTC).
+fn history_csv(items: &[stampline_wire::replies::HistoryLine]) -> Result<Vec<u8>, CliError> {
+    let fail = |e: csv::Error| CliError::new("io_error", format!("history file: {e}"));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "serial",
+        "kind",
+        "amount",
+        "amount_mills",
+        "status",
+        "issued_at",
+    ])
+    .map_err(fail)?;
+    for i in items {
+        let at = time::OffsetDateTime::from_unix_timestamp(i.issued_at_ms.div_euclid(1000))
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        let dollars = Amount::from_mills(i.amount_mills)
+            .map(|a| a.to_string().trim_start_matches('$').to_owned())
+            .unwrap_or_default();
+        w.write_record([
+            i.serial.as_str(),
+            &i.kind,
+            &dollars,
+            &i.amount_mills.to_string(),
+            &i.status,
+            &at,
+        ])
+        .map_err(fail)?;
+    }
+    w.into_inner()
+        .map_err(|e| CliError::new("io_error", format!("history file: {e}")))
+}
+
 pub async fn history(global: &Global, a: HistoryArgs, out: Out) -> Result<(), CliError> {
     if let Some(kind) = &a.kind
         && stampline_items::Kind::from_name(kind).is_none()
@@ -161,24 +247,64 @@ pub async fn history(global: &Global, a: HistoryArgs, out: Out) -> Result<(), Cl
             format!("--kind {kind:?}: postage, ticket, check, coupon or certificate"),
         ));
     }
-    let client = connect(global).await?;
-    // With --kind, the newest items of that kind among the latest the server keeps listing
-    // (stampline_server::core::MAX_HISTORY), at most --limit of them.
-    let asked = if a.kind.is_some() {
-        stampline_server::core::MAX_HISTORY
-    } else {
-        a.limit
+    if a.format != "table" && a.format != "csv" {
+        return Err(CliError::new(
+            "unsupported",
+            format!("--format {:?}: table or csv", a.format),
+        ));
+    }
+    if a.limit == 0 {
+        return Err(CliError::new("bad_request", "--limit must be at least 1"));
+    }
+    let period = match (&a.from, &a.to) {
+        (Some(from), Some(to)) => {
+            let (start, end) = (
+                day_start_ms("--from", from)?,
+                day_start_ms("--to", to)? + 24 * 3600 * 1000,
+            );
+            if end <= start {
+                return Err(CliError::new("bad_date", "--to is before --from"));
+            }
+            Some((start, end))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(CliError::new(
+                "bad_request",
+                "give --from and --to together (a whole period)",
+            ));
+        }
     };
-    let result = client.history(asked).await;
+    // A period is listed whole; otherwise --limit items.
+    let limit = period
+        .is_none()
+        .then(|| usize::try_from(a.limit).unwrap_or(usize::MAX));
+    let client = connect(global).await?;
+    let result = walk_history(&client, a.before.clone(), a.kind.as_deref(), period, limit).await;
     let _ = client.bye().await;
-    let mut v = result?;
-    if let Some(kind) = &a.kind {
-        v.items.retain(|item| &item.kind == kind);
-        v.items
-            .truncate(usize::try_from(a.limit).unwrap_or(usize::MAX));
+    let items = result?;
+    if a.format == "csv" {
+        let body = history_csv(&items)?;
+        match &a.out {
+            Some(path) => {
+                std::fs::write(path, &body)
+                    .map_err(|e| CliError::new("io_error", format!("{}: {e}", path.display())))?;
+                out.done(
+                    &json!({"file": path.display().to_string(), "items": items.len()}),
+                    &format!("wrote {} items to {}", items.len(), path.display()),
+                );
+            }
+            None => {
+                use std::io::Write as _;
+                std::io::stdout()
+                    .write_all(&body)
+                    .map_err(|e| CliError::new("io_error", format!("stdout: {e}")))?;
+            }
+        }
+        return Ok(());
     }
     let mut human = String::new();
-    for item in &v.items {
+    for item in &items {
         human.push_str(&format!(
             "{}  {}  {}  {}\n",
             item.serial,
@@ -188,9 +314,12 @@ pub async fn history(global: &Global, a: HistoryArgs, out: Out) -> Result<(), Cl
         ));
     }
     if human.is_empty() {
-        human = "no items yet".into();
+        human = "no items".into();
     }
-    out.reply(&v, human.trim_end());
+    out.reply(
+        &stampline_wire::replies::HistoryReply { items },
+        human.trim_end(),
+    );
     Ok(())
 }
 

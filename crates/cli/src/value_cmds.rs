@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use stampline_client::print::DocFormat;
-use stampline_client::{Client, Output, ValueRequest, jobs};
+use stampline_client::{Client, ValueRequest, jobs};
 use stampline_items::Kind;
 use stampline_money::Amount;
 use stampline_wire::Op;
@@ -15,7 +14,6 @@ use crate::args::{
     ChecksCommand, Global, IssueCommand, IssueCommon, RedeemArgs, RedeemersAction, RedeemersArgs,
     SerialArgs,
 };
-use crate::buy::FORMATS;
 use crate::client_cmds::{connect, dollars, user};
 use crate::output::{CliError, Out};
 use crate::print_cmd;
@@ -85,34 +83,19 @@ fn request(
             (Kind::Certificate, amount("--amount", &a)?, common)
         }
     };
-    let formats = common
-        .format
-        .iter()
-        .map(|f| {
-            DocFormat::parse(f)
-                .filter(|_| FORMATS.contains(&f.as_str()))
-                .ok_or_else(|| {
-                    CliError::new(
-                        "unsupported",
-                        format!("format {f:?}: this version writes png, pdf, svg, zpl and raw"),
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let output = match &common.printer {
-        Some(uri) => {
-            let options = print_cmd::print_options(common.printer_cert.as_deref())?;
-            Output::Printers(jobs::targets(uri, &formats, &options)?)
-        }
-        None => Output::Files {
-            base: common.out.clone(),
-            formats: if formats.is_empty() {
-                jobs::DEFAULT_FILE_FORMATS.to_vec()
-            } else {
-                formats
-            },
-        },
+    let formats = crate::buy::parse_formats(&common.format)?;
+    let file_formats = if formats.is_empty() {
+        &jobs::DEFAULT_FILE_FORMATS[..]
+    } else {
+        &formats[..]
     };
+    let output = crate::buy::output(
+        common.printer.as_deref(),
+        common.printer_cert.as_deref(),
+        &formats,
+        common.out.clone(),
+        file_formats,
+    )?;
     Ok((
         ValueRequest {
             kind,

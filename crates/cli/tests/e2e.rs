@@ -340,3 +340,70 @@ fn demo_prints_labels_that_verify() {
             > 0
     );
 }
+
+#[test]
+fn history_pages_from_a_serial_and_exports_a_whole_period_as_csv() {
+    let server = TestServer::start();
+    server.register("pat");
+    server.ok("pat", &common::fund_card("20"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut serials = Vec::new();
+    for n in 0..5 {
+        let out = dir.path().join(format!("piece{n}"));
+        let v = server.ok("pat", &common::buy_raw(s(&out)));
+        serials.push(v["serial"].as_str().unwrap().to_owned());
+    }
+    serials.reverse(); // newest first
+    let page = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["history"];
+        all.extend_from_slice(args);
+        server.ok("pat", &all)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["serial"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(page(&["--limit", "2"]), serials[..2]);
+    assert_eq!(
+        page(&["--limit", "2", "--before", &serials[1]]),
+        serials[2..4]
+    );
+    assert_eq!(
+        page(&["--limit", "2", "--before", &serials[3]]),
+        serials[4..]
+    );
+    assert!(page(&["--before", &serials[4]]).is_empty());
+    server.fails_with(
+        "pat",
+        &["history", "--before", "SL0199999999-1"],
+        "unknown_item",
+    );
+
+    let today = time::OffsetDateTime::now_utc().date();
+    let csv = dir.path().join("history.csv");
+    let v = server.ok(
+        "pat",
+        &[
+            "history",
+            "--format",
+            "csv",
+            "--from",
+            &today.to_string(),
+            "--to",
+            &today.to_string(),
+            "--out",
+            s(&csv),
+        ],
+    );
+    assert_eq!(v["items"], 5, "{v}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "serial,kind,amount,amount_mills,status,issued_at");
+    assert_eq!(lines.len(), 6);
+    assert!(lines[1].starts_with(&format!("{},postage,0.78,780,printed,", serials[0])));
+    let tomorrow = (today + time::Duration::days(1)).to_string();
+    let later = server.ok("pat", &["history", "--from", &tomorrow, "--to", &tomorrow]);
+    assert!(later["items"].as_array().unwrap().is_empty(), "{later}");
+    server.fails_with("pat", &["history", "--from", &tomorrow], "bad_request");
+}

@@ -115,9 +115,17 @@ impl Client {
         self.call(Op::Balance {}).await
     }
 
-    /// `history`: the latest `limit` items.
-    pub async fn history(&self, limit: u32) -> Result<HistoryReply, ClientError> {
-        self.call(Op::History { limit }).await
+    /// `history`: the latest `limit` items, or the `limit` before the item `before`.
+    pub async fn history(
+        &self,
+        limit: u32,
+        before: Option<&str>,
+    ) -> Result<HistoryReply, ClientError> {
+        self.call(Op::History {
+            limit,
+            before: before.map(str::to_owned),
+        })
+        .await
     }
 
     /// `fund`: adds `amount` to the account.

@@ -441,8 +441,14 @@ impl<B: Backend> Store for B {
         self.read(|tx, _| reports::meters(tx))
     }
 
-    fn history(&self, user_id: UserId, limit: u32) -> Result<Vec<ItemSummary>, LedgerError> {
-        self.read(move |tx, _| reports::history(tx, user_id, limit))
+    fn history_page(
+        &self,
+        user_id: UserId,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ItemSummary>, LedgerError> {
+        let before = before.map(str::to_owned);
+        self.read(move |tx, _| reports::history(tx, user_id, before.as_deref(), limit))
     }
 
     fn item_status(&self, serial: &str) -> Result<Option<ItemStatus>, LedgerError> {

@@ -835,7 +835,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn meters(&self) -> Result<Vec<MeterState>, LedgerError>;
 
     /// The user's items, newest first, at most `min(limit, MAX_HISTORY_LIMIT)`.
-    fn history(&self, user_id: UserId, limit: u32) -> Result<Vec<ItemSummary>, LedgerError>;
+    fn history(&self, user_id: UserId, limit: u32) -> Result<Vec<ItemSummary>, LedgerError> {
+        self.history_page(user_id, None, limit)
+    }
+
+    /// A page of the user's items, newest first: those older than the user's item `before`
+    /// (by issue time, then number), at most `min(limit, MAX_HISTORY_LIMIT)`. Walking pages,
+    /// each from the last serial of the one before, visits every item once (keyset paging: items
+    /// issued meanwhile do not shift the pages). `UnknownItem` when `before` is not the user's.
+    fn history_page(
+        &self,
+        user_id: UserId,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ItemSummary>, LedgerError>;
 
     /// The user's items of `kind` issued in `[from_ms, to_ms)`, oldest first, with their bytes
     /// (exports such as positive pay); at most [`MAX_EXPORT_ITEMS`], else `InvalidInput`

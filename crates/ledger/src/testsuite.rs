@@ -109,6 +109,7 @@ pub const BEHAVIOURS: &[(&str, Behaviour)] = &[
         "history_is_newest_first_and_limited",
         history_is_newest_first_and_limited,
     ),
+    ("paging_walks_every_item_once", paging_walks_every_item_once),
     (
         "fund_validates_input_and_refuses_duplicate_payment",
         fund_validates_input_and_refuses_duplicate_payment,
@@ -1603,6 +1604,72 @@ pub fn login_failures_back_off_per_name_and_source(store: &dyn Store) {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     // register + 11 failures + 1 login + 1 clear + 1 failure
     assert_eq!(report.audit_entries, 15);
+}
+
+/// Items [`paging_walks_every_item_once`] pages through.
+pub const PAGING_ITEMS: usize = 10_000;
+
+/// [`PAGING_ITEMS`] items — postage and every tenth a ticket, three to a millisecond so that
+/// issue times tie — walked in pages of 97 from the last serial of each: every item once, newest
+/// first, none skipped, and another user's serial or an unknown one is `UnknownItem`.
+pub fn paging_walks_every_item_once(store: &dyn Store) {
+    let u = add_user(store, 1);
+    let other = add_user(store, 2);
+    fund(store, u, "f1", 100_000);
+    fund(store, other, "f1", 1_000);
+    let mut issued = Vec::with_capacity(PAGING_ITEMS);
+    for i in 0..PAGING_ITEMS {
+        let at = T0_MS + i64::try_from(i / 3).expect("small");
+        let (kind, id) = if i % 10 == 9 {
+            ("ticket", format!("t{i}"))
+        } else {
+            ("postage", format!("p{i}"))
+        };
+        let input = IssueInput {
+            kind,
+            amount: amount(1),
+            session: None,
+            valid_until_ms: None,
+        };
+        let out = ok(
+            store
+                .issue(&req(u, &id, kind), &input, Box::new(sign_ok), at)
+                .wait(),
+            "issue",
+        );
+        issued.push((at, out.serial));
+    }
+    // Newest first: by issue time, then by number (a ticket's is above every postage piece's).
+    let number = |serial: &str| -> u64 {
+        serial
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("numbered serial")
+    };
+    issued.sort_by_key(|(at, serial)| (std::cmp::Reverse(*at), std::cmp::Reverse(number(serial))));
+    let expected: Vec<String> = issued.into_iter().map(|(_, s)| s).collect();
+    let mut walked: Vec<String> = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let page = ok(store.history_page(u, before.as_deref(), 97), "page");
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|i| i.serial.clone());
+        walked.extend(page.into_iter().map(|i| i.serial));
+    }
+    assert_eq!(walked.len(), PAGING_ITEMS);
+    assert!(walked == expected, "pages skip, repeat or misorder items");
+    let foreign = issue(store, other, "o1", 1).serial;
+    assert!(matches!(
+        store.history_page(u, Some(&foreign), 10),
+        Err(LedgerError::UnknownItem)
+    ));
+    assert!(matches!(
+        store.history_page(u, Some("SL0199999999-1"), 10),
+        Err(LedgerError::UnknownItem)
+    ));
 }
 
 pub fn unknown_users_and_items_are_reported(store: &dyn Store) {

@@ -511,3 +511,11 @@ fn value_items_behave_on_postgres() {
         on_pg(name, *behaviour);
     }
 }
+
+#[test]
+fn paging_walks_every_item_once() {
+    on_pg(
+        "paging_walks_every_item_once",
+        testsuite::paging_walks_every_item_once,
+    );
+}

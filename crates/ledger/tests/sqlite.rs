@@ -624,3 +624,8 @@ fn value_items_behave_on_files() {
         on_file(*behaviour);
     }
 }
+
+#[test]
+fn paging_walks_every_item_once() {
+    on_file(testsuite::paging_walks_every_item_once);
+}

@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use stampline_items::Serial;
+use stampline_items::{Body, Item, KeyId, Serial};
 use stampline_ledger::{RequestKey, Role, Store, ThrottlePolicy, UserId};
 use stampline_psd::Psd;
 use stampline_sandbox::{Bank, Cmls};
@@ -168,6 +168,43 @@ struct Admin {
     actor: String,
 }
 
+/// Signs the body `body_for` makes for the device's current signing key. A rotation between
+/// reading the current key and signing retires that key: the current key is read once more
+/// rather than the issue failing. Returns the key and the signed item.
+fn sign_with_current_key(
+    psd: &dyn Psd,
+    body_for: impl Fn(KeyId) -> Result<Body, String>,
+) -> Result<(KeyId, Item), String> {
+    let mut retried = false;
+    loop {
+        let key_id = psd.current_signing_key();
+        let body = body_for(key_id)?;
+        let payload = body.signed_payload().map_err(|e| e.to_string())?;
+        match psd.sign_item(key_id, &payload) {
+            Ok(signature) => return Ok((key_id, Item { body, signature })),
+            Err(stampline_psd::PsdError::KeyRetired(_)) if !retried => retried = true,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// The check the ledger runs before it commits an issue: the fresh signature verifies with the
+/// published key verifiers will use.
+fn fresh_check(psd: Arc<dyn Psd>, key_id: KeyId, item: Item) -> stampline_ledger::ItemCheck {
+    Box::new(move || {
+        let spki = psd
+            .published_keys()
+            .into_iter()
+            .find(|k| k.key_id == key_id)
+            .ok_or("signing key is not published")?
+            .spki_der;
+        item.verify(&spki).map_err(|e| {
+            tracing::error!(%key_id, error = %e, "a fresh item signature does not verify");
+            format!("fresh signature does not verify: {e}")
+        })
+    })
+}
+
 /// A serial that does not parse is no item of anyone's.
 fn check_serial(serial: &str) -> Result<(), CoreError> {
     serial
@@ -303,8 +340,11 @@ impl Core {
                 &id,
                 &postage::quote(&class, &weight_oz, from_zip.as_deref(), to_zip.as_deref())?,
             ),
-            Op::History { limit } => {
-                Response::ok_with(name, &id, &self.history(user_id, limit).await?)
+            Op::History { limit, before } => {
+                if let Some(serial) = &before {
+                    check_serial(serial)?;
+                }
+                Response::ok_with(name, &id, &self.history(user_id, before, limit).await?)
             }
             Op::Bye {} => Response::ok_with(name, &id, &ByeReply {}),
             Op::AdminKeys {} => Response::ok_with(name, &id, &self.admin_keys(user_id).await?),

@@ -531,7 +531,15 @@ async fn every_op_answers_with_the_fields_of_its_typed_reply() {
     )
     .await;
     assert_eq!(refunded.status, "refunded");
-    let history: HistoryReply = reply(core, uid, Op::History { limit: 5 }).await;
+    let history: HistoryReply = reply(
+        core,
+        uid,
+        Op::History {
+            limit: 5,
+            before: None,
+        },
+    )
+    .await;
     assert_eq!(history.items[0].serial, issued.serial);
     let balance: BalanceReply = reply(core, uid, Op::Balance {}).await;
     assert_eq!(balance.balance_mills, 5_000);

@@ -344,7 +344,13 @@ async fn bad_requests_get_clear_codes_and_the_link_and_balance_stay() {
             },
             "unknown_item",
         ),
-        (Op::History { limit: 0 }, "bad_request"),
+        (
+            Op::History {
+                limit: 0,
+                before: None,
+            },
+            "bad_request",
+        ),
     ];
     for (op, code) in cases {
         let name = op.name();

@@ -114,8 +114,12 @@ pub enum Op {
     Refund {
         serial: String,
     },
+    /// The newest `limit` items, or with `before` (a serial of the user's) the `limit` items
+    /// issued before it: pages walked from the last serial of each.
     History {
         limit: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<String>,
     },
     Bye {},
     /// Admin role only: every signing key with its status.

@@ -4,9 +4,12 @@
 use serde::Serialize;
 
 use super::requests::{replay, store_outcome};
-use super::values::parse_status;
+use super::values::{check_text, parse_status};
 use crate::sql::{Param, Tx};
-use crate::{IssueOutcome, ItemStatus, LedgerError, MAX_SERIAL_LEN, RequestKey, UserId};
+use crate::{
+    IssueOutcome, ItemStatus, LedgerError, MAX_ITEM_BYTES, MAX_SERIAL_LEN, PieceState, RequestKey,
+    SignedItem, UserId,
+};
 
 use Param::{Int, Text};
 
@@ -157,4 +160,27 @@ pub(crate) fn replay_issue(
         postage_mills: stored.postage_mills,
         refill_due: false,
     })
+}
+
+/// Signs a piece with the caller's signer and checks what it returns: a serial of 1 to
+/// [`MAX_SERIAL_LEN`] bytes and 1 to [`MAX_ITEM_BYTES`] item bytes; the signature check it hands
+/// back runs before the commit (`Tx::defer_check`). Writes nothing.
+pub(crate) fn sign_piece(
+    tx: &mut dyn Tx,
+    sign: &mut dyn FnMut(&PieceState) -> Result<SignedItem, String>,
+    state: &PieceState,
+) -> Result<SignedItem, LedgerError> {
+    let mut signed = sign(state).map_err(LedgerError::Signing)?;
+    if let Some(check) = signed.check.take() {
+        tx.defer_check(check)?;
+    }
+    check_text("serial", &signed.serial, 1, MAX_SERIAL_LEN)
+        .map_err(|e| LedgerError::Signing(format!("signer returned a bad serial: {e}")))?;
+    if signed.bytes.is_empty() || signed.bytes.len() > MAX_ITEM_BYTES {
+        return Err(LedgerError::Signing(format!(
+            "signer returned {} item bytes",
+            signed.bytes.len()
+        )));
+    }
+    Ok(signed)
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::Ctx;
 use super::audit_log::{ACTOR_SYSTEM, append_audit_entry, detail_json, user_actor};
 use super::items::{
-    Item, load_item, load_item_locked, replay_issue, set_status, store_issue_outcome,
+    Item, load_item, load_item_locked, replay_issue, set_status, sign_piece, store_issue_outcome,
 };
 use super::meter::{
     Meter, check_user_invariants, lock_meter, lock_meter_with_balance, require_meter, store_meter,
@@ -27,9 +27,9 @@ use super::value_items;
 use super::values::{check_text, positive_mills, register_add, to_u64};
 use crate::sql::{Param, Tx};
 use crate::{
-    ACCOUNT_POSTAGE_SOLD, IssueInput, IssueOutcome, ItemStatus, LedgerError, MAX_ITEM_BYTES,
-    MAX_SERIAL_LEN, MAX_TEXT_LEN, PieceState, ReprintLimits, ReprintOutcome, RequestKey,
-    SignedItem, StatusOutcome, customer_account, reserved_account,
+    ACCOUNT_POSTAGE_SOLD, IssueInput, IssueOutcome, ItemStatus, LedgerError, MAX_TEXT_LEN,
+    PieceState, ReprintLimits, ReprintOutcome, RequestKey, SignedItem, StatusOutcome,
+    customer_account, reserved_account,
 };
 
 use Param::{Blob, Int, OptText, Text};
@@ -101,18 +101,7 @@ pub(crate) fn issue(
         ascending_mills: to_u64(new_meter.ascending_mills, "ascending register")?,
         descending_mills: to_u64(new_meter.descending_mills, "descending register")?,
     };
-    let mut signed = sign(&piece_state).map_err(LedgerError::Signing)?;
-    if let Some(check) = signed.check.take() {
-        tx.defer_check(check)?;
-    }
-    check_text("serial", &signed.serial, 1, MAX_SERIAL_LEN)
-        .map_err(|e| LedgerError::Signing(format!("signer returned a bad serial: {e}")))?;
-    if signed.bytes.is_empty() || signed.bytes.len() > MAX_ITEM_BYTES {
-        return Err(LedgerError::Signing(format!(
-            "signer returned {} item bytes",
-            signed.bytes.len()
-        )));
-    }
+    let signed = sign_piece(tx, sign, &piece_state)?;
     store_meter(tx, ctx, &meter, &new_meter)?;
     let inserted = tx.exec(
         "INSERT INTO items (serial, user_id, kind, amount_mills, piece, status, bytes,

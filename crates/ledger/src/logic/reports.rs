@@ -86,15 +86,34 @@ pub(crate) fn meters(tx: &mut dyn Tx) -> Result<Vec<MeterState>, LedgerError> {
 pub(crate) fn history(
     tx: &mut dyn Tx,
     user_id: UserId,
+    before: Option<&str>,
     limit: u32,
 ) -> Result<Vec<ItemSummary>, LedgerError> {
     load_meter_raw(tx, user_id)?.ok_or(LedgerError::UnknownUser)?;
-    let limit = limit.min(MAX_HISTORY_LIMIT);
-    let rows = tx.rows(
-        "SELECT serial, kind, amount_mills, status, issued_at_ms FROM items
-         WHERE user_id = ?1 ORDER BY issued_at_ms DESC, piece DESC LIMIT ?2",
-        &[Int(user_id), Int(i64::from(limit))],
-    )?;
+    let limit = i64::from(limit.min(MAX_HISTORY_LIMIT));
+    let rows = match before {
+        None => tx.rows(
+            "SELECT serial, kind, amount_mills, status, issued_at_ms FROM items
+             WHERE user_id = ?1 ORDER BY issued_at_ms DESC, piece DESC LIMIT ?2",
+            &[Int(user_id), Int(limit)],
+        )?,
+        Some(serial) => {
+            let at = tx
+                .row(
+                    "SELECT issued_at_ms, piece FROM items WHERE serial = ?1 AND user_id = ?2",
+                    &[Text(serial), Int(user_id)],
+                )?
+                .ok_or(LedgerError::UnknownItem)?;
+            let (time, piece) = (at.int(0)?, at.int(1)?);
+            tx.rows(
+                "SELECT serial, kind, amount_mills, status, issued_at_ms FROM items
+                 WHERE user_id = ?1
+                   AND (issued_at_ms < ?2 OR (issued_at_ms = ?2 AND piece < ?3))
+                 ORDER BY issued_at_ms DESC, piece DESC LIMIT ?4",
+                &[Int(user_id), Int(time), Int(piece), Int(limit)],
+            )?
+        }
+    };
     rows.iter()
         .map(|r| {
             Ok(ItemSummary {

@@ -20,7 +20,7 @@ use stampline_money::Amount;
 
 use super::Ctx;
 use super::audit_log::{append_audit_entry, detail_json, user_actor};
-use super::items::{Item, load_item_locked, replay_issue, store_issue_outcome};
+use super::items::{Item, load_item_locked, replay_issue, sign_piece, store_issue_outcome};
 use super::meter::{Meter, lock_meter, lock_meter_with_balance, store_meter, user_invariants};
 use super::payments::refill_due;
 use super::requests::{find_outcome, replay, store_outcome};
@@ -32,10 +32,9 @@ use super::transfers::{
 use super::values::{check_text, positive_mills, register_add, to_u64};
 use crate::sql::{Param, Tx};
 use crate::{
-    IssueInput, IssueOutcome, ItemStatus, LedgerError, MAX_ITEM_BYTES, MAX_SERIAL_LEN,
-    MAX_TEXT_LEN, PieceState, RedeemOutcome, RequestKey, SignedItem, UserId, VALUE_KINDS,
-    ValueRegister, carries_funds, customer_account, outstanding_account, reserved_account,
-    value_item_number,
+    IssueInput, IssueOutcome, ItemStatus, LedgerError, MAX_TEXT_LEN, PieceState, RedeemOutcome,
+    RequestKey, SignedItem, UserId, VALUE_KINDS, ValueRegister, carries_funds, customer_account,
+    outstanding_account, reserved_account, value_item_number,
 };
 
 use Param::{Blob, Int, OptInt, OptText, Text};
@@ -160,18 +159,7 @@ pub(crate) fn issue(
         ascending_mills: to_u64(meter.ascending_mills, "ascending register")?,
         descending_mills: to_u64(meter.descending_mills, "descending register")?,
     };
-    let mut signed = sign(&state).map_err(LedgerError::Signing)?;
-    if let Some(check) = signed.check.take() {
-        tx.defer_check(check)?;
-    }
-    check_text("serial", &signed.serial, 1, MAX_SERIAL_LEN)
-        .map_err(|e| LedgerError::Signing(format!("signer returned a bad serial: {e}")))?;
-    if signed.bytes.is_empty() || signed.bytes.len() > MAX_ITEM_BYTES {
-        return Err(LedgerError::Signing(format!(
-            "signer returned {} item bytes",
-            signed.bytes.len()
-        )));
-    }
+    let signed = sign_piece(tx, sign, &state)?;
     let number = i64::try_from(number).map_err(|_| LedgerError::Overflow)?;
 
     // The writes.

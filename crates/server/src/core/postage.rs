@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use stampline_items::{
-    DeliveryPoint, DeviceId, Item, ItemDate, PostageIndicium, RateCategory, SOFTWARE_ID, Zip5,
+    DeliveryPoint, DeviceId, ItemDate, PostageIndicium, RateCategory, SOFTWARE_ID, Zip5,
 };
 use stampline_ledger::{IssueInput, PieceState, ReprintLimits, SignedItem, UserId};
 use stampline_money::Amount;
@@ -178,20 +178,7 @@ impl Core {
                         software_id: SOFTWARE_ID,
                     }))
                 };
-                // A rotation between reading the current key and signing retires that key:
-                // read the current key once more rather than fail the purchase.
-                let mut retried = false;
-                let (key_id, body, signature) = loop {
-                    let key_id = psd.current_signing_key();
-                    let body = body_for(key_id)?;
-                    let payload = body.signed_payload().map_err(|e| e.to_string())?;
-                    match psd.sign_item(key_id, &payload) {
-                        Ok(signature) => break (key_id, body, signature),
-                        Err(stampline_psd::PsdError::KeyRetired(_)) if !retried => retried = true,
-                        Err(e) => return Err(e.to_string()),
-                    }
-                };
-                let item = Item { body, signature };
+                let (key_id, item) = super::sign_with_current_key(&*psd, body_for)?;
                 let serial = item.body.serial().to_string();
                 let bytes = item.to_bytes().map_err(|e| e.to_string())?;
                 // Check the fresh signature with the key verifiers will use (one in
@@ -201,21 +188,9 @@ impl Core {
                 let n = core
                     .signed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let check = n.is_multiple_of(core.cfg.verify_every.max(1)).then(|| {
-                    let psd = Arc::clone(&psd);
-                    Box::new(move || {
-                        let spki = psd
-                            .published_keys()
-                            .into_iter()
-                            .find(|k| k.key_id == key_id)
-                            .ok_or("signing key is not published")?
-                            .spki_der;
-                        item.verify(&spki).map_err(|e| {
-                            tracing::error!(%key_id, error = %e, "a fresh item signature does not verify");
-                            format!("fresh signature does not verify: {e}")
-                        })
-                    }) as stampline_ledger::ItemCheck
-                });
+                let check = n
+                    .is_multiple_of(core.cfg.verify_every.max(1))
+                    .then(|| super::fresh_check(Arc::clone(&psd), key_id, item));
                 Ok(SignedItem {
                     serial,
                     bytes,

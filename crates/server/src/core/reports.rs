@@ -59,10 +59,12 @@ impl Core {
         })
     }
 
-    /// The `history` op: the newest `limit` items (1 to [`MAX_HISTORY`]).
+    /// The `history` op: the newest `limit` items (1 to [`MAX_HISTORY`]), or those before the
+    /// user's item `before`.
     pub(super) async fn history(
         self: &Arc<Self>,
         user_id: UserId,
+        before: Option<String>,
         limit: u32,
     ) -> Result<HistoryReply, CoreError> {
         if limit == 0 || limit > MAX_HISTORY {
@@ -72,7 +74,9 @@ impl Core {
             ));
         }
         let core = Arc::clone(self);
-        let items = blocking(move || Ok(core.store.history(user_id, limit)?)).await?;
+        let items =
+            blocking(move || Ok(core.store.history_page(user_id, before.as_deref(), limit)?))
+                .await?;
         Ok(HistoryReply {
             items: items
                 .into_iter()

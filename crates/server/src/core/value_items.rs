@@ -301,10 +301,8 @@ impl Core {
                 )),
                 _ => {}
             }
-            let mut retried = false;
-            let (body, signature, key_id) = loop {
-                let key_id = psd.current_signing_key();
-                let body = stampline_items::Body::Value(ValueItem {
+            let body_for = |key_id| -> Result<stampline_items::Body, String> {
+                Ok(stampline_items::Body::Value(ValueItem {
                     kind,
                     device_id,
                     key_id,
@@ -313,29 +311,13 @@ impl Core {
                     issue_date: order.issue_date,
                     valid_until: order.valid_until,
                     fields: fields.clone(),
-                });
-                let payload = body.signed_payload().map_err(|e| e.to_string())?;
-                match psd.sign_item(key_id, &payload) {
-                    Ok(signature) => break (body, signature, key_id),
-                    Err(stampline_psd::PsdError::KeyRetired(_)) if !retried => retried = true,
-                    Err(e) => return Err(e.to_string()),
-                }
+                }))
             };
-            let item = Item { body, signature };
+            let (key_id, item) = super::sign_with_current_key(&*psd, body_for)?;
             let serial = item.body.serial().to_string();
             let bytes = item.to_bytes().map_err(|e| e.to_string())?;
             // Every value item's fresh signature is checked before it commits (they are few).
-            let psd = Arc::clone(&psd);
-            let check = Box::new(move || {
-                let spki = psd
-                    .published_keys()
-                    .into_iter()
-                    .find(|k| k.key_id == key_id)
-                    .ok_or("signing key is not published")?
-                    .spki_der;
-                item.verify(&spki)
-                    .map_err(|e| format!("fresh signature does not verify: {e}"))
-            }) as stampline_ledger::ItemCheck;
+            let check = super::fresh_check(Arc::clone(&psd), key_id, item);
             Ok(SignedItem {
                 serial,
                 bytes,
