@@ -11,7 +11,8 @@ use stampline_server::core::{Core, CoreConfig};
 use stampline_server::database::{Database, open_store};
 use stampline_wire::Op;
 use stampline_wire::replies::{
-    AdminKeysReply, AdminRevokeKeyReply, AdminRotateKeyReply, AdminThrottlesReply, AdminUnlockReply,
+    AdminKeysReply, AdminKickReply, AdminLinksReply, AdminRevokeKeyReply, AdminRotateKeyReply,
+    AdminThrottlesReply, AdminUnlockReply,
 };
 
 use crate::args::{AdminArgs, AdminCommand, Global};
@@ -115,6 +116,52 @@ pub async fn admin(global: &Global, a: AdminArgs, out: Out) -> Result<(), CliErr
                     t.user, t.source, t.failures
                 ));
             }
+            out.reply(&v, &human);
+            Ok(())
+        }
+        AdminCommand::Links => {
+            let v: AdminLinksReply = request(global, Op::AdminLinks {}).await?;
+            let mut human = String::from(
+                "session  user  client  platform  address  since  last beat  rtt  issued",
+            );
+            for l in &v.links {
+                human.push_str(&format!(
+                    "\n{}  {}  {}  {}  {}  {}  {}  {}  {}",
+                    l.session,
+                    l.user,
+                    l.client,
+                    l.platform.as_deref().unwrap_or("-"),
+                    l.address,
+                    l.linked_since,
+                    l.last_beat.as_deref().unwrap_or("-"),
+                    l.round_trip_ms
+                        .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms")),
+                    l.issued
+                ));
+            }
+            out.reply(&v, &human);
+            Ok(())
+        }
+        AdminCommand::Kick { target } => {
+            let op = if uuid::Uuid::parse_str(&target).is_ok() {
+                Op::AdminKick {
+                    session: Some(target),
+                    user: None,
+                }
+            } else {
+                Op::AdminKick {
+                    session: None,
+                    user: Some(target),
+                }
+            };
+            let v: AdminKickReply = request(global, op).await?;
+            let human = format!("{} link(s) ending", v.ended.len());
+            out.reply(&v, &human);
+            Ok(())
+        }
+        AdminCommand::Lock { name } => {
+            let v: AdminKickReply = request(global, Op::AdminLock { user: name.clone() }).await?;
+            let human = format!("{name} is locked; {} link(s) ending", v.ended.len());
             out.reply(&v, &human);
             Ok(())
         }

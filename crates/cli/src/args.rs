@@ -707,8 +707,21 @@ pub enum AdminCommand {
         #[arg(long, default_value = "./stampline-data")]
         data_dir: PathBuf,
     },
-    /// Clear every login back-off of a user name, from every source.
+    /// Clear every login back-off of a user name, from every source, and lift an `admin lock`.
     Unlock {
+        /// The user name.
+        name: String,
+    },
+    /// Every live link on the server: user, client and platform, address, since, last beat,
+    /// round trip, items issued.
+    Links,
+    /// End a link (its session id) or every link of a user, within a beat interval.
+    Kick {
+        /// A session id (from `admin links`) or a user name.
+        target: String,
+    },
+    /// Refuse a user's logins until `admin unlock`, and end its links.
+    Lock {
         /// The user name.
         name: String,
     },

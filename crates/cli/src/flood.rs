@@ -224,6 +224,7 @@ async fn hello(tls: TlsStream<TcpStream>, port: u16, user: &str, password: &str)
         password: Secret(password.into()),
         client_nonce: Hex([7; 8]),
         client: "stampline-flood/1".into(),
+        platform: None,
     };
     if ws.send(Message::text(encode_frame(&frame))).await.is_err() {
         return "closed".into();

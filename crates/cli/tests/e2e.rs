@@ -407,3 +407,54 @@ fn history_pages_from_a_serial_and_exports_a_whole_period_as_csv() {
     assert!(later["items"].as_array().unwrap().is_empty(), "{later}");
     server.fails_with("pat", &["history", "--from", &tomorrow], "bad_request");
 }
+
+#[test]
+fn an_operator_locks_a_user_out_and_lets_them_back_in() {
+    let server = TestServer::start();
+    server.register("lou");
+    let data = server.trust.parent().unwrap();
+    let created = Command::new(BIN)
+        .args([
+            "--json",
+            "--user",
+            "root",
+            "admin",
+            "create",
+            "--data-dir",
+            s(data),
+        ])
+        .env("STAMPLINE_PASSWORD", common::PASSWORD)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    let links = server.ok("root", &["admin", "links"]);
+    let listed: Vec<&str> = links["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        ["root"],
+        "only the operator's own link is live: {links}"
+    );
+    server.fails_with("lou", &["admin", "links"], "forbidden");
+    let locked = server.ok("root", &["admin", "lock", "lou"]);
+    assert_eq!(locked["locked"], true, "{locked}");
+    server.fails_with("lou", &["balance"], "user_locked");
+    server.ok("root", &["admin", "unlock", "lou"]);
+    server.ok("lou", &["balance"]);
+    let kicked = server.ok("root", &["admin", "kick", "lou"]);
+    assert_eq!(
+        kicked["ended"],
+        serde_json::json!([]),
+        "lou has no live link: {kicked}"
+    );
+    common::assert_audit_passes(data);
+}

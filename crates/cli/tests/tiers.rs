@@ -230,6 +230,60 @@ fn split_mode_end_to_end_through_two_gateways_of_one_core() {
     assert!(!ok);
     assert_eq!(v["error"], "bad_credentials", "{v}");
 
+    // An operator logged in through one gateway sees the link through the other and ends it:
+    // the core tells that gateway at its next report (every 250 ms).
+    let created = Command::new(BIN)
+        .args([
+            "--json",
+            "--user",
+            "root",
+            "admin",
+            "create",
+            "--data-dir",
+            s(&split.data),
+        ])
+        .env("STAMPLINE_PASSWORD", PASSWORD)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    runtime.block_on(async {
+        let link = link_when_up(&a.endpoint(), "ann").await;
+        let root = link_when_up(&b.endpoint(), "root").await;
+        let view = root
+            .request(Op::AdminLinks {})
+            .await
+            .unwrap()
+            .decode::<stampline_wire::replies::AdminLinksReply>()
+            .unwrap();
+        let mine = view
+            .links
+            .iter()
+            .find(|l| l.session == link.session().to_string())
+            .unwrap_or_else(|| panic!("the link through gateway a is not listed: {view:?}"));
+        assert_eq!(mine.user, "ann");
+        let at = std::time::Instant::now();
+        let r = root
+            .request(Op::AdminKick {
+                session: Some(link.session().to_string()),
+                user: None,
+            })
+            .await
+            .unwrap();
+        assert!(r.ok, "{r:?}");
+        let lost = link.wait_lost(Duration::from_secs(3)).await;
+        assert!(
+            lost.as_deref().is_some_and(|why| why.contains("kicked")),
+            "{lost:?}"
+        );
+        assert!(at.elapsed() < Duration::from_secs(1), "{:?}", at.elapsed());
+        root.bye().await.unwrap();
+    });
+
     // A gateway dies: its client's link ends; the client logs in through the other gateway.
     let mut gateways = split.gateways;
     runtime.block_on(async {

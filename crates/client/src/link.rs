@@ -26,6 +26,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 /// This client's name in hello.
 pub const CLIENT_NAME: &str = concat!("stampline-cli/", env!("CARGO_PKG_VERSION"));
+/// The platform the client tells the server in its hello: its operating system and
+/// architecture, e.g. `linux-x86_64`.
+pub fn platform() -> String {
+    format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -207,6 +212,7 @@ impl Link {
             password: Secret(password.to_owned()),
             client_nonce: Hex(cn),
             client: CLIENT_NAME.into(),
+            platform: Some(platform()),
         };
         ws.send(Message::text(encode_frame(&hello)))
             .await

@@ -188,6 +188,18 @@ impl<B: Backend> Store for B {
         self.write(move |tx, _| accounts::clear_login_throttles(tx, &user_key, &actor, now_ms))
     }
 
+    fn set_user_locked(
+        &self,
+        user_key: &str,
+        locked: bool,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<bool, LedgerError> {
+        values::check_text("actor", actor, 1, crate::MAX_AUDIT_FIELD_LEN)?;
+        let (user_key, actor) = (user_key.to_owned(), actor.to_owned());
+        self.write(move |tx, _| accounts::set_user_locked(tx, &user_key, locked, &actor, now_ms))
+    }
+
     // ---- Postage ----
 
     fn issue(

@@ -601,6 +601,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now_ms: i64,
     ) -> Result<u64, LedgerError>;
 
+    /// Locks the user (`locked` true: its logins are refused until unlocked, see
+    /// [`UserRecord::locked`]) or unlocks it; returns whether that changed anything. Audit
+    /// "user_locked" or "user_unlocked" by `actor`.
+    fn set_user_locked(
+        &self,
+        user_key: &str,
+        locked: bool,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<bool, LedgerError>;
+
     // ---- Postage (`logic::postage`, `logic::confirm_window`) ----
 
     /// Reserves the amount and issues the next piece: customer:U → reserved:U, ascending += amount,

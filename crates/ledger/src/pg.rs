@@ -264,6 +264,7 @@ ALTER TABLE transfers ADD CONSTRAINT transfers_kind_check
     CHECK (kind IN ('fund', 'reserve', 'post', 'void', 'refund', 'payout', 'redeem'));
 INSERT INTO accounts (id, balance) VALUES ('outstanding:ticket', 0), ('outstanding:check', 0),
     ('outstanding:certificate', 0) ON CONFLICT DO NOTHING;
+UPDATE users SET locked_until_ms = NULL;
 "#;
 
 const PG_MIGRATIONS: [&str; 8] = [PG_V1, PG_V2, PG_V3, PG_V4, PG_V5, PG_V6, PG_V7, PG_V8];

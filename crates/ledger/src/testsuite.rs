@@ -111,6 +111,10 @@ pub const BEHAVIOURS: &[(&str, Behaviour)] = &[
     ),
     ("paging_walks_every_item_once", paging_walks_every_item_once),
     (
+        "an_administrator_locks_and_unlocks_a_user",
+        an_administrator_locks_and_unlocks_a_user,
+    ),
+    (
         "fund_validates_input_and_refuses_duplicate_payment",
         fund_validates_input_and_refuses_duplicate_payment,
     ),
@@ -1604,6 +1608,33 @@ pub fn login_failures_back_off_per_name_and_source(store: &dyn Store) {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     // register + 11 failures + 1 login + 1 clear + 1 failure
     assert_eq!(report.audit_entries, 15);
+}
+
+pub fn an_administrator_locks_and_unlocks_a_user(store: &dyn Store) {
+    let u = add_user(store, 1);
+    let locked = |store: &dyn Store| ok(store.user_by_id(u), "user").expect("user").locked;
+    assert!(!locked(store));
+    assert!(ok(
+        store.set_user_locked("user1", true, "admin:root", T0_MS),
+        "lock"
+    ));
+    assert!(locked(store));
+    assert!(!ok(
+        store.set_user_locked("user1", true, "admin:root", T0_MS),
+        "again"
+    ));
+    assert!(!ok(
+        store.set_user_locked("nobody", true, "admin:root", T0_MS),
+        "nobody"
+    ));
+    assert!(ok(
+        store.set_user_locked("user1", false, "admin:root", T0_MS),
+        "unlock"
+    ));
+    assert!(!locked(store));
+    // register, then one entry for the lock and one for the unlock.
+    assert_eq!(ok(store.audit(), "audit").audit_entries, 3);
+    assert_clean(store);
 }
 
 /// Items [`paging_walks_every_item_once`] pages through.

@@ -76,6 +76,8 @@ pub struct UserRecord {
     pub device_id: Option<String>,
     pub license_id: Option<String>,
     pub role: Role,
+    /// An administrator locked the account: its logins are refused until it is unlocked.
+    pub locked: bool,
 }
 
 /// The login back-off: after `free_failures` failed logins for one user name from one source,

@@ -519,3 +519,11 @@ fn paging_walks_every_item_once() {
         testsuite::paging_walks_every_item_once,
     );
 }
+
+#[test]
+fn an_administrator_locks_and_unlocks_a_user() {
+    on_pg(
+        "an_administrator_locks_and_unlocks_a_user",
+        testsuite::an_administrator_locks_and_unlocks_a_user,
+    );
+}

@@ -629,3 +629,8 @@ fn value_items_behave_on_files() {
 fn paging_walks_every_item_once() {
     on_file(testsuite::paging_walks_every_item_once);
 }
+
+#[test]
+fn an_administrator_locks_and_unlocks_a_user() {
+    on_file(testsuite::an_administrator_locks_and_unlocks_a_user);
+}

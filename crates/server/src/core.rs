@@ -362,6 +362,19 @@ impl Core {
             Op::AdminUnlock { user } => {
                 Response::ok_with(name, &id, &self.admin_unlock(user_id, user).await?)
             }
+            Op::AdminLinks {} => Response::ok_with(name, &id, &self.admin_links(user_id).await?),
+            Op::AdminKick { session, user } => Response::ok_with(
+                name,
+                &id,
+                &self
+                    .admin_kick((user_id, caller.session), session, user)
+                    .await?,
+            ),
+            Op::AdminLock { user } => Response::ok_with(
+                name,
+                &id,
+                &self.admin_lock((user_id, caller.session), user).await?,
+            ),
             Op::PaymentOptions {} => {
                 Response::ok_with(name, &id, &self.payment_options(user_id).await?)
             }

@@ -321,9 +321,10 @@ async fn serve_public(
         max_connections: firewall.config.max_connections,
         handshake_timeout: firewall.config.handshake_timeout(),
     };
+    let reporter = tokio::spawn(link::report_loop(state.clone()));
     let router = gateway::router(state);
     // A connection the firewall does not admit is closed before its TLS handshake.
-    stampline_https::serve::serve_with(
+    let served = stampline_https::serve::serve_with(
         listener,
         tls,
         limits,
@@ -338,7 +339,9 @@ async fn serve_public(
         },
         shutdown,
     )
-    .await
+    .await;
+    reporter.abort();
+    served
 }
 
 /// What `stampline server --role gateway` is told.

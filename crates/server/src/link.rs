@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::core::links::{BeatTicket, SessionHello};
+use crate::core::links::{BeatTicket, LINK_REPORT_MS, LinkReport, SessionHello};
 use crate::error::CoreError;
 use crate::firewall::{RateKind, Ticket};
 use crate::state::AppState;
@@ -93,13 +93,14 @@ pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr, ticket: A
         Ok(Some(Ok(_))) => Err(WireError::Malformed("expected a text frame".into())),
         _ => return,
     };
-    let (user, password, cn, client) = match hello {
+    let (user, password, cn, client, platform) = match hello {
         Ok(Frame::Hello {
             version,
             user,
             password,
             client_nonce,
             client,
+            platform,
         }) => {
             if version != PROTOCOL_VERSION {
                 return end_with(
@@ -115,10 +116,13 @@ pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr, ticket: A
                 || user.len() > MAX_USER_BYTES
                 || password.0.len() > MAX_PASSWORD_BYTES
                 || client.len() > MAX_CLIENT_BYTES
+                || platform
+                    .as_ref()
+                    .is_some_and(|p| p.len() > MAX_CLIENT_BYTES)
             {
                 return end_with(&mut ws, fault(codes::BAD_FRAME, "field too long in hello")).await;
             }
-            (user, password, client_nonce.0, client)
+            (user, password, client_nonce.0, client, platform)
         }
         Ok(other) => {
             return end_with(
@@ -147,6 +151,7 @@ pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr, ticket: A
         password,
         client_nonce: Hex(cn),
         client: client.clone(),
+        platform,
         peer,
     };
     let (mut grant, connection) = match state.tier.open_session(hello, BEAT_BATCH).await {
@@ -208,6 +213,7 @@ pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr, ticket: A
             round_trip_ms: None,
         },
     );
+    let kicked = state.sessions.end_switch(session);
     tracing::info!(%session, user = %user, %peer, "link up");
 
     let beats: VecDeque<BeatTicket> = std::mem::take(&mut grant.beats).into();
@@ -220,8 +226,16 @@ pub async fn run(mut ws: WebSocket, state: AppState, peer: SocketAddr, ticket: A
     };
     drop(grant);
     let (done_tx, mut done_rx) = mpsc::channel::<Vec<u8>>(MAX_IN_FLIGHT_PER_LINK);
-    let result = serve_link(&mut ws, &state, live, &mut channel, done_tx, &mut done_rx).await;
-    state.sessions.lock().remove(&session);
+    let result = serve_link(
+        &mut ws,
+        &state,
+        live,
+        &mut channel,
+        (done_tx, &mut done_rx),
+        kicked,
+    )
+    .await;
+    state.sessions.remove(&session);
     // Let requests already in the private tier finish, so that an item issued just as the link
     // broke is covered by the confirmation window that closing the link starts.
     while done_rx.recv().await.is_some() {}
@@ -282,8 +296,8 @@ async fn serve_link(
     state: &AppState,
     mut live: Live,
     channel: &mut Channel,
-    done_tx: mpsc::Sender<Vec<u8>>,
-    done_rx: &mut mpsc::Receiver<Vec<u8>>,
+    (done_tx, done_rx): (mpsc::Sender<Vec<u8>>, &mut mpsc::Receiver<Vec<u8>>),
+    mut kicked: watch::Receiver<Option<String>>,
 ) -> Result<(), Fault> {
     let session = live.session;
     let interval = Duration::from_millis(state.link.beat_interval_ms.max(1));
@@ -307,6 +321,11 @@ async fn serve_link(
             }
             _ = async { match ack_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 return Err(fault(codes::BEAT_TIMEOUT, "heartbeat not acknowledged in time"));
+            }
+            Ok(()) = kicked.changed() => {
+                let reason = kicked.borrow_and_update().clone().unwrap_or_default();
+                tracing::info!(%session, %reason, "link ended by an administrator");
+                return Err(fault(codes::KICKED, reason));
             }
             changed = live.up.changed() => {
                 // The connection this link was opened on is gone: the private tier has forgotten
@@ -407,6 +426,38 @@ impl From<CoreError> for Fault {
         Fault {
             code: e.code(),
             message: e.public_message(),
+        }
+    }
+}
+
+/// Every [`LINK_REPORT_MS`] while the process runs: tell the private tier when each live link
+/// of this process last beat and how fast, and end the links an administrator ended there
+/// (`admin_kick`, `admin_lock`) — well within one beat interval.
+pub async fn report_loop(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_millis(LINK_REPORT_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let reports: Vec<LinkReport> = state
+            .sessions
+            .list()
+            .into_iter()
+            .map(|s| LinkReport {
+                session: s.session,
+                last_beat_ms: s.last_beat_ms,
+                round_trip_ms: s.round_trip_ms,
+            })
+            .collect();
+        if reports.is_empty() {
+            continue;
+        }
+        match state.tier.report_links(reports).await {
+            Ok(ends) => {
+                for end in ends {
+                    state.sessions.end(&end.session, &end.reason);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "links not reported"),
         }
     }
 }

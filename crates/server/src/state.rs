@@ -33,7 +33,8 @@ pub struct LinkConfig {
     pub beat_timeout_ms: u64,
 }
 
-/// What the admin console will show of a live link.
+/// What the public tier knows of a live link (the operators' view is the private tier's,
+/// `admin_links`, fed by [`crate::link::report_loop`]).
 #[derive(Clone, Debug, Serialize)]
 pub struct SessionInfo {
     pub session: Uuid,
@@ -46,13 +47,45 @@ pub struct SessionInfo {
     pub round_trip_ms: Option<u64>,
 }
 
-/// The live links.
+/// The live links, and for each the switch that ends it (an administrator's kick).
 #[derive(Debug, Default)]
 pub struct Sessions {
     live: Mutex<HashMap<Uuid, SessionInfo>>,
+    ends: Mutex<HashMap<Uuid, tokio::sync::watch::Sender<Option<String>>>>,
 }
 
 impl Sessions {
+    /// The switch a link watches: it ends with the reason once [`Sessions::end`] sets one.
+    pub(crate) fn end_switch(&self, session: Uuid) -> tokio::sync::watch::Receiver<Option<String>> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        self.ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(session, tx);
+        rx
+    }
+
+    /// Ends a live link of this process with `reason` (it answers with the error frame `kicked`).
+    pub(crate) fn end(&self, session: &Uuid, reason: &str) {
+        if let Some(tx) = self
+            .ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(session)
+        {
+            let _ = tx.send(Some(reason.to_owned()));
+        }
+    }
+
+    /// Forgets a link that ended.
+    pub(crate) fn remove(&self, session: &Uuid) {
+        self.lock().remove(session);
+        self.ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(session);
+    }
+
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, SessionInfo>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }

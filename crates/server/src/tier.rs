@@ -11,7 +11,7 @@ use stampline_wire::{Request, Response, codes};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::core::links::{BeatTicket, LOCAL, SessionGrant, SessionHello};
+use crate::core::links::{BeatTicket, LOCAL, LinkEnd, LinkReport, SessionGrant, SessionHello};
 use crate::core::{Core, CoreError, RegisterForm, Registered};
 use crate::internal::Call;
 use crate::internal::client::CoreClient;
@@ -181,6 +181,14 @@ impl PrivateTier {
     }
 
     /// A link ended.
+    /// Reports this process's links to the private tier; the answer names those to end.
+    pub async fn report_links(&self, reports: Vec<LinkReport>) -> Result<Vec<LinkEnd>, CoreError> {
+        match &self.0 {
+            Inner::Local(core, _) => Ok(core.report_links(LOCAL, reports)),
+            Inner::Remote(client) => Self::ask(client, Call::ReportLinks { reports }).await,
+        }
+    }
+
     pub async fn close_session(&self, session: Uuid) {
         match &self.0 {
             Inner::Local(core, _) => core.close_session(session, LOCAL).await,

@@ -57,6 +57,8 @@ pub const NOT_REDEEMABLE: &str = "not_redeemable";
 pub const ALREADY_REDEEMED: &str = "already_redeemed";
 pub const EXPIRED: &str = "expired";
 pub const NOT_ALLOWED: &str = "not_allowed";
+pub const KICKED: &str = "kicked";
+pub const USER_LOCKED: &str = "user_locked";
 pub const DUPLICATE_PAYMENT: &str = "duplicate_payment";
 pub const INVALID_INPUT: &str = "invalid_input";
 pub const OVERFLOW: &str = "overflow";
@@ -221,6 +223,14 @@ pub const ALL: &[(&str, &str)] = &[
     (
         EXPIRED,
         "the item's valid-until day is over; it can no longer be redeemed",
+    ),
+    (
+        KICKED,
+        "an administrator ended the link (or locked the account); log in again if allowed",
+    ),
+    (
+        USER_LOCKED,
+        "an administrator locked the account: logins are refused until it is unlocked",
     ),
     (
         NOT_ALLOWED,

@@ -81,6 +81,10 @@ pub enum Frame {
         password: Secret,
         client_nonce: Hex<8>,
         client: String,
+        /// The client's operating system and architecture ("linux-x86_64"), for the operators'
+        /// view of live links; absent from older clients.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        platform: Option<String>,
     },
     Welcome {
         session: Uuid,
@@ -151,6 +155,7 @@ mod tests {
             password: Secret("correct horse battery".into()),
             client_nonce: Hex([1, 2, 3, 4, 5, 6, 7, 8]),
             client: "stampline/0.1".into(),
+            platform: None,
         };
         let text = encode_frame(&frame);
         assert!(text.contains(r#""type":"hello""#));

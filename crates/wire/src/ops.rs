@@ -133,8 +133,22 @@ pub enum Op {
     },
     /// Admin role only: every login back-off not yet forgotten (user name, source, failures, until).
     AdminThrottles {},
-    /// Admin role only: forget every failed login of a user name, from every source.
+    /// Admin role only: forget every failed login of a user name, from every source, and lift
+    /// an administrator's lock on it.
     AdminUnlock {
+        user: String,
+    },
+    /// Admin role only: every live link on the server.
+    AdminLinks {},
+    /// Admin role only: end a link (`session`) or every link of a user (`user`).
+    AdminKick {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+    },
+    /// Admin role only: refuse the user's logins until `admin_unlock`, and end its links.
+    AdminLock {
         user: String,
     },
     /// Extension of v1 (docs/PROTOCOL.md): the item's bytes again, to print, counted and limited.
@@ -179,6 +193,9 @@ impl Op {
             Op::AdminRevokeKey { .. } => "admin_revoke_key",
             Op::AdminThrottles {} => "admin_throttles",
             Op::AdminUnlock { .. } => "admin_unlock",
+            Op::AdminLinks {} => "admin_links",
+            Op::AdminKick { .. } => "admin_kick",
+            Op::AdminLock { .. } => "admin_lock",
             Op::Reprint { .. } => "reprint",
             Op::PaymentOptions {} => "payment_options",
             Op::AutoRefill { .. } => "auto_refill",
@@ -202,11 +219,13 @@ impl Op {
                 | Op::Close {}
                 | Op::Redeem { .. }
                 | Op::Redeemers { .. }
+                | Op::AdminKick { .. }
+                | Op::AdminLock { .. }
         )
     }
 }
 
-const OPS: [&str; 20] = [
+const OPS: [&str; 23] = [
     "balance",
     "quote",
     "issue",
@@ -227,6 +246,9 @@ const OPS: [&str; 20] = [
     "redeem",
     "redeemers",
     "checks",
+    "admin_links",
+    "admin_kick",
+    "admin_lock",
 ];
 
 fn is_zero(n: &u64) -> bool {

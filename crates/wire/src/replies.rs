@@ -283,6 +283,43 @@ pub struct RedeemReply {
     pub balance_mills: u64,
 }
 
+/// One live link as the operators see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveLink {
+    pub session: String,
+    pub user: String,
+    /// The client's name and version from its hello ("stampline-cli/0.1.0").
+    pub client: String,
+    /// Its operating system and architecture, when it said.
+    pub platform: Option<String>,
+    /// The address the link comes from.
+    pub address: String,
+    /// RFC 3339.
+    pub linked_since: String,
+    pub last_beat: Option<String>,
+    pub round_trip_ms: Option<u64>,
+    /// Items issued on this link.
+    pub issued: u64,
+}
+
+/// `admin_links`: every live link, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminLinksReply {
+    pub links: Vec<LiveLink>,
+}
+
+/// `admin_kick` and `admin_lock`: the links that will end (each within a beat interval).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminKickReply {
+    pub ended: Vec<String>,
+    /// `admin_lock`: the user is locked now.
+    #[serde(default)]
+    pub locked: bool,
+}
+
 /// One check as a bank's positive-pay file lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -269,7 +269,7 @@ fn load_user(
 ) -> Result<Option<UserRecord>, LedgerError> {
     let sql = format!(
         "SELECT u.id, u.\"user\", u.password_hash, u.wrapped_link_key, m.device_id, m.license_id,
-                u.role, u.user_key, u.name, u.address, u.city, u.state, u.zip
+                u.role, u.user_key, u.name, u.address, u.city, u.state, u.zip, u.locked_until_ms
          FROM users u JOIN meters m ON m.user_id = u.id WHERE {condition}{}",
         tx.for_update()
     );
@@ -292,6 +292,7 @@ fn load_user(
         license_id: r.opt_text(5)?,
         role: Role::parse(&role)
             .ok_or_else(|| LedgerError::Corrupt(format!("unknown role {role:?}")))?,
+        locked: r.opt_int(13)?.is_some(),
     }))
 }
 
@@ -439,4 +440,38 @@ pub(crate) fn clear_login_throttles(
         &detail.to_string(),
     )?;
     Ok(cleared)
+}
+
+/// Locks (an administrator's `admin lock`: `users.locked_until_ms` set, to the end of time) or
+/// unlocks the user; returns whether that changed anything. Audit "user_locked" or
+/// "user_unlocked" by `actor`.
+pub(crate) fn set_user_locked(
+    tx: &mut dyn Tx,
+    user_key: &str,
+    locked: bool,
+    actor: &str,
+    now_ms: i64,
+) -> Result<bool, LedgerError> {
+    let changed = if locked {
+        tx.exec(
+            "UPDATE users SET locked_until_ms = ?1 WHERE user_key = ?2 AND locked_until_ms IS NULL",
+            &[Int(i64::MAX), Text(user_key)],
+        )?
+    } else {
+        tx.exec(
+            "UPDATE users SET locked_until_ms = NULL
+             WHERE user_key = ?1 AND locked_until_ms IS NOT NULL",
+            &[Text(user_key)],
+        )?
+    };
+    if changed > 0 {
+        let detail = serde_json::json!({ "user": user_key });
+        let action = if locked {
+            "user_locked"
+        } else {
+            "user_unlocked"
+        };
+        append_audit_entry(tx, now_ms, actor, action, &detail.to_string())?;
+    }
+    Ok(changed > 0)
 }

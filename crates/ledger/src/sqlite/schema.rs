@@ -300,7 +300,8 @@ ALTER TABLE meters_v9 RENAME TO meters;
 /// and sequence; the meter's `value_outstanding_mills` (what the user's funds-carrying value items
 /// hold, issued − returned, so that descending = balance + outstanding); an item's valid-until
 /// time and what is left to redeem; the users an issuer allows to redeem; the `redeem` transfer;
-/// the liability accounts `outstanding:KIND`.
+/// the liability accounts `outstanding:KIND`. And `users.locked_until_ms` comes back into use as an
+/// administrator's lock (`admin lock`): whatever the old per-user lockout left there is cleared.
 const V10: &str = "
 ALTER TABLE meters ADD COLUMN value_outstanding_mills INTEGER NOT NULL DEFAULT 0
     CHECK (value_outstanding_mills >= 0);
@@ -342,6 +343,7 @@ CREATE INDEX items_history ON items (user_id, issued_at_ms, piece);
 CREATE INDEX transfers_item ON transfers (item_serial) WHERE item_serial IS NOT NULL;
 INSERT INTO accounts (id, balance) VALUES ('outstanding:ticket', 0), ('outstanding:check', 0),
     ('outstanding:certificate', 0);
+UPDATE users SET locked_until_ms = NULL;
 ";
 
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a database written by a newer build.

@@ -374,6 +374,18 @@ impl Core {
         source: &str,
         detail: &str,
     ) -> Result<LoginGrant, CoreError> {
+        if record.locked {
+            self.store.append_audit(
+                &format!("user:{}", record.id),
+                "login_refused_locked",
+                &serde_json::json!({ "source": source, "detail": detail }).to_string(),
+                self.now_ms(),
+            )?;
+            return Err(CoreError::refused(
+                codes::USER_LOCKED,
+                "an administrator locked this account; ask them to unlock it",
+            ));
+        }
         let k_user = self
             .psd
             .unwrap_user_key(&record.wrapped_link_key, &link_key_context(user_key_str))
@@ -427,7 +439,10 @@ impl Core {
             let cleared = core
                 .store
                 .clear_login_throttles(&key, &admin.actor, core.now_ms())?;
-            tracing::info!(user = %key, cleared, actor = %admin.actor, "login back-offs cleared");
+            let unlocked = core
+                .store
+                .set_user_locked(&key, false, &admin.actor, core.now_ms())?;
+            tracing::info!(user = %key, cleared, unlocked, actor = %admin.actor, "login back-offs cleared");
             Ok(AdminUnlockReply { user: key, cleared })
         })
         .await

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use stampline_ledger::UserId;
+use stampline_wire::replies::{AdminKickReply, AdminLinksReply, LiveLink};
 use stampline_wire::{
     Hex, Request, Response, Secret, auth_transcript, beat_ack_mac, beat_mac, codes, session_key,
 };
@@ -40,8 +41,31 @@ pub struct SessionHello {
     pub password: Secret,
     pub client_nonce: Hex<8>,
     pub client: String,
+    /// The client's operating system and architecture, if it said.
+    #[serde(default)]
+    pub platform: Option<String>,
     pub peer: SocketAddr,
 }
+
+/// What a public tier tells the private tier of one of its links now and then (the
+/// heartbeats are the public tier's): when its last beat was acknowledged, and how fast.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LinkReport {
+    pub session: Uuid,
+    pub last_beat_ms: Option<i64>,
+    pub round_trip_ms: Option<u64>,
+}
+
+/// A link the public tier must end, and why (an administrator's kick or lock).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkEnd {
+    pub session: Uuid,
+    pub reason: String,
+}
+
+/// How often a public tier reports its links and learns which to end: an administrator's
+/// kick ends a link within this (plus one round trip), well inside one beat interval.
+pub const LINK_REPORT_MS: u64 = 250;
 
 /// One heartbeat made in advance: what the beat frame carries and the ack MAC to expect.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,11 +104,23 @@ impl Drop for SessionGrant {
     }
 }
 
-/// A live link's keys, kept by the private tier.
+/// A live link's keys, kept by the private tier, and what the operators see of it.
 struct LinkKeys {
     user_id: UserId,
     k_user: Arc<Zeroizing<[u8; 32]>>,
     owner: Owner,
+    /// The user name as sent in the hello.
+    user: String,
+    client: String,
+    platform: Option<String>,
+    address: String,
+    since_ms: i64,
+    last_beat_ms: Option<i64>,
+    round_trip_ms: Option<u64>,
+    /// Items issued on this link.
+    issued: u64,
+    /// Set when an administrator ended the link: the public tier ends it at its next report.
+    end: Option<String>,
 }
 
 /// A live link's user and `K_user`.
@@ -165,8 +201,10 @@ impl Core {
         let cn = hello.client_nonce.0;
         let transcript = auth_transcript(&hello.user, &cn, &sn, &session);
         let detail = format!(
-            "client={} address={} session={session}",
-            hello.client, hello.peer
+            "client={} platform={} address={} session={session}",
+            hello.client,
+            hello.platform.as_deref().unwrap_or("-"),
+            hello.peer
         );
         let source = SourceKey::of(hello.peer.ip());
         let grant = self
@@ -187,6 +225,15 @@ impl Core {
                 user_id: grant.user_id,
                 k_user: Arc::new(grant.k_user),
                 owner,
+                user: hello.user,
+                client: hello.client,
+                platform: hello.platform,
+                address: hello.peer.to_string(),
+                since_ms: self.now_ms(),
+                last_beat_ms: None,
+                round_trip_ms: None,
+                issued: 0,
+                end: None,
             },
         );
         Ok(SessionGrant {
@@ -224,8 +271,17 @@ impl Core {
     ) -> Response {
         match self.links.get(&session, owner) {
             Ok(link) => {
-                self.handle(link.user_id, link.k_user, request, canonical, session)
-                    .await
+                let issue = matches!(request.op, stampline_wire::Op::Issue { .. });
+                let response = self
+                    .handle(link.user_id, link.k_user, request, canonical, session)
+                    .await;
+                if issue
+                    && response.ok
+                    && let Some(k) = self.links.lock().get_mut(&session)
+                {
+                    k.issued = k.issued.saturating_add(1);
+                }
+                response
             }
             Err(e) => Response::error(
                 request.op.name(),
@@ -274,4 +330,181 @@ impl Core {
     pub fn live_links(&self) -> usize {
         self.links.lock().len()
     }
+
+    /// A public tier's report on its links (`owner`'s): their beats are recorded; the answer
+    /// is the links of its that an administrator ended.
+    pub fn report_links(&self, owner: Owner, reports: Vec<LinkReport>) -> Vec<LinkEnd> {
+        let mut live = self.links.lock();
+        for r in reports {
+            if let Some(k) = live.get_mut(&r.session).filter(|k| k.owner == owner) {
+                k.last_beat_ms = r.last_beat_ms;
+                k.round_trip_ms = r.round_trip_ms;
+            }
+        }
+        live.iter()
+            .filter(|(_, k)| k.owner == owner)
+            .filter_map(|(s, k)| {
+                k.end.clone().map(|reason| LinkEnd {
+                    session: *s,
+                    reason,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks the links for which `pick` says so to be ended with `reason`; returns their
+    /// sessions. Their public tiers end them at their next report ([`LINK_REPORT_MS`]).
+    fn end_links(&self, reason: &str, pick: impl Fn(&Uuid, UserId) -> bool) -> Vec<String> {
+        let mut live = self.links.lock();
+        let mut ended: Vec<String> = Vec::new();
+        for (s, k) in live.iter_mut() {
+            if pick(s, k.user_id) {
+                k.end.get_or_insert_with(|| reason.to_owned());
+                ended.push(s.to_string());
+            }
+        }
+        ended.sort();
+        ended
+    }
+
+    /// The address an administrator's own link comes from (for the audit log).
+    fn address_of(&self, session: &Uuid) -> String {
+        self.links
+            .lock()
+            .get(session)
+            .map_or_else(|| "unknown".to_owned(), |k| k.address.clone())
+    }
+
+    /// `admin_links`: every live link, oldest first.
+    pub(super) async fn admin_links(
+        self: &Arc<Self>,
+        user_id: UserId,
+    ) -> Result<AdminLinksReply, CoreError> {
+        self.as_admin(user_id, "admin_links", |core, _| {
+            let time = |ms: i64| super::rfc3339(ms.div_euclid(1000));
+            let mut links: Vec<(i64, LiveLink)> = core
+                .links
+                .lock()
+                .iter()
+                .map(|(s, k)| {
+                    (
+                        k.since_ms,
+                        LiveLink {
+                            session: s.to_string(),
+                            user: k.user.clone(),
+                            client: k.client.clone(),
+                            platform: k.platform.clone(),
+                            address: k.address.clone(),
+                            linked_since: time(k.since_ms).unwrap_or_default(),
+                            last_beat: k.last_beat_ms.and_then(time),
+                            round_trip_ms: k.round_trip_ms,
+                            issued: k.issued,
+                        },
+                    )
+                })
+                .collect();
+            links.sort_by(|a, b| (a.0, &a.1.session).cmp(&(b.0, &b.1.session)));
+            Ok(AdminLinksReply {
+                links: links.into_iter().map(|(_, l)| l).collect(),
+            })
+        })
+        .await
+    }
+
+    /// `admin_kick`: end one link (`session`) or every link of a user; audited with the
+    /// administrator's address.
+    pub(super) async fn admin_kick(
+        self: &Arc<Self>,
+        caller: (UserId, Uuid),
+        session: Option<String>,
+        user: Option<String>,
+    ) -> Result<AdminKickReply, CoreError> {
+        let (user_id, own) = caller;
+        let target = match (session, user) {
+            (Some(s), None) => Target::Session(Uuid::parse_str(&s).map_err(|_| {
+                CoreError::refused(codes::BAD_REQUEST, "session must be a link's UUID")
+            })?),
+            (None, Some(u)) => Target::User(check_and_key(&u)?),
+            _ => {
+                return Err(CoreError::refused(
+                    codes::BAD_REQUEST,
+                    "give the session or the user to end the links of",
+                ));
+            }
+        };
+        self.as_admin(user_id, "admin_kick", move |core, admin| {
+            let from = core.address_of(&own);
+            let (ended, what) = match &target {
+                Target::Session(s) => (
+                    core.end_links("ended by an administrator", |session, _| session == s),
+                    serde_json::json!({ "session": s.to_string() }),
+                ),
+                Target::User(key) => {
+                    let id = core.store.user_by_key(key)?.map(|u| u.id);
+                    (
+                        core.end_links("ended by an administrator", |_, u| Some(u) == id),
+                        serde_json::json!({ "user": key }),
+                    )
+                }
+            };
+            let detail = serde_json::json!({ "target": what, "ended": ended, "from": from });
+            core.store
+                .append_audit(&admin.actor, "kick", &detail.to_string(), core.now_ms())?;
+            tracing::info!(actor = %admin.actor, %from, ?ended, "links ended by an administrator");
+            Ok(AdminKickReply {
+                ended,
+                locked: false,
+            })
+        })
+        .await
+    }
+
+    /// `admin_lock`: refuse the user's logins until unlocked and end its links; audited.
+    pub(super) async fn admin_lock(
+        self: &Arc<Self>,
+        caller: (UserId, Uuid),
+        user: String,
+    ) -> Result<AdminKickReply, CoreError> {
+        let (user_id, own) = caller;
+        let key = check_and_key(&user)?;
+        self.as_admin(user_id, "admin_lock", move |core, admin| {
+            let record = core.store.user_by_key(&key)?.ok_or_else(|| {
+                CoreError::refused(codes::UNKNOWN_USER, format!("no user {key:?}"))
+            })?;
+            if record.id == user_id {
+                return Err(CoreError::refused(
+                    codes::BAD_REQUEST,
+                    "an administrator does not lock itself out",
+                ));
+            }
+            core.store
+                .set_user_locked(&key, true, &admin.actor, core.now_ms())?;
+            let ended = core.end_links("the account was locked by an administrator", |_, u| {
+                u == record.id
+            });
+            let from = core.address_of(&own);
+            let detail = serde_json::json!({ "user": key, "ended": ended, "from": from });
+            core.store
+                .append_audit(&admin.actor, "lock", &detail.to_string(), core.now_ms())?;
+            tracing::info!(actor = %admin.actor, %from, user = %key, "user locked by an administrator");
+            Ok(AdminKickReply {
+                ended,
+                locked: true,
+            })
+        })
+        .await
+    }
+}
+
+/// What `admin_kick` ends.
+enum Target {
+    Session(Uuid),
+    /// A user, by its lowercase NFC key.
+    User(String),
+}
+
+/// A user name as the ledger keys it, refusing one that cannot be a user's.
+fn check_and_key(user: &str) -> Result<String, CoreError> {
+    super::check_user_name(user)?;
+    Ok(stampline_wire::normalize_user(user))
 }

@@ -54,6 +54,10 @@ pub enum Call {
     CloseSession {
         session: Uuid,
     },
+    /// The gateway's links: their beats; the answer names those an administrator ended.
+    ReportLinks {
+        reports: Vec<crate::core::links::LinkReport>,
+    },
 }
 
 /// A call and its number on the connection.

@@ -211,6 +211,7 @@ async fn execute(core: &Arc<Core>, owner: Owner, call: Call) -> Result<Box<RawVa
                 .and_then(|json| RawValue::from_string(json).ok())
                 .ok_or_else(|| CoreError::Internal("a response that is not JSON".into()))
         }
+        Call::ReportLinks { reports } => value(&core.report_links(owner, reports)),
         Call::CloseSession { session } => {
             core.close_session(session, owner).await;
             value(&())

@@ -38,6 +38,7 @@ pub async fn hello_over(
         password: Secret(password.into()),
         client_nonce: Hex([7; 8]),
         client: "raw-test/1".into(),
+        platform: None,
     };
     ws.send(Message::text(encode_frame(&hello))).await.unwrap();
     let first = match ws.next().await {
