@@ -355,6 +355,77 @@ fn a_ticket_to_an_ipp_printer_prints_one_document_that_verifies() {
 }
 
 #[test]
+fn an_operators_kick_mid_print_cancels_the_job_and_the_item_is_voided() {
+    let Some(printer) = IppEve::start("stampline-kicked", Some(&format!("sleep {SLOW_PRINT_S}")))
+    else {
+        return;
+    };
+    let server = Server::start(1_500);
+    server.funded_user("cal");
+    let created = Command::new(BIN)
+        .args(["--json", "--user", "root", "admin", "create", "--data-dir"])
+        .arg(&server.data)
+        .env("STAMPLINE_PASSWORD", PASSWORD)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    let before = server.balance_mills("cal");
+    let uri = printer.uri();
+    let buyer = server
+        .command("cal", &buy_args(&uri, &[]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while printer.documents().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the printer never got the document"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The operator ends the buyer's link while the printer is still printing.
+    let kicked = server.ok("root", &["admin", "kick", "cal"]);
+    assert_eq!(kicked["ended"].as_array().unwrap().len(), 1, "{kicked}");
+    let out = buyer.wait_with_output().unwrap();
+    let (ok, v) = last_json(&out);
+    assert!(!ok, "a kicked buy must fail: {v}");
+    assert_eq!(v["error"], "link_lost", "{v}");
+    let message = v["message"].as_str().unwrap();
+    assert!(message.contains("kicked"), "the client says why: {message}");
+    assert!(
+        message.contains("canceled") || message.contains("aborted"),
+        "the job must end cancelled or aborted on the printer: {message}"
+    );
+    let state = printer.job_attribute(1, "job-state").unwrap_or_default();
+    assert!(
+        state == "canceled" || state == "aborted",
+        "job state on the printer: {state:?}"
+    );
+    // The link ended, so the confirmation window runs out and the item is voided.
+    let serial = server.history("cal", 10)[0].serial.clone();
+    let started = Instant::now();
+    while server.status_of("cal", &serial) != "voided" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "item was not voided after the window"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        server.balance_mills("cal"),
+        before,
+        "the balance is whole again"
+    );
+}
+
+#[test]
 fn losing_the_link_mid_print_cancels_the_job_and_the_item_is_voided_after_restart() {
     let Some(printer) = IppEve::start("stampline-slow", Some(&format!("sleep {SLOW_PRINT_S}")))
     else {
