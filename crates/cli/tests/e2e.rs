@@ -413,25 +413,7 @@ fn an_operator_locks_a_user_out_and_lets_them_back_in() {
     let server = TestServer::start();
     server.register("lou");
     let data = server.trust.parent().unwrap();
-    let created = Command::new(BIN)
-        .args([
-            "--json",
-            "--user",
-            "root",
-            "admin",
-            "create",
-            "--data-dir",
-            s(data),
-        ])
-        .env("STAMPLINE_PASSWORD", common::PASSWORD)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stdout)
-    );
+    common::create_admin(data, "root");
     let links = server.ok("root", &["admin", "links"]);
     let listed: Vec<&str> = links["links"]
         .as_array()

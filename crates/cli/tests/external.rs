@@ -296,18 +296,7 @@ fn register_and_fund_by_card_and_eft_through_separate_sandbox_processes() {
 #[test]
 fn reconciliation_is_clean_right_after_start_with_an_admin_and_every_key_registered() {
     let w = World::start(&[]);
-    let out = Command::new(BIN)
-        .args(["--json", "--user", "root", "admin", "create", "--data-dir"])
-        .arg(w.dir.path().join("server"))
-        .env("STAMPLINE_PASSWORD", PASSWORD)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    common::create_admin(&w.dir.path().join("server"), "root");
     let (clean, r) = w.reconcile();
     assert!(clean, "{r}");
     // The server registered its signing key with the external CMLS at start.

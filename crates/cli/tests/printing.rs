@@ -362,18 +362,7 @@ fn an_operators_kick_mid_print_cancels_the_job_and_the_item_is_voided() {
     };
     let server = Server::start(1_500);
     server.funded_user("cal");
-    let created = Command::new(BIN)
-        .args(["--json", "--user", "root", "admin", "create", "--data-dir"])
-        .arg(&server.data)
-        .env("STAMPLINE_PASSWORD", PASSWORD)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stdout)
-    );
+    common::create_admin(&server.data, "root");
     let before = server.balance_mills("cal");
     let uri = printer.uri();
     let buyer = server

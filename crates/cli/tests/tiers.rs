@@ -232,25 +232,7 @@ fn split_mode_end_to_end_through_two_gateways_of_one_core() {
 
     // An operator logged in through one gateway sees the link through the other and ends it:
     // the core tells that gateway at its next report (every 250 ms).
-    let created = Command::new(BIN)
-        .args([
-            "--json",
-            "--user",
-            "root",
-            "admin",
-            "create",
-            "--data-dir",
-            s(&split.data),
-        ])
-        .env("STAMPLINE_PASSWORD", PASSWORD)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stdout)
-    );
+    common::create_admin(&split.data, "root");
     runtime.block_on(async {
         let link = link_when_up(&a.endpoint(), "ann").await;
         let root = link_when_up(&b.endpoint(), "root").await;

@@ -304,6 +304,23 @@ pub trait Cli {
     }
 }
 
+/// `stampline admin create` of `user` (the tests' password) in the data dir `data`, asserting
+/// that it succeeded; the server may be running on it.
+pub fn create_admin(data: &Path, user: &str) {
+    let out = Command::new(BIN)
+        .args(["--json", "--user", user, "admin", "create", "--data-dir"])
+        .arg(data)
+        .env("STAMPLINE_PASSWORD", PASSWORD)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "admin create: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// `stampline audit --json ARGS`: (exit success, report).
 pub fn audit(args: &[&str]) -> (bool, Value) {
     let out = Command::new(BIN)
