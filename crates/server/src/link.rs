@@ -436,23 +436,34 @@ impl From<CoreError> for Fault {
 pub async fn report_loop(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_millis(LINK_REPORT_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // What was last reported of each link: only links whose beat figures changed are sent again
+    // (with beats every few seconds, a twentieth of them per report), so that thousands of links
+    // cost little on the internal channel.
+    let mut sent: std::collections::HashMap<Uuid, (Option<i64>, Option<u64>)> =
+        std::collections::HashMap::new();
     loop {
         tick.tick().await;
-        let reports: Vec<LinkReport> = state
-            .sessions
-            .list()
-            .into_iter()
-            .map(|s| LinkReport {
-                session: s.session,
-                last_beat_ms: s.last_beat_ms,
-                round_trip_ms: s.round_trip_ms,
-            })
-            .collect();
-        if reports.is_empty() {
+        let live = state.sessions.list();
+        if live.is_empty() {
+            sent.clear();
             continue;
+        }
+        let mut reports = Vec::new();
+        let mut now_sent = std::collections::HashMap::with_capacity(live.len());
+        for s in live {
+            let figures = (s.last_beat_ms, s.round_trip_ms);
+            if sent.get(&s.session) != Some(&figures) {
+                reports.push(LinkReport {
+                    session: s.session,
+                    last_beat_ms: s.last_beat_ms,
+                    round_trip_ms: s.round_trip_ms,
+                });
+            }
+            now_sent.insert(s.session, figures);
         }
         match state.tier.report_links(reports).await {
             Ok(ends) => {
+                sent = now_sent;
                 for end in ends {
                     state.sessions.end(&end.session, &end.reason);
                 }
