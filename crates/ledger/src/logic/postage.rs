@@ -374,7 +374,10 @@ pub(crate) fn refund(
     if closed_at(tx, user_id)?.is_some() {
         return Err(LedgerError::AccountClosed);
     }
-    let item = load_item(tx, serial)?
+    // Locked: a redemption by another user (which holds its own meter, not this one) may change a
+    // certificate's remainder while it stays `printed`; the remainder read here must be the one
+    // the refund books.
+    let item = load_item_locked(tx, serial)?
         .filter(|item| item.user_id == user_id)
         .ok_or(LedgerError::UnknownItem)?;
     match item.status {

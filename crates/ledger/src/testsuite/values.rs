@@ -49,6 +49,10 @@ pub const BEHAVIOURS: &[(&str, super::Behaviour)] = &[
         "bad_value_item_requests_change_nothing",
         bad_value_item_requests_change_nothing,
     ),
+    (
+        "a_refund_racing_partial_redemptions_pays_once",
+        a_refund_racing_partial_redemptions_pays_once,
+    ),
 ];
 
 /// Issues a value item of `kind` worth `mills` at `now_ms`, valid until `valid_until_ms`.
@@ -598,5 +602,75 @@ pub fn bad_value_item_requests_change_nothing(store: &dyn Store) {
     );
     assert_eq!(snapshot(store, u), before);
     assert!(register(store, u, "ticket").is_none());
+    assert_clean(store);
+}
+
+/// A certificate's issuer refunds it while two allowed users redeem parts of it, at once, many
+/// times over: either the refund wins (the redemptions find it refunded) or a redemption does (the
+/// refund finds it part-redeemed) — never both, so its value is paid out once. Under PostgreSQL
+/// the redeemers hold their own meters, not the issuer's: only the item's row lock orders them.
+pub fn a_refund_racing_partial_redemptions_pays_once(store: &dyn Store) {
+    let issuer = add_user(store, 1);
+    fund(store, issuer, "f1", 100_000);
+    let redeemers = [add_user(store, 2), add_user(store, 3)];
+    for r in redeemers {
+        ok(store.add_redeemer(issuer, r, T0_MS), "allow");
+    }
+    for round in 0..12 {
+        let cert = printed_value(store, issuer, &format!("g{round}"), "certificate", 3_000);
+        let (refund, redeems) = std::thread::scope(|scope| {
+            let serial = cert.serial.as_str();
+            let redeeming: Vec<_> = redeemers
+                .iter()
+                .map(|&r| {
+                    scope.spawn(move || {
+                        try_redeem(
+                            store,
+                            r,
+                            &format!("r{round}-{r}"),
+                            serial,
+                            Some(1_000),
+                            T0_MS,
+                        )
+                    })
+                })
+                .collect();
+            let refund = store.refund(
+                &req(issuer, &format!("x{round}"), serial),
+                serial,
+                i64::MAX,
+                T0_MS,
+            );
+            let redeems: Vec<_> = redeeming
+                .into_iter()
+                .map(|h| h.join().expect("redeeming thread"))
+                .collect();
+            (refund, redeems)
+        });
+        let redeemed = redeems.iter().filter(|r| r.is_ok()).count();
+        match &refund {
+            Ok(out) => {
+                assert_eq!(out.status, ItemStatus::Refunded);
+                assert_eq!(
+                    redeemed, 0,
+                    "round {round}: refunded and redeemed: {redeems:?}"
+                );
+            }
+            Err(LedgerError::InvalidInput(_)) => assert!(redeemed > 0, "round {round}"),
+            Err(e) => panic!("round {round}: refund failed: {e:?}"),
+        }
+        for r in &redeems {
+            assert!(
+                matches!(
+                    r,
+                    Ok(_)
+                        | Err(LedgerError::NotPending {
+                            status: ItemStatus::Refunded
+                        })
+                ),
+                "round {round}: {r:?}"
+            );
+        }
+    }
     assert_clean(store);
 }
