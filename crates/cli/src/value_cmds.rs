@@ -227,14 +227,15 @@ pub async fn refund(global: &Global, a: SerialArgs, out: Out) -> Result<(), CliE
     Ok(())
 }
 
-/// Void: an issued item is confirmed as not printed; a printed one (a check not yet presented)
-/// is refunded. Either way its amount comes back.
+/// Void: an issued item is confirmed as not printed; one past that (`not_pending`: a printed
+/// check not yet presented) is refunded, which the ledger refuses in turn for an item that is
+/// neither. Either way its amount comes back.
 pub async fn void(global: &Global, a: SerialArgs, out: Out) -> Result<(), CliError> {
     let client = connect(global).await?;
     let result = async {
         match client.confirm(&a.serial, false).await {
             Ok(r) => Ok(r),
-            Err(e) if e.code() == "not_pending" && e.to_string().contains("printed") => Ok(client
+            Err(e) if e.code() == "not_pending" => Ok(client
                 .call::<ItemStatusReply>(Op::Refund {
                     serial: a.serial.clone(),
                 })

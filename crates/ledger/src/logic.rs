@@ -7,7 +7,8 @@
 //! - the parts every operation shares: [`values`] (checked conversions, text limits),
 //!   [`audit_log`] (appending to the hash-chained log), [`transfers`] (double-entry moves),
 //!   [`meter`] (registers, seals, per-user invariants), [`items`] (item rows and statuses),
-//!   [`requests`] (idempotency), [`standing`] (closed or locked accounts);
+//!   [`requests`] (idempotency), [`standing`] (closed or locked accounts), [`issuing`] (what
+//!   every issue shares: its preamble, signing, the stored outcome);
 //! - the operations: [`accounts`] (users, logins), [`payments`] (funding, ACH returns,
 //!   auto-refill), [`value_items`] (tickets, checks, coupons, certificates: issue, their
 //!   registers, posting or giving back their funds, redemption, redeemers), [`postage`] (issue,
@@ -33,6 +34,8 @@ pub(crate) mod meter;
 pub(crate) mod requests;
 pub(crate) mod standing;
 pub(crate) mod transfers;
+
+pub(crate) mod issuing;
 pub(crate) mod value_items;
 
 pub(crate) mod accounts;

@@ -9,32 +9,29 @@ use serde::Serialize;
 
 use super::Ctx;
 use super::audit_log::{ACTOR_SYSTEM, append_audit_entry, detail_json, user_actor};
-use super::items::{
-    Item, load_item, load_item_locked, replay_issue, set_status, sign_piece, store_issue_outcome,
-};
+use super::issuing::{self, Begun, sign_piece, store_issue_outcome};
+use super::items::{Item, load_item, load_item_locked, set_status};
 use super::meter::{
     Meter, check_user_invariants, lock_meter, lock_meter_with_balance, require_meter, store_meter,
     user_invariants,
 };
 use super::payments::refill_due;
 use super::requests::{find_outcome, replay, store_outcome};
-use super::standing::{closed_at, refuse_if_locked};
+use super::standing::closed_at;
 use super::transfers::{
     KIND_POST, KIND_REFUND, KIND_RESERVE, KIND_VOID, Transfer, balance_of, transfer,
     transfer_with_balances,
 };
 use super::value_items;
-use super::values::{check_text, positive_mills, register_add, to_u64};
+use super::values::{register_add, to_u64};
 use crate::sql::{Param, Tx};
 use crate::{
-    ACCOUNT_POSTAGE_SOLD, IssueInput, IssueOutcome, ItemStatus, LedgerError, MAX_TEXT_LEN,
-    PieceState, ReprintLimits, ReprintOutcome, RequestKey, SignedItem, StatusOutcome,
-    customer_account, reserved_account,
+    ACCOUNT_POSTAGE_SOLD, IssueInput, IssueOutcome, ItemStatus, LedgerError, PieceState,
+    ReprintLimits, ReprintOutcome, RequestKey, SignedItem, StatusOutcome, customer_account,
+    reserved_account,
 };
 
 use Param::{Blob, Int, OptText, Text};
-
-const OP_ISSUE: &str = "issue";
 
 const OP_CONFIRM: &str = "confirm";
 
@@ -53,24 +50,21 @@ pub(crate) fn issue(
     now_ms: i64,
 ) -> Result<IssueOutcome, LedgerError> {
     let user_id = key.user_id;
-    let (meter, balance) = lock_meter_with_balance(tx, ctx, user_id)?;
-    if let Some(json) = find_outcome(tx, key, OP_ISSUE)? {
-        return replay_issue(tx, user_id, &json);
-    }
-    let amount = positive_mills(input.amount)?;
     if input.kind != KIND_POSTAGE {
         return Err(LedgerError::InvalidInput(format!(
             "unknown item kind {:?}",
             input.kind
         )));
     }
-    if let Some(session) = &input.session {
-        check_text("session", session, 1, MAX_TEXT_LEN)?;
-    }
-    refuse_if_locked(tx, user_id)?;
-    if meter.device_id.is_none() {
-        return Err(LedgerError::NotLicensed);
-    }
+    let Begun {
+        meter,
+        device_id,
+        balance,
+        amount,
+    } = match issuing::begin(tx, ctx, key, input)? {
+        Ok(begun) => begun,
+        Err(repeat) => return Ok(repeat),
+    };
     let customer = customer_account(user_id);
     if balance < amount {
         return Err(LedgerError::InsufficientFunds {
@@ -92,10 +86,7 @@ pub(crate) fn issue(
     // Everything that refuses an issue comes before its first write (the meter update below), so
     // that SQLite's writer needs no savepoint around it (`Undo::RefusesFirst`): signing too.
     let piece_state = PieceState {
-        device_id: new_meter
-            .device_id
-            .clone()
-            .ok_or(LedgerError::NotLicensed)?,
+        device_id,
         piece: new_meter.piece,
         number: u64::from(new_meter.piece),
         ascending_mills: to_u64(new_meter.ascending_mills, "ascending register")?,

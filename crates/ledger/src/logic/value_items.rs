@@ -20,26 +20,26 @@ use stampline_money::Amount;
 
 use super::Ctx;
 use super::audit_log::{append_audit_entry, detail_json, user_actor};
-use super::items::{Item, load_item_locked, replay_issue, sign_piece, store_issue_outcome};
-use super::meter::{Meter, lock_meter, lock_meter_with_balance, store_meter, user_invariants};
+use super::issuing::{self, Begun, sign_piece, store_issue_outcome};
+use super::items::{Item, load_item_locked};
+use super::meter::{Meter, lock_meter, store_meter, user_invariants};
 use super::payments::refill_due;
 use super::requests::{find_outcome, replay, store_outcome};
-use super::standing::{closed_at, refuse_if_locked};
+use super::standing::closed_at;
 use super::transfers::{
     KIND_POST, KIND_REDEEM, KIND_REFUND, KIND_RESERVE, KIND_VOID, Transfer, balance_of, transfer,
     transfer_with_balances,
 };
-use super::values::{check_text, positive_mills, register_add, to_u64};
+use super::values::{positive_mills, register_add, to_u64};
 use crate::sql::{Param, Tx};
 use crate::{
-    IssueInput, IssueOutcome, ItemStatus, LedgerError, MAX_TEXT_LEN, PieceState, RedeemOutcome,
-    RequestKey, SignedItem, UserId, VALUE_KINDS, ValueRegister, carries_funds, customer_account,
+    IssueInput, IssueOutcome, ItemStatus, LedgerError, PieceState, RedeemOutcome, RequestKey,
+    SignedItem, UserId, VALUE_KINDS, ValueRegister, carries_funds, customer_account,
     outstanding_account, reserved_account, value_item_number,
 };
 
 use Param::{Blob, Int, OptInt, OptText, Text};
 
-const OP_ISSUE: &str = "issue";
 const OP_REDEEM: &str = "redeem";
 
 /// The audit action for `action` on an item of `kind`: coupons' actions name no transfer.
@@ -112,22 +112,19 @@ pub(crate) fn issue(
 ) -> Result<IssueOutcome, LedgerError> {
     let user_id = key.user_id;
     let kind = input.kind;
-    let (meter, balance) = lock_meter_with_balance(tx, ctx, user_id)?;
-    if let Some(json) = find_outcome(tx, key, OP_ISSUE)? {
-        return replay_issue(tx, user_id, &json);
-    }
     if !VALUE_KINDS.contains(&kind) {
         return Err(LedgerError::InvalidInput(format!(
             "unknown item kind {kind:?}"
         )));
     }
-    let amount = positive_mills(input.amount)?;
-    if let Some(session) = &input.session {
-        check_text("session", session, 1, MAX_TEXT_LEN)?;
-    }
-    refuse_if_locked(tx, user_id)?;
-    let Some(device_id) = meter.device_id.clone() else {
-        return Err(LedgerError::NotLicensed);
+    let Begun {
+        meter,
+        device_id,
+        balance,
+        amount,
+    } = match issuing::begin(tx, ctx, key, input)? {
+        Ok(begun) => begun,
+        Err(repeat) => return Ok(repeat),
     };
     let funded = carries_funds(kind);
     if funded && balance < amount {
