@@ -382,22 +382,8 @@ pub struct IssueCommon {
     /// Redeemable through this day (UTC), YYYY-MM-DD.
     #[arg(long)]
     pub valid_until: Option<String>,
-    /// Output formats (repeatable): png, pdf, svg, zpl (not for checks), raw. Default: png and
-    /// pdf for files, pdf for IPP.
-    #[arg(long)]
-    pub format: Vec<String>,
-    /// Output path; the extension is set per format. Default: ./SERIAL.png / .pdf.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Printer URI: ipp://HOST:PORT/PATH, ipps://…, socket://HOST:9100 or file:PATH.
-    #[arg(long)]
-    pub printer: Option<String>,
-    /// The ipps printer's certificate (PEM), pinned.
-    #[arg(long, env = "STAMPLINE_PRINTER_CERT")]
-    pub printer_cert: Option<PathBuf>,
-    /// Resolution for PNG and ZPL.
-    #[arg(long, default_value_t = 300)]
-    pub dpi: u32,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -477,10 +463,6 @@ pub struct BuyArgs {
     /// Date of mailing, YYYY-MM-DD (default: today).
     #[arg(long)]
     pub date: Option<String>,
-    /// Output formats (repeatable): png, pdf, svg, zpl, raw (the item's bytes). Default: png and pdf
-    /// for files, pdf for IPP, zpl for socket://.
-    #[arg(long)]
-    pub format: Vec<String>,
     /// Page layout: envelope10 (#10 envelope), label4x6 (shipping label with IMpb), sheet
     /// (indicia on US Letter). Default: the bare indicium (png, pdf); label4x6 for zpl.
     #[arg(long)]
@@ -496,6 +478,17 @@ pub struct BuyArgs {
     /// postage) and print them all into one PDF (default) or ZPL file.
     #[arg(long)]
     pub batch: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Where an issued item goes, and as what: what `buy` and `issue KIND` share.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Output formats (repeatable): png, pdf, svg, zpl (not for checks), raw (the item's bytes).
+    /// Default: png and pdf for files, pdf for IPP, zpl for socket://.
+    #[arg(long)]
+    pub format: Vec<String>,
     /// Output path; the extension is set per format. Default: ./SERIAL.png / .pdf.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -505,7 +498,7 @@ pub struct BuyArgs {
     /// The ipps printer's certificate (PEM), pinned.
     #[arg(long, env = "STAMPLINE_PRINTER_CERT")]
     pub printer_cert: Option<PathBuf>,
-    /// Label resolution for PNG.
+    /// Resolution for PNG and ZPL.
     #[arg(long, default_value_t = 300)]
     pub dpi: u32,
 }

@@ -126,7 +126,7 @@ pub fn parse_rows(csv_bytes: &[u8], a: &BuyArgs, layout: Layout) -> Result<Vec<R
             from: from.clone(),
             to: to.clone(),
         };
-        label::check_before_issue(&choice, a.dpi).map_err(|e| bad(number, e))?;
+        label::check_before_issue(&choice, a.output.dpi).map_err(|e| bad(number, e))?;
         rows.push(Row {
             number,
             to,
@@ -177,7 +177,7 @@ pub async fn buy_batch(
     file: &Path,
     out: Out,
 ) -> Result<(), CliError> {
-    let format = match a.format.as_slice() {
+    let format = match a.output.format.as_slice() {
         [] => Format::Pdf,
         [one] if one == "pdf" => Format::Pdf,
         [one] if one == "zpl" => Format::Zpl,
@@ -189,7 +189,7 @@ pub async fn buy_batch(
         }
     };
     let layout = label::choose_layout(a.layout.as_deref(), &[])?.unwrap_or(Layout::Label4x6);
-    stampline_client::label::check_dpi(a.dpi)?;
+    stampline_client::label::check_dpi(a.output.dpi)?;
     let meta = std::fs::metadata(file)
         .map_err(|e| CliError::new("no_file", format!("{}: {e}", file.display())))?;
     if meta.len() > MAX_BATCH_FILE_BYTES {
@@ -215,7 +215,7 @@ pub async fn buy_batch(
         });
     }
     let ext = if format == Format::Pdf { "pdf" } else { "zpl" };
-    let path = match &a.out {
+    let path = match &a.output.out {
         Some(base) => base.with_extension(ext),
         None => file.with_extension(ext),
     };
@@ -226,7 +226,7 @@ pub async fn buy_batch(
         pieces,
         layout,
         format,
-        dpi: a.dpi,
+        dpi: a.output.dpi,
         path: path.clone(),
         mail_date: a.date.clone(),
     };

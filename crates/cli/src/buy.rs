@@ -71,8 +71,8 @@ pub fn request(a: &BuyArgs) -> Result<BuyRequest, CliError> {
         })?),
         None => None,
     };
-    let formats = parse_formats(&a.format)?;
-    label::check_dpi(a.dpi)?;
+    let formats = parse_formats(&a.output.format)?;
+    label::check_dpi(a.output.dpi)?;
     if a.from.is_empty() || a.to.is_empty() {
         return Err(CliError::new(
             "bad_request",
@@ -98,10 +98,10 @@ pub fn request(a: &BuyArgs) -> Result<BuyRequest, CliError> {
     };
     let to_zip = label::destination(&a.to, a.to_address.as_ref().map(|_| choice.to.as_slice()))?;
     let output = output(
-        a.printer.as_deref(),
-        a.printer_cert.as_deref(),
+        a.output.printer.as_deref(),
+        a.output.printer_cert.as_deref(),
         &formats,
-        a.out.clone(),
+        a.output.out.clone(),
         label_formats,
     )?;
     Ok(BuyRequest {
@@ -112,7 +112,7 @@ pub fn request(a: &BuyArgs) -> Result<BuyRequest, CliError> {
         to_zip,
         mail_date: a.date.clone(),
         label: choice,
-        dpi: a.dpi,
+        dpi: a.output.dpi,
         output,
     })
 }
@@ -147,7 +147,7 @@ pub async fn buy(global: &Global, a: BuyArgs, out: Out) -> Result<(), CliError> 
         .map(|f| f.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let printed = match (&a.printer, files.is_empty()) {
+    let printed = match (&a.output.printer, files.is_empty()) {
         (Some(p), true) => format!("printed on {p}"),
         _ => format!("wrote {files}"),
     };
@@ -157,6 +157,6 @@ pub async fn buy(global: &Global, a: BuyArgs, out: Out) -> Result<(), CliError> 
         p.serial,
         dollars(p.confirmed.balance_mills),
     );
-    out.done(&purchase_json(&p, a.printer.as_deref()), &human);
+    out.done(&purchase_json(&p, a.output.printer.as_deref()), &human);
     Ok(())
 }

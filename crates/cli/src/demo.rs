@@ -5,7 +5,7 @@ use serde_json::json;
 use stampline_client::{Client, Endpoint, Trust};
 use stampline_server::{Server, ServerConfig};
 
-use crate::args::{BuyArgs, DemoArgs, FundArgs, RegisterArgs};
+use crate::args::{BuyArgs, DemoArgs, FundArgs, OutputArgs, RegisterArgs};
 use crate::buy::do_buy;
 use crate::client_cmds::{do_register, dollars, fund_request};
 use crate::output::{CliError, Out};
@@ -74,11 +74,13 @@ pub async fn demo(a: DemoArgs, out: Out) -> Result<(), CliError> {
             from: "02134".into(),
             to: "94105".into(),
             date: None,
-            format: vec![],
-            out: Some(label.clone()),
-            printer: None,
-            printer_cert: None,
-            dpi: 300,
+            output: OutputArgs {
+                format: vec![],
+                out: Some(label.clone()),
+                printer: None,
+                printer_cert: None,
+                dpi: 300,
+            },
             layout: None,
             to_address: None,
             from_address: None,

@@ -83,17 +83,17 @@ fn request(
             (Kind::Certificate, amount("--amount", &a)?, common)
         }
     };
-    let formats = crate::buy::parse_formats(&common.format)?;
+    let formats = crate::buy::parse_formats(&common.output.format)?;
     let file_formats = if formats.is_empty() {
         &jobs::DEFAULT_FILE_FORMATS[..]
     } else {
         &formats[..]
     };
     let output = crate::buy::output(
-        common.printer.as_deref(),
-        common.printer_cert.as_deref(),
+        common.output.printer.as_deref(),
+        common.output.printer_cert.as_deref(),
         &formats,
-        common.out.clone(),
+        common.output.out.clone(),
         file_formats,
     )?;
     Ok((
@@ -103,7 +103,7 @@ fn request(
             fields,
             valid_until: common.valid_until.clone(),
             drawer,
-            dpi: common.dpi,
+            dpi: common.output.dpi,
             output,
         },
         common,
@@ -127,10 +127,10 @@ pub async fn issue(global: &Global, cmd: IssueCommand, out: Out) -> Result<(), C
         "status": p.confirmed.status,
         "files": files,
         "printed": true,
-        "printer": common.printer,
+        "printer": common.output.printer,
         "jobs": print_cmd::jobs_json(&p.jobs),
     });
-    let printed = match (&common.printer, files.is_empty()) {
+    let printed = match (&common.output.printer, files.is_empty()) {
         (Some(printer), true) => format!("printed on {printer}"),
         _ => format!("wrote {}", files.join(", ")),
     };

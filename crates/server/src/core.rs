@@ -397,11 +397,28 @@ impl Core {
             }
             Op::Issue {
                 kind,
+                postage_mills,
+                from_zip,
+                to_zip,
+                mail_date,
+                class,
+                weight_oz,
                 amount_mills,
                 fields,
                 valid_until,
-                ..
             } if kind != "postage" => {
+                let postage_fields = postage_mills != 0
+                    || !from_zip.is_empty()
+                    || !to_zip.is_empty()
+                    || !mail_date.is_empty()
+                    || !class.is_empty()
+                    || weight_oz.is_some();
+                if postage_fields {
+                    return Err(CoreError::refused(
+                        codes::BAD_REQUEST,
+                        format!("a {kind} takes amount_mills and fields, not postage fields"),
+                    ));
+                }
                 let order = value_items::ValueOrder::check(
                     &kind,
                     amount_mills,

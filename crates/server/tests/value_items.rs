@@ -102,6 +102,20 @@ async fn an_item_expires_at_the_end_of_its_day_and_is_refused_after() {
     assert_eq!(status.status, "printed");
     assert_eq!(status.amount_mills, Some(5_000));
     assert_eq!(status.remaining_mills, Some(3_000));
+    // Postage fields on a value item are refused, and nothing moves.
+    let before = w.core.store().audit().unwrap().transfers;
+    let mut mixed = value_issue(
+        "ticket",
+        1_000,
+        &[("event", "E"), ("venue", "V"), ("seat", "S")],
+        None,
+    );
+    if let Op::Issue { postage_mills, .. } = &mut mixed {
+        *postage_mills = 780;
+    }
+    let r = ann.request(mixed).await.unwrap();
+    assert_eq!(r.code(), Some("bad_request"), "{r:?}");
+    assert_eq!(w.core.store().audit().unwrap().transfers, before);
     assert!(w.core.store().audit().unwrap().is_clean());
 }
 
